@@ -1,0 +1,270 @@
+"""FaceDB: the one domain API under the CLI, the REST service and the tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .align import preprocessing_name
+from .config import Settings
+from .db.database import Database
+from .db.store import Store
+from .detect import Detector, MtcnnDetector
+from .embed import Embedder, FacenetEmbedder
+from .errors import FaceDBError, ImageError
+from .faces import Face
+from .images import DecodedPhoto, decode, read_file
+from .pipeline import FaceExtractor, FailureCallback, Indexer, IndexSummary, ProgressCallback
+from .scan import scan
+
+
+@dataclass
+class PhotoFaces:
+    """The faces found in one photo that is not stored (compare, who)."""
+
+    path: str
+    faces: list[Face]
+    photo: DecodedPhoto | None = None
+    error: str | None = None
+
+
+@dataclass
+class IdentityMatch:
+    identity_id: int
+    name: str | None
+    distance: float
+    faces_within_threshold: int
+    faces: int
+    source: str  # how the nearest face got its identity: enrolled, confirmed or proposed
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"distance": round(self.distance, 4)}
+
+
+@dataclass
+class FaceAnswer:
+    box: tuple[float, float, float, float]
+    score: float
+    candidates: list[IdentityMatch]
+    threshold: float
+
+    @property
+    def identity(self) -> str | None:
+        """The best candidate's name when within the threshold, else None (unknown)."""
+        if self.candidates and self.candidates[0].distance <= self.threshold:
+            return self.candidates[0].name or f"person #{self.candidates[0].identity_id}"
+        return None
+
+    def as_dict(self) -> dict:
+        best = self.candidates[0] if self.candidates else None
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "score": round(self.score, 4),
+            "identity": self.identity,
+            "unknown": self.identity is None,
+            "distance": round(best.distance, 4) if best else None,
+            "candidates": [c.as_dict() for c in self.candidates],
+        }
+
+
+@dataclass
+class WhoAnswer:
+    path: str
+    faces: list[FaceAnswer] = field(default_factory=list)
+    error: str | None = None
+    photo: DecodedPhoto | None = field(default=None, repr=False)  # pixels, kept only for --annotate
+
+    def as_dict(self) -> dict:
+        return {"photo": self.path, "error": self.error, "faces": [f.as_dict() for f in self.faces]}
+
+
+@dataclass
+class EnrollResult:
+    name: str
+    identity_id: int | None
+    enrolled: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "identity_id": self.identity_id, "enrolled": self.enrolled,
+                "warnings": [{"path": p, "message": m} for p, m in self.warnings],
+                "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+
+
+class FaceDB:
+    """Open lazily: nothing heavy (database, TensorFlow) happens until a method needs it."""
+
+    def __init__(self, settings: Settings | None = None, *, detector: Detector | None = None,
+                 embedder: Embedder | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self._database: Database | None = None
+        self._store: Store | None = None
+        self._detector = detector
+        self._embedder = embedder
+        self._embedding_model_id: int | None = None
+
+    # ---- parts, created on first use ------------------------------------------------------
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = Database.open(self.settings)
+        return self._database
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.database)
+        return self._store
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            s = self.settings
+            self._detector = MtcnnDetector(s.detect_max_side, s.min_face_size, s.min_face_score)
+        return self._detector
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = FacenetEmbedder(self.settings.model_cache, self.settings.embed_batch_size)
+        return self._embedder
+
+    @property
+    def preprocessing(self) -> str:
+        return preprocessing_name(self.settings.face_margin)
+
+    @property
+    def embedding_model_id(self) -> int:
+        if self._embedding_model_id is None:
+            e = self.embedder
+            self._embedding_model_id = self.store.embedding_model_id(e.name, e.version, e.sha256, self.preprocessing,
+                                                                     e.dimension)
+        return self._embedding_model_id
+
+    def load_models(self) -> None:
+        self.detector.load()  # type: ignore[attr-defined]
+        self.embedder.load()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+            self._store = None
+
+    def __enter__(self) -> "FaceDB":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def extractor(self) -> FaceExtractor:
+        return FaceExtractor(self.detector, self.embedder, self.settings.face_margin)
+
+    def _indexer(self) -> Indexer:
+        s = self.settings
+        return Indexer(self.store, self.extractor, self.embedding_model_id, max_pixels=s.max_pixels,
+                       batch_photos=s.write_batch_photos, read_workers=s.read_workers)
+
+    # ---- faces of photos that are not stored ---------------------------------------------
+    def faces_in(self, paths: list[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:
+        """Detect, align and embed every face of each photo, without storing anything."""
+        extractor = self.extractor
+        results = []
+        for item in scan(paths):
+            if item.error:
+                results.append(PhotoFaces(item.path, [], error=item.error))
+                continue
+            try:
+                data, _ = read_file(Path(item.path))
+                photo = decode(data, self.settings.max_pixels)
+            except ImageError as exc:
+                results.append(PhotoFaces(item.path, [], error=str(exc)))
+                continue
+            results.append(PhotoFaces(item.path, extractor.faces_in(photo), photo if keep_pixels else None))
+        extractor.embed([face for result in results for face in result.faces])
+        return results
+
+    def compare(self, paths: list[str | os.PathLike]) -> dict:
+        """The FaceNet tutorial's compare: Euclidean distances between all faces of the photos."""
+        results = self.faces_in(paths)
+        faces = [(r.path, i, f) for r in results for i, f in enumerate(r.faces)]
+        vectors = np.stack([f.embedding for _, _, f in faces]) if faces else np.zeros((0, 512), np.float32)
+        distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1) if faces else np.zeros((0, 0))
+        return {
+            "faces": [{"photo": p, "face": i, "box": [round(v, 1) for v in f.box], "score": round(f.detection.score, 4)}
+                      for p, i, f in faces],
+            "distances": [[round(float(d), 4) for d in row] for row in distances],
+            "errors": [{"photo": r.path, "error": r.error} for r in results if r.error],
+            "photos_without_faces": [r.path for r in results if not r.error and not r.faces],
+        }
+
+    # ---- indexing -----------------------------------------------------------------------
+    def index(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
+              on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None) -> IndexSummary:
+        return self._indexer().run(paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure)
+
+    def enroll(self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None) -> EnrollResult:
+        """Add the largest face of each photo to the identity `name` (created if new)."""
+        name = name.strip()
+        if not name:
+            raise FaceDBError("an identity needs a non-empty name")
+        summary = self.index(paths, on_failure=on_failure)
+        result = EnrollResult(name=name, identity_id=None, failures=list(summary.failures))
+        chosen = []
+        for path, photo_id in sorted(summary.photo_ids.items()):
+            faces = self.store.faces_of_photo(photo_id)
+            if not faces:
+                result.failures.append((path, "no face found"))
+                continue
+            largest = max(faces, key=lambda f: f.box[2] * f.box[3])
+            if len(faces) > 1:
+                result.warnings.append((path, f"{len(faces)} faces in the photo; enrolled the largest"))
+            chosen.append(largest.id)
+            result.enrolled.append(path)
+        if chosen:
+            result.identity_id = self.store.assign(name, chosen, "enrolled")
+        return result
+
+    def enroll_from_folders(self, root: str | os.PathLike, **kwargs) -> list[EnrollResult]:
+        """root/<person>/<photos>: the layout of LFW and most face datasets."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FaceDBError(f"{root}: not a folder")
+        people = sorted(p for p in root.iterdir() if p.is_dir())
+        return [self.enroll(person.name, [person], **kwargs) for person in people]
+
+    # ---- who is this --------------------------------------------------------------------
+    def who(self, paths: list[str | os.PathLike], *, top_k: int = 3, threshold: float | None = None,
+            keep_pixels: bool = False) -> list[WhoAnswer]:
+        threshold = self.settings.threshold if threshold is None else threshold
+        if top_k < 1:
+            raise FaceDBError("top_k must be at least 1")
+        answers = []
+        for result in self.faces_in(paths, keep_pixels=keep_pixels):
+            answer = WhoAnswer(result.path, error=result.error, photo=result.photo)
+            for face in result.faces:
+                answer.faces.append(self.identify(face, top_k=top_k, threshold=threshold))
+            answers.append(answer)
+        return answers
+
+    def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
+        nearest = self.store.nearest_identities(face.embedding, top_k)
+        counts = self.store.faces_within(face.embedding, [c.identity_id for c in nearest], threshold)
+        matches = [IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
+                   for c in nearest]
+        return FaceAnswer(box=face.box, score=face.detection.score, candidates=matches, threshold=threshold)
+
+    # ---- reports ------------------------------------------------------------------------
+    def status(self) -> dict:
+        return self.store.counts() | {"database": self.database.describe()}
+
+    def failures(self) -> list[dict]:
+        return [{"path": p, "reason": r, "when": t.isoformat()} for p, r, t in self.store.failures()]
+
+    def identities(self) -> list[dict]:
+        return [{"id": i, "name": n, "faces": c} for i, n, c in self.store.identities()]

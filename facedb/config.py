@@ -1,0 +1,79 @@
+"""One settings object: explicit values (flags) > environment (FACEDB_*, DATABASE_URL) > defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+# Chosen from measurements on real photos (see README, "Choosing the threshold"): at 1.0 no
+# stranger in the test sets is named, while most photos of an enrolled person still are.
+DEFAULT_THRESHOLD = 1.0
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("facedb"))
+
+
+def _default_model_cache() -> Path:
+    return Path(platformdirs.user_cache_dir("facedb")) / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=_default_home)
+    database_url: str | None = None
+    model_cache: Path = field(default_factory=_default_model_cache)
+    # Detection runs on a copy whose longest side is at most this; crops come from the original.
+    detect_max_side: int = 1280
+    min_face_size: int = 20
+    min_face_score: float = 0.90
+    embed_batch_size: int = 32
+    face_margin: float = 0.2
+    threshold: float = DEFAULT_THRESHOLD
+    max_pixels: int = 120_000_000
+    read_workers: int = 2
+    write_batch_photos: int = 32
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @classmethod
+    def load(cls, **explicit: object) -> "Settings":
+        """Build settings; `explicit` values win, None means 'not given'."""
+        values: dict[str, object] = {}
+        env = os.environ
+        if env.get("DATABASE_URL"):
+            values["database_url"] = env["DATABASE_URL"]
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, annotation in types.items():
+            raw = env.get("FACEDB_" + name.upper())
+            if raw:
+                values[name] = _parse(annotation, raw, name)
+        for name, value in explicit.items():
+            if name not in types:
+                raise TypeError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = _parse(types[name], value, name) if isinstance(value, str) else value
+        for name in ("home", "model_cache"):
+            if name in values:
+                values[name] = Path(values[name]).expanduser()
+        return cls(**values)
+
+
+def _parse(annotation: object, raw: str, name: str) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {name}: {raw!r} is not a number") from None
+    if kind == "Path":
+        return Path(raw).expanduser()
+    return raw

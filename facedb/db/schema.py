@@ -1,0 +1,111 @@
+"""The data model. Schema changes go through Alembic migrations (migrations/), never create_all."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer,
+                        LargeBinary, REAL, SmallInteger, Text, UniqueConstraint, func)
+from sqlalchemy import Identity as Generated
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+EMBEDDING_DIMENSION = 512
+PHOTO_STATUSES = ("indexed", "failed")
+ASSIGNMENT_SOURCES = ("enrolled", "confirmed", "proposed")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Photo(Base):
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(Text, index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(Text)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    camera: Mapped[str | None] = mapped_column(Text)
+    gps_lat: Mapped[float | None] = mapped_column(Double)
+    gps_lon: Mapped[float | None] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    face_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    faces: Mapped[list["Face"]] = relationship(back_populates="photo", cascade="all, delete-orphan", passive_deletes=True)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('indexed', 'failed')", name="photos_status_valid"),
+        UniqueConstraint("path", name="photos_path_key"),
+    )
+
+
+class EmbeddingModel(Base):
+    """Which model (pinned by sha256) and which preprocessing made an embedding."""
+
+    __tablename__ = "embedding_models"
+
+    id: Mapped[int] = mapped_column(SmallInteger, Generated(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(Text)
+    preprocessing: Mapped[str] = mapped_column(Text)
+    dimension: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("name", "version", "sha256", "preprocessing", name="embedding_models_unique"),)
+
+
+class Face(Base):
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
+    box_x: Mapped[float] = mapped_column(REAL)
+    box_y: Mapped[float] = mapped_column(REAL)
+    box_w: Mapped[float] = mapped_column(REAL)
+    box_h: Mapped[float] = mapped_column(REAL)
+    landmarks: Mapped[list[float]] = mapped_column(ARRAY(REAL))  # x1, y1, ... x5, y5
+    score: Mapped[float] = mapped_column(REAL)
+    embedding = mapped_column(Vector(EMBEDDING_DIMENSION), nullable=False)
+    embedding_model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id"))
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    photo: Mapped[Photo] = relationship(back_populates="faces")
+
+    __table_args__ = (
+        Index("faces_embedding_hnsw", "embedding", postgresql_using="hnsw",
+              postgresql_with={"m": 16, "ef_construction": 64}, postgresql_ops={"embedding": "vector_l2_ops"}),
+    )
+
+
+class Identity(Base):
+    """A person; unnamed ones (from clustering) have no name yet."""
+
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("name", name="identities_name_key"),)
+
+
+class FaceIdentity(Base):
+    """A face belongs to at most one identity, and we remember how it got there."""
+
+    __tablename__ = "face_identities"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("source IN ('enrolled', 'confirmed', 'proposed')", name="face_identities_source_valid"),)

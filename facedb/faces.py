@@ -1,0 +1,34 @@
+"""The plain data types that travel between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[float, float, float, float]  # x, y, width, height in original-image pixels
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    # left eye, right eye, nose, mouth left, mouth right (as MTCNN names them)
+    landmarks: tuple[Point, Point, Point, Point, Point]
+    score: float
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+
+@dataclass
+class Face:
+    detection: Detection
+    crop: np.ndarray  # uint8 [size, size, 3], as the embedder wants it
+    thumbnail: bytes = b""  # small JPEG for people to look at
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def box(self) -> Box:
+        return self.detection.box

@@ -1,0 +1,203 @@
+"""Files to pixels: read, hash, decode (any Pillow format, HEIC/AVIF), EXIF orientation and metadata.
+
+Every way a file can fail to be a usable photo ends in `ImageError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+try:  # HEIC from phones; AVIF is built into recent Pillow.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
+    pass
+
+# Truncated files must fail loudly, not come back half grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Our own pixel limit (Settings.max_pixels) is checked before decoding; Pillow's guard stays
+# as a second line of defence for formats that only learn their size while decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def readable_extensions() -> frozenset[str]:
+    """Extensions Pillow (plus pillow-heif) can open: what a folder walk considers a photo."""
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+@dataclass(frozen=True)
+class PhotoMeta:
+    width: int
+    height: int
+    format: str | None
+    taken_at: datetime | None = None
+    camera: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """Upright 8-bit RGB pixels (EXIF orientation applied) and what EXIF says about the shot."""
+
+    rgb: np.ndarray
+    meta: PhotoMeta
+
+
+def read_file(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and their sha256, or ImageError naming the reason."""
+    try:
+        if path.is_symlink() and not path.exists():
+            raise ImageError("broken symbolic link")
+        data = path.read_bytes()
+    except ImageError:
+        raise
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except FileNotFoundError:
+        raise ImageError("file vanished before it could be read") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise ImageError(f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,} "
+                    "(possible decompression bomb; raise FACEDB_MAX_PIXELS to allow)")
+            image.load()
+            meta = _metadata(image)
+            image = ImageOps.exif_transpose(image)
+            rgb = _to_rgb8(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can identify") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb: {exc}") from None
+    except Image.DecompressionBombWarning as exc:
+        raise ImageError(f"decompression bomb: {exc}") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode") from None
+    except (OSError, ValueError, SyntaxError, TypeError, IndexError, KeyError, EOFError,
+            struct.error, ZeroDivisionError, RuntimeError, NotImplementedError, AttributeError) as exc:
+        raise ImageError(_one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
+    h, w = rgb.shape[:2]
+    return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, **meta))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _to_rgb8(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16-bit and float greyscale: scale the real range to 0..255 instead of clipping at 255.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        scaled = np.zeros(values.shape, np.uint8) if high <= low else ((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        return np.ascontiguousarray(np.stack([scaled] * 3, axis=-1))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+_EXIF_IFD = 0x8769
+_GPS_IFD = 0x8825
+
+
+def _metadata(image: Image.Image) -> dict:
+    """Capture time, camera and GPS position from EXIF; odd or broken EXIF just yields None."""
+    out: dict = {"format": image.format}
+    try:
+        exif = image.getexif()
+    except Exception:  # noqa: BLE001 - broken EXIF must not fail the photo
+        return out
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+        stamp = sub.get(ExifTags.Base.DateTimeOriginal) or sub.get(ExifTags.Base.DateTimeDigitized) or exif.get(ExifTags.Base.DateTime)
+        out["taken_at"] = _exif_time(stamp)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        make = _clean(exif.get(ExifTags.Base.Make))
+        model = _clean(exif.get(ExifTags.Base.Model))
+        if model and make and model.lower().startswith(make.lower()):
+            make = None
+        camera = " ".join(part for part in (make, model) if part)
+        out["camera"] = camera or None
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        gps = exif.get_ifd(_GPS_IFD)
+        lat = _gps_degrees(gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef))
+        lon = _gps_degrees(gps.get(ExifTags.GPS.GPSLongitude), gps.get(ExifTags.GPS.GPSLongitudeRef))
+        if lat is not None and lon is not None and abs(lat) <= 90 and abs(lon) <= 180:
+            out["gps_lat"], out["gps_lon"] = lat, lon
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def _clean(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
+
+
+def _exif_time(value: object) -> datetime | None:
+    text = _clean(value)
+    if not text:
+        return None
+    for pattern in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M"):
+        try:
+            return datetime.strptime(text[:19], pattern)
+        except ValueError:
+            continue
+    return None
+
+
+def _gps_degrees(parts: object, ref: object) -> float | None:
+    if not parts or len(parts) != 3:  # type: ignore[arg-type]
+        return None
+    d, m, s = (float(x) for x in parts)  # type: ignore[union-attr]
+    value = d + m / 60.0 + s / 3600.0
+    if value != value:  # NaN from a 0/0 rational
+        return None
+    if _clean(ref) in ("S", "W"):
+        value = -value
+    return round(value, 7)

@@ -1,0 +1,234 @@
+"""The streaming ingest: scan -> read+hash -> decode -> detect -> align -> embed -> store.
+
+Work goes in batches: each batch of photos is written in one transaction, so an interrupted
+run loses at most the batch in flight and a re-run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from .align import crop_face, thumbnail
+from .db.store import CopyOf, Failed, FileStat, Indexed, KnownFile, Moved, Outcome, Store, Touched
+from .detect import Detector
+from .embed import Embedder
+from .errors import ImageError
+from .faces import Face
+from .images import DecodedPhoto, decode, read_file
+from .scan import Candidate, scan
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class IndexSummary:
+    files: int = 0
+    new: int = 0
+    reindexed: int = 0
+    unchanged: int = 0
+    copies: int = 0
+    moved: int = 0
+    failed: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    photo_ids: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "photo_ids"} | {
+            "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    done: int
+    total: int
+    faces: int
+    failed: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+FailureCallback = Callable[[str, str], None]
+
+
+def bounded_map(executor: Executor, function: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """executor.map that keeps at most `ahead` results in flight, so memory stays bounded."""
+    pending: deque = deque()
+    iterator = iter(items)
+    for item in islice(iterator, ahead):
+        pending.append(executor.submit(function, item))
+    while pending:
+        result = pending.popleft().result()
+        for item in islice(iterator, 1):
+            pending.append(executor.submit(function, item))
+        yield result
+
+
+class FaceExtractor:
+    """detect -> align -> embed for decoded photos: the model part of the pipeline."""
+
+    def __init__(self, detector: Detector, embedder: Embedder, margin: float) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.margin = margin
+
+    def faces_in(self, photo: DecodedPhoto) -> list[Face]:
+        """Detect and crop (not yet embedded)."""
+        faces = []
+        for detection in self.detector.detect(photo.rgb):
+            crop = crop_face(photo.rgb, detection, self.margin)
+            faces.append(Face(detection=detection, crop=crop, thumbnail=thumbnail(crop)))
+        return faces
+
+    def embed(self, faces: list[Face]) -> None:
+        """Embed all the faces in large batches (far faster per face than one at a time)."""
+        if not faces:
+            return
+        vectors = self.embedder.embed(np.stack([face.crop for face in faces]))
+        for face, vector in zip(faces, vectors):
+            face.embedding = vector
+
+
+class Indexer:
+    def __init__(self, store: Store, extractor: FaceExtractor, embedding_model_id: int, *,
+                 max_pixels: int, batch_photos: int = 32, read_workers: int = 2) -> None:
+        self.store = store
+        self.extractor = extractor
+        self.embedding_model_id = embedding_model_id
+        self.max_pixels = max_pixels
+        self.batch_photos = batch_photos
+        self.read_workers = read_workers
+
+    def run(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
+            on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None) -> IndexSummary:
+        started = time.monotonic()
+        candidates = list(scan(paths))
+        summary = IndexSummary(files=len(candidates))
+        done = 0
+        with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool:
+            for start in range(0, len(candidates), self.batch_photos):
+                batch = candidates[start:start + self.batch_photos]
+                outcomes = self._process(batch, pool, retry_failed, summary)
+                summary.photo_ids.update(self.store.write(outcomes, self.embedding_model_id))
+                for outcome in outcomes:
+                    if isinstance(outcome, Failed):
+                        summary.failed += 1
+                        summary.failures.append((outcome.file.path, outcome.reason))
+                        if on_failure:
+                            on_failure(outcome.file.path, outcome.reason)
+                    elif isinstance(outcome, Indexed):
+                        summary.faces += len(outcome.faces)
+                done += len(batch)
+                if on_progress:
+                    on_progress(ProgressEvent(done, len(candidates), summary.faces, summary.failed,
+                                              time.monotonic() - started))
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def _process(self, batch: list[Candidate], pool: Executor, retry_failed: bool, summary: IndexSummary) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        stats: dict[str, FileStat] = {}
+        for item in batch:
+            if item.error:
+                outcomes.append(Failed(FileStat(item.path), item.error))
+                continue
+            try:
+                info = os.stat(item.path)
+                stats[item.path] = FileStat(item.path, info.st_size, info.st_mtime_ns)
+            except OSError:
+                stats[item.path] = FileStat(item.path)  # broken link, vanished: read_file names the reason
+        known = self.store.known_files(list(stats))
+        to_read = []
+        for path, stat in stats.items():
+            record = known.get(path)
+            unchanged = record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns
+            if unchanged and (record.status == "indexed" or not retry_failed):
+                summary.unchanged += 1
+                summary.photo_ids[path] = record.id
+            else:
+                to_read.append(stat)
+
+        def read(stat: FileStat) -> tuple[FileStat, bytes | None, str | None]:
+            try:
+                data, digest = read_file(Path(stat.path))
+                return FileStat(stat.path, len(data), stat.mtime_ns, digest), data, None
+            except ImageError as exc:
+                return stat, None, str(exc)
+
+        read_results = list(bounded_map(pool, read, to_read, ahead=self.read_workers * 2))
+        by_hash = self.store.indexed_by_hash(s.content_hash for s, data, _ in read_results if data is not None)
+        batch_paths = {s.path for s in to_read}
+        to_decode: list[tuple[FileStat, bytes]] = []
+        for stat, data, error in read_results:
+            if error is not None:
+                outcomes.append(Failed(stat, error))
+                continue
+            record = known.get(stat.path)
+            if record and record.status == "indexed" and record.content_hash == stat.content_hash:
+                outcomes.append(Touched(stat, record.id))
+                summary.unchanged += 1
+                continue
+            twins = [(pid, p) for pid, p in by_hash.get(stat.content_hash, []) if p != stat.path]
+            if twins and record is None:
+                gone = [(pid, p) for pid, p in twins if not os.path.lexists(p) and p not in batch_paths]
+                if gone:
+                    outcomes.append(Moved(stat, gone[0][0]))
+                    summary.moved += 1
+                else:
+                    outcomes.append(CopyOf(stat, twins[0][0]))
+                    summary.copies += 1
+                continue
+            if record is None:
+                summary.new += 1
+            else:
+                summary.reindexed += 1
+            to_decode.append((stat, data))
+        outcomes.extend(self._analyse(to_decode, pool))
+        return outcomes
+
+    def _analyse(self, files: list[tuple[FileStat, bytes]], pool: Executor) -> list[Outcome]:
+        """Decode in worker threads while this thread detects; embed every crop of the batch at once."""
+        photos: list[tuple[FileStat, DecodedPhoto, list[Face]]] = []
+        outcomes: list[Outcome] = []
+
+        def decode_one(item: tuple[FileStat, bytes]) -> tuple[FileStat, DecodedPhoto | None, str | None]:
+            stat, data = item
+            try:
+                return stat, decode(data, self.max_pixels), None
+            except ImageError as exc:
+                return stat, None, str(exc)
+
+        for stat, photo, error in bounded_map(pool, decode_one, files, ahead=self.read_workers * 2):
+            if photo is None:
+                outcomes.append(Failed(stat, error or "cannot decode"))
+                continue
+            try:
+                faces = self.extractor.faces_in(photo)
+            except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
+                outcomes.append(Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            # Keep the metadata and crops; the full-resolution pixels can go now.
+            photos.append((stat, DecodedPhoto(np.empty((0, 0, 3), np.uint8), photo.meta), faces))
+        self.extractor.embed([face for _, _, faces in photos for face in faces])
+        outcomes.extend(Indexed(stat, photo.meta, faces) for stat, photo, faces in photos)
+        return outcomes

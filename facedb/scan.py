@@ -1,0 +1,92 @@
+"""Which files to look at: folders walked recursively, symlink loops broken, odd names survived."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .images import readable_extensions
+
+# Phones save these; Pillow only knows them once pillow-heif registered its opener.
+_EXTRA_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".hif"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str  # absolute, as the user sees it (symlinks not resolved)
+    error: str | None = None  # set when the path cannot even be considered a file
+
+
+def photo_extensions() -> frozenset[str]:
+    return readable_extensions() | _EXTRA_EXTENSIONS
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A text form of any path; names that are not UTF-8 keep their bytes as \\x escapes."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def scan(paths: list[str | os.PathLike]) -> Iterator[Candidate]:
+    """Files named directly are always candidates; in folders, files with a photo extension."""
+    extensions = photo_extensions()
+    for given in paths:
+        path = os.path.abspath(os.fspath(given))
+        if os.path.isdir(path):
+            yield from _walk(path, extensions)
+        elif os.path.lexists(path):
+            yield _candidate(path)
+        else:
+            yield Candidate(display_path(path), "no such file or directory")
+
+
+def _candidate(path: str) -> Candidate:
+    shown = display_path(path)
+    if shown != os.fsdecode(os.fsencode(path)) or _has_surrogates(path):
+        return Candidate(shown, "file name is not valid UTF-8; rename the file to index it")
+    return Candidate(shown)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _walk(root: str, extensions: frozenset[str]) -> Iterator[Candidate]:
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def walk(folder: str) -> Iterator[Candidate]:
+        try:
+            info = os.stat(folder)
+        except OSError as exc:
+            yield Candidate(display_path(folder), f"cannot open folder: {exc.strerror}")
+            return
+        key = (info.st_dev, info.st_ino)
+        if key in seen_dirs:  # a symlink loop, or a second way into a folder already walked
+            return
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as entries:
+                items = sorted(entries, key=lambda e: os.fsencode(e.name))
+        except OSError as exc:
+            yield Candidate(display_path(folder), f"cannot list folder: {exc.strerror}")
+            return
+        subfolders = []
+        for entry in items:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in extensions:
+                yield _candidate(entry.path)
+        for sub in subfolders:
+            yield from walk(sub)
+
+    yield from walk(root)
