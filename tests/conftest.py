@@ -1,0 +1,113 @@
+"""One embedded PostgreSQL and one model load per test session; a fresh database per test that asks."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The tests choose their own database; a developer's environment must not leak in.
+for _name in [n for n in os.environ if n.startswith("FACEDB_") or n == "DATABASE_URL"]:
+    if _name not in ("FACEDB_MODEL_CACHE", "FACEDB_TEST_CACHE"):
+        del os.environ[_name]
+
+from facedb.api import FaceDB  # noqa: E402
+from facedb.config import Settings  # noqa: E402
+from facedb.db.database import Database  # noqa: E402
+from facedb.detect import MtcnnDetector  # noqa: E402
+from facedb.embed import FacenetEmbedder  # noqa: E402
+
+
+class CountingDetector:
+    """The real detector, counting how often it is asked to work."""
+
+    def __init__(self, inner: MtcnnDetector) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls = 0
+
+    def load(self):
+        return self.inner.load()
+
+    def detect(self, rgb):
+        self.calls += 1
+        return self.inner.detect(rgb)
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory) -> Database:
+    home = tmp_path_factory.mktemp("facedb-home")
+    database = Database.open(Settings.load(home=str(home)), migrate=False)
+    yield database
+    database.close()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def new_database_url(embedded_server):
+    """Creates an empty database on the shared server and returns its URL."""
+    admin = create_engine(make_url(embedded_server.url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+    def create() -> str:
+        name = f"facedb_test_{next(_database_numbers)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        return make_url(embedded_server.url).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.load()
+
+
+@pytest.fixture(scope="session")
+def models(settings):
+    detector = MtcnnDetector(settings.detect_max_side, settings.min_face_size, settings.min_face_score)
+    embedder = FacenetEmbedder(settings.model_cache, settings.embed_batch_size)
+    detector.load()
+    embedder.load()
+    return detector, embedder
+
+
+@pytest.fixture
+def make_facedb(new_database_url, models):
+    """FaceDB on a fresh database, sharing the session's loaded models."""
+    opened = []
+
+    def make(**overrides) -> FaceDB:
+        detector, embedder = models
+        facedb = FaceDB(Settings.load(database_url=new_database_url(), **overrides),
+                        detector=CountingDetector(detector), embedder=embedder)
+        opened.append(facedb)
+        return facedb
+
+    yield make
+    for facedb in opened:
+        facedb.close()
+
+
+@pytest.fixture(scope="session")
+def people_db(new_database_url, models):
+    """One database with the labelled people enrolled (one photo each), shared by the who tests."""
+    import photos
+
+    detector, embedder = models
+    facedb = FaceDB(Settings.load(database_url=new_database_url()), detector=detector, embedder=embedder)
+    for name, files in photos.ENROLL.items():
+        result = facedb.enroll(name, [photos.path(f) for f in files])
+        assert result.enrolled, (name, result.failures)
+    yield facedb
+    facedb.close()
