@@ -45,10 +45,24 @@ class FaceDBGroup(click.Group):
         except FaceDBError as exc:
             click.echo(f"facedb: error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            reason = " ".join(str(getattr(exc, "orig", exc)).split())
+            click.echo(f"facedb: error: the database connection failed: {reason}", err=True)
+            sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("\nfacedb: interrupted; what was stored so far is kept. Run the same command again to "
                        "continue.", err=True)
             sys.exit(130)
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    if "sqlalchemy" not in sys.modules:  # keeps `facedb --help` from importing SQLAlchemy
+        return False
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 pass_context = click.make_pass_decorator(Context)

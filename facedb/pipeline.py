@@ -198,12 +198,14 @@ class Indexer:
                     outcomes.append(CopyOf(stat, twins[0][0]))
                     summary.copies += 1
                 continue
-            if record is None:
-                summary.new += 1
-            else:
-                summary.reindexed += 1
             to_decode.append((stat, data))
-        outcomes.extend(self._analyse(to_decode, pool))
+        for outcome in self._analyse(to_decode, pool):
+            if isinstance(outcome, Indexed):
+                if outcome.file.path in known:
+                    summary.reindexed += 1
+                else:
+                    summary.new += 1
+            outcomes.append(outcome)
         return outcomes
 
     def _analyse(self, files: list[tuple[FileStat, bytes]], pool: Executor) -> list[Outcome]:

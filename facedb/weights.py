@@ -82,6 +82,9 @@ def _extract_pinned(spec: dict, scratch: Path, unpacked: Path) -> None:
     offline = os.environ.get("FACEDB_WEIGHTS_FROM")
     if offline:
         path = Path(offline).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(f"FACEDB_WEIGHTS_FROM={offline}: no such file (expected {source['filename']} "
+                                     f"or {spec['file']})")
         if path.suffix == ".pb":
             shutil.copyfile(path, unpacked)
             return
