@@ -145,10 +145,6 @@ class FaceDB:
                                                                      e.dimension)
         return self._embedding_model_id
 
-    def load_models(self) -> None:
-        self.detector.load()  # type: ignore[attr-defined]
-        self.embedder.load()  # type: ignore[attr-defined]
-
     def close(self) -> None:
         if self._database is not None:
             self._database.close()

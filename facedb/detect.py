@@ -17,6 +17,9 @@ _MTCNN_MIN_FACE = 12
 class Detector(Protocol):
     name: str
 
+    def load(self) -> object:
+        """Load the weights now (otherwise the first detect does)."""
+
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
 
 

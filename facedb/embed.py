@@ -18,6 +18,9 @@ class Embedder(Protocol):
     sha256: str
     dimension: int
 
+    def load(self) -> object:
+        """Load the weights now (otherwise the first embed does)."""
+
     def embed(self, crops: np.ndarray) -> np.ndarray: ...
 
 
