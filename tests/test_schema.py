@@ -41,3 +41,25 @@ def test_opening_a_new_database_migrates_it(new_database_url):
         assert _tables(database) == TABLES
     finally:
         database.close()
+
+
+def test_deleting_a_photo_deletes_its_faces_and_their_identities(new_database_url):
+    database = Database.open(Settings.load(database_url=new_database_url()))
+    try:
+        with database.engine.begin() as conn:
+            model = conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                                      "VALUES ('m', '1', 'x', 'p', 512) RETURNING id")).scalar()
+            photo = conn.execute(text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")).scalar()
+            face = conn.execute(text(
+                "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id) "
+                "VALUES (:p, 0, 0, 1, 1, '{}', 1, :e, :m) RETURNING id"),
+                {"p": photo, "e": "[" + ",".join(["0"] * 511 + ["1"]) + "]", "m": model}).scalar()
+            person = conn.execute(text("INSERT INTO identities (name) VALUES ('Ada') RETURNING id")).scalar()
+            conn.execute(text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'enrolled')"),
+                         {"f": face, "i": person})
+            conn.execute(text("DELETE FROM photos WHERE id = :p"), {"p": photo})
+            left = conn.execute(text("SELECT (SELECT count(*) FROM faces), (SELECT count(*) FROM face_identities), "
+                                     "(SELECT count(*) FROM identities)")).one()
+        assert tuple(left) == (0, 0, 1)  # the person stays; what was derived from the photo goes
+    finally:
+        database.close()

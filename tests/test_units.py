@@ -131,3 +131,24 @@ def test_scan_walks_folders_breaks_symlink_loops_and_names_problems(tmp_path):
     assert "not valid UTF-8" in found["bad-\\xff-name.jpg"]
     assert found["missing.jpg"] == "no such file or directory"
     assert len(found) == 4  # the loop was not followed round
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF"])
+def test_every_promised_format_decodes(fmt):
+    image = Image.new("RGB", (64, 48), (30, 160, 90))
+    photo = decode(_encode(image, fmt))
+    assert photo.rgb.shape == (48, 64, 3)
+    assert np.abs(photo.rgb.astype(int) - (30, 160, 90)).max() < 12  # lossy formats are close
+
+
+def test_permission_denied_is_a_reason(tmp_path, monkeypatch):
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(b"x")
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):  # root reads anything; make the OS answer as it would for a user
+        def refuse(self):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(ImageError, match="permission denied"):
+        read_file(locked)
