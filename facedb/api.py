@@ -11,10 +11,12 @@ import numpy as np
 from .align import preprocessing_name
 from .config import Settings
 from .db.database import Database
-from .db.store import Store
+from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
+from .db.store import PeopleStore, Store
+from .people import plan_clustering
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
-from .errors import FaceDBError, ImageError
+from .errors import FaceDBError, ImageError, NotFound
 from .faces import Face
 from .images import DecodedPhoto, decode, read_file
 from .pipeline import FaceExtractor, FailureCallback, Indexer, IndexSummary, ProgressCallback
@@ -254,6 +256,104 @@ class FaceDB:
         matches = [IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
                    for c in nearest]
         return FaceAnswer(box=face.box, score=face.detection.score, candidates=matches, threshold=threshold)
+
+    # ---- people -------------------------------------------------------------------------
+    @property
+    def people_store(self) -> PeopleStore:
+        return PeopleStore(self.store)
+
+    def cluster(self, *, dry_run: bool = False, params: ClusterParams | None = None) -> dict:
+        """Group faces nobody placed into people; see facedb.cluster for the rules."""
+        people = self.people_store
+        inputs = people.cluster_inputs()
+        plan = plan_clustering(inputs, params or self.settings.cluster_params())
+        result = plan.as_dict(inputs.names) | {"dry_run": dry_run}
+        if not dry_run:
+            created = people.apply_assignments(plan.leaving, plan.assignments, list(plan.new_people))
+            for entry, key in zip(result["new_people"], plan.new_people):
+                entry["person_id"] = created[key]
+        return result
+
+    def people(self) -> list[dict]:
+        return self.people_store.people()
+
+    def person(self, person: str | int) -> dict:
+        """A person and every face of theirs: photo, box, how assigned, distance to their centre."""
+        identity_id, name = self.people_store.resolve(person)
+        faces = self.people_store.person_faces(identity_id)
+        centre = np.mean([f.vector for f in faces], axis=0) if faces else None
+        return {"id": identity_id, "name": name, "faces": [
+            {"face_id": f.face_id, "photo": f.path, "box": [round(v, 1) for v in f.box], "source": f.source,
+             "distance_to_centre": round(float(np.linalg.norm(f.vector - centre)), 4)}
+            for f in sorted(faces, key=lambda f: float(np.linalg.norm(f.vector - centre)))]}
+
+    def name(self, person: str | int, name: str) -> dict:
+        name = name.strip()
+        if not name:
+            raise FaceDBError("a name cannot be empty")
+        identity_id, _ = self.people_store.resolve(person)
+        self.people_store.rename(identity_id, name)
+        return {"id": identity_id, "name": name}
+
+    def merge(self, keep: str | int, other: str | int) -> dict:
+        keep_id, keep_name = self.people_store.resolve(keep)
+        other_id, other_name = self.people_store.resolve(other)
+        if keep_id == other_id:
+            raise FaceDBError("cannot merge a person with themselves")
+        moved = self.people_store.merge(keep_id, other_id)
+        if keep_name is None and other_name is not None:  # keep the only name there was
+            self.people_store.rename(keep_id, other_name)
+        return {"id": keep_id, "merged": other_id, "faces_moved": moved}
+
+    def move(self, face_id: int, person: str | int) -> dict:
+        """Put a face in a person (a new name creates them); a person's decision, kept by clustering."""
+        if not self.people_store.face_exists(face_id):
+            raise NotFound(f"no face {face_id}")
+        try:
+            identity_id, _ = self.people_store.resolve(person)
+        except NotFound:
+            if str(person).lstrip("#").isdigit():
+                raise
+            identity_id = self.store.assign(str(person).strip(), [], "confirmed")
+        self.people_store.move(face_id, identity_id)
+        return {"face_id": face_id, "person_id": identity_id}
+
+    def reject(self, face_id: int, person: str | int) -> dict:
+        if not self.people_store.face_exists(face_id):
+            raise NotFound(f"no face {face_id}")
+        identity_id, _ = self.people_store.resolve(person)
+        self.people_store.reject(face_id, identity_id)
+        return {"face_id": face_id, "rejected_from": identity_id}
+
+    def confirm(self, person: str | int) -> dict:
+        identity_id, _ = self.people_store.resolve(person)
+        return {"id": identity_id, "confirmed": self.people_store.confirm(identity_id)}
+
+    def split(self, person: str | int, *, eps: float | None = None, apply: bool = False) -> dict:
+        """Re-cluster one person's faces more tightly and offer the parts (apply: make them people)."""
+        identity_id, name = self.people_store.resolve(person)
+        faces = self.people_store.person_faces(identity_id)
+        base = self.settings.cluster_params()
+        params = ClusterParams(eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1,
+                               k=base.k)
+        face_set = FaceSet(np.array([f.face_id for f in faces], np.int64), np.array([f.photo_id for f in faces], np.int64),
+                           np.stack([f.vector for f in faces]) if faces else np.zeros((0, 512), np.float32),
+                           np.full(len(faces), NO_IDENTITY, np.int64))
+        labels = cluster(face_set, params)
+        parts: dict[int, list[int]] = {}
+        for row, label in enumerate(labels):
+            parts.setdefault(int(label) if label >= 0 else -1 - row, []).append(faces[row].face_id)
+        ordered = sorted(parts.values(), key=lambda p: (-len(p), p[0]))
+        result = {"id": identity_id, "name": name, "eps": params.eps,
+                  "parts": [{"faces": len(p), "face_ids": p} for p in ordered], "applied": apply}
+        if apply:
+            for part in result["parts"][1:]:
+                part["new_person_id"] = self.people_store.split_off(identity_id, part["face_ids"])
+        return result
+
+    def forget(self, person: str | int, *, photos: bool = False) -> dict:
+        identity_id, name = self.people_store.resolve(person)
+        return {"id": identity_id, "name": name} | self.people_store.forget(identity_id, photos)
 
     # ---- reports ------------------------------------------------------------------------
     def status(self) -> dict:

@@ -234,6 +234,166 @@ def who(context: Context, images: tuple[str, ...], top_k: int, threshold: float 
 
 
 @cli.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
+@click.option("--eps", type=click.FloatRange(0.1, 2.0), help="Largest distance between neighbouring faces of one person.")
+@click.option("--min-size", type=click.IntRange(2, 10_000), help="Fewest faces that make a new person.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | None, as_json: bool) -> None:
+    """Group faces that belong to nobody into people (unnamed until you name them)."""
+    facedb = context.facedb
+    params = facedb.settings.cluster_params()
+    if eps is not None or min_size is not None:
+        from dataclasses import replace
+
+        params = replace(params, eps=eps if eps is not None else params.eps,
+                         min_size=min_size if min_size is not None else params.min_size)
+    result = facedb.cluster(dry_run=dry_run, params=params)
+    if as_json:
+        _print_json(result)
+        return
+    verb = "would" if dry_run else "did"
+    click.echo(f"{result['faces_considered']} faces considered; {result['unchanged']} placements unchanged")
+    for person in result["new_people"]:
+        who = f"#{person['person_id']}" if "person_id" in person else "a new person"
+        click.echo(f"  {verb} create {who} with {person['faces']} faces")
+    for joining in result["joining"]:
+        click.echo(f"  {verb} add {joining['faces']} face(s) to {_person_label(joining['person_id'], joining['name'])}")
+    if result["leaving"]:
+        click.echo(f"  {verb} release {len(result['leaving'])} face(s) from the people they were proposed to")
+    for suggestion in result["merge_suggestions"]:
+        a, b = suggestion["people"]
+        na, nb = suggestion["names"]
+        click.echo(f"  perhaps the same person: {_person_label(a, na)} and {_person_label(b, nb)} "
+                   f"(faces {suggestion['faces'][0]} and {suggestion['faces'][1]} at {suggestion['distance']:.3f}); "
+                   f"`facedb merge {a} {b}` makes them one")
+
+
+def _person_label(person_id: int, name: str | None) -> str:
+    return f"{name} (#{person_id})" if name else f"#{person_id}"
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def people(ctx: click.Context, as_json: bool) -> None:
+    """List people with their face counts and a representative face."""
+    if ctx.invoked_subcommand is not None:
+        return
+    listing = ctx.obj.facedb.people()
+    if as_json:
+        _print_json(listing)
+        return
+    if not listing:
+        click.echo("no people yet: `facedb enroll` someone, or `facedb cluster`")
+    for p in listing:
+        click.echo(f"{_person_label(p['id'], p['name']):<32} {p['faces']:>5} faces in {p['photos']} photos "
+                   f"({p['confirmed']} confirmed, {p['proposed']} proposed, {p['clustered']} clustered)  "
+                   f"e.g. face {p['representative_face_id']} in {p['representative_photo']}")
+
+
+@people.command("show")
+@click.argument("person")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def people_show(context: Context, person: str, as_json: bool) -> None:
+    """Every face of PERSON (an id or a name), nearest their centre first."""
+    shown = context.facedb.person(person)
+    if as_json:
+        _print_json(shown)
+        return
+    click.echo(f"{_person_label(shown['id'], shown['name'])}: {len(shown['faces'])} faces")
+    for face in shown["faces"]:
+        click.echo(f"  face {face['face_id']:<7} {face['source']:<10} {face['distance_to_centre']:.3f}  "
+                   f"{face['photo']} {face['box']}")
+
+
+@cli.command()
+@click.argument("person")
+@click.argument("name")
+@pass_context
+def name(context: Context, person: str, name: str) -> None:
+    """Give PERSON (an id) a NAME; their clustered faces count as confirmed."""
+    result = context.facedb.name(person, name)
+    click.echo(f"#{result['id']} is now {result['name']}")
+
+
+@cli.command()
+@click.argument("keep")
+@click.argument("other")
+@pass_context
+def merge(context: Context, keep: str, other: str) -> None:
+    """Make two people one: OTHER's faces go to KEEP."""
+    result = context.facedb.merge(keep, other)
+    click.echo(f"merged #{result['merged']} into #{result['id']} ({result['faces_moved']} faces)")
+
+
+@cli.command()
+@click.argument("face_id", type=int)
+@click.argument("person")
+@pass_context
+def move(context: Context, face_id: int, person: str) -> None:
+    """Put face FACE_ID in PERSON (an id, or a name: a new name creates them)."""
+    result = context.facedb.move(face_id, person)
+    click.echo(f"face {result['face_id']} is now in #{result['person_id']} (confirmed)")
+
+
+@cli.command()
+@click.argument("face_id", type=int)
+@click.argument("person")
+@pass_context
+def reject(context: Context, face_id: int, person: str) -> None:
+    """Say face FACE_ID is not PERSON; clustering will not put it back."""
+    result = context.facedb.reject(face_id, person)
+    click.echo(f"face {result['face_id']} is not #{result['rejected_from']}; remembered")
+
+
+@cli.command()
+@click.argument("person")
+@pass_context
+def confirm(context: Context, person: str) -> None:
+    """Accept the faces proposed for (or clustered into) PERSON."""
+    result = context.facedb.confirm(person)
+    click.echo(f"#{result['id']}: {result['confirmed']} face(s) confirmed")
+
+
+@cli.command()
+@click.argument("person")
+@click.option("--eps", type=click.FloatRange(0.1, 2.0), help="Tighter neighbour distance [default: 0.8 x cluster eps].")
+@click.option("--apply", is_flag=True, help="Make every part but the largest a new person.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def split(context: Context, person: str, eps: float | None, apply: bool, as_json: bool) -> None:
+    """Re-cluster PERSON's faces more tightly and offer the parts."""
+    result = context.facedb.split(person, eps=eps, apply=apply)
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"{_person_label(result['id'], result['name'])} at eps {result['eps']}: {len(result['parts'])} part(s)")
+    for i, part in enumerate(result["parts"]):
+        made = f" -> new person #{part['new_person_id']}" if "new_person_id" in part else ""
+        click.echo(f"  part {i + 1}: {part['faces']} faces {part['face_ids'][:12]}{'...' if part['faces'] > 12 else ''}{made}")
+    if not apply and len(result["parts"]) > 1:
+        click.echo("run again with --apply to make the smaller parts people of their own")
+
+
+@cli.command()
+@click.argument("person")
+@click.option("--photos", is_flag=True, help="Also remove the photos the person appears in from the index.")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@pass_context
+def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
+    """Remove PERSON and every face embedding, thumbnail and assignment derived from them."""
+    facedb = context.facedb
+    identity_id, person_name = facedb.people_store.resolve(person)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Forget {_person_label(identity_id, person_name)} and all their faces?", abort=True)
+    result = facedb.forget(identity_id, photos=photos)
+    click.echo(f"forgot {_person_label(result['id'], result['name'])}: {result['faces']} faces"
+               + (f", {result['photos']} photos" if photos else ""))
+
+
+@cli.command()
 @click.option("--errors", is_flag=True, help="Also list every failed file with its reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context

@@ -38,6 +38,18 @@ class Settings:
     read_workers: int = 2
     write_batch_photos: int = 32
 
+    # Clustering (facedb cluster); see facedb/cluster.py and the README for how they were chosen.
+    cluster_eps: float = 0.80
+    cluster_min_samples: int = 2
+    cluster_min_size: int = 3
+    propose_threshold: float = 0.90
+
+    def cluster_params(self):
+        from .cluster import ClusterParams
+
+        return ClusterParams(eps=self.cluster_eps, min_samples=self.cluster_min_samples,
+                             min_size=self.cluster_min_size, propose_threshold=self.propose_threshold)
+
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"

@@ -13,7 +13,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 EMBEDDING_DIMENSION = 512
 PHOTO_STATUSES = ("indexed", "failed")
-ASSIGNMENT_SOURCES = ("enrolled", "confirmed", "proposed")
+# Set by a person (never undone by clustering) and set by the system (recomputed by clustering).
+HUMAN_SOURCES = ("enrolled", "confirmed")
+SYSTEM_SOURCES = ("proposed", "clustered")
 
 
 class Base(DeclarativeBase):
@@ -108,4 +110,17 @@ class FaceIdentity(Base):
     source: Mapped[str] = mapped_column(Text)
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (CheckConstraint("source IN ('enrolled', 'confirmed', 'proposed')", name="face_identities_source_valid"),)
+    __table_args__ = (
+        CheckConstraint("source IN ('enrolled', 'confirmed', 'proposed', 'clustered')", name="face_identities_source_valid"),
+    )
+
+
+class FaceRejection(Base):
+    """A person said "this face is not X": clustering and proposals respect it."""
+
+    __tablename__ = "face_rejections"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True,
+                                             index=True)
+    rejected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

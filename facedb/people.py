@@ -1,0 +1,143 @@
+"""Turning a clustering into changes to people, and back: the plan `facedb cluster` shows or applies."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
+from .db.schema import HUMAN_SOURCES
+from .db.store import ClusterInputs
+
+NEW = "new-"  # keys of people the plan creates
+
+
+@dataclass
+class ClusterPlan:
+    faces_considered: int = 0
+    new_people: dict[str, list[int]] = field(default_factory=dict)  # new key -> face ids
+    joining: dict[int, list[int]] = field(default_factory=dict)  # existing person -> face ids newly in it
+    leaving: list[int] = field(default_factory=list)  # face ids whose system assignment goes away
+    assignments: list[tuple[int, int | str, str]] = field(default_factory=list)  # (face, person, source)
+    merge_suggestions: list[dict] = field(default_factory=list)
+    unchanged: int = 0
+
+    def as_dict(self, names: dict[int, str | None]) -> dict:
+        return {
+            "faces_considered": self.faces_considered,
+            "new_people": [{"faces": len(f), "face_ids": f} for f in self.new_people.values()],
+            "joining": [{"person_id": p, "name": names.get(p), "faces": len(f), "face_ids": f}
+                        for p, f in sorted(self.joining.items())],
+            "leaving": self.leaving,
+            "unchanged": self.unchanged,
+            "merge_suggestions": self.merge_suggestions,
+        }
+
+
+def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan:
+    n = len(inputs.face_ids)
+    plan = ClusterPlan(faces_considered=n)
+    if n == 0:
+        return plan
+    human = np.array([s in HUMAN_SOURCES for s in inputs.sources])
+    anchor = np.where(human, inputs.identity_ids, NO_IDENTITY)
+    row_of = {int(f): i for i, f in enumerate(inputs.face_ids)}
+    rejected: dict[int, set[int]] = defaultdict(set)
+    for face_id, identity_id in inputs.rejections:
+        if face_id in row_of:
+            rejected[row_of[face_id]].add(identity_id)
+    faces = FaceSet(inputs.face_ids, inputs.photo_ids, inputs.vectors, anchor, dict(rejected))
+    neighbours = nearest_neighbours(inputs.vectors, params.k)
+    labels = cluster(faces, params, neighbours)
+
+    desired: dict[int, tuple[int | str, str]] = {}  # row -> (person, source), for faces no human placed
+    groups: dict[int, list[int]] = defaultdict(list)
+    for row, label in enumerate(labels):
+        if label >= 0:
+            groups[int(label)].append(row)
+    current_clustered = {i: int(inputs.identity_ids[i]) for i in range(n) if inputs.sources[i] == "clustered"}
+    claimed: set[int] = set()
+    unnamed_groups = []
+    for label, rows in sorted(groups.items()):
+        people = {int(anchor[r]) for r in rows if anchor[r] != NO_IDENTITY}
+        free = [r for r in rows if not human[r]]
+        if people:
+            (person,) = people  # clustering never joins two people a human set apart
+            for r in free:
+                desired[r] = (person, "proposed")
+        elif len(rows) >= params.min_size:
+            unnamed_groups.append(rows)
+    # Keep ids stable: a group takes the id of the existing unnamed person holding most of its
+    # faces (largest overlaps first), so names and ids survive a re-run.
+    overlaps = []
+    for g, rows in enumerate(unnamed_groups):
+        for person, count in Counter(current_clustered[r] for r in rows if r in current_clustered).items():
+            overlaps.append((-count, person, g))
+    owner: dict[int, int | str] = {}
+    for _, person, g in sorted(overlaps):
+        if g not in owner and person not in claimed:
+            owner[g] = person
+            claimed.add(person)
+    for g, rows in enumerate(unnamed_groups):
+        person = owner.get(g)
+        if person is None:
+            person = f"{NEW}{min(int(inputs.face_ids[r]) for r in rows)}"
+        for r in rows:
+            desired[r] = (person, "clustered")
+
+    # Lone faces close enough to a person a human set up are proposed to them.
+    lone = np.array([r for r in range(n) if not human[r] and r not in desired], np.int64)
+    anchors = np.nonzero(human)[0]
+    if len(lone) and len(anchors):
+        nearest, distance = distances_to(inputs.vectors[lone], inputs.vectors[anchors])
+        for r, j, d in zip(lone, nearest, distance):
+            person = int(inputs.identity_ids[anchors[j]])
+            if d <= params.propose_threshold and person not in faces.rejected.get(int(r), ()):
+                desired[int(r)] = (person, "proposed")
+
+    for r in range(n):
+        if human[r]:
+            continue
+        now = (int(inputs.identity_ids[r]), inputs.sources[r]) if inputs.sources[r] else None
+        want = desired.get(r)
+        face_id = int(inputs.face_ids[r])
+        if want == now:
+            plan.unchanged += now is not None
+            continue
+        if want is None:
+            plan.leaving.append(face_id)
+            continue
+        person, source = want
+        plan.assignments.append((face_id, person, source))
+        if isinstance(person, str):
+            plan.new_people.setdefault(person, []).append(face_id)
+        elif now is None or now[0] != person:
+            plan.joining.setdefault(person, []).append(face_id)
+    plan.merge_suggestions = _merge_suggestions(inputs, neighbours, desired, params)
+    return plan
+
+
+def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: ClusterParams) -> list[dict]:
+    """People whose faces come closer than eps to each other's: perhaps one person filed twice."""
+    indices, distances = neighbours
+    person_of = {}
+    for r in range(len(inputs.face_ids)):
+        if inputs.sources[r] in HUMAN_SOURCES:
+            person_of[r] = int(inputs.identity_ids[r])
+        elif r in desired and not isinstance(desired[r][0], str):
+            person_of[r] = desired[r][0]
+    closest: dict[tuple[int, int], tuple[float, int, int]] = {}
+    for r, person in person_of.items():
+        for j, d in zip(indices[r], distances[r]):
+            if d > params.eps:
+                break
+            other = person_of.get(int(j))
+            if other is None or other == person:
+                continue
+            key = (min(person, other), max(person, other))
+            if key not in closest or d < closest[key][0]:
+                closest[key] = (float(d), int(inputs.face_ids[r]), int(inputs.face_ids[j]))
+    return [{"people": list(k), "names": [inputs.names.get(k[0]), inputs.names.get(k[1])],
+             "distance": round(d, 4), "faces": [fa, fb]} for k, (d, fa, fb) in sorted(closest.items())]
