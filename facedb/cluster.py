@@ -3,8 +3,8 @@
 Pure functions over numpy arrays, so the algorithm can be tested and timed without a database.
 
 How it works (DBSCAN with constraints):
-1. exact k nearest neighbours of every face, computed block by block (memory grows with
-   block x faces, never faces x faces);
+1. the exact neighbours of every face within `eps` (at most k), computed block by block
+   (memory grows with block x faces, never faces x faces);
 2. a face with at least `min_samples` faces within `eps` (itself included) is a *core* face;
 3. edges between core faces within `eps` are merged shortest first (ties broken by face id),
    but a merge is refused when it would put two faces of one photo together, join two
@@ -50,29 +50,41 @@ class FaceSet:
         return len(self.face_ids)
 
 
-def nearest_neighbours(vectors: np.ndarray, k: int, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours (not counting the face itself), ascending by distance.
+def nearest_neighbours(vectors: np.ndarray, k: int, radius: float, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Exact neighbours within `radius` (at most k, nearest first, not the face itself).
 
-    Returns (indices [N, k'], distances [N, k']) with k' = min(k, N - 1)."""
+    Returns (indices [N, k], distances [N, k]); rows with fewer neighbours are padded with
+    index -1 and distance inf. Memory grows with block x N, never N x N."""
     n = len(vectors)
-    k = min(k, n - 1)
-    if k <= 0:
-        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    indices = np.full((n, k), -1, np.int64)
+    distances = np.full((n, k), np.inf, np.float32)
+    if n < 2 or k < 1:
+        return indices, distances
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     squared = np.einsum("ij,ij->i", vectors, vectors)
-    indices = np.empty((n, k), np.int64)
-    distances = np.empty((n, k), np.float32)
+    # For unit vectors (FaceNet's are) distance <= radius is dot product >= 1 - radius^2 / 2:
+    # one comparison per pair instead of a full distance.
+    unit = bool(np.allclose(squared, 1.0, atol=1e-3))
     for start in range(0, n, block):
         stop = min(n, start + block)
-        d2 = squared[start:stop, None] + squared[None, :] - 2.0 * (vectors[start:stop] @ vectors.T)
-        rows = np.arange(stop - start)
-        d2[rows, rows + start] = np.inf  # not your own neighbour
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        part_d2 = np.take_along_axis(d2, part, axis=1)
-        # sort by distance, then by index so that ties are broken the same way every time
-        order = np.lexsort((part, part_d2), axis=1)
-        indices[start:stop] = np.take_along_axis(part, order, axis=1)
-        distances[start:stop] = np.sqrt(np.maximum(np.take_along_axis(part_d2, order, axis=1), 0.0))
+        products = vectors[start:stop] @ vectors.T
+        if unit:
+            near = products >= 1.0 - radius * radius / 2.0 - 1e-4
+        else:
+            near = squared[start:stop, None] + squared[None, :] - 2.0 * products <= radius * radius + 1e-4
+        near[np.arange(stop - start), np.arange(start, stop)] = False  # not your own neighbour
+        rows, cols = np.nonzero(near)
+        d = np.sqrt(np.maximum(squared[start + rows] + squared[cols] - 2.0 * products[rows, cols], 0.0))
+        keep = d <= radius
+        rows, cols, d = rows[keep], cols[keep], d[keep]
+        # nearest first; ties broken by index, the same way every time
+        order = np.lexsort((cols, d, rows))
+        rows, cols, d = rows[order], cols[order], d[order]
+        first = np.searchsorted(rows, rows, side="left")
+        rank = np.arange(len(rows)) - first
+        keep = rank < k
+        indices[start + rows[keep], rank[keep]] = cols[keep]
+        distances[start + rows[keep], rank[keep]] = d[keep]
     return indices, distances
 
 
@@ -125,7 +137,7 @@ def cluster(faces: FaceSet, params: ClusterParams = ClusterParams(),
     n = len(faces)
     if n == 0:
         return np.zeros(0, np.int64)
-    indices, distances = neighbours if neighbours is not None else nearest_neighbours(faces.vectors, params.k)
+    indices, distances = neighbours if neighbours is not None else nearest_neighbours(faces.vectors, params.k, params.eps)
     within = distances <= params.eps
     core = within.sum(axis=1) + 1 >= params.min_samples
     groups = _Groups(faces)
@@ -141,7 +153,7 @@ def cluster(faces: FaceSet, params: ClusterParams = ClusterParams(),
 
     # Border faces: the nearest core face within eps whose group accepts them.
     border = [i for i in range(n) if not core[i]]
-    border.sort(key=lambda i: (float(distances[i, 0]) if distances.shape[1] else np.inf, int(faces.face_ids[i])))
+    border.sort(key=lambda i: (float(distances[i, 0]), int(faces.face_ids[i])))
     for i in border:
         for j, dist in zip(indices[i], distances[i]):
             if dist > params.eps:

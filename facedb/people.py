@@ -49,7 +49,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
         if face_id in row_of:
             rejected[row_of[face_id]].add(identity_id)
     faces = FaceSet(inputs.face_ids, inputs.photo_ids, inputs.vectors, anchor, dict(rejected))
-    neighbours = nearest_neighbours(inputs.vectors, params.k)
+    neighbours = nearest_neighbours(inputs.vectors, params.k, params.eps)
     labels = cluster(faces, params, neighbours)
 
     desired: dict[int, tuple[int | str, str]] = {}  # row -> (person, source), for faces no human placed

@@ -286,3 +286,34 @@ def test_forget_with_photos_removes_the_photos(make_facedb, indexed_template):
     assert result["photos"] >= 3
     assert _rows(facedb, "SELECT count(*) FROM photos")[0][0] == before - result["photos"]
     assert _rows(facedb, "SELECT count(*) FROM photos WHERE path LIKE '%obama%'")[0][0] == 0
+
+
+def test_people_commands_from_the_command_line(new_database_url, indexed_template):
+    import json
+    import subprocess
+    import sys
+
+    url = new_database_url(indexed_template)
+
+    def facedb(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "facedb", "--database-url", url, *args], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    plan = json.loads(facedb("cluster", "--dry-run", "--json"))
+    assert plan["dry_run"] and len(plan["new_people"]) == 5
+    assert json.loads(facedb("people", "--json")) == []
+    text_plan = facedb("cluster")
+    assert text_plan.count("did create #") == 5
+    listing = json.loads(facedb("people", "--json"))
+    biggest = listing[0]
+    assert biggest["faces"] == 11 and biggest["clustered"] == 11
+    assert "is now Franck" in facedb("name", str(biggest["id"]), "Franck")
+    shown = json.loads(facedb("people", "show", "Franck", "--json"))
+    assert shown["name"] == "Franck" and {f["source"] for f in shown["faces"]} == {"confirmed"}
+    assert "Franck (#" in facedb("people")
+    face = shown["faces"][-1]["face_id"]
+    assert "remembered" in facedb("reject", str(face), "Franck")
+    assert "forgot Franck" in facedb("forget", "Franck", "--yes")
+    assert all(p["name"] != "Franck" for p in json.loads(facedb("people", "--json")))
