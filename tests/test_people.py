@@ -317,3 +317,17 @@ def test_people_commands_from_the_command_line(new_database_url, indexed_templat
     assert "remembered" in facedb("reject", str(face), "Franck")
     assert "forgot Franck" in facedb("forget", "Franck", "--yes")
     assert all(p["name"] != "Franck" for p in json.loads(facedb("people", "--json")))
+
+
+def test_the_same_person_filed_twice_is_suggested_for_a_merge(make_facedb, indexed_template, archive):
+    folder, _ = archive
+    facedb = make_facedb(indexed_template)
+    facedb.enroll("Franck", [folder / "franck_01829.jpg"])
+    facedb.enroll("Franck at work", [folder / "franck_02045.jpg"])
+    plan = facedb.cluster(dry_run=True)
+    suggested = {tuple(sorted(n for n in s["names"] if n)) for s in plan["merge_suggestions"]}
+    assert ("Franck", "Franck at work") in suggested
+    assert all(s["distance"] <= facedb.settings.cluster_eps for s in plan["merge_suggestions"])
+    # and clustering itself keeps them apart: only a person merges people
+    facedb.cluster()
+    assert {p["name"] for p in facedb.people()} >= {"Franck", "Franck at work"}
