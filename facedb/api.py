@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,9 @@ from .align import preprocessing_name
 from .config import Settings
 from .db.database import Database
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
-from .db.store import PeopleStore, Store
+from .db.store import DedupStore, PeopleStore, Store
+from .dedup import (TIERS, DedupThresholds, UnionFind, classify_photo_pairs, identical_groups, same_face_groups,
+                    same_person_groups)
 from .people import plan_clustering
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
@@ -354,6 +359,67 @@ class FaceDB:
     def forget(self, person: str | int, *, photos: bool = False) -> dict:
         identity_id, name = self.people_store.resolve(person)
         return {"id": identity_id, "name": name} | self.people_store.forget(identity_id, photos)
+
+    # ---- dedup --------------------------------------------------------------------------
+    def dedup(self, paths: list[str | os.PathLike] = (), *, thresholds: DedupThresholds | None = None,
+              tiers: tuple[int, ...] = (1, 2, 3, 4, 5), on_progress: Callable[[str], None] | None = None) -> dict:
+        """The dedup report (see facedb.dedup): groups in tiers, each with a photo to keep and why.
+        Nothing is deleted. `paths` limits it to photos under those files or folders."""
+        t = thresholds or DedupThresholds()
+        say = on_progress or (lambda message: None)
+        prefixes = [os.path.abspath(os.fspath(p)) for p in paths]
+        store = DedupStore(self.store)
+        missing = store.missing_phash(prefixes)
+        if missing:
+            say(f"perceptual hashes: computing {len(missing)} missing")
+            store.set_phash(self._phashes(missing))
+        photos = store.photos(prefixes)
+        say(f"{len(photos)} photos in scope")
+        identical = store.identical(prefixes)
+        candidates = {(a, b) for a, b, _ in store.phash_pairs(prefixes, t.near_duplicate_bits)}
+        bursts = set(store.burst_pairs(prefixes, t.burst_seconds))
+        face_pairs = store.face_pairs(prefixes, max(t.near_duplicate_face_distance, t.same_face_distance))
+        faces_by_id = {f.id: f for f in store.faces(face_ids=sorted({f for a, b, _ in face_pairs for f in (a, b)}))}
+        for a, b, _ in face_pairs:
+            pa, pb = faces_by_id[a].photo_id, faces_by_id[b].photo_id
+            candidates.add((min(pa, pb), max(pa, pb)))
+        say(f"candidate pairs: {len(candidates)} by perceptual hash or faces, {len(bursts)} by capture time")
+        in_pairs = sorted({p for pair in candidates | bursts for p in pair})
+        faces_by_photo: dict[int, list] = {}
+        for face in store.faces(photo_ids=in_pairs):
+            faces_by_photo.setdefault(face.photo_id, []).append(face)
+        tier2, tier3, representative = classify_photo_pairs(photos, faces_by_photo, identical, candidates, bursts, t)
+        tier1 = identical_groups(identical, photos)
+        explained = UnionFind()
+        for group in tier1 + tier2 + tier3:
+            ids = [p["id"] for p in group["photos"]]
+            for other in ids[1:]:
+                explained.union(ids[0], other)
+        tier4 = same_face_groups([p for p in face_pairs if p[2] <= t.same_face_distance], faces_by_id, photos,
+                                 explained, representative)
+        tier5 = same_person_groups(store.identity_pairs(self.settings.threshold)) if 5 in tiers else []
+        groups = [g for g in tier1 + tier2 + tier3 + tier4 + tier5 if g["tier"] in tiers]
+        say(f"{len(groups)} groups")
+        return {
+            "format": "facedb-dedup", "version": 1,
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "scope": prefixes or None, "photos": len(photos),
+            "thresholds": asdict(t) | {"identity_threshold": self.settings.threshold},
+            "counts": {TIERS[n]: sum(g["tier"] == n for g in groups) for n in sorted(tiers)},
+            "groups": groups,
+        }
+
+    def _phashes(self, photos: list[tuple[int, str]]) -> list[tuple[int, int]]:
+        """Perceptual hashes for photos indexed before facedb stored them."""
+        def one(item: tuple[int, str]) -> tuple[int, int] | None:
+            try:
+                data, _ = read_file(Path(item[1]))
+                return item[0], decode(data, self.settings.max_pixels).meta.phash
+            except ImageError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.read_workers)) as pool:
+            return [r for r in pool.map(one, photos) if r is not None]
 
     # ---- reports ------------------------------------------------------------------------
     def status(self) -> dict:

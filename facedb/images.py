@@ -44,6 +44,7 @@ class PhotoMeta:
     camera: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
+    phash: int | None = None  # perceptual hash of the upright pixels (see perceptual_hash)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,33 @@ def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:
             struct.error, ZeroDivisionError, RuntimeError, NotImplementedError, AttributeError) as exc:
         raise ImageError(_one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
     h, w = rgb.shape[:2]
-    return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, **meta))
+    return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, phash=perceptual_hash(rgb), **meta))
+
+
+def _dct_matrix(size: int) -> np.ndarray:
+    k = np.arange(size)
+    matrix = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * size))
+    matrix[0] /= np.sqrt(2)
+    return matrix * np.sqrt(2 / size)
+
+
+_DCT32 = _dct_matrix(32)
+
+
+def perceptual_hash(rgb: np.ndarray) -> int:
+    """pHash: the signs of the 8x8 lowest frequencies of a 32x32 greyscale DCT, against their
+    median, as a signed 64-bit integer. Re-encoding, resizing and format changes move a few
+    bits at most; a different picture moves about half of them."""
+    grey = Image.fromarray(rgb).convert("L").resize((32, 32), Image.BILINEAR, reducing_gap=2.0)
+    pixels = np.asarray(grey, dtype=np.float64)
+    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8].ravel()
+    bits = low > np.median(low)
+    value = int("".join("1" if b else "0" for b in bits), 2)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def hamming(a: int, b: int) -> int:
+    return ((a ^ b) & ((1 << 64) - 1)).bit_count()
 
 
 def _one_line(text: str) -> str:

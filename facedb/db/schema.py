@@ -8,6 +8,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer,
                         LargeBinary, REAL, SmallInteger, Text, UniqueConstraint, func)
 from sqlalchemy import Identity as Generated
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -33,13 +34,14 @@ class Photo(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(Text)
-    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), index=True)
     camera: Mapped[str | None] = mapped_column(Text)
     gps_lat: Mapped[float | None] = mapped_column(Double)
     gps_lon: Mapped[float | None] = mapped_column(Double)
     status: Mapped[str] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     face_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    phash: Mapped[int | None] = mapped_column(BigInteger)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     faces: Mapped[list["Face"]] = relationship(back_populates="photo", cascade="all, delete-orphan", passive_deletes=True)
@@ -47,6 +49,8 @@ class Photo(Base):
     __table_args__ = (
         CheckConstraint("status IN ('indexed', 'failed')", name="photos_status_valid"),
         UniqueConstraint("path", name="photos_path_key"),
+        *(Index(f"ix_photos_phash_part{part}", text(f"((phash >> {16 * part}) & 65535)"),
+                postgresql_where=text("phash IS NOT NULL")) for part in range(4)),
     )
 
 
