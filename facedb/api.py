@@ -409,6 +409,9 @@ class FaceDB:
             "groups": groups,
         }
 
+    def dedup_face_thumbnails(self, face_ids: list[int]) -> dict[int, bytes]:
+        return DedupStore(self.store).thumbnails(face_ids)
+
     def _phashes(self, photos: list[tuple[int, str]]) -> list[tuple[int, int]]:
         """Perceptual hashes for photos indexed before facedb stored them."""
         def one(item: tuple[int, str]) -> tuple[int, int] | None:

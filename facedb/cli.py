@@ -394,6 +394,58 @@ def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True), help="Write the JSON report here (- for stdout).")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, allow_dash=True), help="Write a CSV (a row per group member).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
+@click.option("--tier", "tiers", type=click.IntRange(1, 5), multiple=True, help="Only these tiers (repeat the option).")
+@click.option("--same-picture-bits", type=click.IntRange(0, 32), help="Perceptual-hash bits a copy may differ by [4].")
+@click.option("--burst-seconds", type=click.FloatRange(0), help="Capture times this close make a burst [10].")
+@click.option("--same-face-distance", type=click.FloatRange(0, 2), help="Faces this close are the same shot [0.35].")
+@pass_context
+def dedup(context: Context, paths: tuple[str, ...], json_file: str | None, csv_file: str | None, html_file: str | None,
+          tiers: tuple[int, ...], same_picture_bits: int | None, burst_seconds: float | None,
+          same_face_distance: float | None) -> None:
+    """Report duplicate photos, near duplicates, the same face twice and people filed twice.
+
+    Only reports: nothing is ever deleted. PATHS limit the report to indexed photos under them."""
+    from dataclasses import replace
+
+    from .dedup import DedupThresholds
+
+    thresholds = DedupThresholds()
+    changes = {"same_picture_bits": same_picture_bits, "burst_seconds": burst_seconds,
+               "same_face_distance": same_face_distance}
+    thresholds = replace(thresholds, **{k: v for k, v in changes.items() if v is not None})
+    facedb = context.facedb
+    quiet = json_file == "-" or csv_file == "-"
+    report = facedb.dedup(list(paths), thresholds=thresholds, tiers=tiers or (1, 2, 3, 4, 5),
+                          on_progress=None if quiet else (lambda message: click.echo(f"dedup: {message}", err=True)))
+    from . import report as files
+
+    for target, writer in ((json_file, files.write_json), (csv_file, files.write_csv)):
+        if target == "-":
+            writer(report, sys.stdout)
+        elif target:
+            with open(target, "w", encoding="utf-8", newline="") as out:
+                writer(report, out)
+    if html_file:
+        face_ids = [f["face_id"] for g in report["groups"] for f in g.get("faces", [])]
+        files.write_html(report, Path(html_file), facedb.dedup_face_thumbnails(face_ids))
+    if not quiet:
+        for kind, count in report["counts"].items():
+            click.echo(f"{kind.replace('_', ' '):>15}: {count} group(s)")
+        for group in report["groups"]:
+            members = group.get("photos") or [f["photo"] for f in group.get("faces", [])]
+            names = [p["path"] for p in members] or [p["name"] or f"#{p['id']}" for p in group["people"]]
+            click.echo(f"[{group['id']}] {group['kind']}: keep {group['keep']} ({group['reason']})")
+            for name in names[:6]:
+                click.echo(f"    {name}")
+            if len(names) > 6:
+                click.echo(f"    ... and {len(names) - 6} more")
+
+
+@cli.command()
 @click.option("--errors", is_flag=True, help="Also list every failed file with its reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
