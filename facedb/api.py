@@ -192,9 +192,28 @@ class FaceDB:
         extractor.embed([face for result in results for face in result.faces])
         return results
 
+    def faces_in_uploads(self, uploads: list[tuple[str, bytes]]) -> list[PhotoFaces]:
+        """Like faces_in, for images given as bytes (name, data): an upload that is not an image
+        comes back with its error."""
+        extractor = self.extractor
+        results = []
+        for name, data in uploads:
+            try:
+                if not data:
+                    raise ImageError("empty file (0 bytes)")
+                photo = decode(data, self.settings.max_pixels)
+            except ImageError as exc:
+                results.append(PhotoFaces(name, [], error=str(exc)))
+                continue
+            results.append(PhotoFaces(name, extractor.faces_in(photo)))
+        extractor.embed([face for result in results for face in result.faces])
+        return results
+
     def compare(self, paths: list[str | os.PathLike]) -> dict:
         """The FaceNet tutorial's compare: Euclidean distances between all faces of the photos."""
-        results = self.faces_in(paths)
+        return self.compare_faces(self.faces_in(paths))
+
+    def compare_faces(self, results: list[PhotoFaces]) -> dict:
         faces = [(r.path, i, f) for r in results for i, f in enumerate(r.faces)]
         vectors = np.stack([f.embedding for _, _, f in faces]) if faces else np.zeros((0, 512), np.float32)
         distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1) if faces else np.zeros((0, 0))
@@ -244,11 +263,15 @@ class FaceDB:
     # ---- who is this --------------------------------------------------------------------
     def who(self, paths: list[str | os.PathLike], *, top_k: int = 3, threshold: float | None = None,
             keep_pixels: bool = False) -> list[WhoAnswer]:
-        threshold = self.settings.threshold if threshold is None else threshold
         if top_k < 1:
             raise FaceDBError("top_k must be at least 1")
+        return self.answer(self.faces_in(paths, keep_pixels=keep_pixels), top_k=top_k, threshold=threshold)
+
+    def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
+        """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
+        threshold = self.settings.threshold if threshold is None else threshold
         answers = []
-        for result in self.faces_in(paths, keep_pixels=keep_pixels):
+        for result in results:
             answer = WhoAnswer(result.path, error=result.error, photo=result.photo)
             for face in result.faces:
                 answer.faces.append(self.identify(face, top_k=top_k, threshold=threshold))
@@ -256,11 +279,16 @@ class FaceDB:
         return answers
 
     def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
-        nearest = self.store.nearest_identities(face.embedding, top_k)
-        counts = self.store.faces_within(face.embedding, [c.identity_id for c in nearest], threshold)
-        matches = [IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
-                   for c in nearest]
-        return FaceAnswer(box=face.box, score=face.detection.score, candidates=matches, threshold=threshold)
+        return FaceAnswer(box=face.box, score=face.detection.score,
+                          candidates=self.search(face.embedding, top_k=top_k, threshold=threshold), threshold=threshold)
+
+    def search(self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None) -> list[IdentityMatch]:
+        """The identity search alone, for an embedding made elsewhere (no detection)."""
+        threshold = self.settings.threshold if threshold is None else threshold
+        nearest = self.store.nearest_identities(embedding, top_k)
+        counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold)
+        return [IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
+                for c in nearest]
 
     # ---- people -------------------------------------------------------------------------
     @property
@@ -408,6 +436,9 @@ class FaceDB:
             "counts": {TIERS[n]: sum(g["tier"] == n for g in groups) for n in sorted(tiers)},
             "groups": groups,
         }
+
+    def photo_path(self, photo_id: int) -> str | None:
+        return self.store.photo_path(photo_id)
 
     def dedup_face_thumbnails(self, face_ids: list[int]) -> dict[int, bytes]:
         return DedupStore(self.store).thumbnails(face_ids)

@@ -466,6 +466,67 @@ def status(context: Context, errors: bool, as_json: bool) -> None:
         click.echo(f"failed: {failure['path']}: {failure['reason']}")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A folder the API may index and serve photos from (repeat; env FACEDB_SERVE_ROOTS, ':'-separated).")
+@pass_context
+def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> None:
+    """Run the REST service (OpenAPI at /openapi.json, docs at /docs, a web page at /)."""
+    from .server import serve as run
+
+    facedb = context.facedb
+    roots = roots or tuple(r for r in facedb.settings.serve_roots.split(os.pathsep) if r)
+    run(facedb, list(roots), host, port)
+
+
+@cli.group()
+def apikey() -> None:
+    """API keys for the REST service (stored hashed; shown once)."""
+
+
+@apikey.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "write", "admin"]), default="read", show_default=True)
+@pass_context
+def apikey_create(context: Context, name: str, scope: str) -> None:
+    """Create a key called NAME; prints the key once."""
+    from .apikeys import ApiKeys
+
+    info, key = ApiKeys(context.facedb.database.engine).create(name, scope)
+    click.echo(f"created key {info.id} ({info.name}, {info.scope}); keep it now, it is not shown again:", err=True)
+    click.echo(key)
+
+
+@apikey.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def apikey_list(context: Context, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    from .apikeys import ApiKeys
+
+    listing = ApiKeys(context.facedb.database.engine).list()
+    if as_json:
+        _print_json(listing)
+        return
+    for k in listing:
+        state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "active"
+        used = f"last used {k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never used"
+        click.echo(f"{k['id']:>4}  {k['name']:<24} {k['scope']:<6} {state}, {used}")
+
+
+@apikey.command("revoke")
+@click.argument("key_id", type=int)
+@pass_context
+def apikey_revoke(context: Context, key_id: int) -> None:
+    """Revoke key KEY_ID."""
+    from .apikeys import ApiKeys
+
+    ApiKeys(context.facedb.database.engine).revoke(key_id)
+    click.echo(f"revoked key {key_id}")
+
+
 @cli.group()
 def db() -> None:
     """Database schema (Alembic migrations)."""

@@ -46,6 +46,10 @@ class Settings:
     read_workers: int = 2
     write_batch_photos: int = 32
 
+    # The REST service: folders it may index and serve photos from (os.pathsep-separated),
+    # and the largest upload it takes.
+    serve_roots: str = ""
+    max_upload_bytes: int = 20 * 2**20
     cluster_eps: float = DEFAULT_CLUSTER_EPS
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES
     cluster_min_size: int = DEFAULT_CLUSTER_MIN_SIZE

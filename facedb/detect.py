@@ -34,6 +34,8 @@ class MtcnnDetector:
         self.min_score = min_score
         self._model = None
         self._lock = threading.Lock()
+        # One detection at a time: requests served in threads share this model.
+        self._run_lock = threading.Lock()
 
     def load(self):
         with self._lock:
@@ -57,7 +59,8 @@ class MtcnnDetector:
         min_face = max(_MTCNN_MIN_FACE, int(self.min_face_size * scale))
         if min(small.shape[:2]) < min_face:
             return []
-        found = model.detect_faces(small, min_face_size=min_face)
+        with self._run_lock:
+            found = model.detect_faces(small, min_face_size=min_face)
         detections = []
         for item in found:
             score = float(item["confidence"])

@@ -38,6 +38,7 @@ class FacenetEmbedder:
         self.batch_size = batch_size
         self._function = None
         self._lock = threading.Lock()
+        self._run_lock = threading.Lock()  # requests served in threads share this model
 
     def load(self):
         with self._lock:
@@ -77,6 +78,7 @@ class FacenetEmbedder:
         outputs = []
         for start in range(0, len(crops), self.batch_size):
             batch = standardise(crops[start:start + self.batch_size])
-            outputs.append(function(tf.constant(batch)).numpy())
+            with self._run_lock:
+                outputs.append(function(tf.constant(batch)).numpy())
         return np.concatenate(outputs).astype(np.float32)
 

@@ -8,7 +8,7 @@ from facedb.config import Settings
 from facedb.db.database import Database
 from facedb.db.schema import Base
 
-TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models"}
+TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models", "api_keys"}
 
 
 def _tables(database: Database) -> set[str]:

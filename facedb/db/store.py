@@ -310,6 +310,10 @@ class Store:
             conn.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
 
     # ---- reports ------------------------------------------------------------------------
+    def photo_path(self, photo_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT path FROM photos WHERE id = :id"), {"id": photo_id}).scalar()
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             row = conn.execute(text("""

