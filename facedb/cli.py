@@ -482,6 +482,47 @@ def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> Non
 
 
 @cli.group()
+def bench() -> None:
+    """Benchmarks that print figures (never part of the tests)."""
+
+
+@bench.command("search")
+@click.option("--faces", default=100_000, show_default=True, type=click.IntRange(1000, 10_000_000))
+@click.option("--per-person", default=10, show_default=True, type=click.IntRange(2, 1000))
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(10, 100_000))
+@click.option("--ef-search", "ef_values", default="40,100", show_default=True, help="Comma-separated values to try.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+def bench_search(faces: int, per_person: int, queries: int, ef_values: str, json_file: str | None) -> None:
+    """Who-is-this search on synthetic clustered embeddings, in a temporary embedded database."""
+    import tempfile
+
+    from . import bench as harness
+    from .config import Settings
+    from .db.database import Database
+
+    with tempfile.TemporaryDirectory(prefix="facedb-bench-") as home:
+        database = Database.open(Settings.load(home=home, database_url=None))
+        try:
+            vectors, person, centres = harness.synthetic_faces(faces // per_person, per_person)
+            timings = harness.load(database, vectors, person, say=lambda m: click.echo(m, err=True))
+            click.echo(f"{len(vectors)} faces of {len(centres)} people: COPY {timings['load_s']:.1f} s, HNSW build "
+                       f"{timings['index_build_s']:.1f} s (maintenance_work_mem 1GB), index {timings['index_mb']:.0f} MB, "
+                       f"table {timings['table_mb']:.0f} MB")
+            rows = []
+            for ef in (int(v) for v in ef_values.split(",")):
+                result = harness.measure(database, vectors, person, centres, queries=queries, ef_search=ef)
+                rows.append(result)
+                click.echo(f"ef_search {ef:>4}: search p50 {result['search_p50_ms']} ms, p95 {result['search_p95_ms']} ms, "
+                           f"identity recall@1 {result['identity_recall_at_1']}, face recall@10 {result['face_recall_at_10']}")
+        finally:
+            database.close()
+    report = {"faces": faces, "per_person": per_person, **{k: round(v, 2) for k, v in timings.items()}, "runs": rows}
+    if json_file:
+        Path(json_file).write_text(json.dumps(report, indent=2))
+    click.echo(json.dumps(report))
+
+
+@cli.group()
 def apikey() -> None:
     """API keys for the REST service (stored hashed; shown once)."""
 

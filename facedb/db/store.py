@@ -91,6 +91,18 @@ class StoredFace:
     score: float
 
 
+_PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
+
+
+def _pgvector_version(conn: Connection) -> tuple[int, ...]:
+    """pgvector's version, asked once per database."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    if key not in _PGVECTOR_VERSIONS:
+        version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar() or "0"
+        _PGVECTOR_VERSIONS[key] = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    return _PGVECTOR_VERSIONS[key]
+
+
 def vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{float(v):.8g}" for v in vector) + "]"
 
@@ -262,9 +274,6 @@ class Store:
         """The nearest face of each of the `top_k` nearest identities (never one identity twice)."""
         query = vector_literal(embedding)
         with self.engine.begin() as conn:
-            assigned = conn.execute(text("SELECT count(*) FROM face_identities")).scalar_one()
-            if assigned == 0:
-                return []
             self._tune_search(conn, ef_search)
             limit = max(50, top_k * 20)
             while True:
@@ -281,8 +290,8 @@ class Store:
                     if r.identity_id not in best:
                         best[r.identity_id] = Candidate(r.identity_id, r.name, float(r.distance), r.face_id, r.source)
                 # One identity with many close faces can fill the whole window: widen it until
-                # enough distinct identities appear or every assigned face has been seen.
-                if len(best) >= top_k or limit >= assigned:
+                # enough distinct identities appear or fewer rows than asked say all were seen.
+                if len(best) >= top_k or len(rows) < limit:
                     return sorted(best.values(), key=lambda c: c.distance)[:top_k]
                 limit *= 4
 
@@ -305,8 +314,7 @@ class Store:
     def _tune_search(conn: Connection, ef_search: int) -> None:
         conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
         # pgvector >= 0.8 can keep scanning the index when the join filters rows out.
-        version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
-        if version and tuple(int(p) for p in version.split(".")[:2]) >= (0, 8):
+        if _pgvector_version(conn) >= (0, 8):
             conn.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
 
     # ---- reports ------------------------------------------------------------------------
