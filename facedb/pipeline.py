@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from .align import crop_face, thumbnail
-from .db.store import CopyOf, Failed, FileStat, Indexed, KnownFile, Moved, Outcome, Store, Touched
+from .db.store import CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Store, Touched
 from .detect import Detector
 from .embed import Embedder
 from .errors import ImageError

@@ -4,7 +4,6 @@ the real models and real photos."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import time
 from pathlib import Path
