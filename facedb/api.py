@@ -15,7 +15,7 @@ from .align import preprocessing_name
 from .config import Settings
 from .db.database import Database
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
-from .db.store import DedupStore, PeopleStore, Store
+from .db.store import DedupStore, IntegrityStore, PeopleStore, Store
 from .dedup import (TIERS, DedupThresholds, UnionFind, classify_photo_pairs, identical_groups, same_face_groups,
                     same_person_groups)
 from .people import plan_clustering
@@ -454,6 +454,20 @@ class FaceDB:
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.read_workers)) as pool:
             return [r for r in pool.map(one, photos) if r is not None]
+
+    # ---- integrity ----------------------------------------------------------------------
+    def check(self, *, fix: bool = False) -> dict:
+        """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""
+        integrity = IntegrityStore(self.store)
+        problems = integrity.problems()
+        result = {"problems": {k: v for k, v in problems.items() if v}, "repaired": {}}
+        if fix and result["problems"]:
+            result["repaired"] = integrity.repair(problems)
+            result["after"] = {k: v for k, v in integrity.problems().items() if v}
+        schema = self.database.current_revision(), self.database.head_revision()
+        if schema[0] != schema[1]:
+            result["problems"]["schema_revision"] = [f"{schema[0]} (newest {schema[1]})"]
+        return result
 
     # ---- reports ------------------------------------------------------------------------
     def status(self) -> dict:

@@ -481,6 +481,31 @@ def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> Non
     run(facedb, list(roots), host, port)
 
 
+@cli.command()
+@click.option("--fix", is_flag=True, help="Repair what is safe to repair (missing files are only reported).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def check(context: Context, fix: bool, as_json: bool) -> None:
+    """Verify the store: faces and photos agree, embeddings are sound, files exist, indexes are valid."""
+    result = context.facedb.check(fix=fix)
+    remaining = result.get("after", result["problems"]) if fix else result["problems"]
+    if as_json:
+        _print_json(result)
+    else:
+        if not result["problems"]:
+            click.echo("no problems found")
+        for kind, items in result["problems"].items():
+            click.echo(f"{kind.replace('_', ' ')}: {len(items)}")
+            for item in items[:20]:
+                click.echo(f"    {item}")
+            if len(items) > 20:
+                click.echo(f"    ... and {len(items) - 20} more")
+        for kind, count in result["repaired"].items():
+            click.echo(f"repaired {kind.replace('_', ' ')}: {count}")
+    if remaining:
+        sys.exit(EXIT_FILES_FAILED)
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks that print figures (never part of the tests)."""
