@@ -455,6 +455,18 @@ class FaceDB:
         with ThreadPoolExecutor(max_workers=max(1, self.settings.read_workers)) as pool:
             return [r for r in pool.map(one, photos) if r is not None]
 
+    # ---- backups ------------------------------------------------------------------------
+    def export(self, path: str | os.PathLike) -> dict:
+        """Everything (photos, faces, embeddings, people, decisions) to a versioned file (see facedb.backup)."""
+        from . import backup
+
+        return backup.export(self.store, Path(path))
+
+    def import_(self, path: str | os.PathLike) -> dict:
+        from . import backup
+
+        return backup.import_(self.store, Path(path))
+
     # ---- integrity ----------------------------------------------------------------------
     def check(self, *, fix: bool = False) -> dict:
         """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""

@@ -506,6 +506,24 @@ def check(context: Context, fix: bool, as_json: bool) -> None:
         sys.exit(EXIT_FILES_FAILED)
 
 
+@cli.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_context
+def export_command(context: Context, file: str) -> None:
+    """Write photos, faces, embeddings, people and decisions to FILE (gzip JSON Lines, versioned)."""
+    counts = context.facedb.export(file)
+    click.echo(f"exported to {file}: " + ", ".join(f"{n} {kind}s" for kind, n in counts.items()))
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@pass_context
+def import_command(context: Context, file: str) -> None:
+    """Add everything in FILE (from `facedb export`) to this database, in one transaction."""
+    added = context.facedb.import_(file)
+    click.echo(f"imported from {file}: " + ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in added.items()))
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks that print figures (never part of the tests)."""

@@ -105,7 +105,7 @@ def _pgvector_version(conn: Connection) -> tuple[int, ...]:
 
 
 def vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{float(v):.8g}" for v in vector) + "]"
+    return "[" + ",".join(f"{float(v):.9g}" for v in vector) + "]"  # 9 digits: float32 round-trips exactly
 
 
 def _copy_field(value: object) -> str:
