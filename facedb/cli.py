@@ -153,6 +153,9 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
     """Find, embed and store every face in PATHS (files or folders, recursively)."""
     summary = context.facedb.index(list(paths), retry_failed=retry_failed, on_progress=ProgressPrinter(quiet or as_json),
                                    on_failure=_report_failure)
+    if summary.interrupted:
+        click.echo("facedb: interrupted; every photo stored so far is complete. Run the same command again to "
+                   "continue where it stopped.", err=True)
     if as_json:
         _print_json(summary.as_dict())
     else:
@@ -160,6 +163,8 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
         click.echo(f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
                    f"{summary.reindexed} changed, {summary.unchanged} unchanged, {summary.copies} copies, "
                    f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found")
+    if summary.interrupted:
+        sys.exit(130)
     if summary.failed:
         sys.exit(EXIT_FILES_FAILED)
 

@@ -7,6 +7,9 @@ run loses at most the batch in flight and a re-run picks up where it stopped.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +46,7 @@ class IndexSummary:
     faces: int = 0
     seconds: float = 0.0  # wall time, not counting the one-off model load
     model_load_seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C after a complete batch
     failures: list[tuple[str, str]] = field(default_factory=list)
     photo_ids: dict[str, int] = field(default_factory=dict)
 
@@ -83,6 +87,31 @@ def bounded_map(executor: Executor, function: Callable[[T], R], items: Iterable[
         for item in islice(iterator, 1):
             pending.append(executor.submit(function, item))
         yield result
+
+
+class _StopAfterBatch:
+    """The first Ctrl-C (SIGINT) asks indexing to stop once the batch in hand is stored; a
+    second one stops at once (the open transaction is rolled back, so nothing half-written
+    stays). Only in the main thread, where Python delivers signals."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopAfterBatch":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nfacedb: stopping after the current batch (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class FaceExtractor:
@@ -130,12 +159,19 @@ class Indexer:
 
     def run(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
             on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None) -> IndexSummary:
+        with _StopAfterBatch() as stop:
+            return self._run(paths, retry_failed, on_progress, on_failure, stop)
+
+    def _run(self, paths, retry_failed, on_progress, on_failure, stop: "_StopAfterBatch") -> IndexSummary:
         started = time.monotonic()
         candidates = list(scan(paths))
         summary = IndexSummary(files=len(candidates))
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool:
             for start in range(0, len(candidates), self.batch_photos):
+                if stop.requested:
+                    summary.interrupted = True
+                    break
                 batch = candidates[start:start + self.batch_photos]
                 outcomes = self._process(batch, pool, retry_failed, summary)
                 summary.photo_ids.update(self.store.write(outcomes, self.embedding_model_id))

