@@ -151,3 +151,35 @@ def test_two_indexers_over_overlapping_folders(archive, clean_result, new_databa
         out, err = run.communicate(timeout=600)
         assert run.returncode in (0, 1), err
     assert _stored(url) == clean_result
+
+
+def test_database_going_away_mid_run_then_coming_back(archive, clean_result, tmp_path):
+    """The embedded PostgreSQL is killed (SIGKILL) while facedb indexes: one clear line, a
+    non-zero exit, nothing half-written; the next run restarts it and completes the work."""
+    home = tmp_path / "home"
+    url = _embedded_url(home)  # creates the database and schema, then lets the server stop
+    run = _facedb("--home", str(home), "index", str(archive), "--quiet")
+    engine = create_engine(url)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    if conn.execute(text("SELECT count(*) FROM photos")).scalar():
+                        break
+            except Exception:  # noqa: BLE001 - not started yet
+                pass
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+    postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("facedb: error: the database connection failed") and "Traceback" not in err
+    final = _facedb("--home", str(home), "index", str(archive), "--quiet")
+    out, err = final.communicate(timeout=600)
+    assert final.returncode in (0, 1), err
+    stored = _stored(_embedded_url(home))
+    assert stored == clean_result
