@@ -114,22 +114,27 @@ def _embedded_url(home: Path) -> str:
     return url
 
 
-def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(archive, clean_result, new_database_url):
-    url = new_database_url()
-    run = _facedb("--database-url", url, "index", str(archive))
+def _wait_for_first_batch(url: str, seconds: float = 300) -> None:
+    """Until the indexer being watched has stored at least one photo."""
     engine = create_engine(url)
+    deadline = time.monotonic() + seconds
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # wait for the first stored batch
+        while time.monotonic() < deadline:
             try:
                 with engine.connect() as conn:
                     if conn.execute(text("SELECT count(*) FROM photos")).scalar():
-                        break
-            except Exception:  # noqa: BLE001 - the schema may not exist yet
+                        return
+            except Exception:  # noqa: BLE001 - the database or schema may not be there yet
                 pass
             time.sleep(0.3)
     finally:
         engine.dispose()
+
+
+def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(archive, clean_result, new_database_url):
+    url = new_database_url()
+    run = _facedb("--database-url", url, "index", str(archive))
+    _wait_for_first_batch(url)
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=300)
     assert run.returncode == 130, err
@@ -159,19 +164,7 @@ def test_database_going_away_mid_run_then_coming_back(archive, clean_result, tmp
     home = tmp_path / "home"
     url = _embedded_url(home)  # creates the database and schema, then lets the server stop
     run = _facedb("--home", str(home), "index", str(archive), "--quiet")
-    engine = create_engine(url)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            try:
-                with engine.connect() as conn:
-                    if conn.execute(text("SELECT count(*) FROM photos")).scalar():
-                        break
-            except Exception:  # noqa: BLE001 - not started yet
-                pass
-            time.sleep(0.3)
-    finally:
-        engine.dispose()
+    _wait_for_first_batch(url)
     postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
     os.kill(postmaster, signal.SIGKILL)
     out, err = run.communicate(timeout=300)
