@@ -89,6 +89,9 @@ def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:
             width, height = image.size
             if width <= 0 or height <= 0:
                 raise ImageError(f"image has no pixels ({width}x{height})")
+            if max(width, height) > 100 * min(width, height):
+                # a 1x83,886,338 "image" is an attack or an accident, never a photo with a face
+                raise ImageError(f"not a photo: {width}x{height} pixels (sides more than 100:1)")
             if width * height > max_pixels:
                 raise ImageError(
                     f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,} "

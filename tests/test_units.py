@@ -103,6 +103,12 @@ def test_pixel_limit_refuses_bombs():
         decode(_encode(Image.new("L", (2000, 2000)), "PNG"), max_pixels=1_000_000)
 
 
+def test_absurd_shapes_are_refused_before_decoding():
+    with pytest.raises(ImageError, match="not a photo: 1x5000"):
+        decode(_encode(Image.new("L", (1, 5000)), "PNG"))
+    assert decode(_encode(Image.new("RGB", (4000, 500)), "JPEG")).rgb.shape == (500, 4000, 3)  # a panorama is fine
+
+
 def test_unreadable_inputs_have_reasons(tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
