@@ -176,36 +176,38 @@ class FaceDB:
     # ---- faces of photos that are not stored ---------------------------------------------
     def faces_in(self, paths: list[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:
         """Detect, align and embed every face of each photo, without storing anything."""
-        extractor = self.extractor
-        results = []
-        for item in scan(paths):
-            if item.error:
-                results.append(PhotoFaces(item.path, [], error=item.error))
-                continue
-            try:
-                data, _ = read_file(Path(item.path))
-                photo = decode(data, self.settings.max_pixels)
-            except ImageError as exc:
-                results.append(PhotoFaces(item.path, [], error=str(exc)))
-                continue
-            results.append(PhotoFaces(item.path, extractor.faces_in(photo), photo if keep_pixels else None))
-        extractor.embed([face for result in results for face in result.faces])
-        return results
+        def files():
+            for item in scan(paths):
+                if item.error:
+                    yield item.path, None, item.error
+                    continue
+                try:
+                    yield item.path, read_file(Path(item.path))[0], None
+                except ImageError as exc:
+                    yield item.path, None, str(exc)
+
+        return self._faces_of(files(), keep_pixels)
 
     def faces_in_uploads(self, uploads: list[tuple[str, bytes]]) -> list[PhotoFaces]:
         """Like faces_in, for images given as bytes (name, data): an upload that is not an image
         comes back with its error."""
+        sources = ((name, data, None if data else "empty file (0 bytes)") for name, data in uploads)
+        return self._faces_of(sources, keep_pixels=False)
+
+    def _faces_of(self, sources, keep_pixels: bool) -> list[PhotoFaces]:
+        """(name, bytes or None, error or None) -> faces, embedded together in batches."""
         extractor = self.extractor
         results = []
-        for name, data in uploads:
-            try:
-                if not data:
-                    raise ImageError("empty file (0 bytes)")
-                photo = decode(data, self.settings.max_pixels)
-            except ImageError as exc:
-                results.append(PhotoFaces(name, [], error=str(exc)))
+        for name, data, error in sources:
+            if error is None:
+                try:
+                    photo = decode(data, self.settings.max_pixels)
+                except ImageError as exc:
+                    error = str(exc)
+            if error is not None:
+                results.append(PhotoFaces(name, [], error=error))
                 continue
-            results.append(PhotoFaces(name, extractor.faces_in(photo)))
+            results.append(PhotoFaces(name, extractor.faces_in(photo), photo if keep_pixels else None))
         extractor.embed([face for result in results for face in result.faces])
         return results
 

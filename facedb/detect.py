@@ -50,6 +50,10 @@ class MtcnnDetector:
                 self._model = MTCNN()
         return self._model
 
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         model = self.load()
         height, width = rgb.shape[:2]

@@ -46,6 +46,10 @@ class FacenetEmbedder:
                 self._function = self._build()
         return self._function
 
+    @property
+    def loaded(self) -> bool:
+        return self._function is not None
+
     def _build(self):
         from . import tfruntime
 

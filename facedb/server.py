@@ -264,8 +264,7 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
             database = True
         except Exception:  # noqa: BLE001 - health says no, it does not fail
             database = False
-        models = getattr(facedb.detector, "_model", None) is not None and \
-            getattr(facedb.embedder, "_function", None) is not None
+        models = getattr(facedb.detector, "loaded", False) and getattr(facedb.embedder, "loaded", False)
         body = {"ok": database and models, "database": database, "models": models}
         return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
