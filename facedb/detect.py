@@ -50,6 +50,13 @@ class MtcnnDetector:
                 self._model = MTCNN()
         return self._model
 
+    def sharing_model(self, max_side: int, min_face_size: int) -> "MtcnnDetector":
+        """Another detector with other sizes and the same loaded weights (for comparisons)."""
+        other = MtcnnDetector(max_side, min_face_size, self.min_score)
+        other._model = self.load()
+        other._run_lock = self._run_lock
+        return other
+
     @property
     def loaded(self) -> bool:
         return self._model is not None

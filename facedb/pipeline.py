@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -26,12 +26,32 @@ from .db.store import CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Store, 
 from .detect import Detector
 from .embed import Embedder
 from .errors import ImageError
-from .faces import Face
-from .images import DecodedPhoto, decode, read_file
+from .faces import Detection, Face
+from .images import DecodedPhoto, PhotoMeta, decode, read_file
 from .scan import Candidate, scan
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class StageClock:
+    """Busy seconds per stage, summed over the threads that run it (so stages that overlap
+    can add up to more than the wall time)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed(self, stage: str, function: Callable[..., R], *args) -> R:
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            self.add(stage, time.perf_counter() - started)
 
 
 @dataclass
@@ -47,6 +67,7 @@ class IndexSummary:
     seconds: float = 0.0  # wall time, not counting the one-off model load
     model_load_seconds: float = 0.0
     interrupted: bool = False  # stopped by Ctrl-C after a complete batch
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # read, decode, detect, align, embed, write
     failures: list[tuple[str, str]] = field(default_factory=list)
     photo_ids: dict[str, int] = field(default_factory=dict)
 
@@ -131,8 +152,11 @@ class FaceExtractor:
 
     def faces_in(self, photo: DecodedPhoto) -> list[Face]:
         """Detect and crop (not yet embedded)."""
+        return self.align(photo, self.detector.detect(photo.rgb))
+
+    def align(self, photo: DecodedPhoto, detections: list[Detection]) -> list[Face]:
         faces = []
-        for detection in self.detector.detect(photo.rgb):
+        for detection in detections:
             crop = crop_face(photo.rgb, detection, self.margin)
             faces.append(Face(detection=detection, crop=crop, thumbnail=thumbnail(crop)))
         return faces
@@ -147,6 +171,11 @@ class FaceExtractor:
 
 
 class Indexer:
+    """Streams photos through the stages in batches of `batch_photos`, each batch stored in one
+    transaction. Inside a batch the stages overlap: worker threads read and decode ahead of
+    detection, and a second thread embeds the faces found so far (in batches of the embedder's
+    size) while detection goes on; TensorFlow releases the GIL while it computes."""
+
     def __init__(self, store: Store, extractor: FaceExtractor, embedding_model_id: int, *,
                  max_pixels: int, batch_photos: int = 32, read_workers: int = 2) -> None:
         self.store = store
@@ -166,15 +195,17 @@ class Indexer:
         started = time.monotonic()
         candidates = list(scan(paths))
         summary = IndexSummary(files=len(candidates))
+        clock = StageClock()
         done = 0
-        with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding:
             for start in range(0, len(candidates), self.batch_photos):
                 if stop.requested:
                     summary.interrupted = True
                     break
                 batch = candidates[start:start + self.batch_photos]
-                outcomes = self._process(batch, pool, retry_failed, summary)
-                summary.photo_ids.update(self.store.write(outcomes, self.embedding_model_id))
+                outcomes = self._process(batch, pool, embedding, clock, retry_failed, summary)
+                summary.photo_ids.update(clock.timed("write", self.store.write, outcomes, self.embedding_model_id))
                 for outcome in outcomes:
                     if isinstance(outcome, Failed):
                         summary.failed += 1
@@ -188,9 +219,11 @@ class Indexer:
                     on_progress(ProgressEvent(done, len(candidates), summary.faces, summary.failed,
                                               time.monotonic() - started - summary.model_load_seconds))
         summary.seconds = time.monotonic() - started - summary.model_load_seconds
+        summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in clock.seconds.items()}
         return summary
 
-    def _process(self, batch: list[Candidate], pool: Executor, retry_failed: bool, summary: IndexSummary) -> list[Outcome]:
+    def _process(self, batch: list[Candidate], pool: Executor, embedding: Executor, clock: StageClock,
+                 retry_failed: bool, summary: IndexSummary) -> list[Outcome]:
         outcomes: list[Outcome] = []
         stats: dict[str, FileStat] = {}
         for item in batch:
@@ -215,7 +248,7 @@ class Indexer:
 
         def read(stat: FileStat) -> tuple[FileStat, bytes | None, str | None]:
             try:
-                data, digest = read_file(Path(stat.path))
+                data, digest = clock.timed("read", read_file, Path(stat.path))
                 return FileStat(stat.path, len(data), stat.mtime_ns, digest), data, None
             except ImageError as exc:
                 return stat, None, str(exc)
@@ -247,7 +280,7 @@ class Indexer:
         if to_decode and not self._models_loaded:
             summary.model_load_seconds = self.extractor.load()
             self._models_loaded = True
-        for outcome in self._analyse(to_decode, pool):
+        for outcome in self._analyse(to_decode, pool, embedding, clock):
             if isinstance(outcome, Indexed):
                 if outcome.file.path in known:
                     summary.reindexed += 1
@@ -256,29 +289,44 @@ class Indexer:
             outcomes.append(outcome)
         return outcomes
 
-    def _analyse(self, files: list[tuple[FileStat, bytes]], pool: Executor) -> list[Outcome]:
-        """Decode in worker threads while this thread detects; embed every crop of the batch at once."""
-        photos: list[tuple[FileStat, DecodedPhoto, list[Face]]] = []
+    def _analyse(self, files: list[tuple[FileStat, bytes]], pool: Executor, embedding: Executor,
+                 clock: StageClock) -> list[Outcome]:
+        photos: list[tuple[FileStat, PhotoMeta, list[Face]]] = []
         outcomes: list[Outcome] = []
+        embedded: list[Future] = []
+        waiting: list[Face] = []
+        chunk = getattr(self.extractor.embedder, "batch_size", 32)
 
         def decode_one(item: tuple[FileStat, bytes]) -> tuple[FileStat, DecodedPhoto | None, str | None]:
             stat, data = item
             try:
-                return stat, decode(data, self.max_pixels), None
+                return stat, clock.timed("decode", decode, data, self.max_pixels), None
             except ImageError as exc:
                 return stat, None, str(exc)
 
-        for stat, photo, error in bounded_map(pool, decode_one, files, ahead=self.read_workers * 2):
-            if photo is None:
-                outcomes.append(Failed(stat, error or "cannot decode"))
-                continue
-            try:
-                faces = self.extractor.faces_in(photo)
-            except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
-                outcomes.append(Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300]))
-                continue
-            # Keep the metadata and crops; the full-resolution pixels can go now.
-            photos.append((stat, DecodedPhoto(np.empty((0, 0, 3), np.uint8), photo.meta), faces))
-        self.extractor.embed([face for _, _, faces in photos for face in faces])
-        outcomes.extend(Indexed(stat, photo.meta, faces) for stat, photo, faces in photos)
+        def embed(faces: list[Face]) -> None:
+            clock.timed("embed", self.extractor.embed, faces)
+
+        try:
+            for stat, photo, error in bounded_map(pool, decode_one, files, ahead=self.read_workers * 2):
+                if photo is None:
+                    outcomes.append(Failed(stat, error or "cannot decode"))
+                    continue
+                try:
+                    detections = clock.timed("detect", self.extractor.detector.detect, photo.rgb)
+                    faces = clock.timed("align", self.extractor.align, photo, detections)
+                except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
+                    outcomes.append(Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300]))
+                    continue
+                photos.append((stat, photo.meta, faces))  # the full-resolution pixels can go now
+                waiting.extend(faces)
+                if len(waiting) >= chunk:
+                    embedded.append(embedding.submit(embed, waiting))
+                    waiting = []
+            if waiting:
+                embedded.append(embedding.submit(embed, waiting))
+        finally:
+            for future in embedded:
+                future.result()  # an embedding failure fails the batch: nothing of it is stored
+        outcomes.extend(Indexed(stat, meta, faces) for stat, meta, faces in photos)
         return outcomes

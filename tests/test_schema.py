@@ -1,5 +1,6 @@
 """The schema comes only from Alembic migrations, and they go both ways."""
 
+import numpy as np
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -7,6 +8,7 @@ from sqlalchemy import inspect, text
 from facedb.config import Settings
 from facedb.db.database import Database
 from facedb.db.schema import Base
+from facedb.db.store import FaceRow, copy_faces, decode_vector_send
 
 TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models", "api_keys"}
 
@@ -26,7 +28,7 @@ def test_upgrade_from_empty_downgrade_and_upgrade_again(new_database_url):
             # the migrated schema is exactly what the typed models describe
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
             index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'faces_embedding_hnsw'")).scalar()
-        assert "hnsw" in index and "vector_l2_ops" in index
+        assert "hnsw" in index and "halfvec_l2_ops" in index
         database.downgrade("base")
         assert _tables(database) == set() and database.current_revision() is None
         database.upgrade()
@@ -61,5 +63,30 @@ def test_deleting_a_photo_deletes_its_faces_and_their_identities(new_database_ur
             left = conn.execute(text("SELECT (SELECT count(*) FROM faces), (SELECT count(*) FROM face_identities), "
                                      "(SELECT count(*) FROM identities)")).one()
         assert tuple(left) == (0, 0, 1)  # the person stays; what was derived from the photo goes
+    finally:
+        database.close()
+
+
+def test_binary_copy_stores_every_field_exactly(new_database_url):
+    database = Database.open(Settings.load(database_url=new_database_url()))
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(3, 512)).astype(np.float32)
+    try:
+        with database.engine.begin() as conn:
+            model = conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                                      "VALUES ('m', '1', 'x', 'p', 512) RETURNING id")).scalar()
+            photo = conn.execute(text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")).scalar()
+            rows = [FaceRow(photo, (1.5, 2.25, 30.0, 40.5), [float(v) for v in range(10)], 0.99, embeddings[0], model,
+                            b"\x00\t\n\\\xff"),
+                    FaceRow(photo, (0, 0, 1, 1), [], 1.0, embeddings[1], model),
+                    FaceRow(photo, (-3.5, 7, 1e6, 2), [0.125] * 10, 0.5, embeddings[2], model, b"")]
+            copy_faces(conn.connection.dbapi_connection.cursor(), rows)
+            stored = conn.execute(text("SELECT box_x, box_y, box_w, box_h, landmarks, score, vector_send(embedding), "
+                                       "embedding_model_id, thumbnail FROM faces ORDER BY id")).all()
+        for row, (x, y, w, h, landmarks, score, raw, model_id, thumbnail) in zip(rows, stored):
+            assert (x, y, w, h) == tuple(np.float32(v) for v in row.box)
+            assert landmarks == [np.float32(v) for v in row.landmarks] and score == np.float32(row.score)
+            assert np.array_equal(decode_vector_send(raw), row.embedding) and model_id == model
+            assert (None if thumbnail is None else bytes(thumbnail)) == row.thumbnail
     finally:
         database.close()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from facedb.config import DEFAULT_THRESHOLD, Settings
 from facedb.db.database import normalise_url, safe_url
-from facedb.db.store import _copy_field, vector_literal
+from facedb.db.store import vector_literal
 from facedb.errors import DatabaseUnavailable, ImageError
 from facedb.images import decode, read_file
 from facedb.scan import scan
@@ -48,10 +48,7 @@ def test_database_urls_normalised_and_passwords_hidden():
         normalise_url("sqlite:///x.db")
 
 
-def test_copy_format_escapes():
-    assert _copy_field(None) == r"\N"
-    assert _copy_field(b"\x00\xff") == "\\\\x00ff"
-    assert _copy_field("a\tb\nc\\") == "a\\tb\\nc\\\\"
+def test_vector_literal_round_trips_float32():
     assert vector_literal(np.array([0.5, -1.0], np.float32)) == "[0.5,-1]"
 
 

@@ -127,7 +127,12 @@ def _start_embedded(pgdata: Path) -> str:
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(pgdata, pgserver)
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+        if server._postmaster_info is None:  # not yet started by this process
+            with pgserver.PostgresServer._lock:
+                server.ensure_pgdata_inited()
+            _write_server_settings(pgdata)
+            server.start()
         admin_url = server.get_uri(database="postgres", driver="psycopg2")
         _create_database(admin_url, EMBEDDED_DATABASE)
         return server.get_uri(database=EMBEDDED_DATABASE, driver="psycopg2")
@@ -137,6 +142,30 @@ def _start_embedded(pgdata: Path) -> str:
         reason = " ".join(str(exc).split())[:400]
         raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {reason} "
                                   f"(see {pgdata / 'log'})") from None
+
+
+def server_settings(memory_bytes: int) -> dict[str, str]:
+    """PostgreSQL's defaults (128 MB of shared buffers) make every search read the HNSW index
+    through the kernel's page cache; a quarter of the memory (at most 4 GB) holds the index of
+    about 3 million faces."""
+    mb = memory_bytes // 2**20
+    return {"shared_buffers": f"{max(128, min(4096, mb // 4))}MB",
+            "effective_cache_size": f"{max(512, mb // 2)}MB",
+            "maintenance_work_mem": f"{max(64, min(2048, mb // 8))}MB"}
+
+
+def _write_server_settings(pgdata: Path) -> None:
+    """Settings for the embedded server, in a file of its own that postgresql.conf includes;
+    they apply whenever the server (re)starts."""
+    import psutil
+
+    conf = pgdata / "postgresql.conf"
+    include = "include_if_exists = 'facedb.conf'"
+    if include not in conf.read_text():
+        with conf.open("a") as out:
+            out.write(f"\n{include}\n")
+    lines = [f"{name} = '{value}'" for name, value in server_settings(psutil.virtual_memory().total).items()]
+    (pgdata / "facedb.conf").write_text("# Written by facedb each time it starts this server.\n" + "\n".join(lines) + "\n")
 
 
 def _forget_dead_handles(pgdata: Path, pgserver) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer,
-                        LargeBinary, REAL, SmallInteger, Text, UniqueConstraint, func)
+                        LargeBinary, REAL, SmallInteger, Text, UniqueConstraint, cast, func)
 from sqlalchemy import Identity as Generated
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -87,8 +87,10 @@ class Face(Base):
     photo: Mapped[Photo] = relationship(back_populates="faces")
 
     __table_args__ = (
-        Index("faces_embedding_hnsw", "embedding", postgresql_using="hnsw",
-              postgresql_with={"m": 16, "ef_construction": 64}, postgresql_ops={"embedding": "vector_l2_ops"}),
+        # Searched at half precision (migration 0005 says why); see db/store.py's NEAREST_TO.
+        Index("faces_embedding_hnsw", cast(embedding, HALFVEC(EMBEDDING_DIMENSION)).label("embedding"),
+              postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 64},
+              postgresql_ops={"embedding": "halfvec_l2_ops"}),
     )
 
 

@@ -1,0 +1,190 @@
+"""`facedb bench ingest PATH`: indexing throughput on real photos, with two references measured
+in the same run on the same photos:
+
+(a) the FaceNet tutorial's way: every photo detected at full resolution (MTCNN's default
+    minimum face of 20 px), then every face embedded alone (batch 1), one after another;
+(b) the stage limits: facedb's detection alone over the photos, and embedding alone in large
+    batches over the same crops. On a CPU both stages use every core, so their times add up:
+    photos / (detect + embed) is the best any pipeline of these two models can do here. With
+    the embedder on a GPU the limit would be photos / max(detect, embed) instead.
+
+Then facedb itself indexes the photos into a fresh embedded database, end to end.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..align import crop_face
+from ..api import FaceDB
+from ..config import Settings
+from ..detect import MtcnnDetector
+from ..embed import Embedder
+from ..errors import ImageError
+from ..faces import Detection
+from ..images import decode, read_file
+from ..scan import scan
+
+LARGE_BATCH = 64
+
+
+def photo_files(paths: list[str], limit: int | None) -> list[str]:
+    files = sorted(c.path for c in scan(paths) if c.error is None)
+    return files[:limit] if limit else files
+
+
+def _decoded(files: list[str], max_pixels: int):
+    for path in files:
+        try:
+            data, _ = read_file(Path(path))
+            yield path, decode(data, max_pixels)
+        except ImageError:
+            continue  # not a photo: every contender skips it alike
+
+
+def tutorial_reference(files: list[str], detector: MtcnnDetector, embedder: Embedder, margin: float,
+                       max_pixels: int) -> dict:
+    """(a): full-resolution detection, then batch-1 embedding, photo after photo (decode included)."""
+    started = time.perf_counter()
+    faces, boxes = 0, {}
+    for path, photo in _decoded(files, max_pixels):
+        detections = detector.detect(photo.rgb)
+        boxes[path] = detections
+        for detection in detections:
+            embedder.embed(crop_face(photo.rgb, detection, margin)[None])
+            faces += 1
+    return {"seconds": time.perf_counter() - started, "faces": faces, "boxes": boxes}
+
+
+def stage_limits(files: list[str], detector: MtcnnDetector, embedder: Embedder, margin: float,
+                 max_pixels: int) -> dict:
+    """(b): each stage alone. Decoding is timed too, though facedb overlaps it with detection."""
+    decode_s = detect_s = align_s = 0.0
+    crops, boxes = [], {}
+    clock = time.perf_counter()
+    for path, photo in _decoded(files, max_pixels):
+        decode_s += time.perf_counter() - clock
+        clock = time.perf_counter()
+        detections = detector.detect(photo.rgb)
+        detect_s += time.perf_counter() - clock
+        clock = time.perf_counter()
+        crops.extend(crop_face(photo.rgb, d, margin) for d in detections)
+        align_s += time.perf_counter() - clock
+        boxes[path] = detections
+        clock = time.perf_counter()
+    started = time.perf_counter()
+    for start in range(0, len(crops), LARGE_BATCH):
+        embedder.embed(np.stack(crops[start:start + LARGE_BATCH]))
+    embed_s = time.perf_counter() - started
+    return {"read_decode_s": decode_s, "detect_s": detect_s, "align_s": align_s, "embed_s": embed_s,
+            "faces": len(crops), "boxes": boxes}
+
+
+def _iou(a: Detection, b: Detection) -> float:
+    ax, ay, aw, ah = a.box
+    bx, by, bw, bh = b.box
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def found_again(reference: dict[str, list[Detection]], other: dict[str, list[Detection]]) -> float:
+    """The share of the reference's faces that the other detection also found (IoU >= 0.5)."""
+    total = sum(len(v) for v in reference.values())
+    hits = sum(1 for path, faces in reference.items() for face in faces
+               if any(_iou(face, mine) >= 0.5 for mine in other.get(path, [])))
+    return hits / total if total else 1.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(paths: list[str], settings: Settings, *, limit: int | None = None, say: Callable[[str], None] = print,
+        detector: MtcnnDetector | None = None, embedder: Embedder | None = None,
+        database_url: str | None = None) -> dict:
+    """facedb indexes into `database_url`, which must be an empty database, or by default into
+    a new embedded one in a temporary folder. Models given here are used as they are."""
+    files = photo_files(paths, limit)
+    if not files:
+        raise ValueError("no photos to benchmark in " + ", ".join(paths))
+    for path in files:  # every contender then reads from the page cache alike
+        Path(path).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="facedb-bench-") as home:
+        facedb = FaceDB(replace(settings, home=Path(home), database_url=database_url), detector=detector,
+                        embedder=embedder)
+        detector, embedder = facedb.detector, facedb.embedder
+        started = time.perf_counter()
+        detector.load()
+        embedder.load()
+        model_load_s = time.perf_counter() - started
+        # TensorFlow's first calls build kernels; keep that out of every contender.
+        for _, photo in _decoded(files[:1], settings.max_pixels):
+            detector.detect(photo.rgb)
+        embedder.embed(np.zeros((LARGE_BATCH, 160, 160, 3), np.uint8))
+        embedder.embed(np.zeros((1, 160, 160, 3), np.uint8))
+        if not isinstance(detector, MtcnnDetector):
+            raise TypeError("the tutorial reference needs the MTCNN detector")
+        full_resolution = detector.sharing_model(max_side=sys.maxsize, min_face_size=20)
+
+        say(f"{len(files)} photos; (a) tutorial: full-resolution detection, batch-1 embedding ...")
+        tutorial = tutorial_reference(files, full_resolution, embedder, settings.face_margin, settings.max_pixels)
+        say("(b) stage limits: detection alone, embedding alone in batches of 64 ...")
+        limits = stage_limits(files, detector, embedder, settings.face_margin, settings.max_pixels)
+        say("facedb index, end to end, into a fresh embedded database ...")
+        facedb.status()  # start the database outside the clock
+        summary = facedb.index(files)
+        facedb.close()
+
+    n = len(files)
+    limit_s = limits["detect_s"] + limits["embed_s"]
+    result = {
+        "photos": n,
+        "detect_max_side": settings.detect_max_side,
+        "min_face_size": settings.min_face_size,
+        "model_load_s": round(model_load_s, 2),
+        "tutorial": {"seconds": round(tutorial["seconds"], 2), "photos_per_s": round(n / tutorial["seconds"], 3),
+                     "faces": tutorial["faces"], "faces_per_s": round(tutorial["faces"] / tutorial["seconds"], 3)},
+        "stage_limit": {k: round(v, 2) for k, v in limits.items() if k.endswith("_s")}
+        | {"faces": limits["faces"], "photos_per_s": round(n / limit_s, 3),
+           "photos_per_s_if_embedding_had_its_own_device": round(n / max(limits["detect_s"], limits["embed_s"]), 3)},
+        "facedb": {"seconds": round(summary.seconds, 2), "photos_per_s": round(n / summary.seconds, 3),
+                   "faces": summary.faces, "faces_per_s": round(summary.faces / summary.seconds, 3),
+                   "failed": summary.failed, "stage_busy_s": summary.stage_seconds},
+        "speedup_over_tutorial": round(tutorial["seconds"] / summary.seconds, 2),
+        "share_of_stage_limit": round(limit_s / summary.seconds, 3),
+        "tutorial_faces_found_by_facedb": round(found_again(tutorial["boxes"], limits["boxes"]), 3),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+    return result
+
+
+def table(result: dict) -> str:
+    t, b, f = result["tutorial"], result["stage_limit"], result["facedb"]
+    lines = [
+        f"{result['photos']} photos; facedb detects at <= {result['detect_max_side']} px, faces >= "
+        f"{result['min_face_size']} px; models loaded in {result['model_load_s']} s (not counted)",
+        f"{'':34}{'seconds':>9}{'photos/s':>10}{'faces':>7}{'faces/s':>9}",
+        f"{'(a) tutorial (full res, batch 1)':34}{t['seconds']:>9.1f}{t['photos_per_s']:>10.3f}{t['faces']:>7}"
+        f"{t['faces_per_s']:>9.2f}",
+        f"{'(b) stage limit (detect + embed)':34}{b['detect_s'] + b['embed_s']:>9.1f}{b['photos_per_s']:>10.3f}"
+        f"{b['faces']:>7}",
+        f"{'facedb index, end to end':34}{f['seconds']:>9.1f}{f['photos_per_s']:>10.3f}{f['faces']:>7}"
+        f"{f['faces_per_s']:>9.2f}",
+        f"stages alone: read+decode {b['read_decode_s']:.1f} s, detect {b['detect_s']:.1f} s, align {b['align_s']:.1f} s, "
+        f"embed {b['embed_s']:.1f} s (batches of {LARGE_BATCH})",
+        "facedb busy time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in f["stage_busy_s"].items()),
+        f"facedb is {result['speedup_over_tutorial']}x the tutorial (target >= 5x) and "
+        f"{result['share_of_stage_limit']:.0%} of the stage limit (target >= 80%); it found "
+        f"{result['tutorial_faces_found_by_facedb']:.0%} of the tutorial's faces",
+        f"peak RSS {result['peak_rss_mb']} MB",
+    ]
+    return "\n".join(lines)
