@@ -193,17 +193,21 @@ class Indexer:
 
     def _run(self, paths, retry_failed, on_progress, on_failure, stop: "_StopAfterBatch") -> IndexSummary:
         started = time.monotonic()
-        candidates = list(scan(paths))
-        summary = IndexSummary(files=len(candidates))
+        # Two walks of the folders, so that memory does not grow with the archive: the first
+        # only counts (for progress and ETA), the second feeds the batches.
+        total = sum(1 for _ in scan(paths))
+        summary = IndexSummary(files=0)
         clock = StageClock()
         done = 0
+        candidates = scan(paths)
         with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding:
-            for start in range(0, len(candidates), self.batch_photos):
+            while batch := list(islice(candidates, self.batch_photos)):
                 if stop.requested:
                     summary.interrupted = True
                     break
-                batch = candidates[start:start + self.batch_photos]
+                summary.files += len(batch)
+                total = max(total, done + len(batch))  # files added since the count
                 outcomes = self._process(batch, pool, embedding, clock, retry_failed, summary)
                 summary.photo_ids.update(clock.timed("write", self.store.write, outcomes, self.embedding_model_id))
                 for outcome in outcomes:
@@ -216,7 +220,7 @@ class Indexer:
                         summary.faces += len(outcome.faces)
                 done += len(batch)
                 if on_progress:
-                    on_progress(ProgressEvent(done, len(candidates), summary.faces, summary.failed,
+                    on_progress(ProgressEvent(done, total, summary.faces, summary.failed,
                                               time.monotonic() - started - summary.model_load_seconds))
         summary.seconds = time.monotonic() - started - summary.model_load_seconds
         summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in clock.seconds.items()}
