@@ -131,7 +131,7 @@ class FaceDB:
     def detector(self) -> Detector:
         if self._detector is None:
             s = self.settings
-            self._detector = MtcnnDetector(s.detect_max_side, s.min_face_size, s.min_face_score)
+            self._detector = MtcnnDetector(s.detect_max_side, s.min_face_size, s.min_face_score, s.detect_workers)
         return self._detector
 
     @property
@@ -171,7 +171,8 @@ class FaceDB:
     def _indexer(self) -> Indexer:
         s = self.settings
         return Indexer(self.store, self.extractor, self.embedding_model_id, max_pixels=s.max_pixels,
-                       batch_photos=s.write_batch_photos, read_workers=s.read_workers)
+                       batch_photos=s.write_batch_photos, read_workers=s.read_workers,
+                       detect_workers=s.detect_workers)
 
     # ---- faces of photos that are not stored ---------------------------------------------
     def faces_in(self, paths: list[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:

@@ -172,18 +172,20 @@ class FaceExtractor:
 
 class Indexer:
     """Streams photos through the stages in batches of `batch_photos`, each batch stored in one
-    transaction. Inside a batch the stages overlap: worker threads read and decode ahead of
-    detection, and a second thread embeds the faces found so far (in batches of the embedder's
-    size) while detection goes on; TensorFlow releases the GIL while it computes."""
+    transaction. Inside a batch the stages overlap: `read_workers` threads read and hash files,
+    `detect_workers` threads each decode, detect and crop one photo at a time, and one more
+    thread embeds the faces found so far (in the embedder's batches) while detection goes on.
+    TensorFlow and Pillow release the GIL while they compute."""
 
     def __init__(self, store: Store, extractor: FaceExtractor, embedding_model_id: int, *,
-                 max_pixels: int, batch_photos: int = 32, read_workers: int = 2) -> None:
+                 max_pixels: int, batch_photos: int = 32, read_workers: int = 2, detect_workers: int = 1) -> None:
         self.store = store
         self.extractor = extractor
         self.embedding_model_id = embedding_model_id
         self.max_pixels = max_pixels
         self.batch_photos = batch_photos
         self.read_workers = read_workers
+        self.detect_workers = max(1, detect_workers)
         self._models_loaded = False
 
     def run(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
@@ -201,6 +203,7 @@ class Indexer:
         done = 0
         candidates = scan(paths)
         with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool, \
+                ThreadPoolExecutor(max_workers=self.detect_workers, thread_name_prefix="facedb-detect") as detection, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding:
             while batch := list(islice(candidates, self.batch_photos)):
                 if stop.requested:
@@ -208,7 +211,7 @@ class Indexer:
                     break
                 summary.files += len(batch)
                 total = max(total, done + len(batch))  # files added since the count
-                outcomes = self._process(batch, pool, embedding, clock, retry_failed, summary)
+                outcomes = self._process(batch, pool, (detection, embedding), clock, retry_failed, summary)
                 summary.photo_ids.update(clock.timed("write", self.store.write, outcomes, self.embedding_model_id))
                 for outcome in outcomes:
                     if isinstance(outcome, Failed):
@@ -226,8 +229,8 @@ class Indexer:
         summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in clock.seconds.items()}
         return summary
 
-    def _process(self, batch: list[Candidate], pool: Executor, embedding: Executor, clock: StageClock,
-                 retry_failed: bool, summary: IndexSummary) -> list[Outcome]:
+    def _process(self, batch: list[Candidate], pool: Executor, analysis: tuple[Executor, Executor],
+                 clock: StageClock, retry_failed: bool, summary: IndexSummary) -> list[Outcome]:
         outcomes: list[Outcome] = []
         stats: dict[str, FileStat] = {}
         for item in batch:
@@ -284,7 +287,7 @@ class Indexer:
         if to_decode and not self._models_loaded:
             summary.model_load_seconds = self.extractor.load()
             self._models_loaded = True
-        for outcome in self._analyse(to_decode, pool, embedding, clock):
+        for outcome in self._analyse(to_decode, *analysis, clock):
             if isinstance(outcome, Indexed):
                 if outcome.file.path in known:
                     summary.reindexed += 1
@@ -293,7 +296,7 @@ class Indexer:
             outcomes.append(outcome)
         return outcomes
 
-    def _analyse(self, files: list[tuple[FileStat, bytes]], pool: Executor, embedding: Executor,
+    def _analyse(self, files: list[tuple[FileStat, bytes]], detection: Executor, embedding: Executor,
                  clock: StageClock) -> list[Outcome]:
         photos: list[tuple[FileStat, PhotoMeta, list[Face]]] = []
         outcomes: list[Outcome] = []
@@ -301,29 +304,29 @@ class Indexer:
         waiting: list[Face] = []
         chunk = getattr(self.extractor.embedder, "batch_size", 32)
 
-        def decode_one(item: tuple[FileStat, bytes]) -> tuple[FileStat, DecodedPhoto | None, str | None]:
+        def analyse_one(item: tuple[FileStat, bytes]) -> Outcome | tuple[FileStat, PhotoMeta, list[Face]]:
+            """decode -> detect -> crop; the full-resolution pixels are gone when it returns."""
             stat, data = item
             try:
-                return stat, clock.timed("decode", decode, data, self.max_pixels), None
+                photo = clock.timed("decode", decode, data, self.max_pixels)
             except ImageError as exc:
-                return stat, None, str(exc)
+                return Failed(stat, str(exc))
+            try:
+                detections = clock.timed("detect", self.extractor.detector.detect, photo.rgb)
+                return stat, photo.meta, clock.timed("align", self.extractor.align, photo, detections)
+            except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
+                return Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300])
 
         def embed(faces: list[Face]) -> None:
             clock.timed("embed", self.extractor.embed, faces)
 
         try:
-            for stat, photo, error in bounded_map(pool, decode_one, files, ahead=self.read_workers * 2):
-                if photo is None:
-                    outcomes.append(Failed(stat, error or "cannot decode"))
+            for result in bounded_map(detection, analyse_one, files, ahead=self.detect_workers * 2):
+                if isinstance(result, Failed):
+                    outcomes.append(result)
                     continue
-                try:
-                    detections = clock.timed("detect", self.extractor.detector.detect, photo.rgb)
-                    faces = clock.timed("align", self.extractor.align, photo, detections)
-                except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
-                    outcomes.append(Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300]))
-                    continue
-                photos.append((stat, photo.meta, faces))  # the full-resolution pixels can go now
-                waiting.extend(faces)
+                photos.append(result)
+                waiting.extend(result[2])
                 if len(waiting) >= chunk:
                     embedded.append(embedding.submit(embed, waiting))
                     waiting = []
