@@ -70,7 +70,10 @@ class FacenetEmbedder:
             return out
 
         size = int(self._spec["input_size"])
-        return tf.compat.v1.wrap_function(run, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+        function = tf.compat.v1.wrap_function(run, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+        function(tf.zeros([1, size, size, 3]))  # the first run optimises the graph (3 s, ~1 GB of scratch)
+        tfruntime.release_freed_memory()
+        return function
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """crops: uint8 [N, 160, 160, 3] -> float32 [N, 512], unit length."""

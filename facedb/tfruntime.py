@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 
 _lock = threading.Lock()
@@ -19,3 +21,14 @@ def configure() -> None:
 
         tf.get_logger().setLevel("ERROR")
         _configured = True
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the system. TensorFlow's one-off optimisation of the FaceNet
+    graph on its first run frees about 650 MB that glibc would otherwise keep in the
+    process's RSS for good (measured: 1.9 GB -> 1.3 GB after the first embedding)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass  # not glibc (e.g. musl): nothing to trim
