@@ -157,7 +157,7 @@ def run(paths: list[str], settings: Settings, *, limit: int | None = None, say: 
         # TensorFlow's first calls build kernels; keep that out of every contender.
         with ThreadPoolExecutor(max_workers=detector.workers) as pool:
             for _, photo in _decoded(files[:1], settings.max_pixels):
-                list(pool.map(lambda _: detector.detect(photo.rgb), range(detector.workers)))
+                list(pool.map(detector.detect, [photo.rgb] * detector.workers))
         embedder.embed(np.zeros((LARGE_BATCH, 160, 160, 3), np.uint8))
         embedder.embed(np.zeros((1, 160, 160, 3), np.uint8))
         full_resolution = TutorialDetector(detector.min_score)

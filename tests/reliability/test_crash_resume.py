@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,21 +73,12 @@ def _facedb(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def test_sigkill_at_random_points_then_resume(archive, clean_result, tmp_path):
-    """Several runs killed with SIGKILL at random moments, on the embedded database, then one
-    to the end: the same photos and faces as a clean run, nothing doubled or half-written."""
+    """Several runs killed with SIGKILL at random moments while they index (0-4 s after their first
+    batch is stored), on the embedded database, then one to the end: the same photos and faces
+    as a clean run, nothing doubled or half-written."""
     home = tmp_path / "home"
     rng = random.Random(7)
-    kills = []
-    for attempt in range(3):
-        run = _facedb("--home", str(home), "index", str(archive), "--quiet")
-        delay = rng.uniform(6, 16)
-        try:
-            run.wait(timeout=delay)
-            kills.append(("finished before the kill", delay))
-        except subprocess.TimeoutExpired:
-            run.send_signal(signal.SIGKILL)
-            run.wait()
-            kills.append(("killed", round(delay, 1)))
+    kills = [_kill_while_indexing(_facedb("--home", str(home), "index", str(archive)), rng) for _ in range(3)]
     final = _facedb("--home", str(home), "index", str(archive), "--json")
     out, err = final.communicate(timeout=600)
     assert final.returncode in (0, 1), err
@@ -94,6 +88,33 @@ def test_sigkill_at_random_points_then_resume(archive, clean_result, tmp_path):
     url = _embedded_url(home)
     assert _stored(url) == clean_result, kills
     print(f"kill points: {kills}")
+
+
+def _kill_while_indexing(run: subprocess.Popen, rng: random.Random) -> tuple:
+    """SIGKILL a random 0-4 s after the run's first progress line (its first stored batch)."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in run.stderr], daemon=True).start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if run.poll() is not None:
+                return ("finished before the kill",)
+            continue
+        progress = re.match(r"(\d+)/(\d+) files", line)
+        if progress:
+            done, total = map(int, progress.groups())
+            if done >= total:
+                run.wait()
+                return ("finished before the kill",)
+            delay = rng.uniform(0, 4)
+            time.sleep(delay)
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            return ("killed", f"{done}/{total} files stored + {delay:.1f} s")
+    run.kill()
+    raise AssertionError("no progress from facedb index within 300 s")
 
 
 def _alive(pid: int) -> bool:
