@@ -93,14 +93,18 @@ class MtcnnDetector:
             return []
         with self._borrowed() as model:
             found = model.detect_faces(small, min_face_size=min_face)
-        detections = []
-        for item in found:
-            score = float(item["confidence"])
-            x, y, w, h = (float(v) / scale for v in item["box"])
-            if score < self.min_score or min(w, h) < self.min_face_size:
-                continue
-            keys = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-            landmarks = tuple((float(item["keypoints"][k][0]) / scale, float(item["keypoints"][k][1]) / scale) for k in keys)
-            detections.append(Detection(box=(x, y, w, h), landmarks=landmarks, score=score))  # type: ignore[arg-type]
+        detections = [d for d in (detection_from_mtcnn(item, scale) for item in found)
+                      if d.score >= self.min_score and min(d.box[2], d.box[3]) >= self.min_face_size]
         detections.sort(key=lambda d: (d.box[0], d.box[1]))
         return detections
+
+
+_LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+def detection_from_mtcnn(item: dict, scale: float = 1.0) -> Detection:
+    """One face of mtcnn's JSON output, in the pixels of an image `1 / scale` times the size."""
+    box = tuple(float(v) / scale for v in item["box"])
+    landmarks = tuple((float(item["keypoints"][k][0]) / scale, float(item["keypoints"][k][1]) / scale)
+                      for k in _LANDMARKS)
+    return Detection(box=box, landmarks=landmarks, score=float(item["confidence"]))  # type: ignore[arg-type]

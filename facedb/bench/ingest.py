@@ -26,7 +26,7 @@ import numpy as np
 from ..align import crop_face
 from ..api import FaceDB
 from ..config import Settings
-from ..detect import MtcnnDetector
+from ..detect import MtcnnDetector, detection_from_mtcnn
 from ..embed import Embedder
 from ..errors import ImageError
 from ..faces import Detection
@@ -59,10 +59,8 @@ class TutorialDetector:
         self.min_score = min_score
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        return [Detection(box=tuple(float(v) for v in item["box"]),  # type: ignore[arg-type]
-                          landmarks=tuple(tuple(float(v) for v in point) for point in item["keypoints"].values()),
-                          score=float(item["confidence"]))
-                for item in self.model.detect_faces(rgb) if item["confidence"] >= self.min_score]
+        return [detection_from_mtcnn(item) for item in self.model.detect_faces(rgb)
+                if item["confidence"] >= self.min_score]
 
 
 def tutorial_reference(files: list[str], detector: TutorialDetector, embedder: Embedder, margin: float,

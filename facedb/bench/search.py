@@ -40,12 +40,12 @@ def synthetic_faces(people: int, per_person: int, seed: int = 0, identity_dims: 
     return vectors, np.repeat(np.arange(people), per_person), centres
 
 
-def probes_near(centres: np.ndarray, queries: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """New faces of known people (not stored ones): returns (probes, person)."""
+def probes_near(centres: np.ndarray, queries: int, seed: int = 1) -> np.ndarray:
+    """New faces of known people (not stored ones)."""
     rng = np.random.default_rng(seed)
-    chosen = rng.integers(0, len(centres), size=queries)
-    probes = centres[chosen] + rng.normal(scale=0.023, size=(queries, 512)).astype(np.float32)
-    return probes / np.linalg.norm(probes, axis=1, keepdims=True), chosen
+    probes = centres[rng.integers(0, len(centres), size=queries)] + rng.normal(
+        scale=0.023, size=(queries, 512)).astype(np.float32)
+    return probes / np.linalg.norm(probes, axis=1, keepdims=True)
 
 
 def load(database: Database, vectors: np.ndarray, person: np.ndarray, say=print, chunk: int = 50_000) -> dict:
@@ -120,7 +120,7 @@ def measure(database: Database, vectors: np.ndarray, person: np.ndarray, centres
             ef_search: int = 100, seed: int = 1) -> dict:
     """Latency of the identity search and its recall against exact search."""
     store = Store(database)
-    probes, _ = probes_near(centres, queries, seed)
+    probes = probes_near(centres, queries, seed)
     with database.engine.connect() as conn:
         face_ids = np.array([r[0] for r in conn.execute(text("SELECT id FROM faces ORDER BY photo_id"))])
         identity_of = dict(conn.execute(text("SELECT id, name FROM identities")).all())
@@ -134,7 +134,7 @@ def measure(database: Database, vectors: np.ndarray, person: np.ndarray, centres
         if candidates and identity_of[candidates[0].identity_id] == f"person {exact_person}":
             identity_hits += 1
         with database.engine.begin() as conn:
-            conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
+            Store._tune_search(conn, ef_search)
             found = [r[0] for r in conn.execute(text(
                 f"SELECT id FROM faces f ORDER BY {NEAREST_TO_QUERY} LIMIT 10"),
                 {"q": vector_literal(probe)})]
