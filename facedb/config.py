@@ -39,7 +39,9 @@ class Settings:
     detect_max_side: int = 640
     min_face_size: int = 20
     min_face_score: float = 0.90
-    embed_batch_size: int = 32
+    # FaceNet runs near its best from 4 faces a batch (CPU: 38-46 faces/s at 4-64); 16 leaves fewer
+    # faces to embed after the last photo of a batch is detected than 32 (42 photos: 5.44 s vs 5.66 s).
+    embed_batch_size: int = 16
     face_margin: float = 0.2
     threshold: float = DEFAULT_THRESHOLD
     max_pixels: int = 120_000_000

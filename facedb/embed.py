@@ -27,7 +27,7 @@ class Embedder(Protocol):
 class FacenetEmbedder:
     """Runs the frozen FaceNet graph in TensorFlow, in batches; outputs are unit length."""
 
-    def __init__(self, cache_dir: Path, batch_size: int = 32) -> None:
+    def __init__(self, cache_dir: Path, batch_size: int = 16) -> None:
         spec = manifest()["embedder"]
         self.name = spec["name"]
         self.version = spec["version"]
