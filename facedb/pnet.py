@@ -5,9 +5,9 @@ convolution (3x3 over 3 channels at every pixel of every level), its PReLU and 2
 took 60% of P-Net. The same numbers come from one 4x4 convolution at stride 2 with 40
 outputs (the 3x3 kernel at each of the four positions a pool window covers), a PReLU and a max
 over the four groups: one dense pass over a quarter of the positions instead of a sparse one
-over all of them (1.5x on a 448x358 level, outputs equal to 1e-6). The levels are made with
-PIL's box filter, a true area average (as cv2's INTER_AREA in the original MTCNN), where mtcnn
-1.0 calls tf.image.resize(area) on the full float image once per level (13% of detection).
+over all of them (1.5x on a 448x358 level, outputs equal to 1e-6). All levels of an image are
+resized and run in one graph call, where mtcnn 1.0 returns to Python after every resize and
+every level.
 
 Proposals are then made as mtcnn makes them: its scales, threshold, box regression, two rounds
 of its suppression and squaring, so its R-Net and O-Net stages take them as their own. Levels
@@ -24,7 +24,7 @@ MIN_LEVEL_SIDE = 12
 FACE_THRESHOLD = 0.6
 SUPPRESS_PER_LEVEL = 0.5
 SUPPRESS_ACROSS_LEVELS = 0.7
-LEVELS_PER_CALL = 12  # a 640 px photo has 9 levels at most
+LEVELS_PER_CALL = 12  # a 640 x 640 photo has 11 with a 12 px smallest face; more take two calls
 
 
 def pyramid_scales(width: int, height: int, min_face: int) -> list[float]:
@@ -84,11 +84,11 @@ def square(boxes: np.ndarray) -> np.ndarray:
 
 class PyramidPNet:
     """P-Net proposals for one image: rows [0, x1, y1, x2, y2, score] in its pixels, squared,
-    in the form mtcnn's R-Net stage takes. One instance per thread.
+    in the form mtcnn's R-Net stage takes. Threads may share one instance.
 
-    The whole pyramid is one graph call (traced once per number of levels): TensorFlow runs
-    the small levels alongside the large ones and nothing returns to Python between levels,
-    which halved the stage again (3.3 s -> 1.9 s over the 42 test photos, one thread)."""
+    The whole pyramid is one graph call (traced once, at load): TensorFlow runs the small
+    levels alongside the large ones and nothing returns to Python between levels, which
+    nearly halved the stage again (3.3 s -> 1.9 s over the 42 test photos, one thread)."""
 
     def __init__(self, pnet) -> None:
         kernel, bias = pnet.conv1.get_weights()
