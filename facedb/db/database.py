@@ -128,7 +128,11 @@ def _start_embedded(pgdata: Path) -> str:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(pgdata, pgserver)
         server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
-        if server._postmaster_info is None:  # not yet started by this process
+        started = server._postmaster_info
+        # Start (or attach to) the server unless this process already holds a live one: its
+        # postmaster may have died since, and pgserver would neither restart it nor, at exit,
+        # stop the one another process started in its place.
+        if started is None or not started.is_running():
             with pgserver.PostgresServer._lock:
                 server.ensure_pgdata_inited()
             _write_server_settings(pgdata)

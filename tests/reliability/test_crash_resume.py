@@ -197,3 +197,29 @@ def test_database_going_away_mid_run_then_coming_back(archive, clean_result, tmp
     assert final.returncode in (0, 1), err
     stored = _stored(_embedded_url(home))
     assert stored == clean_result
+
+
+def test_a_process_reopens_its_embedded_server_after_the_server_died(tmp_path):
+    """The postmaster this process started is killed; opening the database again in the same
+    process starts a new one (and at exit this process stops it: it holds the last handle)."""
+    import psutil
+
+    from facedb.config import Settings
+    from facedb.db.database import Database
+
+    settings = Settings.load(home=str(tmp_path / "home"))
+    first = Database.open(settings)
+    postmaster = int((tmp_path / "home" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    first.close()
+    os.kill(postmaster, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and psutil.pid_exists(postmaster):  # until init has reaped it
+        time.sleep(0.1)
+    again = Database.open(settings)
+    try:
+        with again.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM photos")).scalar() == 0
+        restarted = int((tmp_path / "home" / "pgdata" / "postmaster.pid").read_text().split()[0])
+        assert restarted != postmaster
+    finally:
+        again.close()
