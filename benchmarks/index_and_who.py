@@ -43,7 +43,7 @@ def main() -> None:
             facedb.who([query])
             who_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            facedb.identify(face, top_k=3, threshold=facedb.settings.threshold)
+            facedb.identify(face, top_k=3, threshold=facedb.threshold().value)
             search_times.append(time.perf_counter() - started)
         facedb.close()
 

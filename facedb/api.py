@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .align import preprocessing_name
-from .config import Settings
+from .config import DEFAULT_THRESHOLD, Settings
 from .db.database import Database
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
-from .db.store import DedupStore, IntegrityStore, PeopleStore, Store
+from .db.store import CalibrationStore, DedupStore, IntegrityStore, PeopleStore, Store
 from .dedup import (TIERS, DedupThresholds, UnionFind, classify_photo_pairs, identical_groups, same_face_groups,
                     same_person_groups)
 from .people import plan_clustering
@@ -86,6 +86,19 @@ class WhoAnswer:
 
     def as_dict(self) -> dict:
         return {"photo": self.path, "error": self.error, "faces": [f.as_dict() for f in self.faces]}
+
+
+@dataclass(frozen=True)
+class ThresholdInForce:
+    """The who-is-this threshold and where it came from: a setting (flag or FACEDB_THRESHOLD), the
+    database's calibration for the model, or the documented default."""
+
+    value: float
+    source: str  # "setting", "calibrated" or "default"
+    calibration: dict | None = None
+
+    def as_dict(self) -> dict:
+        return {"value": round(self.value, 4), "source": self.source, "calibration": self.calibration}
 
 
 @dataclass
@@ -270,9 +283,17 @@ class FaceDB:
             raise FaceDBError("top_k must be at least 1")
         return self.answer(self.faces_in(paths, keep_pixels=keep_pixels), top_k=top_k, threshold=threshold)
 
+    def threshold(self) -> ThresholdInForce:
+        if self.settings.threshold is not None:
+            return ThresholdInForce(self.settings.threshold, "setting")
+        calibration = CalibrationStore(self.store).latest(self.embedding_model_id)
+        if calibration is not None:
+            return ThresholdInForce(calibration["threshold"], "calibrated", calibration)
+        return ThresholdInForce(DEFAULT_THRESHOLD, "default")
+
     def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
         """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
-        threshold = self.settings.threshold if threshold is None else threshold
+        threshold = self.threshold().value if threshold is None else threshold
         answers = []
         for result in results:
             answer = WhoAnswer(result.path, error=result.error, photo=result.photo)
@@ -287,11 +308,43 @@ class FaceDB:
 
     def search(self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None) -> list[IdentityMatch]:
         """The identity search alone, for an embedding made elsewhere (no detection)."""
-        threshold = self.settings.threshold if threshold is None else threshold
+        threshold = self.threshold().value if threshold is None else threshold
         nearest = self.store.nearest_identities(embedding, top_k)
         counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold)
         return [IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
                 for c in nearest]
+
+    # ---- calibration --------------------------------------------------------------------
+    def calibrate(self, *, far: float = 1e-3, dry_run: bool = False, seed: int = 0,
+                  max_faces: int = 50_000) -> dict:
+        """Choose the threshold that keeps false accepts at `far` on this archive's own people and
+        strangers (see facedb.calibrate) and, unless dry_run or with too few pairs, store it as the
+        threshold for the model."""
+        from .calibrate import calibrate
+
+        if not 0 < far < 0.5:
+            raise FaceDBError(f"--far must lie between 0 and 0.5, not {far}")
+        faces = CalibrationStore(self.store)
+        model = self.embedding_model_id
+        placed = faces.placed_faces(model, max_faces, str(seed))
+        nobody = faces.faces_of_nobody(model, max_faces, str(seed))
+        result = calibrate(placed, nobody, far, seed)
+        usable = result["enough"] and result["threshold"] is not None and 0 < result["threshold"] <= 2
+        result["stored"] = bool(usable and not dry_run)
+        if result["stored"]:
+            result["calibration_id"] = faces.save(model, result["threshold"], far,
+                                                  {k: v for k, v in result.items() if k != "stored"})
+        result["dry_run"] = dry_run
+        result["in_force"] = self.threshold().as_dict()
+        return result
+
+    def cluster_params(self) -> ClusterParams:
+        """The clustering settings; proposals use the calibrated threshold unless one is set."""
+        calibrated = None
+        if self.settings.propose_threshold is None:
+            threshold = self.threshold()
+            calibrated = threshold.value if threshold.source == "calibrated" else None
+        return self.settings.cluster_params(calibrated)
 
     # ---- people -------------------------------------------------------------------------
     @property
@@ -302,7 +355,7 @@ class FaceDB:
         """Group faces nobody placed into people; see facedb.cluster for the rules."""
         people = self.people_store
         inputs = people.cluster_inputs()
-        plan = plan_clustering(inputs, params or self.settings.cluster_params())
+        plan = plan_clustering(inputs, params or self.cluster_params())
         result = plan.as_dict(inputs.names) | {"dry_run": dry_run}
         if not dry_run:
             created = people.apply_assignments(plan.leaving, plan.assignments, list(plan.new_people))
@@ -369,7 +422,7 @@ class FaceDB:
         """Re-cluster one person's faces more tightly and offer the parts (apply: make them people)."""
         identity_id, name = self.people_store.resolve(person)
         faces = self.people_store.person_faces(identity_id)
-        base = self.settings.cluster_params()
+        base = self.cluster_params()
         params = ClusterParams(eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1,
                                k=base.k)
         face_set = FaceSet(np.array([f.face_id for f in faces], np.int64), np.array([f.photo_id for f in faces], np.int64),
@@ -428,14 +481,15 @@ class FaceDB:
                 explained.union(ids[0], other)
         tier4 = same_face_groups([p for p in face_pairs if p[2] <= t.same_face_distance], faces_by_id, photos,
                                  explained, representative)
-        tier5 = same_person_groups(store.identity_pairs(self.settings.threshold)) if 5 in tiers else []
+        threshold = self.threshold().value
+        tier5 = same_person_groups(store.identity_pairs(threshold)) if 5 in tiers else []
         groups = [g for g in tier1 + tier2 + tier3 + tier4 + tier5 if g["tier"] in tiers]
         say(f"{len(groups)} groups")
         return {
             "format": "facedb-dedup", "version": 1,
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "scope": prefixes or None, "photos": len(photos),
-            "thresholds": asdict(t) | {"identity_threshold": self.settings.threshold},
+            "thresholds": asdict(t) | {"identity_threshold": threshold},
             "counts": {TIERS[n]: sum(g["tier"] == n for g in groups) for n in sorted(tiers)},
             "groups": groups,
         }
@@ -457,6 +511,25 @@ class FaceDB:
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.read_workers)) as pool:
             return [r for r in pool.map(one, photos) if r is not None]
+
+    # ---- evaluation (nothing is stored; the database is not opened) ----------------------
+    def eval_folders(self, root: str | os.PathLike, strangers: str | os.PathLike | None = None, *,
+                     far: float = 1e-3, plot: str | os.PathLike | None = None,
+                     on_progress: Callable[[str], None] | None = None) -> dict:
+        """LFW's verification protocol and leave-one-out identification on root/<person>/<photos>;
+        with `strangers`, how many faces of people not in root would be named."""
+        from .evaluate import evaluate_folders
+
+        return evaluate_folders(self.extractor, self.settings, root, strangers, far=far, plot=plot,
+                                say=on_progress or (lambda message: None))
+
+    def eval_lfw(self, pairs_file: str | os.PathLike, images: str | os.PathLike, *, far: float = 1e-3,
+                 plot: str | os.PathLike | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
+        """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg."""
+        from .evaluate import evaluate_lfw
+
+        return evaluate_lfw(self.extractor, self.settings, pairs_file, images, far=far, plot=plot,
+                            say=on_progress or (lambda message: None))
 
     # ---- backups ------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> dict:
@@ -486,7 +559,7 @@ class FaceDB:
 
     # ---- reports ------------------------------------------------------------------------
     def status(self) -> dict:
-        return self.store.counts() | {"database": self.database.describe()}
+        return self.store.counts() | {"database": self.database.describe(), "threshold": self.threshold().as_dict()}
 
     def failures(self) -> list[dict]:
         return [{"path": p, "reason": r, "when": t.isoformat()} for p, r, t in self.store.failures()]

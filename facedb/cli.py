@@ -203,7 +203,7 @@ def enroll(context: Context, name: str | None, images: tuple[str, ...], from_fol
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 100), help="Identities per face.")
-@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Largest distance still called a match [default: {DEFAULT_THRESHOLD}].")
+@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Largest distance still called a match [default: the calibrated one, else {DEFAULT_THRESHOLD}].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one entry per photo, in the order given).")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with faces boxed and named into this folder.")
 @pass_context
@@ -247,7 +247,7 @@ def who(context: Context, images: tuple[str, ...], top_k: int, threshold: float 
 def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | None, as_json: bool) -> None:
     """Group faces that belong to nobody into people (unnamed until you name them)."""
     facedb = context.facedb
-    params = facedb.settings.cluster_params()
+    params = facedb.cluster_params()
     if eps is not None or min_size is not None:
         from dataclasses import replace
 
@@ -467,8 +467,57 @@ def status(context: Context, errors: bool, as_json: bool) -> None:
     click.echo(f"photos:     {counts['photos']} ({counts['indexed']} indexed, {counts['failed']} failed)")
     click.echo(f"faces:      {counts['faces']} ({counts['assigned_faces']} with an identity)")
     click.echo(f"identities: {counts['identities']}")
+    click.echo(f"threshold:  {_threshold_label(counts['threshold'])}")
     for failure in counts.get("failures", []):
         click.echo(f"failed: {failure['path']}: {failure['reason']}")
+
+
+def _threshold_label(threshold: dict) -> str:
+    if threshold["source"] == "setting":
+        return f"{threshold['value']} (set by --threshold or FACEDB_THRESHOLD)"
+    if threshold["source"] == "default":
+        return f"{threshold['value']} (the default; `facedb calibrate` chooses one from your people)"
+    c = threshold["calibration"]
+    e = c["evidence"]
+    low, high = e["miss_rate_ci"]
+    return (f"{threshold['value']} (calibrated {c['created_at']} for FAR {c['far_target']:g} on {e['genuine_pairs']} "
+            f"genuine and {e['impostor_pairs']} impostor pairs; expected miss rate {e['miss_rate']:.3f}, 95% CI "
+            f"{low:.3f}-{high:.3f})")
+
+
+@cli.command()
+@click.option("--far", default=1e-3, show_default=True, type=click.FloatRange(1e-6, 0.5, max_open=True),
+              help="The false-accept rate to allow: the share of stranger pairs that may be called a match.")
+@click.option("--dry-run", is_flag=True, help="Measure and show the threshold, store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def calibrate(context: Context, far: float, dry_run: bool, as_json: bool) -> None:
+    """Choose the who-is-this threshold from your own people: same-person pairs of the faces you
+    enrolled or confirmed, against pairs of different people and faces of nobody."""
+    result = context.facedb.calibrate(far=far, dry_run=dry_run)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"{result['genuine_pairs']} same-person pairs ({result['placed_faces']} faces of "
+                   f"{result['identities']} people); {result['impostor_pairs']} impostor pairs "
+                   f"({result['impostor_pairs_across_identities']} across people, "
+                   f"{result['impostor_pairs_against_nobody']} against {result['faces_of_nobody']} faces of nobody; "
+                   f"{result['same_shot_pairs_left_out']} same-shot pairs left out)")
+        if result["threshold"] is not None:
+            low, high = result["miss_rate_ci"]
+            click.echo(f"threshold {result['threshold']:.4f} for FAR {far:g} (observed {result['far_observed']:.5f}): "
+                       f"expected miss rate {result['miss_rate']:.4f} (95% CI {low:.4f}-{high:.4f})")
+        if not result["enough"]:
+            needed = result["needed"]
+            click.echo(f"not enough to calibrate for FAR {far:g}: it needs {needed['genuine_pairs']} same-person pairs "
+                       f"and {needed['impostor_pairs']} impostor pairs (have {result['genuine_pairs']} and "
+                       f"{result['impostor_pairs']}); enrol or confirm more photos of more people, index more photos, "
+                       f"or ask for a larger --far")
+        if result["stored"]:
+            click.echo("stored: who, clustering proposals and dedup's same-person tier use it from now on")
+        click.echo(f"threshold in force: {_threshold_label(result['in_force'])}")
+    if not result["enough"]:
+        sys.exit(EXIT_FILES_FAILED)
 
 
 @cli.command()
@@ -529,6 +578,82 @@ def import_command(context: Context, file: str) -> None:
     click.echo(f"imported from {file}: " + ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in added.items()))
 
 
+@cli.group("eval")
+def eval_group() -> None:
+    """Measure facedb on your own labelled photos (nothing is stored, your database is not opened)."""
+
+
+def _print_evaluation(result: dict) -> None:
+    v = result["verification"]
+    click.echo(f"model: {result['model']}")
+    if "people" in result:
+        click.echo(f"{result['photos']} photos of {result['people']} people, a face in {result['faces']}")
+    click.echo(f"verification over {v['pairs']} pairs ({v['genuine_pairs']} same person, {v['impostor_pairs']} "
+               f"different): accuracy {v['accuracy']:.4f} +- {v['accuracy_std']:.4f} (10 folds), AUC {v['auc']:.4f}, "
+               f"VAL {v['val_at_far_0.001']:.4f} at FAR 0.001, EER {v['eer']:.4f}, best threshold {v['best_threshold']:.2f}")
+    if result.get("identification"):
+        i = result["identification"]
+        click.echo(f"identification (leave one out, {i['queries']} queries): rank-1 {i['rank1']:.4f}, "
+                   f"rank-5 {i['rank5']:.4f}")
+    if result.get("calibration"):
+        c = result["calibration"]
+        click.echo(f"threshold for FAR {c['far_target']:g}: {c['threshold']:.4f} (miss rate {c['miss_rate']:.4f}"
+                   + ("" if c["enough"] else f"; too few pairs to rely on, {c['needed']['impostor_pairs']} impostor "
+                      f"and {c['needed']['genuine_pairs']} genuine pairs needed") + ")")
+    if result.get("open_set"):
+        o = result["open_set"]
+        for key in ("at_default", "at_calibrated"):
+            at = o[key]
+            click.echo(f"strangers named at threshold {at['threshold']:.4f} ({key[3:]}): {at['named']} of "
+                       f"{o['strangers']}" + (f" ({at['rate']:.2%})" if at["rate"] is not None else ""))
+    if result.get("pairs_skipped"):
+        click.echo(f"pairs skipped (a photo without a face, or missing): {result['pairs_skipped']}")
+    for path in result["no_face"] + (result.get("open_set") or {}).get("no_face", []):
+        click.echo(f"facedb: no face found in {path}", err=True)
+    for path in result.get("missing", []):
+        click.echo(f"facedb: failed: {path}: no such file", err=True)
+    for failure in result.get("failed", []):
+        _report_failure(failure["path"], failure["reason"])
+    if result.get("plot"):
+        click.echo(f"plot: {result['plot']}")
+
+
+@eval_group.command("folders")
+@click.argument("root", type=click.Path(file_okay=False, exists=True))
+@click.option("--strangers", type=click.Path(exists=True), help="Photos of people not in ROOT: how many would be named.")
+@click.option("--far", default=1e-3, show_default=True, type=click.FloatRange(1e-6, 0.5, min_open=False),
+              help="False-accept rate of the calibrated threshold.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def eval_folders(context: Context, root: str, strangers: str | None, far: float, plot: str | None, as_json: bool) -> None:
+    """Verification (LFW's 10-fold protocol) and identification on ROOT/<person>/<photos>."""
+    result = context.facedb.eval_folders(root, strangers, far=far, plot=plot,
+                                         on_progress=None if as_json else lambda m: click.echo(f"eval: {m}", err=True))
+    if as_json:
+        _print_json(result)
+    else:
+        _print_evaluation(result)
+
+
+@eval_group.command("lfw")
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="LFW's pairs.txt (or any file in its format).")
+@click.option("--images", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The folder of <name>/<name>_NNNN.jpg photos.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, as_json: bool) -> None:
+    """LFW's verification protocol with its pairs file: accuracy as the papers report it."""
+    result = context.facedb.eval_lfw(pairs_file, images, plot=plot,
+                                     on_progress=None if as_json else lambda m: click.echo(f"eval: {m}", err=True))
+    if as_json:
+        _print_json(result)
+    else:
+        _print_evaluation(result)
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks that print figures (never part of the tests)."""
@@ -554,6 +679,32 @@ def bench_ingest(context: Context, paths: tuple[str, ...], limit: int | None, de
         settings = replace(settings, detect_max_side=detect_max_side)
     result = ingest.run(list(paths), settings, limit=limit, say=lambda m: click.echo(m, err=True))
     click.echo(ingest.table(result))
+    if json_file:
+        Path(json_file).write_text(json.dumps(result, indent=2))
+    click.echo(json.dumps(result))
+
+
+@bench.command("detect")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--no-faces", "no_faces", multiple=True, type=click.Path(exists=True),
+              help="Photos (files or folders) with no face in them: whatever is found there is a false face.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N photos (by path).")
+@click.option("--detect-max-side", type=click.IntRange(64), help="Override FACEDB_DETECT_MAX_SIDE for this run.")
+@click.option("--min-face-score", type=click.FloatRange(0, 1), help="Override FACEDB_MIN_FACE_SCORE for this run.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@pass_context
+def bench_detect(context: Context, paths: tuple[str, ...], no_faces: tuple[str, ...], limit: int | None,
+                 detect_max_side: int | None, min_face_score: float | None, json_file: str | None) -> None:
+    """Faces facedb's detector finds in PATHS against mtcnn's own detect_faces at full resolution:
+    faces found and missed, photos with no face, false faces, seconds per photo."""
+    from .bench import detect
+    from .config import Settings
+
+    settings = Settings.load(**context.settings_overrides, detect_max_side=detect_max_side,
+                             min_face_score=min_face_score)
+    result = detect.run(list(paths), settings, no_faces=list(no_faces), limit=limit,
+                        say=lambda m: click.echo(m, err=True))
+    click.echo(detect.table(result))
     if json_file:
         Path(json_file).write_text(json.dumps(result, indent=2))
     click.echo(json.dumps(result))

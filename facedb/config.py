@@ -38,12 +38,15 @@ class Settings:
     # Detection runs on a copy whose longest side is at most this; crops come from the original.
     detect_max_side: int = 640
     min_face_size: int = 20
-    min_face_score: float = 0.90
+    # mtcnn's own last-stage threshold, so that facedb keeps every face `detect_faces` keeps;
+    # false faces measured with `facedb bench detect --no-faces` (README, "Detection").
+    min_face_score: float = 0.70
     # FaceNet runs near its best from 4 faces a batch (CPU: 38-46 faces/s at 4-64); 16 leaves fewer
     # faces to embed after the last photo of a batch is detected than 32 (42 photos: 5.44 s vs 5.66 s).
     embed_batch_size: int = 16
     face_margin: float = 0.2
-    threshold: float = DEFAULT_THRESHOLD
+    # None: the threshold `facedb calibrate` stored for the model, else DEFAULT_THRESHOLD.
+    threshold: float | None = None
     max_pixels: int = 120_000_000
     read_workers: int = 2
     # Photos detected at once (the threads share MTCNN's graphs); two beat one on 2 cores (3.5 s vs 4.2 s).
@@ -57,13 +60,15 @@ class Settings:
     cluster_eps: float = DEFAULT_CLUSTER_EPS
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES
     cluster_min_size: int = DEFAULT_CLUSTER_MIN_SIZE
-    propose_threshold: float = DEFAULT_PROPOSE_THRESHOLD
+    # None: the calibrated threshold when there is one, else DEFAULT_PROPOSE_THRESHOLD.
+    propose_threshold: float | None = None
 
-    def cluster_params(self):
+    def cluster_params(self, calibrated: float | None = None):
         from .cluster import ClusterParams
 
-        return ClusterParams(eps=self.cluster_eps, min_samples=self.cluster_min_samples,
-                             min_size=self.cluster_min_size, propose_threshold=self.propose_threshold)
+        propose = self.propose_threshold if self.propose_threshold is not None else calibrated
+        return ClusterParams(eps=self.cluster_eps, min_samples=self.cluster_min_samples, min_size=self.cluster_min_size,
+                             propose_threshold=DEFAULT_PROPOSE_THRESHOLD if propose is None else propose)
 
     @property
     def pgdata(self) -> Path:
@@ -93,7 +98,7 @@ class Settings:
 
 
 def _parse(annotation: object, raw: str, name: str) -> object:
-    kind = str(annotation)
+    kind = str(annotation).removesuffix(" | None")
     try:
         if kind == "int":
             return int(raw)

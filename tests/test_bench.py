@@ -42,7 +42,7 @@ def test_ingest_harness_compares_facedb_with_both_references(models, settings, n
     # the same photos, the same models: every contender finds faces, facedb stores what the stage run found
     assert result["tutorial"]["faces"] >= result["stage_limit"]["faces"] == result["facedb"]["faces"] >= 4
     assert set(result["facedb"]["stage_busy_s"]) == {"read", "decode", "detect", "align", "embed", "write"}
-    assert 0 < result["tutorial_faces_found_by_facedb"] <= 1
+    assert 0 < result["detection"]["recall"] <= 1 and result["detection"]["found"] <= result["detection"]["reference_faces"]
     assert result["speedup_over_tutorial"] > 0 and result["share_of_stage_limit"] > 0 and result["peak_rss_mb"] > 0
     assert "tutorial" in ingest.table(result)
 
@@ -52,3 +52,29 @@ def test_exact_neighbours_in_blocks_match_brute_force():
     vectors, probes = rng.normal(size=(2500, 64)).astype(np.float32), rng.normal(size=(7, 64)).astype(np.float32)
     expected = np.array([np.argsort(np.linalg.norm(vectors - p, axis=1))[:10] for p in probes])
     assert (bench.search.exact_neighbours(vectors, probes, 10, block=400) == expected).all()
+
+
+def test_detect_harness_counts_faces_against_mtcnn_and_false_faces(models, settings):
+    from facedb.bench import detect
+
+    files = [str(photos.path("face_recognition/obama.jpg")), str(photos.path("insightface/t1.jpg"))]
+    free = [str(photos.path("scikit_image/coffee.png")), str(photos.path("scikit_image/rocket.jpg"))]
+    result = detect.run(files, settings, no_faces=free, detector=models[0], say=lambda message: None)
+    assert result["photos"] == 2 and result["face_free_photos"] == 2
+    faces = result["faces"]
+    assert faces["reference_faces"] >= 7 and faces["found"] == faces["reference_faces"] and faces["missed"] == []
+    assert set(result["false_faces"]) == {"mtcnn", "facedb"} and result["photos_without_faces"]["facedb"] == []
+    assert result["seconds_per_photo"]["facedb"] > 0 and result["seconds_per_photo"]["mtcnn_face_free"] > 0
+    table = detect.table(result)
+    assert "mtcnn, full resolution" in table and "facedb found" in table
+
+
+def test_matching_is_one_to_one_by_overlap():
+    from facedb.bench.detect import compare
+    from facedb.faces import Detection
+
+    def face(x, y=0.0):
+        return Detection((x, y, 100.0, 100.0), ((0.0, 0.0),) * 5, 0.99)
+
+    result = compare({"a": [face(0), face(300)]}, {"a": [face(5), face(8), face(900)]})
+    assert result["found"] == 1 and len(result["missed"]) == 1 and len(result["extra"]) == 2

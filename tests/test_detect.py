@@ -76,3 +76,116 @@ def test_detections_match_mtcnns_own(full_resolution, name):
         assert np.abs(np.subtract(mine.box, reference.box)).max() <= 0.05 * size
         assert np.abs(np.subtract(mine.landmarks, reference.landmarks)).max() <= 0.03 * size
         assert mine.score == pytest.approx(reference.score, abs=0.02)
+
+
+# ---- facedb's defaults find every face mtcnn finds at full resolution, and more -----------------
+
+@pytest.fixture(scope="module")
+def mtcnn_full_resolution():
+    from facedb.bench.detect import TutorialDetector
+
+    return TutorialDetector()
+
+
+@pytest.fixture(scope="module")
+def defaults(models):
+    return models[0]
+
+
+def _rgb(path) -> np.ndarray:
+    from facedb.images import decode
+
+    return decode(path.read_bytes()).rgb
+
+
+def _missed(reference, found):
+    from facedb.bench.detect import matched
+
+    hit = {i for i, _ in matched(reference, found)}
+    return [d for i, d in enumerate(reference) if i not in hit]
+
+
+def test_defaults_find_every_face_mtcnn_finds_in_every_test_photo(defaults, mtcnn_full_resolution):
+    """The property, on all 42 photos with faces: facedb's faces include mtcnn's own at full
+    resolution (its default thresholds, faces of at least its 20 px), matched by IoU >= 0.5."""
+    missed, total = [], 0
+    for path in photos.photos_with_faces():
+        rgb = _rgb(path)
+        reference = mtcnn_full_resolution.detect(rgb)
+        total += len(reference)
+        missed += [(path.name, [round(v) for v in d.box], round(d.score, 3)) for d in _missed(reference, defaults.detect(rgb))]
+    assert total >= 60 and missed == []
+
+
+def test_tight_crops_are_found(defaults, mtcnn_full_resolution):
+    """mtcnn finds nothing in most 150 x 150 crops that the face fills; facedb tries again
+    inside a border and finds the face in every one."""
+    mtcnn_found = 0
+    for name in photos.PORTRAITS:
+        rgb = _rgb(photos.path(name))
+        face = max(mtcnn_full_resolution.detect(rgb), key=lambda d: d.area)
+        crop = photos.tight_crop(rgb, face.box)
+        mtcnn_found += bool(mtcnn_full_resolution.detect(crop))
+        found = defaults.detect(crop)
+        assert len(found) == 1, (name, found)
+        x, y, w, h = found[0].box
+        assert x <= 75 <= x + w and y <= 75 <= y + h and w >= 60, (name, found[0].box)  # the face, not a part of it
+        assert all(0 <= v <= 150 for v in (x, y, x + w, y + h))
+    assert mtcnn_found <= len(photos.PORTRAITS) // 2  # the case is real: mtcnn alone misses most of them
+
+
+@pytest.mark.parametrize("side", [300, 180])
+def test_small_portraits_are_detected_whole(defaults, mtcnn_full_resolution, side):
+    """A portrait downscaled to a small photo is detected at its own size (never downscaled
+    further), and every face mtcnn finds there facedb finds too."""
+    for name in photos.PORTRAITS[:8]:
+        rgb = photos.small_portrait(name, side)
+        found = defaults.detect(rgb)
+        assert found, name
+        assert _missed(mtcnn_full_resolution.detect(rgb), found) == [], name
+
+
+def test_small_faces_in_a_large_photo_are_found(defaults, mtcnn_full_resolution):
+    """Faces of 26-34 px in a 1920 x 1280 photo: too small for the 640 px copy (its smallest
+    face is 36 px of the original), so the photo is detected again at full resolution."""
+    faces = []
+    for name in photos.PORTRAITS[:12]:
+        rgb = _rgb(photos.path(name))
+        faces.append((rgb, max(mtcnn_full_resolution.detect(rgb), key=lambda d: d.area).box))
+    canvas = photos.small_faces_canvas(faces)
+    reference = mtcnn_full_resolution.detect(canvas)
+    assert len(reference) >= len(faces) // 2  # mtcnn at full resolution finds most of them
+    assert _missed(reference, defaults.detect(canvas)) == []
+
+
+def test_union_keeps_the_first_and_adds_what_it_lacks():
+    from facedb.detect import union
+    from facedb.faces import Detection
+
+    def face(x, score=0.9):
+        return Detection((x, 0.0, 100.0, 100.0), ((0.0, 0.0),) * 5, score)
+
+    merged = union([face(0), face(500)], [face(10, 0.8), face(300)])
+    assert [d.box[0] for d in merged] == [0, 500, 300]
+
+
+def test_face_free_photos_get_few_false_faces(defaults, mtcnn_full_resolution):
+    """On photos with no face facedb's second looks (full resolution, border) add at most one
+    false face for every ten photos over mtcnn's own."""
+    ours = theirs = 0
+    for name in photos.FACE_FREE:
+        rgb = _rgb(photos.path(name))
+        ours += len(defaults.detect(rgb))
+        theirs += len(mtcnn_full_resolution.detect(rgb))
+    assert ours <= theirs + len(photos.FACE_FREE) // 10
+
+
+def test_large_levels_in_strips_give_the_same_proposals(defaults, monkeypatch):
+    """Levels over PIXELS_PER_CALL run in strips of rows (memory); the cells are the same."""
+    pyramid = defaults.load()[0]
+    rgb = _rgb(photos.path("face_api/sample1.jpg"))
+    whole = pyramid.proposals(rgb, 20)
+    monkeypatch.setattr(pnet, "PIXELS_PER_CALL", 30_000)  # every level but the smallest in strips of ~16-60 rows
+    strips = pyramid.proposals(rgb, 20)
+    assert len(whole) > 100
+    np.testing.assert_allclose(strips, whole, atol=1e-3)

@@ -10,7 +10,8 @@ from facedb.db.database import Database
 from facedb.db.schema import Base
 from facedb.db.store import FaceRow, copy_faces, decode_vector_send
 
-TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models", "api_keys"}
+TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models", "api_keys",
+          "calibrations"}
 
 
 def _tables(database: Database) -> set[str]:

