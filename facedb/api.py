@@ -520,16 +520,22 @@ class FaceDB:
         with `strangers`, how many faces of people not in root would be named."""
         from .evaluate import evaluate_folders
 
-        return evaluate_folders(self.extractor, self.settings, root, strangers, far=far, plot=plot,
-                                say=on_progress or (lambda message: None))
+        try:
+            return evaluate_folders(self.extractor, self.settings, root, strangers, far=far, plot=plot,
+                                    say=on_progress or (lambda message: None))
+        except ValueError as exc:  # too few pairs for the protocol, and the like
+            raise FaceDBError(f"{root}: {exc}") from None
 
     def eval_lfw(self, pairs_file: str | os.PathLike, images: str | os.PathLike, *, far: float = 1e-3,
                  plot: str | os.PathLike | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
         """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg."""
         from .evaluate import evaluate_lfw
 
-        return evaluate_lfw(self.extractor, self.settings, pairs_file, images, far=far, plot=plot,
-                            say=on_progress or (lambda message: None))
+        try:
+            return evaluate_lfw(self.extractor, self.settings, pairs_file, images, far=far, plot=plot,
+                                say=on_progress or (lambda message: None))
+        except ValueError as exc:
+            raise FaceDBError(f"{pairs_file}: {exc}") from None
 
     # ---- backups ------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> dict:

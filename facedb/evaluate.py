@@ -6,6 +6,7 @@ is stored: photos go through decode -> detect -> align -> embed in memory, one f
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ def embed_photos(extractor: FaceExtractor, paths: Iterable[str], settings: Setti
             detections = [chosen] if chosen else []
         return path, extractor.align(photo, detections), None
 
-    done = 0
+    done, started = 0, time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, settings.detect_workers), thread_name_prefix="facedb-eval") as pool:
         for start in range(0, len(paths), CHUNK):
             results = list(bounded_map(pool, analyse, paths[start:start + CHUNK], ahead=2 * settings.detect_workers))
@@ -80,7 +81,9 @@ def embed_photos(extractor: FaceExtractor, paths: Iterable[str], settings: Setti
                     found_paths.append(path)
                     vectors.append(face.embedding)
             done += len(results)
-            say(f"{done}/{len(paths)} photos, {len(found_paths)} faces, {len(no_face)} without a face")
+            rate = done / max(time.monotonic() - started, 1e-9)
+            say(f"{done}/{len(paths)} photos  {len(found_paths)} faces  {len(no_face)} without a face  "
+                f"{rate:.1f} photos/s  ETA {(len(paths) - done) / rate:.0f}s")
     dimension = getattr(extractor.embedder, "dimension", 512)
     return Embedded(found_paths, np.stack(vectors) if vectors else np.zeros((0, dimension), np.float32),
                     no_face, failed)
@@ -187,7 +190,10 @@ def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str |
     folds = evaluation.lfw_folds(len(pairs), header_folds) if header_folds else evaluation.seeded_folds(len(pairs))
     i = np.array([row.get(a, 0) for a in left])
     j = np.array([row.get(b, 0) for b in right])
-    distances = distances_of(embedded.vectors, i[usable], j[usable]) if usable.any() else np.zeros(0)
+    if not usable.any():
+        raise FaceDBError(f"{pairs_file}: no pair has a face in both photos ({len(missing)} photos missing under "
+                          f"{images}, {len(embedded.no_face)} without a face)")
+    distances = distances_of(embedded.vectors, i[usable], j[usable])
     verification = evaluation.verification(distances, same[usable], folds[usable])
     if plot:
         evaluation.plot(distances, same[usable], _default_threshold(settings), Path(plot), title=f"LFW pairs: {_model(extractor)}")

