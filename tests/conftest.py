@@ -113,3 +113,14 @@ def people_db(new_database_url, models):
         assert result.enrolled, (name, result.failures)
     yield facedb
     facedb.close()
+
+
+@pytest.fixture(scope="session")
+def labelled_folders(tmp_path_factory):
+    """people/<person>/<photos> of the labelled test photos, and strangers/ (other people)."""
+    import photos
+
+    root = tmp_path_factory.mktemp("labelled")
+    photos.lay_out_people_folders(root / "people")
+    photos.lay_out_strangers(root / "strangers")
+    return root

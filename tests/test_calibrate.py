@@ -13,23 +13,15 @@ from test_cli import run
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calibrate")
-    photos.lay_out_people_folders(root / "people")
-    photos.lay_out_strangers(root / "strangers")
-    return root
-
-
-@pytest.fixture(scope="module")
-def calibrated_template(archive, new_database_url, models):
+def calibrated_template(labelled_folders, new_database_url, models):
     """A database with the labelled people enrolled and the strangers indexed (copied per test)."""
     from facedb.api import FaceDB
     from facedb.config import Settings
 
     url = new_database_url()
     facedb = FaceDB(Settings.load(database_url=url), detector=models[0], embedder=models[1])
-    facedb.enroll_from_folders(archive / "people")
-    facedb.index([archive / "strangers"])
+    facedb.enroll_from_folders(labelled_folders / "people")
+    facedb.index([labelled_folders / "strangers"])
     facedb.close()
     return url
 

@@ -16,14 +16,6 @@ from facedb.errors import FaceDBError
 from test_cli import run
 
 
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    photos.lay_out_people_folders(root / "people")
-    photos.lay_out_strangers(root / "strangers")
-    return root
-
-
 @pytest.fixture
 def offline_facedb(models, tmp_path):
     """A FaceDB whose database would live in tmp_path/home: eval must never create it."""
@@ -31,9 +23,9 @@ def offline_facedb(models, tmp_path):
     return FaceDB(Settings.load(home=str(tmp_path / "home")), detector=detector, embedder=embedder)
 
 
-def test_eval_folders_gives_the_published_figures_and_stores_nothing(offline_facedb, labelled, tmp_path):
+def test_eval_folders_gives_the_published_figures_and_stores_nothing(offline_facedb, labelled_folders, tmp_path):
     plot = tmp_path / "roc.png"
-    result = offline_facedb.eval_folders(labelled / "people", labelled / "strangers", plot=plot)
+    result = offline_facedb.eval_folders(labelled_folders / "people", labelled_folders / "strangers", plot=plot)
     v = result["verification"]
     assert set(v) >= {"pairs", "accuracy", "accuracy_std", "auc", "val_at_far_0.001", "eer", "best_threshold"}
     # 20 photos of 5 people: Franck 11 (55 pairs), Obama 3 (3), three people with 2 (1 each)
@@ -49,9 +41,9 @@ def test_eval_folders_gives_the_published_figures_and_stores_nothing(offline_fac
     assert not (tmp_path / "home").exists()
 
 
-def test_photos_without_a_face_and_broken_files_are_listed_and_the_run_goes_on(offline_facedb, labelled, tmp_path):
+def test_photos_without_a_face_and_broken_files_are_listed_and_the_run_goes_on(offline_facedb, labelled_folders, tmp_path):
     root = tmp_path / "people"
-    shutil.copytree(labelled / "people", root)
+    shutil.copytree(labelled_folders / "people", root)
     shutil.copy(photos.path("scikit_image/coffee.png"), root / "Franck" / "coffee.png")
     (root / "Franck" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     result = offline_facedb.eval_folders(root)
@@ -69,10 +61,10 @@ def test_eval_folders_refuses_a_tree_with_nothing_to_verify(offline_facedb, tmp_
         offline_facedb.eval_folders(tmp_path / "missing")
 
 
-def _lfw_layout(labelled, images):
+def _lfw_layout(labelled_folders, images):
     """The labelled photos renamed as LFW names them: images/<Name>/<Name>_0001.jpg."""
     numbered = {}
-    for person_dir in sorted((labelled / "people").iterdir()):
+    for person_dir in sorted((labelled_folders / "people").iterdir()):
         name = person_dir.name.replace(" ", "_")
         (images / name).mkdir(parents=True)
         files = sorted(person_dir.iterdir())
@@ -96,8 +88,8 @@ def _pairs_file(numbered, folds=10, per_fold=3):
     return "\n".join(lines) + "\n"
 
 
-def test_eval_lfw_reads_the_official_pairs_format(offline_facedb, labelled, tmp_path):
-    numbered = _lfw_layout(labelled, tmp_path / "lfw")
+def test_eval_lfw_reads_the_official_pairs_format(offline_facedb, labelled_folders, tmp_path):
+    numbered = _lfw_layout(labelled_folders, tmp_path / "lfw")
     pairs = tmp_path / "pairs.txt"
     pairs.write_text(_pairs_file(numbered))
     result = offline_facedb.eval_lfw(pairs, tmp_path / "lfw")
@@ -119,8 +111,8 @@ def test_eval_lfw_names_the_bad_line(offline_facedb, tmp_path):
         offline_facedb.eval_lfw(pairs, tmp_path)
 
 
-def test_eval_from_the_command_line_prints_json_with_the_documented_keys(labelled, tmp_path):
-    done = run("--home", str(tmp_path / "home"), "eval", "folders", str(labelled / "people"), "--json")
+def test_eval_from_the_command_line_prints_json_with_the_documented_keys(labelled_folders, tmp_path):
+    done = run("--home", str(tmp_path / "home"), "eval", "folders", str(labelled_folders / "people"), "--json")
     result = json.loads(done.stdout)
     assert {"verification", "identification", "open_set", "no_face"} <= set(result)
     assert set(result["identification"]) == {"queries", "rank1", "rank5"}
