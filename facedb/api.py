@@ -286,7 +286,8 @@ class FaceDB:
     def threshold(self) -> ThresholdInForce:
         if self.settings.threshold is not None:
             return ThresholdInForce(self.settings.threshold, "setting")
-        calibration = CalibrationStore(self.store).latest(self.embedding_model_id)
+        e = self.embedder
+        calibration = CalibrationStore(self.store).latest(e.name, e.version, e.sha256, self.preprocessing)
         if calibration is not None:
             return ThresholdInForce(calibration["threshold"], "calibrated", calibration)
         return ThresholdInForce(DEFAULT_THRESHOLD, "default")
@@ -315,11 +316,11 @@ class FaceDB:
                 for c in nearest]
 
     # ---- calibration --------------------------------------------------------------------
-    def calibrate(self, *, far: float = 1e-3, dry_run: bool = False, seed: int = 0,
+    def calibrate(self, *, far: float = 1e-3, dry_run: bool = False, with_unlabelled: bool = False, seed: int = 0,
                   max_faces: int = 50_000) -> dict:
-        """Choose the threshold that keeps false accepts at `far` on this archive's own people and
-        strangers (see facedb.calibrate) and, unless dry_run or with too few pairs, store it as the
-        threshold for the model."""
+        """Choose the threshold that keeps false accepts at `far` on this archive's own people
+        (see facedb.calibrate; with_unlabelled: faces of nobody count as strangers too) and,
+        unless dry_run or with too few pairs, store it as the threshold for the model."""
         from .calibrate import calibrate
 
         if not 0 < far < 0.5:
@@ -327,9 +328,13 @@ class FaceDB:
         faces = CalibrationStore(self.store)
         model = self.embedding_model_id
         placed = faces.placed_faces(model, max_faces, str(seed))
-        nobody = faces.faces_of_nobody(model, max_faces, str(seed))
-        result = calibrate(placed, nobody, far, seed)
+        rejected = faces.rejected_faces(model, max_faces, str(seed))
+        nobody = faces.faces_of_nobody(model, max_faces, str(seed)) if with_unlabelled else None
+        result = calibrate(placed, rejected, nobody, far, seed)
         usable = result["enough"] and result["threshold"] is not None and 0 < result["threshold"] <= 2
+        if result["enough"] and not usable:
+            result["enough"] = False
+            result["reason"] = "the pairs give no usable threshold (same and different people are not apart)"
         result["stored"] = bool(usable and not dry_run)
         if result["stored"]:
             result["calibration_id"] = faces.save(model, result["threshold"], far,
@@ -344,7 +349,7 @@ class FaceDB:
         if self.settings.propose_threshold is None:
             threshold = self.threshold()
             calibrated = threshold.value if threshold.source == "calibrated" else None
-        return self.settings.cluster_params(calibrated)
+        return self.settings.cluster_params(calibrated_who_threshold=calibrated)
 
     # ---- people -------------------------------------------------------------------------
     @property
@@ -526,13 +531,13 @@ class FaceDB:
         except ValueError as exc:  # too few pairs for the protocol, and the like
             raise FaceDBError(f"{root}: {exc}") from None
 
-    def eval_lfw(self, pairs_file: str | os.PathLike, images: str | os.PathLike, *, far: float = 1e-3,
+    def eval_lfw(self, pairs_file: str | os.PathLike, images: str | os.PathLike, *,
                  plot: str | os.PathLike | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
         """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg."""
         from .evaluate import evaluate_lfw
 
         try:
-            return evaluate_lfw(self.extractor, self.settings, pairs_file, images, far=far, plot=plot,
+            return evaluate_lfw(self.extractor, self.settings, pairs_file, images, plot=plot,
                                 say=on_progress or (lambda message: None))
         except ValueError as exc:
             raise FaceDBError(f"{pairs_file}: {exc}") from None

@@ -474,7 +474,7 @@ def status(context: Context, errors: bool, as_json: bool) -> None:
 
 def _threshold_label(threshold: dict) -> str:
     if threshold["source"] == "setting":
-        return f"{threshold['value']} (set by --threshold or FACEDB_THRESHOLD)"
+        return f"{threshold['value']} (set by FACEDB_THRESHOLD)"
     if threshold["source"] == "default":
         return f"{threshold['value']} (the default; `facedb calibrate` chooses one from your people)"
     c = threshold["calibration"]
@@ -489,32 +489,38 @@ def _threshold_label(threshold: dict) -> str:
 @click.option("--far", default=1e-3, show_default=True, type=click.FloatRange(1e-6, 0.5, max_open=True),
               help="The false-accept rate to allow: the share of stranger pairs that may be called a match.")
 @click.option("--dry-run", is_flag=True, help="Measure and show the threshold, store nothing.")
+@click.option("--with-unlabelled", is_flag=True,
+              help="Count faces of nobody as strangers too (only where they are not your people, unnamed).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def calibrate(context: Context, far: float, dry_run: bool, as_json: bool) -> None:
+def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool, as_json: bool) -> None:
     """Choose the who-is-this threshold from your own people: same-person pairs of the faces you
-    enrolled or confirmed, against pairs of different people and faces of nobody."""
-    result = context.facedb.calibrate(far=far, dry_run=dry_run)
+    enrolled or confirmed, against pairs of different people and of faces you rejected."""
+    result = context.facedb.calibrate(far=far, dry_run=dry_run, with_unlabelled=with_unlabelled)
     if as_json:
         _print_json(result)
     else:
+        nobody = (f"{result['impostor_pairs_against_nobody']} against {result['faces_of_nobody']} faces of nobody, "
+                  f"{result['same_shot_pairs_left_out']} same-shot pairs left out"
+                  if result["faces_of_nobody"] is not None else "faces of nobody not counted: --with-unlabelled")
         click.echo(f"{result['genuine_pairs']} same-person pairs ({result['placed_faces']} faces of "
                    f"{result['identities']} people); {result['impostor_pairs']} impostor pairs "
                    f"({result['impostor_pairs_across_identities']} across people, "
-                   f"{result['impostor_pairs_against_nobody']} against {result['faces_of_nobody']} faces of nobody; "
-                   f"{result['same_shot_pairs_left_out']} same-shot pairs left out)")
+                   f"{result['impostor_pairs_against_rejected']} against rejected faces, {nobody})")
         if result["threshold"] is not None:
             low, high = result["miss_rate_ci"]
             click.echo(f"threshold {result['threshold']:.4f} for FAR {far:g} (observed {result['far_observed']:.5f}): "
                        f"expected miss rate {result['miss_rate']:.4f} (95% CI {low:.4f}-{high:.4f})")
-        if not result["enough"]:
+        if result.get("reason"):
+            click.echo(f"not calibrated: {result['reason']}")
+        elif not result["enough"]:
             needed = result["needed"]
             click.echo(f"not enough to calibrate for FAR {far:g}: it needs {needed['genuine_pairs']} same-person pairs "
                        f"and {needed['impostor_pairs']} impostor pairs (have {result['genuine_pairs']} and "
-                       f"{result['impostor_pairs']}); enrol or confirm more photos of more people, index more photos, "
-                       f"or ask for a larger --far")
+                       f"{result['impostor_pairs']}); enrol or confirm more photos of more people, reject wrong "
+                       f"proposals, or ask for a larger --far")
         if result["stored"]:
-            click.echo("stored: who, clustering proposals and dedup's same-person tier use it from now on")
+            click.echo("stored: who and dedup's same-person tier use it from now on, clustering proposals 0.1 under it")
         click.echo(f"threshold in force: {_threshold_label(result['in_force'])}")
     if not result["enough"]:
         sys.exit(EXIT_FILES_FAILED)
@@ -612,10 +618,15 @@ def _print_evaluation(result: dict) -> None:
         click.echo(f"facedb: no face found in {path}", err=True)
     for path in result.get("missing", []):
         click.echo(f"facedb: failed: {path}: no such file", err=True)
-    for failure in result.get("failed", []):
+    for failure in result.get("failed", []) + (result.get("open_set") or {}).get("failed", []):
         _report_failure(failure["path"], failure["reason"])
     if result.get("plot"):
         click.echo(f"plot: {result['plot']}")
+
+
+def _exit_if_files_failed(result: dict) -> None:
+    if result.get("failed") or result.get("missing") or (result.get("open_set") or {}).get("failed"):
+        sys.exit(EXIT_FILES_FAILED)
 
 
 @eval_group.command("folders")
@@ -634,6 +645,7 @@ def eval_folders(context: Context, root: str, strangers: str | None, far: float,
         _print_json(result)
     else:
         _print_evaluation(result)
+    _exit_if_files_failed(result)
 
 
 @eval_group.command("lfw")
@@ -652,6 +664,7 @@ def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, a
         _print_json(result)
     else:
         _print_evaluation(result)
+    _exit_if_files_failed(result)
 
 
 @cli.group()

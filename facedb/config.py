@@ -60,15 +60,18 @@ class Settings:
     cluster_eps: float = DEFAULT_CLUSTER_EPS
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES
     cluster_min_size: int = DEFAULT_CLUSTER_MIN_SIZE
-    # None: the calibrated threshold when there is one, else DEFAULT_PROPOSE_THRESHOLD.
+    # None: DEFAULT_PROPOSE_THRESHOLD, or as much stricter than a calibrated who threshold.
     propose_threshold: float | None = None
 
-    def cluster_params(self, calibrated: float | None = None):
+    def cluster_params(self, calibrated_who_threshold: float | None = None):
         from .cluster import ClusterParams
 
-        propose = self.propose_threshold if self.propose_threshold is not None else calibrated
+        propose = self.propose_threshold
+        if propose is None:
+            propose = DEFAULT_PROPOSE_THRESHOLD if calibrated_who_threshold is None else \
+                calibrated_who_threshold - (DEFAULT_THRESHOLD - DEFAULT_PROPOSE_THRESHOLD)
         return ClusterParams(eps=self.cluster_eps, min_samples=self.cluster_min_samples, min_size=self.cluster_min_size,
-                             propose_threshold=DEFAULT_PROPOSE_THRESHOLD if propose is None else propose)
+                             propose_threshold=propose)
 
     @property
     def pgdata(self) -> Path:

@@ -12,7 +12,8 @@ from PIL import Image
 from .faces import Detection
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 
-# mtcnn's own last-stage threshold: every face `MTCNN().detect_faces` returns has at least this.
+# O-Net's threshold. mtcnn 1.0's detect_faces keeps scores over 0.8, FaceNet's own alignment
+# (align_dataset_mtcnn, the tutorial's) over 0.7: at 0.7 facedb keeps the faces of both.
 MTCNN_SCORE = 0.7
 
 
@@ -129,7 +130,7 @@ class MtcnnDetector:
             return []
         stages = self._stages or self.load()
         with self._slots:
-            found = _mtcnn_faces(small, min_face, *stages)
+            found = _mtcnn_faces(small, min_face, *stages, face_threshold=self.min_score)
         # Boxes under the smallest face looked for come from box regression shrinking a window;
         # the two that mtcnn reports in the test photos are a necklace and playing cards.
         return [d for d in (detection_from_mtcnn(item, scale) for item in found)
@@ -147,9 +148,10 @@ class MtcnnDetector:
             x, y, w, h = ((v - pad) / scale if i < 2 else v / scale for i, v in enumerate(d.box))
             left, top = max(0.0, x), max(0.0, y)
             right, bottom = min(float(width), x + w), min(float(height), y + h)
-            if right - left < 2 or bottom - top < 2:
+            if min(right - left, bottom - top) < self.min_face_size:
                 continue
-            landmarks = tuple(((px - pad) / scale, (py - pad) / scale) for px, py in d.landmarks)
+            landmarks = tuple((min(max((px - pad) / scale, 0.0), width), min(max((py - pad) / scale, 0.0), height))
+                              for px, py in d.landmarks)
             faces.append(Detection(box=(left, top, right - left, bottom - top), landmarks=landmarks,  # type: ignore[arg-type]
                                    score=d.score))
         return faces
@@ -187,14 +189,26 @@ def iou(a: Detection, b: Detection) -> float:
     return w * h / union_area if union_area > 0 else 0.0
 
 
+def covered(a: Detection, b: Detection) -> float:
+    """The share of the smaller box that lies inside the other."""
+    ax, ay, aw, ah = a.box
+    bx, by, bw, bh = b.box
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    smaller = min(aw * ah, bw * bh)
+    return w * h / smaller if smaller > 0 else 0.0
+
+
 def union(first: list[Detection], second: list[Detection], overlap: float = 0.5) -> list[Detection]:
-    """`first`'s faces, and those of `second` that overlap none of them (IoU above `overlap`)."""
-    return first + [d for d in second if all(iou(d, kept) <= overlap for kept in first)]
+    """`first`'s faces, and those of `second` that are none of them: a face of `second` half
+    inside (or around) a face of `first` is that face (a copy can box part of a face: at 960 px
+    `sample3.jpg` gave one face a box of its lower half)."""
+    return first + [d for d in second if all(covered(d, kept) <= overlap for kept in first)]
 
 
-def _mtcnn_faces(rgb: np.ndarray, min_face: int, pnet, rnet, onet) -> list[dict]:
+def _mtcnn_faces(rgb: np.ndarray, min_face: int, pnet, rnet, onet, face_threshold: float) -> list[dict]:
     """mtcnn's detect_faces for one image, with facedb's P-Net stage (pnet.py) in front of
-    mtcnn's own R-Net and O-Net stages; the same JSON out."""
+    mtcnn's own R-Net and O-Net stages; the same JSON out. `face_threshold` is O-Net's."""
     import tensorflow as tf
     from mtcnn.utils.bboxes import limit_bboxes, to_json
 
@@ -202,8 +216,8 @@ def _mtcnn_faces(rgb: np.ndarray, min_face: int, pnet, rnet, onet) -> list[dict]
     if len(boxes) == 0:
         return []
     normalized = tf.constant(((rgb.astype(np.float32) - 127.5) / 128)[None])
-    for stage in (rnet, onet):
-        boxes = stage(images_normalized=normalized, bboxes_batch=boxes)
+    for stage, options in ((rnet, {}), (onet, {"threshold_onet": face_threshold})):
+        boxes = stage(images_normalized=normalized, bboxes_batch=boxes, **options)
         if len(boxes) == 0:
             return []
     boxes = limit_bboxes(boxes, images_shapes=np.asarray([rgb.shape]), limit_landmarks=False)

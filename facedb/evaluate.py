@@ -109,9 +109,23 @@ def distances_of(vectors: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarra
     return np.linalg.norm(vectors[i] - vectors[j], axis=1)
 
 
+def _check_plot_target(plot: str | os.PathLike | None) -> None:
+    """Before the photos are read, not after: a plot that cannot be written fails at once."""
+    if plot and not Path(plot).resolve().parent.is_dir():
+        raise FaceDBError(f"{plot}: cannot write the plot: no folder {Path(plot).resolve().parent}")
+
+
+def _plot(distances: np.ndarray, same: np.ndarray, threshold: float, plot: str | os.PathLike, title: str) -> None:
+    try:
+        evaluation.plot(distances, same, threshold, Path(plot), title=title)
+    except OSError as exc:
+        raise FaceDBError(f"{plot}: cannot write the plot: {exc.strerror or exc}") from None
+
+
 def evaluate_folders(extractor: FaceExtractor, settings: Settings, root: str | os.PathLike,
                      strangers: str | os.PathLike | None = None, *, far: float = 1e-3, seed: int = 0,
                      plot: str | os.PathLike | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
+    _check_plot_target(plot)
     paths, labels = people_folders(root)
     label_of = dict(zip(paths, labels))
     say(f"{len(paths)} photos of {len(set(labels))} people")
@@ -138,7 +152,7 @@ def evaluate_folders(extractor: FaceExtractor, settings: Settings, root: str | o
     if strangers is not None:
         result["open_set"] = _open_set(extractor, settings, strangers, embedded, calibrated["threshold"], say)
     if plot:
-        evaluation.plot(distances, same, _default_threshold(settings), Path(plot), title=f"{Path(root).name}: {_model(extractor)}")
+        _plot(distances, same, _default_threshold(settings), plot, f"{Path(root).name}: {_model(extractor)}")
         result["plot"] = str(plot)
     return result
 
@@ -165,9 +179,10 @@ def _open_set(extractor: FaceExtractor, settings: Settings, strangers: str | os.
 
 
 def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str | os.PathLike,
-                 images: str | os.PathLike, *, far: float = 1e-3, plot: str | os.PathLike | None = None,
+                 images: str | os.PathLike, *, plot: str | os.PathLike | None = None,
                  say: Callable[[str], None] = lambda m: None) -> dict:
     """LFW's pairs file and protocol: its pairs, in its folds (10 blocks of pairs.txt)."""
+    _check_plot_target(plot)
     try:
         text = Path(pairs_file).read_text(encoding="utf-8")
         pairs = evaluation.parse_lfw_pairs(text)
@@ -183,7 +198,8 @@ def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str |
     unique = sorted(set(left) | set(right))
     missing = [p for p in unique if not os.path.isfile(p)]
     say(f"{len(pairs)} pairs over {len(unique)} photos")
-    embedded = embed_photos(extractor, [p for p in unique if p not in set(missing)], settings, say)
+    absent = set(missing)
+    embedded = embed_photos(extractor, [p for p in unique if p not in absent], settings, say)
     row = {p: k for k, p in enumerate(embedded.paths)}
     usable = np.array([a in row and b in row for a, b in zip(left, right)])
     same = np.array([a == b for a, _, b, _ in pairs])
@@ -196,7 +212,7 @@ def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str |
     distances = distances_of(embedded.vectors, i[usable], j[usable])
     verification = evaluation.verification(distances, same[usable], folds[usable])
     if plot:
-        evaluation.plot(distances, same[usable], _default_threshold(settings), Path(plot), title=f"LFW pairs: {_model(extractor)}")
+        _plot(distances, same[usable], _default_threshold(settings), plot, f"LFW pairs: {_model(extractor)}")
     return {"model": _model(extractor), "pairs_file": str(pairs_file), "folds": int(folds.max() + 1),
             "verification": verification, "pairs_skipped": int((~usable).sum()),
             "no_face": embedded.no_face, "missing": missing,

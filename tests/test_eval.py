@@ -134,3 +134,13 @@ def test_eval_lfw_with_photos_missing_says_so(offline_facedb, tmp_path):
                     tmp_path / "Aaron_Peirsol" / f"Aaron_Peirsol_{n:04d}.jpg")
     with pytest.raises(FaceDBError, match="impostor"):  # one genuine pair left: the protocol cannot run
         offline_facedb.eval_lfw(pairs, tmp_path)
+
+
+def test_a_plot_that_cannot_be_written_fails_before_any_photo_is_read(offline_facedb, labelled_folders, tmp_path,
+                                                                      monkeypatch):
+    def no_detection(rgb):
+        raise AssertionError("a photo was read before the plot's folder was checked")
+
+    monkeypatch.setattr(offline_facedb.detector, "detect", no_detection)
+    with pytest.raises(FaceDBError, match="cannot write the plot"):
+        offline_facedb.eval_folders(labelled_folders / "people", plot=tmp_path / "no" / "such" / "roc.png")

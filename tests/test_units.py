@@ -27,7 +27,7 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 def test_settings_precedence(monkeypatch, tmp_path):
     assert Settings.load().threshold is None  # not set: the calibrated threshold, else DEFAULT_THRESHOLD
     assert Settings.load().cluster_params().propose_threshold == DEFAULT_PROPOSE_THRESHOLD
-    assert Settings.load().cluster_params(calibrated=1.05).propose_threshold == 1.05
+    assert Settings.load().cluster_params(calibrated_who_threshold=1.05).propose_threshold == pytest.approx(0.95)
     monkeypatch.setenv("FACEDB_THRESHOLD", "0.8")
     monkeypatch.setenv("FACEDB_HOME", str(tmp_path / "env-home"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/x")

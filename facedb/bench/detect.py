@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..detect import Detector, MtcnnDetector, detection_from_mtcnn, iou
-from ..errors import ImageError
+from ..errors import FaceDBError, ImageError
 from ..faces import Detection
 from ..images import decode, read_file
 from ..scan import scan
@@ -29,7 +29,7 @@ def photo_files(paths: list[str], limit: int | None = None) -> list[str]:
 
 class TutorialDetector:
     """MTCNN as the tutorials call it: `MTCNN().detect_faces(image)` at full resolution, with
-    the package's defaults (20 px smallest face, thresholds 0.6 / 0.7 / 0.7)."""
+    the package's defaults (20 px smallest face, thresholds 0.6 / 0.7 / 0.8)."""
 
     name = "mtcnn.MTCNN().detect_faces, full resolution"
 
@@ -109,7 +109,7 @@ def run(paths: list[str], settings: Settings, *, no_faces: list[str] = (), limit
     photos = _decoded(photo_files(paths, limit), settings.max_pixels, failures)
     face_free = _decoded(photo_files(list(no_faces)), settings.max_pixels, failures) if no_faces else []
     if not photos and not face_free:
-        raise ValueError("no photos to benchmark in " + ", ".join(list(paths) + list(no_faces)))
+        raise FaceDBError("no photos to benchmark in " + ", ".join(list(paths) + list(no_faces)))
     detector = detector or MtcnnDetector(settings.detect_max_side, settings.min_face_size, settings.min_face_score)
     reference = reference or TutorialDetector(settings.min_face_size)
     detector.load()
@@ -160,7 +160,7 @@ def table(result: dict) -> str:
         f"{'':24}{'faces':>7}{'no face in':>12}{'false faces':>13}{'s/photo':>9}",
         f"{'mtcnn, full resolution':24}{faces['reference_faces']:>7}{len(none['mtcnn']):>12}"
         f"{len(false['mtcnn']):>13}{_seconds(seconds['mtcnn']):>9}",
-        f"{'facedb defaults':24}{faces['found'] + len(faces['extra']):>7}{len(none['facedb']):>12}"
+        f"{'facedb':24}{faces['found'] + len(faces['extra']):>7}{len(none['facedb']):>12}"
         f"{len(false['facedb']):>13}{_seconds(seconds['facedb']):>9}",
         f"facedb found {faces['found']} of mtcnn's {faces['reference_faces']} faces ({faces['recall']:.1%}), "
         f"and {len(faces['extra'])} that mtcnn did not",

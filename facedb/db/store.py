@@ -863,10 +863,7 @@ class CalibrationStore:
                 LEFT JOIN identities i ON i.id = fi.identity_id
                 WHERE f.embedding_model_id = :model AND {where}
                 ORDER BY md5(f.id::text || :seed) LIMIT :limit"""), params | {"limit": limit}).all()
-        return FaceSample(np.array([r.id for r in rows], np.int64), np.array([r.identity_id for r in rows], np.int64),
-                          [r.content_hash for r in rows],
-                          np.stack([decode_vector_send(r.raw) for r in rows]) if rows
-                          else np.zeros((0, EMBEDDING_DIMENSION), np.float32))
+        return _face_sample(rows)
 
     def placed_faces(self, model_id: int, limit: int, seed: str) -> FaceSample:
         """Faces a person put in a named identity (enrolled, confirmed): the genuine side."""
@@ -882,6 +879,18 @@ class CalibrationStore:
                 JOIN face_identities gi ON gi.face_id = g.id AND gi.source IN ('enrolled', 'confirmed')
                 WHERE q.content_hash = p.content_hash)""", {"model": model_id, "seed": seed}, limit)
 
+    def rejected_faces(self, model_id: int, limit: int, seed: str) -> FaceSample:
+        """Faces a person said are not someone (`facedb reject`), each with the identity it is
+        not: impostors against that person's placed faces, known to be right."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT f.id, r.identity_id, p.content_hash, vector_send(f.embedding) AS raw
+                FROM face_rejections r JOIN faces f ON f.id = r.face_id JOIN photos p ON p.id = f.photo_id
+                WHERE f.embedding_model_id = :model
+                ORDER BY md5(f.id::text || r.identity_id::text || :seed) LIMIT :limit"""),
+                {"model": model_id, "seed": seed, "limit": limit}).all()
+        return _face_sample(rows)
+
     def save(self, model_id: int, threshold: float, far_target: float, evidence: dict) -> int:
         import json
 
@@ -892,13 +901,23 @@ class CalibrationStore:
                 {"model": model_id, "threshold": threshold, "far": far_target,
                  "evidence": json.dumps(evidence)}).scalar_one()
 
-    def latest(self, model_id: int) -> dict | None:
+    def latest(self, name: str, version: str, sha256: str, preprocessing: str) -> dict | None:
+        """The calibration in force for the model (looked up without creating the model's row)."""
         with self.engine.connect() as conn:
-            row = conn.execute(text(
-                "SELECT id, threshold, far_target, evidence, created_at FROM calibrations "
-                "WHERE embedding_model_id = :model ORDER BY created_at DESC, id DESC LIMIT 1"),
-                {"model": model_id}).first()
+            row = conn.execute(text("""
+                SELECT c.id, c.threshold, c.far_target, c.evidence, c.created_at
+                FROM calibrations c JOIN embedding_models m ON m.id = c.embedding_model_id
+                WHERE m.name = :name AND m.version = :version AND m.sha256 = :sha256 AND m.preprocessing = :pre
+                ORDER BY c.created_at DESC, c.id DESC LIMIT 1"""),
+                {"name": name, "version": version, "sha256": sha256, "pre": preprocessing}).first()
         if row is None:
             return None
         return {"id": row.id, "threshold": row.threshold, "far_target": row.far_target, "evidence": row.evidence,
                 "created_at": row.created_at.isoformat(timespec="seconds")}
+
+
+def _face_sample(rows) -> FaceSample:
+    return FaceSample(np.array([r.id for r in rows], np.int64), np.array([r.identity_id for r in rows], np.int64),
+                      [r.content_hash for r in rows],
+                      np.stack([decode_vector_send(r.raw) for r in rows]) if rows
+                      else np.zeros((0, EMBEDDING_DIMENSION), np.float32))
