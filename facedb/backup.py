@@ -2,7 +2,7 @@
 between databases in a documented, versioned format (never pickle).
 
 The file is gzip-compressed JSON Lines. The first line is the header:
-    {"format": "facedb-export", "version": 1, "exported_at": ..., "counts": {...}}
+    {"format": "facedb-export", "version": 2, "exported_at": ..., "counts": {...}}
 then one object per line, each with a "type":
     embedding_model  {"id", "name", "version", "sha256", "preprocessing", "dimension"}
     photo            {"id", "path", "content_hash", "size", "mtime_ns", "width", "height", "format", "taken_at",
@@ -12,6 +12,7 @@ then one object per line, each with a "type":
                       "embedding": base64 of little-endian float32, "thumbnail": base64 JPEG or null}
     assignment       {"face", "identity", "source"}
     rejection        {"face", "identity"}
+    calibration      {"model", "threshold", "far_target", "evidence", "created_at"}  (version 2 on)
 Ids are the exporting database's; they only tie the lines together. Importing adds everything
 with new ids; a photo whose path is already there is skipped with its faces.
 """
@@ -31,15 +32,18 @@ from .db.store import Store, decode_vector_send, vector_literal
 from .errors import FaceDBError
 
 FORMAT = "facedb-export"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2 added calibrations
 
 
 def export(store: Store, path: Path) -> dict:
-    counts = {"embedding_model": 0, "photo": 0, "identity": 0, "face": 0, "assignment": 0, "rejection": 0}
+    counts = {"embedding_model": 0, "photo": 0, "identity": 0, "face": 0, "assignment": 0, "rejection": 0,
+              "calibration": 0}
     with store.engine.connect() as conn:
         for kind in counts:
             table = {"embedding_model": "embedding_models", "photo": "photos", "identity": "identities",
-                     "face": "faces", "assignment": "face_identities", "rejection": "face_rejections"}[kind]
+                     "face": "faces", "assignment": "face_identities", "rejection": "face_rejections",
+                     "calibration": "calibrations"}[kind]
             counts[kind] = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
         header = {"type": "header", "format": FORMAT, "version": VERSION,
                   "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts}
@@ -68,6 +72,10 @@ def export(store: Store, path: Path) -> dict:
                 write({"type": "assignment", "face": r.face_id, "identity": r.identity_id, "source": r.source})
             for r in conn.execute(text("SELECT face_id, identity_id FROM face_rejections ORDER BY face_id")):
                 write({"type": "rejection", "face": r.face_id, "identity": r.identity_id})
+            for r in conn.execute(text("SELECT embedding_model_id, threshold, far_target, evidence, created_at "
+                                       "FROM calibrations ORDER BY created_at, id")):
+                write({"type": "calibration", "model": r.embedding_model_id, "threshold": r.threshold,
+                       "far_target": r.far_target, "evidence": r.evidence, "created_at": r.created_at})
     return counts
 
 
@@ -79,7 +87,8 @@ def _json_default(value):
 
 def import_(store: Store, path: Path) -> dict:
     """Everything in one transaction: an import is all there or not at all."""
-    added = {"photo": 0, "skipped_photo": 0, "face": 0, "identity": 0, "assignment": 0, "rejection": 0}
+    added = {"photo": 0, "skipped_photo": 0, "face": 0, "identity": 0, "assignment": 0, "rejection": 0,
+             "calibration": 0}
     models: dict[int, int] = {}
     photos: dict[int, int | None] = {}
     identities: dict[int, int] = {}
@@ -91,8 +100,9 @@ def import_(store: Store, path: Path) -> dict:
         raise FaceDBError(f"{path}: not a facedb export ({exc})") from None
     if header.get("format") != FORMAT:
         raise FaceDBError(f"{path}: not a facedb export")
-    if header.get("version") != VERSION:
-        raise FaceDBError(f"{path}: export version {header.get('version')}; this facedb reads version {VERSION}")
+    if header.get("version") not in READABLE_VERSIONS:
+        raise FaceDBError(f"{path}: export version {header.get('version')}; this facedb reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     with source, store.engine.begin() as conn:
         for number, line in enumerate(source, 2):
             try:
@@ -154,6 +164,17 @@ def import_(store: Store, path: Path) -> dict:
                     conn.execute(text("INSERT INTO face_rejections (face_id, identity_id) VALUES (:f, :i) "
                                       "ON CONFLICT DO NOTHING"), {"f": face, "i": identities[record["identity"]]})
                 added[kind] += 1
+            elif kind == "calibration":  # the imported one is in force only if it is the newest
+                new = conn.execute(text("""
+                    INSERT INTO calibrations (embedding_model_id, threshold, far_target, evidence, created_at)
+                    SELECT :model, :threshold, :far, CAST(:evidence AS jsonb), CAST(:created AS timestamptz)
+                    WHERE NOT EXISTS (SELECT 1 FROM calibrations WHERE embedding_model_id = :model
+                                      AND threshold = :threshold AND created_at = CAST(:created AS timestamptz))
+                    RETURNING id"""),
+                    {"model": models[record["model"]], "threshold": record["threshold"],
+                     "far": record["far_target"], "evidence": json.dumps(record["evidence"]),
+                     "created": record["created_at"]}).scalar()
+                added[kind] += new is not None
             else:
                 raise FaceDBError(f"{path}: line {number} has an unknown type {kind!r}")
     return added

@@ -38,8 +38,9 @@ class Settings:
     # Detection runs on a copy whose longest side is at most this; crops come from the original.
     detect_max_side: int = 640
     min_face_size: int = 20
-    # mtcnn's own last-stage threshold, so that facedb keeps every face `detect_faces` keeps;
-    # false faces measured with `facedb bench detect --no-faces` (README, "Detection").
+    # MTCNN's last-stage (O-Net) threshold: 0.7 keeps the faces of FaceNet's own alignment (0.7)
+    # and of mtcnn 1.0's detect_faces (0.8); false faces measured with `facedb bench detect
+    # --no-faces` (docs/accuracy.md).
     min_face_score: float = 0.70
     # FaceNet runs near its best from 4 faces a batch (CPU: 38-46 faces/s at 4-64); 16 leaves fewer
     # faces to embed after the last photo of a batch is detected than 32 (42 photos: 5.44 s vs 5.66 s).

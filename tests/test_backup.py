@@ -44,6 +44,9 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     face = source.people_store.person_faces(source.people_store.resolve("Nicolas \"Nic\" Cage ✓")[0])[0].face_id
     franck = [p for p in source.people() if p["name"] is None][0]["id"]
     source.reject(face, franck)
+    from facedb.db.store import CalibrationStore
+
+    CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
     before = _snapshot(source)
     assert before["faces"] and before["people"] and before["rejections"]
 
@@ -51,14 +54,16 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     assert counts["face"] == len(before["faces"])
     with gzip.open(tmp_path / "backup.facedb.gz", "rt") as f:
         header = json.loads(f.readline())
-    assert header["format"] == "facedb-export" and header["version"] == 1
+    assert header["format"] == "facedb-export" and header["version"] == 2
 
     target = make_facedb()
     added = target.import_(tmp_path / "backup.facedb.gz")
     assert added["face"] == len(before["faces"]) and added["skipped_photo"] == 0
     assert _snapshot(target) == before  # embeddings compared as text: bit for bit
+    assert added["calibration"] == 1 and target.threshold().source == "calibrated"
+    assert target.threshold().value == 1.05 and target.threshold().calibration["evidence"] == {"genuine_pairs": 40}
     again = target.import_(tmp_path / "backup.facedb.gz")  # importing twice adds nothing twice
-    assert again["photo"] == 0 and again["face"] == 0
+    assert again["photo"] == 0 and again["face"] == 0 and again["calibration"] == 0
     assert _snapshot(target)["faces"] == before["faces"]
 
 
