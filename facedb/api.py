@@ -244,6 +244,12 @@ class FaceDB:
     # ---- indexing -----------------------------------------------------------------------
     def index(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
               on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None) -> IndexSummary:
+        """Index files and folders. A path that does not exist is a mistake in the command, not a
+        photo that failed: nothing is indexed and nothing recorded."""
+        missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
+        if missing:
+            raise FaceDBError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)"
+                                                                         if len(missing) > 1 else ""))
         return self._indexer().run(paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure)
 
     def enroll(self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None) -> EnrollResult:
@@ -253,8 +259,17 @@ class FaceDB:
             raise FaceDBError("an identity needs a non-empty name")
         summary = self.index(paths, on_failure=on_failure)
         result = EnrollResult(name=name, identity_id=None, failures=list(summary.failures))
+        failed_now = {path for path, _ in summary.failures}
+        failed_before = self.store.failure_reasons(list(summary.photo_ids.values()))
         chosen = []
         for path, photo_id in sorted(summary.photo_ids.items()):
+            if path in failed_now:
+                continue  # reported once, with its reason
+            if photo_id in failed_before:  # failed in an earlier run and unchanged since
+                result.failures.append((path, failed_before[photo_id]))
+                if on_failure:
+                    on_failure(path, failed_before[photo_id])
+                continue
             faces = self.store.faces_of_photo(photo_id)
             if not faces:
                 result.failures.append((path, "no face found"))

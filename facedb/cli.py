@@ -45,6 +45,10 @@ class FaceDBGroup(click.Group):
         except FaceDBError as exc:
             click.echo(f"facedb: error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
+        except OSError as exc:  # a file or folder the command was told to write or read
+            where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
+            click.echo(f"facedb: error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(EXIT_ERROR)
         except Exception as exc:
             if not _is_connection_error(exc):
                 raise
@@ -391,11 +395,15 @@ def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
     """Remove PERSON and every face embedding, thumbnail and assignment derived from them."""
     facedb = context.facedb
     identity_id, person_name = facedb.people_store.resolve(person)
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Forget {_person_label(identity_id, person_name)} and all their faces?", abort=True)
+    label = _person_label(identity_id, person_name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FaceDBError(f"forget {label} deletes their faces for good; it cannot ask here: add --yes")
+        click.confirm(f"Forget {label} and all their faces, for good (indexing the photos again will not bring "
+                      f"them back)?", abort=True)
     result = facedb.forget(identity_id, photos=photos)
     click.echo(f"forgot {_person_label(result['id'], result['name'])}: {result['faces']} faces"
-               + (f", {result['photos']} photos" if photos else ""))
+               + (f", {result['photos']} photos" if photos else "") + ", for good")
 
 
 @cli.command()

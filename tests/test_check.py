@@ -41,3 +41,27 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     assert list(facedb.check()["problems"]) == ["missing_files"]
     (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])  # the rebuilt index answers
     assert answer.faces
+
+
+def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
+    """An index of the right name on the wrong expression (full-precision vectors) serves no
+    search: check says so, and --fix builds the half-precision one that searches use."""
+    facedb = make_facedb()
+    shutil.copy(photos.path("face_api/sample1.jpg"), tmp_path)
+    facedb.index([tmp_path])
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("DROP INDEX faces_embedding_hnsw"))
+        conn.execute(text("CREATE INDEX faces_embedding_hnsw ON faces USING hnsw (embedding vector_l2_ops)"))
+    assert list(facedb.check()["problems"]) == ["wrong_embedding_index"]
+    assert facedb.check(fix=True)["repaired"] == {"wrong_embedding_index": 1}
+    assert facedb.check()["problems"] == {}
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = " ".join(r[0] for r in conn.execute(text(
+            "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
+            "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3")))
+    assert "faces_embedding_hnsw" in plan
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("DROP INDEX faces_embedding_hnsw"))
+    assert facedb.check(fix=True)["repaired"] == {"missing_embedding_index": 1}
+    assert facedb.check()["problems"] == {}

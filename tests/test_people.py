@@ -315,6 +315,10 @@ def test_people_commands_from_the_command_line(new_database_url, indexed_templat
     assert "Franck (#" in facedb("people")
     face = shown["faces"][-1]["face_id"]
     assert "remembered" in facedb("reject", str(face), "Franck")
+    refused = subprocess.run([sys.executable, "-m", "facedb", "--database-url", url, "forget", "Franck"],
+                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "add --yes" in refused.stderr and refused.stderr.count("\n") == 1
+    assert any(p["name"] == "Franck" for p in json.loads(facedb("people", "--json")))  # nothing forgotten
     assert "forgot Franck" in facedb("forget", "Franck", "--yes")
     assert all(p["name"] != "Franck" for p in json.loads(facedb("people", "--json")))
 

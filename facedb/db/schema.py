@@ -19,6 +19,15 @@ HUMAN_SOURCES = ("enrolled", "confirmed")
 SYSTEM_SOURCES = ("proposed", "clustered")
 
 
+# The search index, as migration 0005 built it and `facedb check --fix` rebuilds it; `check`
+# compares the live definition with these parts.
+EMBEDDING_INDEX = "faces_embedding_hnsw"
+EMBEDDING_INDEX_DDL = (f"CREATE INDEX {EMBEDDING_INDEX} ON faces USING hnsw "
+                       f"((embedding::halfvec({EMBEDDING_DIMENSION})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64)")
+EMBEDDING_INDEX_PARTS = ("USING hnsw", f"::halfvec({EMBEDDING_DIMENSION})", "halfvec_l2_ops", "m='16'",
+                         "ef_construction='64'")
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from ..faces import Face
 from ..images import PhotoMeta
 from .database import Database
-from .schema import EMBEDDING_DIMENSION
+from .schema import EMBEDDING_DIMENSION, EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS
 
 
 @dataclass(frozen=True)
@@ -376,6 +376,12 @@ class Store:
                        (SELECT count(*) FROM identities) AS identities,
                        (SELECT count(*) FROM face_identities) AS assigned_faces""")).one()
             return dict(row._mapping)
+
+    def failure_reasons(self, photo_ids: Sequence[int]) -> dict[int, str]:
+        """The recorded reason of each of these photos that failed."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(text("SELECT id, error FROM photos WHERE id = ANY(:ids) AND status = 'failed'"),
+                                     {"ids": list(photo_ids)}).all())
 
     def failures(self) -> list[tuple[str, str, datetime]]:
         with self.engine.connect() as conn:
@@ -800,10 +806,13 @@ class IntegrityStore:
                     JOIN pg_class t ON t.oid = x.indrelid
                     WHERE t.relname IN ('photos', 'faces', 'identities', 'face_identities', 'face_rejections')
                     AND NOT (x.indisvalid AND x.indisready)"""))],
-                "missing_embedding_index": [] if conn.execute(text(
-                    "SELECT 1 FROM pg_indexes WHERE indexname = 'faces_embedding_hnsw'")).first() else
-                ["faces_embedding_hnsw"],
             }
+            definition = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                                      {"name": EMBEDDING_INDEX}).scalar()
+            found["missing_embedding_index"] = [] if definition is not None else [EMBEDDING_INDEX]
+            # an index of the same name on another expression leaves every search a sequential scan
+            found["wrong_embedding_index"] = [definition] if definition is not None and not all(
+                part in definition for part in EMBEDDING_INDEX_PARTS) else []
             paths = conn.execute(text("SELECT id, path FROM photos WHERE status = 'indexed' ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
         return found
@@ -825,10 +834,12 @@ class IntegrityStore:
             if problems["empty_unnamed_people"]:
                 done["empty_unnamed_people"] = conn.execute(text("DELETE FROM identities WHERE id = ANY(:ids)"),
                                                             {"ids": problems["empty_unnamed_people"]}).rowcount
-            if problems["missing_embedding_index"]:
-                conn.execute(text("CREATE INDEX faces_embedding_hnsw ON faces USING hnsw (embedding vector_l2_ops) "
-                                  "WITH (m = 16, ef_construction = 64)"))
-                done["missing_embedding_index"] = 1
+            for kind in ("missing_embedding_index", "wrong_embedding_index"):
+                if problems.get(kind):
+                    conn.execute(text(f"DROP INDEX IF EXISTS {EMBEDDING_INDEX}"))
+                    conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+                    conn.execute(text(EMBEDDING_INDEX_DDL))
+                    done[kind] = 1
         for name in problems["invalid_indexes"]:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text(f'REINDEX INDEX "{name}"'))  # a name read from pg_class, not from a user
