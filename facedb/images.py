@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -55,12 +57,25 @@ class DecodedPhoto:
     meta: PhotoMeta
 
 
-def read_file(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and their sha256, or ImageError naming the reason."""
+# No photo is larger; a file that is (or that keeps growing, like /dev/zero) is refused.
+MAX_FILE_BYTES = 1 << 30
+
+
+def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, str]:
+    """The file's bytes and their sha256, or ImageError naming the reason. Only regular files
+    are read (a FIFO would block for ever, a device never ends), and at most max_bytes."""
     try:
         if path.is_symlink() and not path.exists():
             raise ImageError("broken symbolic link")
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then tells what it is
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as handle:
+            kind = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(kind):
+                raise ImageError(f"not a regular file ({_file_kind(kind)})")
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageError(f"larger than {max_bytes:,} bytes")
     except ImageError:
         raise
     except PermissionError:
@@ -74,6 +89,14 @@ def read_file(path: Path) -> tuple[bytes, str]:
     if not data:
         raise ImageError("empty file (0 bytes)")
     return data, hashlib.sha256(data).hexdigest()
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:

