@@ -294,3 +294,12 @@ def test_web_page_in_a_real_browser(service, tmp_path):
         thread.join(timeout=10)
     shot = Image.open(tmp_path / "page.png").convert("L")
     assert shot.getextrema()[1] - shot.getextrema()[0] > 100
+
+
+def test_unknown_routes_and_wrong_methods_answer_in_the_documented_shape(service):
+    client, _, keys, *_ = service
+    for response in (client.get("/v1/nothing-here", headers=_h(keys, "read")), client.delete("/healthz"),
+                     client.get("/v1/who", headers=_h(keys, "read"))):
+        assert response.status_code in (404, 405) and set(response.json()) == {"error"}, response.text
+    refused = client.patch("/v1/people/1", headers=_h(keys, "write"), json={"name": "Ada\x00"})
+    assert refused.status_code in (404, 422) and set(refused.json()) == {"error"}
