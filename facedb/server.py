@@ -57,6 +57,9 @@ class WhoResult(BaseModel):
     faces: list[FaceResult]
 
 
+HALFVEC_MAX = 65504.0
+
+
 class SearchRequest(BaseModel):
     embedding: list[float] = Field(min_length=512, max_length=512)
     top_k: int = Field(3, ge=1, le=100)
@@ -207,6 +210,13 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     keys = ApiKeys(facedb.database.engine)
     jobs = Jobs(facedb)
     app.state.facedb, app.state.jobs = facedb, jobs
+
+    @app.middleware("http")
+    async def no_sniffing(request: Request, call_next):
+        # a stored file that is not an image must never be run by a browser as HTML
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
     errors = {401: {"model": Error}, 403: {"model": Error}, 404: {"model": Error}, 413: {"model": Error},
               422: {"model": Error}}
 
@@ -283,8 +293,9 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     @app.post("/v1/search", response_model=SearchResult, responses=errors, tags=["faces"])
     def search(request: SearchRequest, _: KeyInfo = need("read")) -> dict:
         vector = np.asarray(request.embedding, dtype=np.float64)
-        if not np.isfinite(vector).all() or np.abs(vector).max() > 1e6:
-            raise HTTPException(422, "embedding: values must be finite numbers of a sensible size")
+        if not np.isfinite(vector).all() or np.abs(vector).max() > HALFVEC_MAX:
+            # the search index holds half precision, whose range ends at 65504
+            raise HTTPException(422, f"embedding: values must be finite numbers within +-{HALFVEC_MAX:g}")
         vector = vector.astype(np.float32)
         return {"candidates": [c.as_dict() for c in facedb.search(vector, top_k=request.top_k,
                                                                     threshold=request.threshold)]}

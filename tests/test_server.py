@@ -303,3 +303,13 @@ def test_unknown_routes_and_wrong_methods_answer_in_the_documented_shape(service
         assert response.status_code in (404, 405) and set(response.json()) == {"error"}, response.text
     refused = client.patch("/v1/people/1", headers=_h(keys, "write"), json={"name": "Ada\x00"})
     assert refused.status_code in (404, 422) and set(refused.json()) == {"error"}
+
+
+def test_search_values_beyond_half_precision_are_refused_and_nothing_is_sniffed(service):
+    client, _, keys, *_ = service
+    vector = [0.0] * 512
+    vector[0] = 70000.0  # beyond halfvec's 65504: was a plain-text 500
+    refused = client.post("/v1/search", headers=_h(keys, "read"), json={"embedding": vector})
+    assert refused.status_code == 422 and "65504" in refused.json()["error"]
+    assert client.get("/healthz").headers["x-content-type-options"] == "nosniff"
+    assert client.get("/v1/nothing", headers=_h(keys, "read")).headers["x-content-type-options"] == "nosniff"
