@@ -38,7 +38,7 @@ def genuine_distances(placed: FaceSample, rng: np.random.Generator) -> np.ndarra
                           [groups[k][b] for k, b in zip(chosen, second)]], axis=1)
     photo = _photo_codes(placed)
     pairs = pairs[photo[pairs[:, 0]] != photo[pairs[:, 1]]]
-    return _distances(placed.vectors, pairs[:, 0], placed.vectors, pairs[:, 1])
+    return evaluation.pair_distances(placed.vectors, pairs[:, 0], placed.vectors, pairs[:, 1])
 
 
 def across_identities(placed: FaceSample, rng: np.random.Generator) -> np.ndarray:
@@ -49,7 +49,7 @@ def across_identities(placed: FaceSample, rng: np.random.Generator) -> np.ndarra
     else:
         i, j = rng.integers(0, n, MAX_PAIRS), rng.integers(0, n, MAX_PAIRS)
     keep = placed.identity_ids[i] != placed.identity_ids[j]
-    return _distances(placed.vectors, i[keep], placed.vectors, j[keep])
+    return evaluation.pair_distances(placed.vectors, i[keep], placed.vectors, j[keep])
 
 
 def against_rejected(placed: FaceSample, rejected: FaceSample) -> np.ndarray:
@@ -59,7 +59,7 @@ def against_rejected(placed: FaceSample, rejected: FaceSample) -> np.ndarray:
     if not rows:
         return np.zeros(0)
     r, p = np.array(rows).T
-    return _distances(rejected.vectors, r, placed.vectors, p)
+    return evaluation.pair_distances(rejected.vectors, r, placed.vectors, p)
 
 
 def against_nobody(placed: FaceSample, nobody: FaceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -72,7 +72,7 @@ def against_nobody(placed: FaceSample, nobody: FaceSample, rng: np.random.Genera
         i, j = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(m), indexing="ij"))
     else:
         i, j = rng.integers(0, n, MAX_PAIRS), rng.integers(0, m, MAX_PAIRS)
-    distances = _distances(placed.vectors, i, nobody.vectors, j)
+    distances = evaluation.pair_distances(placed.vectors, i, nobody.vectors, j)
     same_shot = distances <= SAME_SHOT
     return distances[~same_shot], int(same_shot.sum())
 
@@ -82,14 +82,6 @@ def _photo_codes(faces: FaceSample) -> np.ndarray:
     codes: dict[str, int] = {}
     return np.array([codes.setdefault(h, len(codes)) if h is not None else -1 - k
                      for k, h in enumerate(faces.content_hashes)], np.int64)
-
-
-def _distances(left: np.ndarray, i: np.ndarray, right: np.ndarray, j: np.ndarray, block: int = 65536) -> np.ndarray:
-    out = np.empty(len(i), np.float64)
-    for start in range(0, len(i), block):
-        stop = start + block
-        out[start:stop] = np.linalg.norm(left[i[start:stop]] - right[j[start:stop]], axis=1)
-    return out
 
 
 def calibrate(placed: FaceSample, rejected: FaceSample, nobody: FaceSample | None, far: float,

@@ -632,7 +632,13 @@ def _print_evaluation(result: dict) -> None:
         click.echo(f"plot: {result['plot']}")
 
 
-def _exit_if_files_failed(result: dict) -> None:
+def _report_evaluation(evaluate, as_json: bool) -> None:
+    """Runs `evaluate(on_progress)`, prints its result as text or JSON, exit 1 when files failed."""
+    result = evaluate(None if as_json else lambda message: click.echo(f"eval: {message}", err=True))
+    if as_json:
+        _print_json(result)
+    else:
+        _print_evaluation(result)
     if result.get("failed") or result.get("missing") or (result.get("open_set") or {}).get("failed"):
         sys.exit(EXIT_FILES_FAILED)
 
@@ -647,13 +653,8 @@ def _exit_if_files_failed(result: dict) -> None:
 @pass_context
 def eval_folders(context: Context, root: str, strangers: str | None, far: float, plot: str | None, as_json: bool) -> None:
     """Verification (LFW's 10-fold protocol) and identification on ROOT/<person>/<photos>."""
-    result = context.facedb.eval_folders(root, strangers, far=far, plot=plot,
-                                         on_progress=None if as_json else lambda m: click.echo(f"eval: {m}", err=True))
-    if as_json:
-        _print_json(result)
-    else:
-        _print_evaluation(result)
-    _exit_if_files_failed(result)
+    _report_evaluation(lambda progress: context.facedb.eval_folders(root, strangers, far=far, plot=plot,
+                                                                     on_progress=progress), as_json)
 
 
 @eval_group.command("lfw")
@@ -666,13 +667,8 @@ def eval_folders(context: Context, root: str, strangers: str | None, far: float,
 @pass_context
 def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, as_json: bool) -> None:
     """LFW's verification protocol with its pairs file: accuracy as the papers report it."""
-    result = context.facedb.eval_lfw(pairs_file, images, plot=plot,
-                                     on_progress=None if as_json else lambda m: click.echo(f"eval: {m}", err=True))
-    if as_json:
-        _print_json(result)
-    else:
-        _print_evaluation(result)
-    _exit_if_files_failed(result)
+    _report_evaluation(lambda progress: context.facedb.eval_lfw(pairs_file, images, plot=plot, on_progress=progress),
+                       as_json)
 
 
 @cli.group()

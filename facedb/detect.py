@@ -104,15 +104,16 @@ class MtcnnDetector:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         height, width = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
-        found = self._detect_scaled(rgb, scale)
+        copy = _resized(rgb, scale)
+        found = self._detect_scaled(copy, scale)
         if scale < 1.0 and self._copy_may_miss_faces(found, scale):
             self._count("full_resolution")
             full = min(1.0, (self.policy.full_look_max_pixels / (height * width)) ** 0.5)
             with self._full_look:
-                found = union(self._detect_scaled(rgb, full), found)
+                found = union(self._detect_scaled(_resized(rgb, full), full), found)
         if not found:
             self._count("border")
-            found = self._detect_in_border(rgb, scale)
+            found = self._detect_in_border(copy, scale, width, height)
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
     def _count(self, retry: str) -> None:
@@ -123,8 +124,8 @@ class MtcnnDetector:
         small = self.policy.small_face_windows * max(MIN_LEVEL_SIDE, self.min_face_size * scale) / scale
         return not found or any(d.score < self.policy.confident or min(d.box[2:]) < small for d in found)
 
-    def _detect_scaled(self, rgb: np.ndarray, scale: float) -> list[Detection]:
-        small = _resized(rgb, scale)
+    def _detect_scaled(self, small: np.ndarray, scale: float) -> list[Detection]:
+        """Faces in `small`, a copy of the photo at `scale`, in the photo's pixels."""
         min_face = max(MIN_LEVEL_SIDE, int(self.min_face_size * scale))
         if min(small.shape[:2]) < min_face:
             return []
@@ -136,13 +137,11 @@ class MtcnnDetector:
         return [d for d in (detection_from_mtcnn(item, scale) for item in found)
                 if d.score >= self.min_score and min(d.box[2:]) >= self.min_face_size]
 
-    def _detect_in_border(self, rgb: np.ndarray, scale: float) -> list[Detection]:
-        """The photo (or its copy) inside a grey border; boxes and landmarks shifted back and
-        clipped to the photo."""
-        small = _resized(rgb, scale)
+    def _detect_in_border(self, small: np.ndarray, scale: float, width: int, height: int) -> list[Detection]:
+        """The photo's copy at `scale` inside a grey border; boxes and landmarks shifted back and
+        clipped to the width x height photo."""
         pad = max(1, round(self.policy.border * max(small.shape[:2])))
         framed = np.pad(small, ((pad, pad), (pad, pad), (0, 0)), constant_values=self.policy.border_grey)
-        height, width = rgb.shape[:2]
         faces = []
         for d in self._detect_scaled(framed, 1.0):
             x, y, w, h = ((v - pad) / scale if i < 2 else v / scale for i, v in enumerate(d.box))
@@ -181,22 +180,21 @@ def _in_batches(network, size: int = 512):
 
 
 def iou(a: Detection, b: Detection) -> float:
+    inter = _intersection(a, b)
+    union_area = a.area + b.area - inter
+    return inter / union_area if union_area > 0 else 0.0
+
+
+def _intersection(a: Detection, b: Detection) -> float:
     ax, ay, aw, ah = a.box
     bx, by, bw, bh = b.box
-    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    union_area = aw * ah + bw * bh - w * h
-    return w * h / union_area if union_area > 0 else 0.0
+    return max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
 
 
 def covered(a: Detection, b: Detection) -> float:
     """The share of the smaller box that lies inside the other."""
-    ax, ay, aw, ah = a.box
-    bx, by, bw, bh = b.box
-    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    smaller = min(aw * ah, bw * bh)
-    return w * h / smaller if smaller > 0 else 0.0
+    smaller = min(a.area, b.area)
+    return _intersection(a, b) / smaller if smaller > 0 else 0.0
 
 
 def union(first: list[Detection], second: list[Detection], overlap: float = 0.5) -> list[Detection]:

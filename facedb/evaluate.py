@@ -105,10 +105,6 @@ def people_folders(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     return paths, labels
 
 
-def distances_of(vectors: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(vectors[i] - vectors[j], axis=1)
-
-
 def _check_plot_target(plot: str | os.PathLike | None) -> None:
     """Before the photos are read, not after: a plot that cannot be written fails at once."""
     if plot and not Path(plot).resolve().parent.is_dir():
@@ -134,7 +130,7 @@ def evaluate_folders(extractor: FaceExtractor, settings: Settings, root: str | o
     i, j, same = evaluation.pairs_from_labels(found_labels, seed=seed)
     if not same.any():
         raise FaceDBError(f"{root}: no person has two photos with a face: nothing to verify")
-    distances = distances_of(embedded.vectors, i, j)
+    distances = evaluation.pair_distances(embedded.vectors, i, embedded.vectors, j)
     verification = evaluation.verification(distances, same, evaluation.seeded_folds(len(same), seed=seed))
     calibrated = evaluation.threshold_for_far(distances[same], distances[~same], far)
     result = {
@@ -209,7 +205,7 @@ def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str |
     if not usable.any():
         raise FaceDBError(f"{pairs_file}: no pair has a face in both photos ({len(missing)} photos missing under "
                           f"{images}, {len(embedded.no_face)} without a face)")
-    distances = distances_of(embedded.vectors, i[usable], j[usable])
+    distances = evaluation.pair_distances(embedded.vectors, i[usable], embedded.vectors, j[usable])
     verification = evaluation.verification(distances, same[usable], folds[usable])
     if plot:
         _plot(distances, same[usable], _default_threshold(settings), plot, f"LFW pairs: {_model(extractor)}")

@@ -28,6 +28,16 @@ _WILSON_Z = 1.959963984540054  # two-sided 95%
 _QUERY_BLOCK = 1024  # queries per distance block in identification: 1024 x 20,000 float32 is 80 MB
 
 
+def pair_distances(left: np.ndarray, i: np.ndarray, right: np.ndarray, j: np.ndarray,
+                   block: int = 65536) -> np.ndarray:
+    """Euclidean distances of left[i[k]] to right[j[k]], a block of pairs at a time (memory)."""
+    out = np.empty(len(i), np.float64)
+    for start in range(0, len(i), block):
+        stop = start + block
+        out[start:stop] = np.linalg.norm(left[i[start:stop]] - right[j[start:stop]], axis=1)
+    return out
+
+
 def lfw_folds(n_pairs: int, folds: int = 10) -> np.ndarray:
     """Fold index per pair in file order, split as sklearn's KFold(shuffle=False) splits.
 
