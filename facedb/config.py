@@ -9,11 +9,11 @@ from pathlib import Path
 
 import platformdirs
 
-# Chosen from measurements on real photos (see README, "Choosing the threshold"): at 1.0 no
+# Chosen from measurements on real photos (see docs/indexing-and-who.md, "Choosing the threshold"): at 1.0 no
 # stranger in the test sets is named, while most photos of an enrolled person still are.
 DEFAULT_THRESHOLD = 1.0
 
-# Clustering, chosen with benchmarks/cluster_quality.py (see README, "People"): at eps 0.9
+# Clustering, chosen with benchmarks/cluster_quality.py (see docs/people-and-dedup.md): at eps 0.9
 # the labelled test people come out whole and unmixed; different people were never closer
 # than 1.07 in the threshold measurements.
 DEFAULT_CLUSTER_EPS = 0.90
