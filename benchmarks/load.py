@@ -1,11 +1,15 @@
-"""Load benchmark of the REST service on loopback (not a test): N concurrent clients send
-who-is-this requests for a fixed time, then the same for the embedding search alone (no
-detection). Prints requests/s, p50/p95/p99 latency and errors. Run: make bench-load"""
+"""Load benchmark of the REST service on loopback (not a test). Four phases, each for a fixed
+time: /healthz and /v1/search from one client on an idle service; N clients sending
+who-is-this requests while one more client keeps asking /healthz and /v1/search (the cheap
+endpoints must stay fast while the models are saturated); N clients on the embedding search
+alone. Prints requests/s, p50/p95/p99 latency and errors (anything but a 200) for each, then
+JSON. Run: make bench-load (--clients, --seconds)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import statistics
 import subprocess
@@ -24,41 +28,57 @@ from facedb import FaceDB, Settings  # noqa: E402
 from facedb.apikeys import ApiKeys  # noqa: E402
 
 
-def hammer(url: str, send, clients: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
+class Latencies:
+    """Latencies and errors (anything but a 200) of one kind of request, from any number of clients."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.errors = 0
+        self.wall = 0.0
+        self.lock = threading.Lock()
+
+    def timed(self, send, http: httpx.Client, url: str) -> None:
+        started = time.perf_counter()
+        try:
+            ok = send(http, url).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        elapsed = time.perf_counter() - started
+        with self.lock:
+            self.seconds.append(elapsed)
+            self.errors += not ok
+
+    def figures(self) -> dict:
+        ordered = sorted(self.seconds)
+
+        def pct(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1) if ordered else 0.0
+
+        return {"requests": len(ordered), "errors": self.errors, "seconds": round(self.wall, 1),
+                "requests_per_s": round(len(ordered) / self.wall, 2) if self.wall else 0.0,
+                "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                "mean_ms": round(statistics.fmean(ordered) * 1000, 1) if ordered else 0.0}
+
+
+def hammer(url: str, clients: list[list[tuple]], seconds: float) -> None:
+    """Each client sends its (request, Latencies) pairs in turn, over and over, for `seconds`."""
     stop = time.monotonic() + seconds
 
-    def worker() -> None:
-        nonlocal errors
-        with httpx.Client(timeout=60) as http:
+    def client(requests) -> None:
+        with httpx.Client(timeout=120) as http:
             while time.monotonic() < stop:
-                started = time.perf_counter()
-                try:
-                    ok = send(http, url).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                elapsed = time.perf_counter() - started
-                with lock:
-                    latencies.append(elapsed)
-                    errors += not ok
+                for send, latencies in requests:
+                    latencies.timed(send, http, url)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(requests,)) for requests in clients]
     began = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.monotonic() - began
-    ordered = sorted(latencies)
-
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1) if ordered else 0.0
-
-    return {"requests": len(ordered), "errors": errors, "seconds": round(wall, 1),
-            "requests_per_s": round(len(ordered) / wall, 2), "p50_ms": pct(0.50), "p95_ms": pct(0.95),
-            "p99_ms": pct(0.99), "mean_ms": round(statistics.fmean(ordered) * 1000, 1) if ordered else 0.0}
+    for requests in clients:
+        for _, latencies in requests:
+            latencies.wall = time.monotonic() - began
 
 
 def main() -> None:
@@ -92,20 +112,33 @@ def main() -> None:
                 time.sleep(0.2)
             headers = {"X-API-Key": key}
             image = query.read_bytes()
-            who = hammer(url, lambda http, u: http.post(u + "/v1/who", headers=headers,
-                                                        files={"image": ("q.jpg", image, "image/jpeg")}),
-                         args.clients, args.seconds)
-            search = hammer(url, lambda http, u: http.post(u + "/v1/search", headers=headers,
-                                                           json={"embedding": embedding, "top_k": 3}),
-                            args.clients, args.seconds)
+
+            def who(http, u):
+                return http.post(u + "/v1/who", headers=headers, files={"image": ("q.jpg", image, "image/jpeg")})
+
+            def search(http, u):
+                return http.post(u + "/v1/search", headers=headers, json={"embedding": embedding, "top_k": 3})
+
+            def health(http, u):
+                return http.get(u + "/healthz")
+
+            phases = {name: Latencies() for name in (
+                "healthz_idle", "search_idle", "who", "healthz_while_who_saturates", "search_while_who_saturates",
+                "search_only")}
+            hammer(url, [[(who, Latencies())]], 3)  # warm-up: the first runs of each graph are slow
+            hammer(url, [[(health, phases["healthz_idle"]), (search, phases["search_idle"])]], args.seconds / 2)
+            hammer(url, [[(who, phases["who"])]] * args.clients + [[(health, phases["healthz_while_who_saturates"]),
+                                                                   (search, phases["search_while_who_saturates"])]],
+                   args.seconds)
+            hammer(url, [[(search, phases["search_only"])]] * args.clients, args.seconds)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
-    for name, result in (("who (decode, detect, embed, search)", who), ("search only (embedding in)", search)):
-        print(f"{name}: {args.clients} clients, {result['seconds']} s: {result['requests_per_s']} req/s, "
-              f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
-              f"{result['errors']} errors")
-    print(json.dumps({"clients": args.clients, "who": who, "search": search}))
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+    figures = {name: latencies.figures() for name, latencies in phases.items()}
+    for name, result in figures.items():
+        print(f"{name}: {result['requests']} requests, {result['requests_per_s']} req/s, p50 {result['p50_ms']} ms, "
+              f"p99 {result['p99_ms']} ms, {result['errors']} errors")
+    print(json.dumps({"clients": args.clients, "seconds": args.seconds, **figures}))
 
 
 if __name__ == "__main__":

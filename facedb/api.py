@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,12 +18,12 @@ from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
 from .db.store import CalibrationStore, DedupStore, IntegrityStore, PeopleStore, Store
 from .dedup import (TIERS, DedupThresholds, UnionFind, classify_photo_pairs, identical_groups, same_face_groups,
                     same_person_groups)
-from .people import plan_clustering
+from .people import person_name, plan_clustering
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
-from .errors import FaceDBError, ImageError, NotFound
+from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Face
-from .images import DecodedPhoto, decode, read_file
+from .images import DecodedPhoto, decode, pixel_count, read_file
 from .pipeline import FaceExtractor, FailureCallback, Indexer, IndexSummary, ProgressCallback
 from .scan import scan
 
@@ -116,18 +115,6 @@ class EnrollResult:
                 "failures": [{"path": p, "reason": r} for p, r in self.failures]}
 
 
-def person_name(name: str) -> str:
-    """A name as stored: trimmed, not empty, and without control characters (a terminal would
-    run them: `\r` rewrites the line, ESC sequences recolour or move it; NUL ends C strings)."""
-    name = name.strip()
-    if not name:
-        raise FaceDBError("a name cannot be empty")
-    bad = sorted({repr(c) for c in name if unicodedata.category(c) == "Cc"})
-    if bad:
-        raise FaceDBError(f"a name cannot hold control characters ({', '.join(bad)})")
-    return name
-
-
 class FaceDB:
     """Open lazily: nothing heavy (database, TensorFlow) happens until a method needs it."""
 
@@ -215,9 +202,15 @@ class FaceDB:
 
         return self._faces_of(files(), keep_pixels)
 
-    def faces_in_uploads(self, uploads: list[tuple[str, bytes]]) -> list[PhotoFaces]:
+    def faces_in_uploads(self, uploads: list[tuple[str, bytes]], *, max_total_pixels: int | None = None) -> list[PhotoFaces]:
         """Like faces_in, for images given as bytes (name, data): an upload that is not an image
-        comes back with its error."""
+        comes back with its error. `max_total_pixels` bounds the work of one request (each
+        image is also bounded by FACEDB_MAX_PIXELS): read from the headers, before decoding."""
+        if max_total_pixels is not None:
+            total = sum(pixel_count(data) or 0 for _, data in uploads)
+            if total > max_total_pixels:
+                raise TooLarge(f"these images hold {total:,} pixels together; one request may hold at most "
+                               f"{max_total_pixels:,} (FACEDB_MAX_REQUEST_PIXELS)")
         sources = ((name, data, None if data else "empty file (0 bytes)") for name, data in uploads)
         return self._faces_of(sources, keep_pixels=False)
 
@@ -256,14 +249,18 @@ class FaceDB:
 
     # ---- indexing -----------------------------------------------------------------------
     def index(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
-              on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None) -> IndexSummary:
+              on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None,
+              within: Sequence[str | os.PathLike] | None = None) -> IndexSummary:
         """Index files and folders. A path that does not exist is a mistake in the command, not a
-        photo that failed: nothing is indexed and nothing recorded."""
+        photo that failed: nothing is indexed and nothing recorded. With `within` (the service's
+        roots), files and links that lead outside those folders are recorded as failed, unread."""
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
         if missing:
             raise FaceDBError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)"
                                                                          if len(missing) > 1 else ""))
-        return self._indexer().run(paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure)
+        roots = None if within is None else [Path(os.path.realpath(root)) for root in within]
+        return self._indexer().run(paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure,
+                                   within=roots)
 
     def enroll(self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None) -> EnrollResult:
         """Add the largest face of each photo to the identity `name` (created if new)."""
@@ -528,6 +525,10 @@ class FaceDB:
 
     def dedup_face_thumbnails(self, face_ids: list[int]) -> dict[int, bytes]:
         return DedupStore(self.store).thumbnails(face_ids)
+
+    def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
+        """A face's thumbnail (JPEG) and the path of the photo it was cut from."""
+        return self.store.face_thumbnail(face_id)
 
     def _phashes(self, photos: list[tuple[int, str]]) -> list[tuple[int, int]]:
         """Perceptual hashes for photos indexed before facedb stored them."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -76,10 +77,14 @@ pass_context = click.make_pass_decorator(Context)
 @click.option("--home", type=click.Path(file_okay=False), help="Data folder (embedded database). Env: FACEDB_HOME.")
 @click.option("--database-url", help="Use this PostgreSQL (>= 15, with pgvector) instead of the embedded one. Env: DATABASE_URL.")
 @click.option("--model-cache", type=click.Path(file_okay=False), help="Where model weights are cached. Env: FACEDB_MODEL_CACHE.")
+@click.option("--verbose", "-v", is_flag=True, help="Also show TensorFlow's own start-up and log lines. Env: FACEDB_VERBOSE=1.")
 @click.version_option(package_name="facedb")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, database_url: str | None, model_cache: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, database_url: str | None, model_cache: str | None,
+        verbose: bool) -> None:
     """facedb: index the faces in photo archives and ask who is who."""
+    if verbose:
+        os.environ["FACEDB_VERBOSE"] = "1"  # read where TensorFlow is first imported (tfruntime)
     context = Context(home=home, database_url=database_url, model_cache=model_cache)
     ctx.obj = context
     ctx.call_on_close(context.close)
@@ -832,6 +837,14 @@ def db_current(context: Context) -> None:
     click.echo(f"{database.describe()}: revision {database.current_revision()} (newest: {database.head_revision()})")
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    # systemd and Docker stop services with SIGTERM. Leaving through SystemExit runs the exit
+    # handlers, which stop the embedded PostgreSQL this process started (Python's default for
+    # SIGTERM ends the process without them and leaves the server running). `serve` gets here
+    # too: uvicorn shuts down on SIGTERM, puts this handler back and raises the signal again.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli(prog_name="facedb")

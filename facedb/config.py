@@ -58,6 +58,16 @@ class Settings:
     # and the largest upload it takes.
     serve_roots: str = ""
     max_upload_bytes: int = 20 * 2**20
+    # A JSON body is at most this (1,000 paths to index fit); larger ones get 413 unread.
+    max_json_bytes: int = 2**20
+    # The pixels of all images in one request together (each is also under max_pixels): one
+    # request's decoding must not hold a model worker for long (4 x 120 MP took 15 s).
+    max_request_pixels: int = 240_000_000
+    # Requests that decode, detect and embed run in this many threads of their own, and at most
+    # this many more wait; beyond that the answer is 503 with Retry-After, never a longer queue.
+    # One worker on 2 cores leaves a core to the event loop and PostgreSQL (docs/service.md).
+    serve_model_workers: int = field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)))
+    serve_waiting_requests: int = 8
     cluster_eps: float = DEFAULT_CLUSTER_EPS
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES
     cluster_min_size: int = DEFAULT_CLUSTER_MIN_SIZE

@@ -19,3 +19,7 @@ class ImageError(FaceDBError):
 
 class NotFound(FaceDBError):
     pass
+
+
+class TooLarge(FaceDBError):
+    """A request that asks for more work or memory than the limits allow."""

@@ -10,10 +10,13 @@ import io
 import os
 import stat
 import struct
+import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -29,6 +32,29 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
 
 # Truncated files must fail loudly, not come back half grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+DEFAULT_MAX_PIXELS = 120_000_000
+
+# Pillow's warnings are it being lenient about odd files, which is what we want, quietly. Filters
+# are set once here, not per decode: decode runs in several threads at once, and
+# warnings.catch_warnings() is not thread-safe.
+for _category in (UserWarning, RuntimeWarning):
+    warnings.filterwarnings("ignore", category=_category, module=r"(PIL|pillow_heif)(\.|$)")
+
+# Pillow's own guard also covers sub-images (icons, containers) that only show their size while
+# decoding. It raises above twice MAX_IMAGE_PIXELS (below that it only warns), so half of
+# facedb's limit makes it refuse what the limit refuses. The value is process-wide and only ever
+# raised (by _allow_pixels), so that one thread's limit never lowers another's mid-decode.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS // 2
+_guard_lock = threading.Lock()
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    wanted = (max_pixels + 1) // 2
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < wanted:
+        with _guard_lock:
+            if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < wanted:
+                Image.MAX_IMAGE_PIXELS = wanted
 
 
 def readable_extensions() -> frozenset[str]:
@@ -61,34 +87,68 @@ class DecodedPhoto:
 MAX_FILE_BYTES = 1 << 30
 
 
-def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, str]:
+OUTSIDE_ROOTS = "outside the folders this service may read (a link that leads out of them)"
+
+
+def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES, within: Sequence[Path] | None = None) -> tuple[bytes, str]:
     """The file's bytes and their sha256, or ImageError naming the reason. Only regular files
-    are read (a FIFO would block for ever, a device never ends), and at most max_bytes."""
+    are read (a FIFO would block for ever, a device never ends), at most max_bytes, and with
+    `within` only files that really lie inside one of those folders."""
+    handle, size = open_regular(path, within)
+    with handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"larger than {max_bytes:,} bytes")
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def open_regular(path: Path, within: Sequence[Path] | None = None) -> tuple[BinaryIO, int]:
+    """The open file and its size if it is a regular file, else ImageError with the reason.
+    With `within`, the file opened (every link resolved, after opening, so that a link swapped
+    in meanwhile is caught too) must lie inside one of those real folders."""
     try:
         if path.is_symlink() and not path.exists():
             raise ImageError("broken symbolic link")
         # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then tells what it is
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(descriptor, "rb") as handle:
-            kind = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(kind):
-                raise ImageError(f"not a regular file ({_file_kind(kind)})")
-            data = handle.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise ImageError(f"larger than {max_bytes:,} bytes")
     except ImageError:
         raise
     except PermissionError:
         raise ImageError("permission denied") from None
     except FileNotFoundError:
         raise ImageError("file vanished before it could be read") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory") from None
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    return data, hashlib.sha256(data).hexdigest()
+    handle = os.fdopen(descriptor, "rb")
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("is a directory" if stat.S_ISDIR(info.st_mode) else
+                             f"not a regular file ({_file_kind(info.st_mode)})")
+        if within is not None and not is_within(_opened_path(descriptor, path), within):
+            raise ImageError(OUTSIDE_ROOTS)
+    except BaseException:
+        handle.close()
+        raise
+    return handle, info.st_size
+
+
+def is_within(path: str | os.PathLike, roots: Sequence[Path]) -> bool:
+    """Whether the real path (links resolved) is one of the real folders `roots` or inside one."""
+    real = Path(os.path.realpath(path))
+    return any(real == root or root in real.parents for root in roots)
+
+
+def _opened_path(descriptor: int, path: Path) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{descriptor}")  # what was opened, not what the name says now
+    except OSError:
+        return os.path.realpath(path)
 
 
 def _file_kind(mode: int) -> str:
@@ -99,37 +159,29 @@ def _file_kind(mode: int) -> str:
     return "not a file"
 
 
-def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
+    _allow_pixels(max_pixels)
     try:
-        with warnings.catch_warnings():
-            # Pillow's own guard also covers sub-images (icons, containers) that only show their
-            # size while decoding; its warning is an error here. Other warnings are Pillow
-            # being lenient about odd files, which is what we want, quietly.
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise ImageError(f"image has no pixels ({width}x{height})")
-            if max(width, height) > 100 * min(width, height):
-                # a 1x83,886,338 "image" is an attack or an accident, never a photo with a face
-                raise ImageError(f"not a photo: {width}x{height} pixels (sides more than 100:1)")
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,} "
-                    "(possible decompression bomb; raise FACEDB_MAX_PIXELS to allow)")
-            image.load()
-            meta = _metadata(image)
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb8(image)
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageError(f"image has no pixels ({width}x{height})")
+        if max(width, height) > 100 * min(width, height):
+            # a 1x83,886,338 "image" is an attack or an accident, never a photo with a face
+            raise ImageError(f"not a photo: {width}x{height} pixels (sides more than 100:1)")
+        if width * height > max_pixels:
+            raise ImageError(
+                f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,} "
+                "(possible decompression bomb; raise FACEDB_MAX_PIXELS to allow)")
+        image.load()
+        meta = _metadata(image)
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb8(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can identify") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb: {exc}") from None
-    except Image.DecompressionBombWarning as exc:
         raise ImageError(f"decompression bomb: {exc}") from None
     except MemoryError:
         raise ImageError("not enough memory to decode") from None
@@ -138,6 +190,15 @@ def decode(data: bytes, max_pixels: int = 120_000_000) -> DecodedPhoto:
         raise ImageError(_one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
     h, w = rgb.shape[:2]
     return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, phash=perceptual_hash(rgb), **meta))
+
+
+def pixel_count(data: bytes) -> int | None:
+    """Width x height from the image's header, without decoding it; None if Pillow cannot tell."""
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except Exception:  # noqa: BLE001 - decode names the reason for a file that is not an image
+        return None
+    return width * height
 
 
 def _dct_matrix(size: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -10,8 +11,21 @@ import numpy as np
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
 from .db.schema import HUMAN_SOURCES
 from .db.store import ClusterInputs
+from .errors import FaceDBError
 
 NEW = "new-"  # keys of people the plan creates
+
+
+def person_name(name: str) -> str:
+    """A name as stored: trimmed, not empty, and without control characters (a terminal would
+    run them: `\r` rewrites the line, ESC sequences recolour or move it; NUL ends C strings)."""
+    name = name.strip()
+    if not name:
+        raise FaceDBError("a name cannot be empty")
+    bad = sorted({repr(c) for c in name if unicodedata.category(c) == "Cc"})
+    if bad:
+        raise FaceDBError(f"a name cannot hold control characters ({', '.join(bad)})")
+    return name
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -189,19 +189,22 @@ class Indexer:
         self._models_loaded = False
 
     def run(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
-            on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None) -> IndexSummary:
+            on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None,
+            within: Sequence[Path] | None = None) -> IndexSummary:
+        """`within`: real folders that every file read must really lie in (the REST service's roots)."""
         with _StopAfterBatch() as stop:
-            return self._run(paths, retry_failed, on_progress, on_failure, stop)
+            return self._run(paths, retry_failed, on_progress, on_failure, stop, within)
 
-    def _run(self, paths, retry_failed, on_progress, on_failure, stop: "_StopAfterBatch") -> IndexSummary:
+    def _run(self, paths, retry_failed, on_progress, on_failure, stop: "_StopAfterBatch",
+             within: Sequence[Path] | None) -> IndexSummary:
         started = time.monotonic()
         # Two walks of the folders, so that memory does not grow with the archive: the first
         # only counts (for progress and ETA), the second feeds the batches.
-        total = sum(1 for _ in scan(paths))
+        total = sum(1 for _ in scan(paths, within))
         summary = IndexSummary(files=0)
         clock = StageClock()
         done = 0
-        candidates = scan(paths)
+        candidates = scan(paths, within)
         with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool, \
                 ThreadPoolExecutor(max_workers=self.detect_workers, thread_name_prefix="facedb-detect") as detection, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding:
@@ -211,7 +214,7 @@ class Indexer:
                     break
                 summary.files += len(batch)
                 total = max(total, done + len(batch))  # files added since the count
-                outcomes = self._process(batch, pool, (detection, embedding), clock, retry_failed, summary)
+                outcomes = self._process(batch, pool, (detection, embedding), clock, retry_failed, summary, within)
                 summary.photo_ids.update(clock.timed("write", self.store.write, outcomes, self.embedding_model_id))
                 for outcome in outcomes:
                     if isinstance(outcome, Failed):
@@ -230,7 +233,8 @@ class Indexer:
         return summary
 
     def _process(self, batch: list[Candidate], pool: Executor, analysis: tuple[Executor, Executor],
-                 clock: StageClock, retry_failed: bool, summary: IndexSummary) -> list[Outcome]:
+                 clock: StageClock, retry_failed: bool, summary: IndexSummary,
+                 within: Sequence[Path] | None) -> list[Outcome]:
         outcomes: list[Outcome] = []
         stats: dict[str, FileStat] = {}
         for item in batch:
@@ -255,7 +259,7 @@ class Indexer:
 
         def read(stat: FileStat) -> tuple[FileStat, bytes | None, str | None]:
             try:
-                data, digest = clock.timed("read", read_file, Path(stat.path))
+                data, digest = clock.timed("read", lambda: read_file(Path(stat.path), within=within))
                 return FileStat(stat.path, len(data), stat.mtime_ns, digest), data, None
             except ImageError as exc:
                 return stat, None, str(exc)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from .images import readable_extensions
+from .images import OUTSIDE_ROOTS, is_within, readable_extensions
 
 # Phones save these; Pillow only knows them once pillow-heif registered its opener.
 _EXTRA_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".hif"})
@@ -28,13 +29,17 @@ def display_path(path: str | os.PathLike) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def scan(paths: list[str | os.PathLike]) -> Iterator[Candidate]:
-    """Files named directly are always candidates; in folders, files with a photo extension."""
+def scan(paths: list[str | os.PathLike], within: Sequence[Path] | None = None) -> Iterator[Candidate]:
+    """Files named directly are always candidates; in folders, files with a photo extension.
+    With `within` (real folders), a path or link that leads outside them is a candidate with
+    that error, and a folder outside them is not walked."""
     extensions = photo_extensions()
     for given in paths:
         path = os.path.abspath(os.fspath(given))
-        if os.path.isdir(path):
-            yield from _walk(path, extensions)
+        if within is not None and not is_within(path, within):
+            yield Candidate(display_path(path), OUTSIDE_ROOTS)
+        elif os.path.isdir(path):
+            yield from _walk(path, extensions, within)
         elif os.path.lexists(path):
             yield _candidate(path)
         else:
@@ -56,7 +61,7 @@ def _has_surrogates(text: str) -> bool:
         return True
 
 
-def _walk(root: str, extensions: frozenset[str]) -> Iterator[Candidate]:
+def _walk(root: str, extensions: frozenset[str], within: Sequence[Path] | None) -> Iterator[Candidate]:
     """Depth first, names in byte order, each folder's files before its subfolders; a stack,
     not recursion, so that no depth of folders ends the walk."""
     seen_dirs: set[tuple[int, int]] = set()
@@ -84,8 +89,11 @@ def _walk(root: str, extensions: frozenset[str]) -> Iterator[Candidate]:
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:
                 is_dir = False
-            if is_dir:
+            photo = os.path.splitext(entry.name)[1].lower() in extensions
+            if within is not None and (is_dir or photo) and entry.is_symlink() and not is_within(entry.path, within):
+                yield Candidate(display_path(entry.path), OUTSIDE_ROOTS)
+            elif is_dir:
                 subfolders.append(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in extensions:
+            elif photo:
                 yield _candidate(entry.path)
         pending.extend(reversed(subfolders))

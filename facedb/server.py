@@ -3,26 +3,37 @@ formats; every answer comes from FaceDB."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
+import json
+import mimetypes
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api import FaceDB
 from .apikeys import ApiKeys, KeyInfo, allows
-from .errors import FaceDBError, NotFound
+from .errors import FaceDBError, ImageError, NotFound, TooLarge
+from .images import MAX_FILE_BYTES, is_within, open_regular
+from .people import person_name
+
+T = TypeVar("T")
 
 API_KEY_HEADER = "X-API-Key"
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="a key from `facedb apikey create`")
@@ -162,6 +173,90 @@ class Health(BaseModel):
 
 
 # ---- the app ---------------------------------------------------------------------------------
+class ModelWork:
+    """Decoding, detection and embedding for requests, in threads of their own, so that the
+    event loop and the cheap endpoints never wait behind them. At most `workers` run and
+    `waiting` more wait; a request beyond that is told to retry (503) before its uploads are
+    read, so memory stays bounded too."""
+
+    def __init__(self, workers: int, waiting: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facedb-model")
+        self.capacity = workers + waiting
+        self.slots = threading.BoundedSemaphore(self.capacity)
+
+    @asynccontextmanager
+    async def slot(self):
+        if not self.slots.acquire(blocking=False):
+            raise HTTPException(503, f"busy: {self.capacity} requests for the models are running or waiting; "
+                                     "retry shortly", headers={"Retry-After": "1"})
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+    async def run(self, function: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self.pool.submit(function))
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while a body is received, as an HTTPException so that FastAPI passes it on as 413."""
+
+
+class RequestGate:
+    """Plain ASGI, in front of everything: every /v1/ request needs a valid key before a byte of
+    its body is read, and a body may not exceed its kind's limit (said up front by
+    Content-Length, or counted as it streams). Every response says nosniff: a stored file that
+    is not an image must never run in a browser as HTML."""
+
+    def __init__(self, app, keys: ApiKeys, json_limit: int, upload_limit: int) -> None:
+        self.app, self.keys, self.json_limit, self.upload_limit = app, keys, json_limit, upload_limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_nosniff(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        if not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send_nosniff)
+        headers = Headers(scope=scope)
+        key = headers.get(API_KEY_HEADER)
+        if not key:
+            return await _answer(send_nosniff, 401, f"an API key is needed in the {API_KEY_HEADER} header")
+        info = await anyio.to_thread.run_sync(self.keys.check, key)
+        if info is None:
+            return await _answer(send_nosniff, 401, "unknown or revoked API key")
+        scope.setdefault("state", {})["api_key"] = info
+        multipart = headers.get("content-type", "").startswith("multipart/form-data")
+        limit = self.upload_limit if multipart else self.json_limit
+        too_large = f"the body is larger than this service takes ({limit:,} bytes{' for uploads' if multipart else ''})"
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await _answer(send_nosniff, 413, too_large)
+        received = 0
+
+        async def receive_bounded():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(413, too_large)
+            return message
+
+        await self.app(scope, receive_bounded, send_nosniff)
+
+
+async def _answer(send, status: int, error: str) -> None:
+    body = json.dumps({"error": error}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class Jobs:
     """Indexing jobs, one at a time in a background thread, with their progress."""
 
@@ -172,22 +267,22 @@ class Jobs:
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
 
-    def start(self, paths: list[str], retry_failed: bool) -> dict:
+    def start(self, paths: list[str], retry_failed: bool, within: list[Path]) -> dict:
         with self.lock:
             job = {"id": next(self.ids), "state": "queued", "paths": paths, "done": 0, "total": 0, "faces": 0,
                    "failed": 0, "result": None, "error": None}
             self.jobs[job["id"]] = job
-        self.pool.submit(self._run, job, retry_failed)
+        self.pool.submit(self._run, job, retry_failed, within)
         return dict(job)
 
-    def _run(self, job: dict, retry_failed: bool) -> None:
+    def _run(self, job: dict, retry_failed: bool, within: list[Path]) -> None:
         job["state"] = "running"
 
         def progress(event) -> None:
             job.update(done=event.done, total=event.total, faces=event.faces, failed=event.failed)
 
         try:
-            summary = self.facedb.index(job["paths"], retry_failed=retry_failed, on_progress=progress)
+            summary = self.facedb.index(job["paths"], retry_failed=retry_failed, on_progress=progress, within=within)
             job.update(result=summary.as_dict(), state="done", total=summary.files, done=summary.files,
                        faces=summary.faces, failed=summary.failed)
         except Exception as exc:  # noqa: BLE001 - reported through the job, never lost
@@ -200,33 +295,33 @@ class Jobs:
         return dict(job)
 
 
-def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_upload_bytes: int = 20 * 2**20,
+def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_upload_bytes: int | None = None,
                max_files: int = 16) -> FastAPI:
     """`roots`: folders whose photos may be indexed through the API and served back."""
+    settings = facedb.settings
+    max_upload_bytes = settings.max_upload_bytes if max_upload_bytes is None else max_upload_bytes
     app = FastAPI(title="facedb", version="1", description="Who is this? Face search over your photo archive.",
                   docs_url="/docs", openapi_url="/openapi.json")
-    uploads = facedb.settings.home / "uploads"
-    allowed_roots = [Path(os.path.realpath(r)) for r in roots] + [Path(os.path.realpath(uploads))]
+    uploads = settings.home / "uploads"
+    served_roots = [Path(os.path.realpath(r)) for r in roots]
+    allowed_roots = served_roots + [Path(os.path.realpath(uploads))]
     keys = ApiKeys(facedb.database.engine)
     jobs = Jobs(facedb)
-    app.state.facedb, app.state.jobs = facedb, jobs
-
-    @app.middleware("http")
-    async def no_sniffing(request: Request, call_next):
-        # a stored file that is not an image must never be run by a browser as HTML
-        response = await call_next(request)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+    model_work = ModelWork(settings.serve_model_workers, settings.serve_waiting_requests)
+    app.state.facedb, app.state.jobs, app.state.model_work = facedb, jobs, model_work
+    # multipart framing around max_files uploads stays far under the extra MiB
+    app.add_middleware(RequestGate, keys=keys, json_limit=settings.max_json_bytes,
+                       upload_limit=max_files * max_upload_bytes + 2**20)
     errors = {401: {"model": Error}, 403: {"model": Error}, 404: {"model": Error}, 413: {"model": Error},
-              422: {"model": Error}}
+              422: {"model": Error}, 503: {"model": Error}}
 
     def need(scope: str):
-        def check(key: Annotated[str | None, Security(_key_header)]) -> KeyInfo:
-            if not key:
-                raise HTTPException(401, f"an API key is needed in the {API_KEY_HEADER} header")
-            info = keys.check(key)
+        def check(request: Request, key: Annotated[str | None, Security(_key_header)]) -> KeyInfo:
+            info = request.scope.get("state", {}).get("api_key")  # checked by the gate before the body
             if info is None:
-                raise HTTPException(401, "unknown or revoked API key")
+                info = keys.check(key) if key else None
+                if info is None:
+                    raise HTTPException(401, "unknown or revoked API key")
             if not allows(info.scope, scope):
                 raise HTTPException(403, f"this key's scope is {info.scope}; {scope} is needed")
             return info
@@ -248,6 +343,10 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
 
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=413)
+
     @app.exception_handler(FaceDBError)
     async def refused(request: Request, exc: FaceDBError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=422)
@@ -263,13 +362,14 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
             out.append((upload.filename or "upload", data))
         return out
 
-    def decoded(results):
+    def faces_of(files: list[tuple[str, bytes]]):
+        """In a model worker: decode, detect and embed; the first file that is not an image is a 422."""
+        results = facedb.faces_in_uploads(files, max_total_pixels=settings.max_request_pixels)
         bad = [r for r in results if r.error]
         if bad:
             raise HTTPException(422, f"{bad[0].path}: {bad[0].error}")
         return results
 
-    # ---- endpoints -----------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz() -> JSONResponse:
         try:
@@ -286,9 +386,13 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
                   top_k: Annotated[int, Form(ge=1, le=100)] = 3,
                   threshold: Annotated[float | None, Form(ge=0, le=4)] = None,
                   _: KeyInfo = need("read")) -> dict:
-        results = decoded(facedb.faces_in_uploads(await read_uploads([image])))
-        (answer,) = facedb.answer(results, top_k=top_k, threshold=threshold)
-        return answer.as_dict()
+        async with model_work.slot():
+            files = await read_uploads([image])
+
+            def work() -> dict:
+                (answer,) = facedb.answer(faces_of(files), top_k=top_k, threshold=threshold)
+                return answer.as_dict()
+            return await model_work.run(work)
 
     @app.post("/v1/search", response_model=SearchResult, responses=errors, tags=["faces"])
     def search(request: SearchRequest, _: KeyInfo = need("read")) -> dict:
@@ -303,7 +407,9 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     @app.post("/v1/compare", response_model=CompareResult, responses=errors, tags=["faces"])
     async def compare(images: Annotated[list[UploadFile], File(description="two or more photos")],
                       _: KeyInfo = need("read")) -> dict:
-        return facedb.compare_faces(decoded(facedb.faces_in_uploads(await read_uploads(images))))
+        async with model_work.slot():
+            files = await read_uploads(images)
+            return await model_work.run(lambda: facedb.compare_faces(faces_of(files)))
 
     @app.get("/v1/people", response_model=list[Person], responses=errors, tags=["people"])
     def people(_: KeyInfo = need("read")) -> list[dict]:
@@ -330,8 +436,13 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     async def enroll(name: Annotated[str, Form(min_length=1, max_length=500)],
                      images: Annotated[list[UploadFile], File(description="photos of the person")],
                      _: KeyInfo = need("write")) -> dict:
-        files = await read_uploads(images)
-        decoded(facedb.faces_in_uploads([(n, d) for n, d in files]))  # refuse non-images before storing any
+        name = person_name(name)  # a bad name is refused before anything is stored
+        async with model_work.slot():
+            files = await read_uploads(images)
+            return await model_work.run(lambda: enroll_uploads(name, files))
+
+    def enroll_uploads(name: str, files: list[tuple[str, bytes]]) -> dict:
+        faces_of(files)  # refuse non-images before storing any
         uploads.mkdir(parents=True, exist_ok=True)
         paths = []
         for filename, data in files:
@@ -345,8 +456,8 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
 
     @app.post("/v1/index", response_model=Job, status_code=202, responses=errors, tags=["indexing"])
     def index(body: IndexRequest, _: KeyInfo = need("admin")) -> dict:
-        checked = [str(_inside_roots(p, allowed_roots[:-1] or [])) for p in body.paths]
-        return jobs.start(checked, body.retry_failed)
+        checked = [str(_inside_roots(p, served_roots)) for p in body.paths]
+        return jobs.start(checked, body.retry_failed, within=served_roots)
 
     @app.get("/v1/jobs/{job_id}", response_model=Job, responses=errors, tags=["indexing"])
     def job(job_id: int, _: KeyInfo = need("read")) -> dict:
@@ -355,9 +466,11 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     @app.get("/v1/faces/{face_id}/thumbnail", responses=errors | {200: {"content": {"image/jpeg": {}}}},
              response_class=Response, tags=["faces"])
     def thumbnail(face_id: int, _: KeyInfo = need("read")) -> Response:
-        data = facedb.dedup_face_thumbnails([face_id]).get(face_id) if 0 < face_id < 2**62 else None
-        if data is None:
+        found = facedb.face_thumbnail(face_id) if 0 < face_id < 2**62 else None
+        if found is None:
             raise HTTPException(404, f"no face {face_id}")
+        data, photo_path = found
+        _inside_roots(photo_path, allowed_roots, must_exist=False)  # the crop's pixels are the photo's
         return Response(data, media_type="image/jpeg")
 
     @app.get("/v1/photos/{photo_id}", responses=errors | {200: {"content": {"image/*": {}}}},
@@ -366,7 +479,17 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
         path = facedb.photo_path(photo_id) if 0 < photo_id < 2**62 else None
         if path is None:
             raise HTTPException(404, f"no photo {photo_id}")
-        return FileResponse(_inside_roots(path, allowed_roots))
+        real = _inside_roots(path, allowed_roots)
+        try:
+            handle, size = open_regular(real, within=allowed_roots)
+        except ImageError as exc:
+            raise HTTPException(403 if "outside" in str(exc) else 404, f"photo {photo_id}: {exc}") from None
+        if size > MAX_FILE_BYTES:
+            handle.close()
+            raise HTTPException(404, f"photo {photo_id}: larger than {MAX_FILE_BYTES:,} bytes")
+        media_type = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
+        return StreamingResponse(_chunks(handle, size), media_type=media_type,
+                                 headers={"Content-Length": str(size)})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -381,17 +504,29 @@ def _person_id(person_id: int) -> int:
     return person_id
 
 
-def _inside_roots(path: str | os.PathLike, roots: list[Path]) -> Path:
-    """The real path (symlinks resolved) if it lies inside one of the roots, else 403/404."""
+def _inside_roots(path: str | os.PathLike, roots: list[Path], *, must_exist: bool = True) -> Path:
+    """The real path (symlinks resolved) if it lies inside one of the roots, else 403/404/422."""
     raw = os.fspath(path)
     if "\x00" in raw:
         raise HTTPException(404, "no such file")
-    real = Path(os.path.realpath(raw))
-    if not any(real == root or root in real.parents for root in roots):
-        raise HTTPException(403, "outside the folders this service may read")
-    if not real.exists():
-        raise HTTPException(404, "no such file")
+    try:
+        real = Path(os.path.realpath(raw))
+        if not is_within(real, roots):
+            raise HTTPException(403, "outside the folders this service may read")
+        if must_exist and not real.exists():
+            raise HTTPException(404, "no such file")
+    except OSError as exc:  # a name too long for the file system, say
+        raise HTTPException(422, f"{raw[:200]}: {exc.strerror or exc}") from None
     return real
+
+
+def _chunks(handle, size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """At most `size` bytes (what fstat said), so that a file growing meanwhile is not followed."""
+    with handle:
+        left = size
+        while left > 0 and (data := handle.read(min(chunk, left))):
+            left -= len(data)
+            yield data
 
 
 def serve(facedb: FaceDB, roots: list[str], host: str, port: int) -> None:
@@ -402,5 +537,4 @@ def serve(facedb: FaceDB, roots: list[str], host: str, port: int) -> None:
     facedb.status()
     print(f"facedb: models and database ready in {time.monotonic() - started:.1f} s; serving http://{host}:{port}/",
           flush=True)
-    uvicorn.run(create_app(facedb, roots, max_upload_bytes=facedb.settings.max_upload_bytes), host=host, port=port,
-                log_level="warning")
+    uvicorn.run(create_app(facedb, roots), host=host, port=port, log_level="warning")

