@@ -1,8 +1,8 @@
-"""Load benchmark of the REST service on loopback (not a test). Four phases, each for a fixed
+"""Load benchmark of the REST service on loopback (not a test). Five phases, each for a fixed
 time: /healthz and /v1/search from one client on an idle service; N clients sending
-who-is-this requests while one more client keeps asking /healthz and /v1/search (the cheap
-endpoints must stay fast while the models are saturated); N clients on the embedding search
-alone. Prints requests/s, p50/p95/p99 latency and errors (anything but a 200) for each, then
+who-is-this requests (throughput); N who clients again while one more client keeps asking
+/healthz and /v1/search (the cheap endpoints must stay fast while the models are saturated);
+N clients on the embedding search alone. Prints requests/s, p50/p95/p99 latency and errors (anything but a 200) for each, then
 JSON. Run: make bench-load (--clients, --seconds)."""
 
 from __future__ import annotations
@@ -123,10 +123,11 @@ def main() -> None:
                 return http.get(u + "/healthz")
 
             phases = {name: Latencies() for name in (
-                "healthz_idle", "search_idle", "who", "healthz_while_who_saturates", "search_while_who_saturates",
-                "search_only")}
+                "healthz_idle", "search_idle", "who_alone", "who", "healthz_while_who_saturates",
+                "search_while_who_saturates", "search_only")}
             hammer(url, [[(who, Latencies())]], 3)  # warm-up: the first runs of each graph are slow
             hammer(url, [[(health, phases["healthz_idle"]), (search, phases["search_idle"])]], args.seconds / 2)
+            hammer(url, [[(who, phases["who_alone"])]] * args.clients, args.seconds)  # throughput, nothing else asked
             hammer(url, [[(who, phases["who"])]] * args.clients + [[(health, phases["healthz_while_who_saturates"]),
                                                                    (search, phases["search_while_who_saturates"])]],
                    args.seconds)
