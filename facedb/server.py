@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api import FaceDB
@@ -186,16 +187,26 @@ class ModelWork:
 
     @asynccontextmanager
     async def slot(self):
+        """A place among the running and waiting requests, or 503; it yields `run(function)`.
+        Work handed to `run` keeps the place until it is done, even if its client has gone
+        meanwhile, so that clients that hang up cannot pile up work behind the limit."""
         if not self.slots.acquire(blocking=False):
             raise HTTPException(503, f"busy: {self.capacity} requests for the models are running or waiting; "
                                      "retry shortly", headers={"Retry-After": "1"})
-        try:
-            yield
-        finally:
-            self.slots.release()
+        handed_over = False
 
-    async def run(self, function: Callable[[], T]) -> T:
-        return await asyncio.wrap_future(self.pool.submit(function))
+        def run(function: Callable[[], T]) -> "asyncio.Future[T]":
+            nonlocal handed_over
+            future = self.pool.submit(function)
+            handed_over = True
+            future.add_done_callback(lambda _: self.slots.release())
+            return asyncio.wrap_future(future)  # cancelled with its request: work not yet started never starts
+
+        try:
+            yield run
+        finally:
+            if not handed_over:
+                self.slots.release()
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -226,7 +237,10 @@ class RequestGate:
         key = headers.get(API_KEY_HEADER)
         if not key:
             return await _answer(send_nosniff, 401, f"an API key is needed in the {API_KEY_HEADER} header")
-        info = await anyio.to_thread.run_sync(self.keys.check, key)
+        try:
+            info = await anyio.to_thread.run_sync(self.keys.check, key)
+        except SQLAlchemyError:
+            return await _answer(send_nosniff, 503, "the database is unavailable; retry shortly")
         if info is None:
             return await _answer(send_nosniff, 401, "unknown or revoked API key")
         scope.setdefault("state", {})["api_key"] = info
@@ -386,13 +400,13 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
                   top_k: Annotated[int, Form(ge=1, le=100)] = 3,
                   threshold: Annotated[float | None, Form(ge=0, le=4)] = None,
                   _: KeyInfo = need("read")) -> dict:
-        async with model_work.slot():
+        async with model_work.slot() as run:
             files = await read_uploads([image])
 
             def work() -> dict:
                 (answer,) = facedb.answer(faces_of(files), top_k=top_k, threshold=threshold)
                 return answer.as_dict()
-            return await model_work.run(work)
+            return await run(work)
 
     @app.post("/v1/search", response_model=SearchResult, responses=errors, tags=["faces"])
     def search(request: SearchRequest, _: KeyInfo = need("read")) -> dict:
@@ -407,9 +421,9 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     @app.post("/v1/compare", response_model=CompareResult, responses=errors, tags=["faces"])
     async def compare(images: Annotated[list[UploadFile], File(description="two or more photos")],
                       _: KeyInfo = need("read")) -> dict:
-        async with model_work.slot():
+        async with model_work.slot() as run:
             files = await read_uploads(images)
-            return await model_work.run(lambda: facedb.compare_faces(faces_of(files)))
+            return await run(lambda: facedb.compare_faces(faces_of(files)))
 
     @app.get("/v1/people", response_model=list[Person], responses=errors, tags=["people"])
     def people(_: KeyInfo = need("read")) -> list[dict]:
@@ -437,9 +451,9 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
                      images: Annotated[list[UploadFile], File(description="photos of the person")],
                      _: KeyInfo = need("write")) -> dict:
         name = person_name(name)  # a bad name is refused before anything is stored
-        async with model_work.slot():
+        async with model_work.slot() as run:
             files = await read_uploads(images)
-            return await model_work.run(lambda: enroll_uploads(name, files))
+            return await run(lambda: enroll_uploads(name, files))
 
     def enroll_uploads(name: str, files: list[tuple[str, bytes]]) -> dict:
         faces_of(files)  # refuse non-images before storing any
