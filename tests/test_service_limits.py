@@ -341,3 +341,25 @@ def test_sigterm_stops_serve_and_its_embedded_postgresql(tmp_path):
     else:
         raise AssertionError(f"the embedded PostgreSQL (pid {postmaster}) is still running after SIGTERM")
     assert not (home / "pgdata" / "postmaster.pid").exists()
+
+
+def test_a_database_that_goes_away_is_503_json_not_500(tmp_path, new_database_url, models, embedded_server):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = new_database_url()
+    detector, embedder = models
+    facedb = FaceDB(Settings.load(database_url=url, home=str(tmp_path)), detector=detector, embedder=embedder)
+    _, key = ApiKeys(facedb.database.engine).create("k", "read")
+    client = TestClient(create_app(facedb, []), raise_server_exceptions=False)
+    assert client.get("/v1/people", headers={"X-API-Key": key}).status_code == 200
+    admin = create_engine(make_url(embedded_server.url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+    gone = client.get("/v1/people", headers={"X-API-Key": key})
+    assert gone.status_code == 503 and "database" in gone.json()["error"], gone.text
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.json()["database"] is False
+    facedb.close()
