@@ -39,8 +39,16 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     assert fixed["repaired"] == {"wrong_face_count": 1, "empty_unnamed_people": 1, "invalid_indexes": 1}
     assert list(fixed["after"]) == ["missing_files"]  # a missing file may be an unplugged drive: reported only
     assert list(facedb.check()["problems"]) == ["missing_files"]
-    (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])  # the rebuilt index answers
-    assert answer.faces
+    # the rebuilt index answers, and searches use it
+    facedb.enroll("Barack Obama", [tmp_path / "obama.jpg"])
+    (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])
+    assert [face.identity for face in answer.faces] == ["Barack Obama"]
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = " ".join(r[0] for r in conn.execute(text(
+            "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
+            "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3")))
+    assert "faces_embedding_hnsw" in plan
 
 
 def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):

@@ -52,6 +52,12 @@ def test_database_urls_normalised_and_passwords_hidden():
 
 def test_vector_literal_round_trips_float32():
     assert vector_literal(np.array([0.5, -1.0], np.float32)) == "[0.5,-1]"
+    # values that 6 or 7 significant digits would not carry back bit for bit
+    vector = np.random.default_rng(0).standard_normal(512).astype(np.float32) / np.float32(3.0)
+    vector[:3] = [np.float32(0.1), np.nextafter(np.float32(1.0), np.float32(2.0)), np.float32(1e-38)]
+    parsed = np.array([float(v) for v in vector_literal(vector)[1:-1].split(",")], dtype=np.float32)
+    assert parsed.tobytes() == vector.tobytes()
+    assert np.array([float(f"{v:.7g}") for v in vector], np.float32).tobytes() != vector.tobytes()  # the test can fail
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "I", "F", "1"])
