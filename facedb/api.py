@@ -15,7 +15,11 @@ from .align import preprocessing_name
 from .config import DEFAULT_THRESHOLD, Settings
 from .db.database import Database
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
-from .db.store import CalibrationStore, DedupStore, IntegrityStore, PeopleStore, Store
+from .db.calibrations import CalibrationStore
+from .db.dedup import DedupStore
+from .db.integrity import IntegrityStore
+from .db.people import PeopleStore
+from .db.store import Store
 from .dedup import (TIERS, DedupThresholds, UnionFind, classify_photo_pairs, identical_groups, same_face_groups,
                     same_person_groups)
 from .people import person_name, plan_clustering

@@ -35,8 +35,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from .db.schema import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-from .db.store import Store, decode_vector_send, vector_literal
+from .db.codec import decode_vector_send, vector_literal
+from .db.store import Store
+from .records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
 from .errors import FaceDBError
 from .people import person_name
 

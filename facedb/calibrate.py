@@ -12,11 +12,22 @@ of nobody (the same shot of a placed face).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import evaluation
-from .db.store import FaceSample
 from .dedup import DedupThresholds
+
+
+@dataclass
+class FaceSample:
+    """Faces for calibration: ids, their identity (-1: none), their photo's bytes, vectors."""
+
+    face_ids: np.ndarray
+    identity_ids: np.ndarray
+    content_hashes: list[str | None]
+    vectors: np.ndarray
 
 MAX_PAIRS = 1_000_000  # per kind of pair; a seeded sample beyond that
 SAME_SHOT = DedupThresholds().same_face_distance

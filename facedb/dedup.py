@@ -18,8 +18,32 @@ from datetime import datetime
 
 import numpy as np
 
-from .db.store import DedupFace, DedupPhoto
 from .images import hamming
+
+
+@dataclass
+class DedupPhoto:
+    id: int
+    path: str
+    content_hash: str | None
+    size: int | None
+    mtime_ns: int | None
+    width: int
+    height: int
+    format: str | None
+    taken_at: datetime | None
+    camera: str | None
+    has_gps: bool
+    phash: int | None
+    face_count: int
+
+
+@dataclass
+class DedupFace:
+    id: int
+    photo_id: int
+    box: tuple[float, float, float, float]
+    vector: np.ndarray
 
 TIERS = {1: "identical", 2: "same_picture", 3: "near_duplicate", 4: "same_face", 5: "same_person"}
 # Formats a camera or phone writes, before conversions.

@@ -9,11 +9,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
-from .db.schema import HUMAN_SOURCES
-from .db.store import ClusterInputs
 from .errors import FaceDBError
+from .records import HUMAN_SOURCES
 
 NEW = "new-"  # keys of people the plan creates
+
+
+@dataclass
+class ClusterInputs:
+    face_ids: np.ndarray
+    photo_ids: np.ndarray
+    vectors: np.ndarray
+    identity_ids: np.ndarray  # -1 where the face has no identity
+    sources: list[str | None]
+    rejections: list[tuple[int, int]]  # (face id, identity id)
+    names: dict[int, str | None]  # identity id -> name
+
+
+@dataclass(frozen=True)
+class PersonFace:
+    face_id: int
+    photo_id: int
+    path: str
+    box: tuple[float, float, float, float]
+    source: str
+    vector: np.ndarray
 
 
 def person_name(name: str) -> str:

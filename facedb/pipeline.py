@@ -22,12 +22,13 @@ from typing import TypeVar
 import numpy as np
 
 from .align import crop_face, thumbnail
-from .db.store import CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Store, Touched
+from .db.store import Store
 from .detect import Detector
 from .embed import Embedder
 from .errors import ImageError
 from .faces import Detection, Face
 from .images import DecodedPhoto, PhotoMeta, decode, read_file
+from .records import CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
 from .scan import Candidate, scan
 
 T = TypeVar("T")

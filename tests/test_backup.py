@@ -44,7 +44,7 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     face = source.people_store.person_faces(source.people_store.resolve("Nicolas \"Nic\" Cage ✓")[0])[0].face_id
     franck = [p for p in source.people() if p["name"] is None][0]["id"]
     source.reject(face, franck)
-    from facedb.db.store import CalibrationStore
+    from facedb.db.calibrations import CalibrationStore
 
     CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
     before = _snapshot(source)
@@ -137,7 +137,7 @@ def test_tampered_exports_fail_whole_with_one_line_naming_the_line(make_facedb, 
         shutil.copy(photos.path(name), folder)
     source.index([folder])
     source.enroll("Nicolas Cage", [folder / "cage.jpg"])
-    from facedb.db.store import CalibrationStore
+    from facedb.db.calibrations import CalibrationStore
 
     CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
     source.export(tmp_path / "good.gz")

@@ -80,7 +80,7 @@ def test_a_threshold_that_is_set_wins_over_the_calibrated_one(make_facedb, calib
 
 def test_calibration_figures_match_a_count_by_hand():
     from facedb.calibrate import calibrate
-    from facedb.db.store import FaceSample
+    from facedb.calibrate import FaceSample
 
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(30, 64))

@@ -8,7 +8,7 @@ from sqlalchemy import inspect, text
 from facedb.config import Settings
 from facedb.db.database import Database
 from facedb.db.schema import Base
-from facedb.db.store import FaceRow, copy_faces, decode_vector_send
+from facedb.db.codec import FaceRow, copy_faces, decode_vector_send
 
 TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models", "api_keys",
           "calibrations"}

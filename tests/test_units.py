@@ -12,7 +12,7 @@ from PIL import Image
 
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
 from facedb.db.database import normalise_url, safe_url
-from facedb.db.store import vector_literal
+from facedb.db.codec import vector_literal
 from facedb.errors import DatabaseUnavailable, ImageError
 from facedb.images import decode, read_file
 from facedb.scan import scan

@@ -15,7 +15,8 @@ import numpy as np
 from sqlalchemy import text
 
 from ..db.database import Database
-from ..db.store import NEAREST_TO_QUERY, FaceRow, Store, copy_faces, vector_literal
+from ..db.codec import FaceRow, copy_faces, vector_literal
+from ..db.store import NEAREST_TO_QUERY, Store
 
 
 def synthetic_faces(people: int, per_person: int, seed: int = 0, identity_dims: int = 24,

@@ -12,12 +12,17 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-EMBEDDING_DIMENSION = 512
-PHOTO_STATUSES = ("indexed", "failed")
-# Set by a person (never undone by clustering) and set by the system (recomputed by clustering).
-HUMAN_SOURCES = ("enrolled", "confirmed")
-SYSTEM_SOURCES = ("proposed", "clustered")
+from ..records import EMBEDDING_DIMENSION, HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
 
+
+
+def sql_list(words: tuple[str, ...]) -> str:
+    """A tuple of this module's own words as an SQL list: ('a', 'b'). Never for user text."""
+    return "(" + ", ".join(f"'{w}'" for w in words) + ")"
+
+
+HUMAN_SOURCES_SQL = sql_list(HUMAN_SOURCES)
+SYSTEM_SOURCES_SQL = sql_list(SYSTEM_SOURCES)
 
 # The search index, as migration 0005 built it and `facedb check --fix` rebuilds it; `check`
 # compares the live definition with these parts.
@@ -56,7 +61,7 @@ class Photo(Base):
     faces: Mapped[list["Face"]] = relationship(back_populates="photo", cascade="all, delete-orphan", passive_deletes=True)
 
     __table_args__ = (
-        CheckConstraint("status IN ('indexed', 'failed')", name="photos_status_valid"),
+        CheckConstraint(f"status IN {sql_list(PHOTO_STATUSES)}", name="photos_status_valid"),
         UniqueConstraint("path", name="photos_path_key"),
         *(Index(f"ix_photos_phash_part{part}", text(f"((phash >> {16 * part}) & 65535)"),
                 postgresql_where=text("phash IS NOT NULL")) for part in range(4)),
@@ -96,7 +101,7 @@ class Face(Base):
     photo: Mapped[Photo] = relationship(back_populates="faces")
 
     __table_args__ = (
-        # Searched at half precision (migration 0005 says why); see db/store.py's NEAREST_TO.
+        # Searched at half precision (migration 0005 says why); see db/store.py's nearest_to.
         Index("faces_embedding_hnsw", cast(embedding, HALFVEC(EMBEDDING_DIMENSION)).label("embedding"),
               postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 64},
               postgresql_ops={"embedding": "halfvec_l2_ops"}),
@@ -126,7 +131,7 @@ class FaceIdentity(Base):
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
-        CheckConstraint("source IN ('enrolled', 'confirmed', 'proposed', 'clustered')", name="face_identities_source_valid"),
+        CheckConstraint(f"source IN {sql_list(HUMAN_SOURCES + SYSTEM_SOURCES)}", name="face_identities_source_valid"),
     )
 
 
