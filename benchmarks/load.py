@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import photos  # noqa: E402
 
 from facedb import FaceDB, Settings  # noqa: E402
-from facedb.apikeys import ApiKeys  # noqa: E402
 
 
 class Latencies:
@@ -91,7 +90,7 @@ def main() -> None:
         facedb = FaceDB(Settings.load(home=str(home)))
         for name, files in photos.ENROLL.items():
             facedb.enroll(name, [photos.path(f) for f in files])
-        _, key = ApiKeys(facedb.database.engine).create("load", "read")
+        _, key = facedb.api_keys.create("load", "read")
         query = photos.path("face_recognition/obama2.jpg")
         (found,) = facedb.faces_in([query])
         embedding = [float(v) for v in found.faces[0].embedding]

@@ -15,6 +15,7 @@ from .align import preprocessing_name
 from .config import DEFAULT_THRESHOLD, Settings
 from .db.database import Database
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
+from .db.apikeys import ApiKeys
 from .db.calibrations import CalibrationStore
 from .db.dedup import DedupStore
 from .db.integrity import IntegrityStore
@@ -143,6 +144,11 @@ class FaceDB:
         if self._store is None:
             self._store = Store(self.database)
         return self._store
+
+    @property
+    def api_keys(self) -> ApiKeys:
+        """The REST service's keys: create (shown once), list, revoke, check."""
+        return ApiKeys(self.database.engine)
 
     @property
     def detector(self) -> Detector:
@@ -376,7 +382,7 @@ class FaceDB:
         if self.settings.propose_threshold is None:
             threshold = self.threshold()
             calibrated = threshold.value if threshold.source == "calibrated" else None
-        return self.settings.cluster_params(calibrated_who_threshold=calibrated)
+        return ClusterParams.from_settings(self.settings, calibrated_who_threshold=calibrated)
 
     # ---- people -------------------------------------------------------------------------
     @property
@@ -574,12 +580,12 @@ class FaceDB:
     # ---- backups ------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> dict:
         """Everything (photos, faces, embeddings, people, decisions) to a versioned file (see facedb.backup)."""
-        from . import backup
+        from .db import backup
 
         return backup.export(self.store, Path(path))
 
     def import_(self, path: str | os.PathLike) -> dict:
-        from . import backup
+        from .db import backup
 
         return backup.import_(self.store, Path(path))
 

@@ -779,9 +779,7 @@ def apikey() -> None:
 @pass_context
 def apikey_create(context: Context, name: str, scope: str) -> None:
     """Create a key called NAME; prints the key once."""
-    from .apikeys import ApiKeys
-
-    info, key = ApiKeys(context.facedb.database.engine).create(name, scope)
+    info, key = context.facedb.api_keys.create(name, scope)
     click.echo(f"created key {info.id} ({info.name}, {info.scope}); keep it now, it is not shown again:", err=True)
     click.echo(key)
 
@@ -791,9 +789,7 @@ def apikey_create(context: Context, name: str, scope: str) -> None:
 @pass_context
 def apikey_list(context: Context, as_json: bool) -> None:
     """List keys (never their secrets)."""
-    from .apikeys import ApiKeys
-
-    listing = ApiKeys(context.facedb.database.engine).list()
+    listing = context.facedb.api_keys.list()
     if as_json:
         _print_json(listing)
         return
@@ -808,9 +804,7 @@ def apikey_list(context: Context, as_json: bool) -> None:
 @pass_context
 def apikey_revoke(context: Context, key_id: int) -> None:
     """Revoke key KEY_ID."""
-    from .apikeys import ApiKeys
-
-    ApiKeys(context.facedb.database.engine).revoke(key_id)
+    context.facedb.api_keys.revoke(key_id)
     click.echo(f"revoked key {key_id}")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import (DEFAULT_CLUSTER_EPS, DEFAULT_CLUSTER_MIN_SAMPLES, DEFAULT_CLUSTER_MIN_SIZE,
-                     DEFAULT_PROPOSE_THRESHOLD)
+                     DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD, Settings)
 
 NO_IDENTITY = -1
 
@@ -34,6 +34,17 @@ class ClusterParams:
     min_size: int = DEFAULT_CLUSTER_MIN_SIZE  # smallest group that becomes a new person
     k: int = 16  # neighbours looked at per face
     propose_threshold: float = DEFAULT_PROPOSE_THRESHOLD  # a lone face this close to a person's face is proposed
+
+    @classmethod
+    def from_settings(cls, settings: Settings, calibrated_who_threshold: float | None = None) -> "ClusterParams":
+        """The settings' values; proposals DEFAULT_PROPOSE_THRESHOLD unless set, or as much
+        stricter than a calibrated who threshold as the defaults are."""
+        propose = settings.propose_threshold
+        if propose is None:
+            propose = DEFAULT_PROPOSE_THRESHOLD if calibrated_who_threshold is None else \
+                calibrated_who_threshold - (DEFAULT_THRESHOLD - DEFAULT_PROPOSE_THRESHOLD)
+        return cls(eps=settings.cluster_eps, min_samples=settings.cluster_min_samples,
+                   min_size=settings.cluster_min_size, propose_threshold=propose)
 
 
 @dataclass

@@ -74,16 +74,6 @@ class Settings:
     # None: DEFAULT_PROPOSE_THRESHOLD, or as much stricter than a calibrated who threshold.
     propose_threshold: float | None = None
 
-    def cluster_params(self, calibrated_who_threshold: float | None = None):
-        from .cluster import ClusterParams
-
-        propose = self.propose_threshold
-        if propose is None:
-            propose = DEFAULT_PROPOSE_THRESHOLD if calibrated_who_threshold is None else \
-                calibrated_who_threshold - (DEFAULT_THRESHOLD - DEFAULT_PROPOSE_THRESHOLD)
-        return ClusterParams(eps=self.cluster_eps, min_samples=self.cluster_min_samples, min_size=self.cluster_min_size,
-                             propose_threshold=propose)
-
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"

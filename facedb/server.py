@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api import FaceDB
-from .apikeys import ApiKeys, KeyInfo, allows
+from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
 from .people import person_name
@@ -319,7 +319,7 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     uploads = settings.home / "uploads"
     served_roots = [Path(os.path.realpath(r)) for r in roots]
     allowed_roots = served_roots + [Path(os.path.realpath(uploads))]
-    keys = ApiKeys(facedb.database.engine)
+    keys = facedb.api_keys
     jobs = Jobs(facedb)
     model_work = ModelWork(settings.serve_model_workers, settings.serve_waiting_requests)
     app.state.facedb, app.state.jobs, app.state.model_work = facedb, jobs, model_work

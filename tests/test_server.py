@@ -14,7 +14,6 @@ from PIL import Image
 
 import photos
 from facedb import FaceDB, Settings
-from facedb.apikeys import ApiKeys
 from facedb.server import create_app
 
 
@@ -32,7 +31,7 @@ def service(tmp_path_factory, new_database_url, models):
     shutil.copy(photos.path("face_recognition/obama.jpg"), root / "obama.jpg")
     facedb.enroll("Barack Obama", [root / "obama.jpg"])  # inside the root: the page shows his thumbnails
     facedb.index([outside])  # indexed, but not inside a served root
-    keys = ApiKeys(facedb.database.engine)
+    keys = facedb.api_keys
     made = {scope: keys.create(f"test {scope}", scope)[1] for scope in ("read", "write", "admin")}
     revoked_info, revoked = keys.create("old", "admin")
     keys.revoke(revoked_info.id)
@@ -215,7 +214,7 @@ def test_openapi_fuzz_no_5xx_and_responses_match_the_schema(tmp_path, new_databa
     facedb = FaceDB(Settings.load(database_url=new_database_url(), home=str(tmp_path)), detector=detector,
                     embedder=embedder)
     facedb.enroll("Barack Obama", [photos.path("face_recognition/obama.jpg")])
-    _, key = ApiKeys(facedb.database.engine).create("fuzz", "admin")
+    _, key = facedb.api_keys.create("fuzz", "admin")
     app = create_app(facedb, [tmp_path])
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures = []

@@ -23,7 +23,6 @@ from PIL import Image
 
 import photos
 from facedb import FaceDB, Settings
-from facedb.apikeys import ApiKeys
 from facedb.server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +84,7 @@ def served(tmp_path_factory, new_database_url, models):
                     detector=gated, embedder=embedder)
     facedb.enroll("Barack Obama", [root / "obama.jpg"])
     facedb.index([outside])  # stored through the CLI, from outside every served root
-    keys = ApiKeys(facedb.database.engine)
+    keys = facedb.api_keys
     made = {scope: keys.create(f"test {scope}", scope)[1] for scope in ("read", "write", "admin")}
     import uvicorn
 
@@ -351,7 +350,7 @@ def test_a_database_that_goes_away_is_503_json_not_500(tmp_path, new_database_ur
     url = new_database_url()
     detector, embedder = models
     facedb = FaceDB(Settings.load(database_url=url, home=str(tmp_path)), detector=detector, embedder=embedder)
-    _, key = ApiKeys(facedb.database.engine).create("k", "read")
+    _, key = facedb.api_keys.create("k", "read")
     client = TestClient(create_app(facedb, []), raise_server_exceptions=False)
     assert client.get("/v1/people", headers={"X-API-Key": key}).status_code == 200
     admin = create_engine(make_url(embedded_server.url).set(database="postgres"), isolation_level="AUTOCOMMIT")

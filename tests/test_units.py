@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedb.cluster import ClusterParams
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
 from facedb.db.database import normalise_url, safe_url
 from facedb.db.codec import vector_literal
@@ -26,8 +27,9 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def test_settings_precedence(monkeypatch, tmp_path):
     assert Settings.load().threshold is None  # not set: the calibrated threshold, else DEFAULT_THRESHOLD
-    assert Settings.load().cluster_params().propose_threshold == DEFAULT_PROPOSE_THRESHOLD
-    assert Settings.load().cluster_params(calibrated_who_threshold=1.05).propose_threshold == pytest.approx(0.95)
+    assert ClusterParams.from_settings(Settings.load()).propose_threshold == DEFAULT_PROPOSE_THRESHOLD
+    calibrated = ClusterParams.from_settings(Settings.load(), calibrated_who_threshold=1.05)
+    assert calibrated.propose_threshold == pytest.approx(0.95)
     monkeypatch.setenv("FACEDB_THRESHOLD", "0.8")
     monkeypatch.setenv("FACEDB_HOME", str(tmp_path / "env-home"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/x")

@@ -1,4 +1,4 @@
-"""Benchmarks that print figures (`facedb bench ...` or `python -m facedb.bench ...`); the tests
+"""Benchmarks that print figures (`facedb bench ...`); the tests
 only check that the harnesses work, never how fast anything is."""
 
 from .search import load, measure, synthetic_faces

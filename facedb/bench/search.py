@@ -7,16 +7,16 @@ of who-is-this against exact search done in numpy."""
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
 
 import numpy as np
-from sqlalchemy import text
 
+from ..db import synthetic
 from ..db.database import Database
-from ..db.codec import FaceRow, copy_faces, vector_literal
-from ..db.store import NEAREST_TO_QUERY, Store
+from ..db.store import Store
+
+load = synthetic.load_faces
 
 
 def synthetic_faces(people: int, per_person: int, seed: int = 0, identity_dims: int = 24,
@@ -49,59 +49,6 @@ def probes_near(centres: np.ndarray, queries: int, seed: int = 1) -> np.ndarray:
     return probes / np.linalg.norm(probes, axis=1, keepdims=True)
 
 
-def load(database: Database, vectors: np.ndarray, person: np.ndarray, say=print, chunk: int = 50_000) -> dict:
-    """COPY the faces (and one photo per face, and the identities) in, then build the index:
-    one build after the load is faster than growing the graph one row at a time."""
-    timings = {}
-    engine = database.engine
-    with engine.begin() as conn:
-        index_sql = conn.execute(text("SELECT pg_get_indexdef('faces_embedding_hnsw'::regclass)")).scalar()
-        conn.execute(text("DROP INDEX faces_embedding_hnsw"))
-        model = conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                                  "VALUES ('synthetic', '1', '-', 'clustered gaussian', 512) RETURNING id")).scalar()
-    started = time.perf_counter()
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        n = len(vectors)
-        cursor.copy_expert("COPY photos (path, status, face_count) FROM STDIN",
-                           io.StringIO("".join(f"/synthetic/{i}.jpg\tindexed\t1\n" for i in range(n))))
-        cursor.execute("SELECT min(id) FROM photos")
-        first_photo = cursor.fetchone()[0]
-        landmarks = [0.0] * 10
-        for start in range(0, n, chunk):
-            copy_faces(cursor, (FaceRow(first_photo + i, (0.0, 0.0, 1.0, 1.0), landmarks, 1.0, vectors[i], model)
-                                for i in range(start, min(n, start + chunk))))
-            say(f"loaded {min(n, start + chunk)}/{n} faces")
-        people = int(person.max()) + 1
-        cursor.copy_expert("COPY identities (name) FROM STDIN",
-                           io.StringIO("".join(f"person {p}\n" for p in range(people))))
-        cursor.execute("""
-            INSERT INTO face_identities (face_id, identity_id, source)
-            SELECT f.id, i.id, 'enrolled' FROM faces f
-            JOIN photos p ON p.id = f.photo_id
-            JOIN identities i ON i.name = 'person ' || ((substring(p.path from '/synthetic/([0-9]+)')::int) / %s)""",
-                       (len(vectors) // people,))
-        raw.commit()
-    finally:
-        raw.close()
-    timings["load_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    with engine.begin() as conn:
-        # The graph is built fastest when it fits in maintenance_work_mem (about 1.3 KB a face).
-        memory = max(1024, len(vectors) * 1400 // 2**20 + 256)
-        conn.execute(text(f"SET LOCAL maintenance_work_mem = '{memory}MB'"))
-        conn.execute(text(index_sql))
-        conn.execute(text("ANALYZE"))
-    timings["index_build_s"] = time.perf_counter() - started
-    timings["maintenance_work_mem_mb"] = memory
-    with engine.connect() as conn:
-        timings["index_mb"] = conn.execute(text("SELECT pg_relation_size('faces_embedding_hnsw')")).scalar() / 2**20
-        timings["table_mb"] = conn.execute(text("SELECT pg_total_relation_size('faces') - "
-                                                "pg_relation_size('faces_embedding_hnsw')")).scalar() / 2**20
-    return timings
-
-
 def exact_neighbours(vectors: np.ndarray, probes: np.ndarray, k: int, block: int = 100_000) -> np.ndarray:
     """The k nearest vectors of each probe by brute force, in blocks (|a-b|^2 = |a|^2 + |b|^2 - 2ab)."""
     best_d = np.full((len(probes), 0), np.inf, np.float32)
@@ -122,9 +69,8 @@ def measure(database: Database, vectors: np.ndarray, person: np.ndarray, centres
     """Latency of the identity search and its recall against exact search."""
     store = Store(database)
     probes = probes_near(centres, queries, seed)
-    with database.engine.connect() as conn:
-        face_ids = np.array([r[0] for r in conn.execute(text("SELECT id FROM faces ORDER BY photo_id"))])
-        identity_of = dict(conn.execute(text("SELECT id, name FROM identities")).all())
+    face_ids = np.array(synthetic.face_ids_in_load_order(database))
+    identity_of = synthetic.identity_names(database)
     exact = exact_neighbours(vectors, probes, 10)
     latencies, identity_hits, face_recall = [], 0, []
     for probe, exact_faces in zip(probes, exact):
@@ -134,11 +80,7 @@ def measure(database: Database, vectors: np.ndarray, person: np.ndarray, centres
         latencies.append(time.perf_counter() - started)
         if candidates and identity_of[candidates[0].identity_id] == f"person {exact_person}":
             identity_hits += 1
-        with database.engine.begin() as conn:
-            Store._tune_search(conn, ef_search)
-            found = [r[0] for r in conn.execute(text(
-                f"SELECT id FROM faces f ORDER BY {NEAREST_TO_QUERY} LIMIT 10"),
-                {"q": vector_literal(probe)})]
+        found = store.nearest_faces(probe, 10, ef_search=ef_search)
         face_recall.append(len(set(found) & set(face_ids[exact_faces].tolist())) / 10)
     ordered = sorted(latencies)
     return {"queries": queries, "ef_search": ef_search,

@@ -213,6 +213,13 @@ class Store:
                     return sorted(best.values(), key=lambda c: c.distance)[:top_k]
                 limit *= 4
 
+    def nearest_faces(self, embedding: np.ndarray, k: int, ef_search: int = 100) -> list[int]:
+        """Ids of the k nearest faces, as the search index finds them (the benchmark's recall)."""
+        with self.engine.begin() as conn:
+            self._tune_search(conn, ef_search)
+            return [r[0] for r in conn.execute(text(f"SELECT id FROM faces f ORDER BY {NEAREST_TO_QUERY} LIMIT :k"),
+                                               {"q": vector_literal(embedding), "k": k})]
+
     def faces_within(self, embedding: np.ndarray, identity_ids: Sequence[int], threshold: float) -> dict[int, tuple[int, int]]:
         """identity id -> (faces within threshold, all faces), counted exactly."""
         if not identity_ids:

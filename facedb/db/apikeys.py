@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from .errors import FaceDBError, NotFound
+from ..errors import FaceDBError, NotFound
 
 SCOPES = ("read", "write", "admin")  # each includes the ones before it
 

@@ -35,11 +35,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from .db.codec import decode_vector_send, vector_literal
-from .db.store import Store
-from .records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-from .errors import FaceDBError
-from .people import person_name
+from ..errors import FaceDBError
+from ..people import person_name
+from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
+from .codec import decode_vector_send, vector_literal
+from .store import Store
 
 FORMAT = "facedb-export"
 VERSION = 2
