@@ -1,12 +1,13 @@
 # Two commands for a new machine (Python 3.11, no Docker):
 #   make demo   set up, then index a small real photo set, enrol people, ask who is who
 #   make test   set up, then run the test suite
+# Also: make test-fast (no models, browser or reliability tests), make lint (ruff, mypy).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-load clean
+.PHONY: setup demo test test-fast lint bench bench-load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not needs_models and not browser and not reliability"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/index_and_who.py

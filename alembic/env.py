@@ -2,7 +2,6 @@
 run from the command line, `alembic` resolves the database the way facedb does."""
 
 from alembic import context
-
 from facedb.db.schema import Base
 
 config = context.config

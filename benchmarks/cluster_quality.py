@@ -20,7 +20,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import photos  # noqa: E402
-
 from facedb import FaceDB, Settings  # noqa: E402
 from facedb.people import plan_clustering  # noqa: E402
 
@@ -39,8 +38,9 @@ def scores(truth: dict[int, str], clusters: dict[int, str]) -> dict:
     for f in faces:
         by_cluster.setdefault(clusters[f], set()).add(f)
         by_truth.setdefault(truth[f], set()).add(f)
-    precision = np.mean([len(by_cluster[clusters[f]] & by_truth[truth[f]]) / len(by_cluster[clusters[f]] & set(faces))
-                         for f in faces])
+    precision = np.mean(
+        [len(by_cluster[clusters[f]] & by_truth[truth[f]]) / len(by_cluster[clusters[f]] & set(faces)) for f in faces]
+    )
     recall = np.mean([len(by_cluster[clusters[f]] & by_truth[truth[f]]) / len(by_truth[truth[f]]) for f in faces])
     same_cluster = same_truth = both = 0
     for a, b in itertools.combinations(faces, 2):
@@ -49,11 +49,15 @@ def scores(truth: dict[int, str], clusters: dict[int, str]) -> dict:
         same_truth += t
         both += c and t
     found = {clusters[f] for f in faces if not clusters[f].startswith("alone-")}
-    return {"bcubed_precision": round(float(precision), 4), "bcubed_recall": round(float(recall), 4),
-            "bcubed_f": round(float(2 * precision * recall / (precision + recall)), 4),
-            "pairwise_precision": round(both / same_cluster, 4) if same_cluster else 1.0,
-            "pairwise_recall": round(both / same_truth, 4) if same_truth else 1.0,
-            "people_found": len(found), "people_true": len(set(truth.values()))}
+    return {
+        "bcubed_precision": round(float(precision), 4),
+        "bcubed_recall": round(float(recall), 4),
+        "bcubed_f": round(float(2 * precision * recall / (precision + recall)), 4),
+        "pairwise_precision": round(both / same_cluster, 4) if same_cluster else 1.0,
+        "pairwise_recall": round(both / same_truth, 4) if same_truth else 1.0,
+        "people_found": len(found),
+        "people_true": len(set(truth.values())),
+    }
 
 
 def main() -> None:
@@ -72,14 +76,19 @@ def main() -> None:
             for f in order:
                 facedb.index([f])
             inputs = facedb.people_store.cluster_inputs()
-            paths = dict(facedb.database.engine.connect().exec_driver_sql(
-                "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id").all())
+            paths = dict(
+                facedb.database.engine.connect()
+                .exec_driver_sql("SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")
+                .all()
+            )
             runs.append((inputs, paths))
             facedb.close()
 
         base = Settings.load().cluster_params()
-        print(f"{len(runs[0][0].face_ids)} faces: {len(truth_by_name)} labelled photos of "
-              f"{len(set(truth_by_name.values()))} people, the rest strangers from group photos")
+        print(
+            f"{len(runs[0][0].face_ids)} faces: {len(truth_by_name)} labelled photos of "
+            f"{len(set(truth_by_name.values()))} people, the rest strangers from group photos"
+        )
         print(" eps  min_size  B3-P    B3-R    B3-F    pair-P  pair-R  people  same-both-orders")
         table = []
         for eps in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0):
@@ -90,8 +99,9 @@ def main() -> None:
                 for inputs, paths in runs:
                     plan = plan_clustering(inputs, params)
                     clusters = partition_of(plan, inputs, paths)
-                    truth = {f: truth_by_name[Path(paths[f]).name] for f in clusters
-                             if Path(paths[f]).name in truth_by_name}
+                    truth = {
+                        f: truth_by_name[Path(paths[f]).name] for f in clusters if Path(paths[f]).name in truth_by_name
+                    }
                     results.append(scores(truth, clusters))
                     groups_by_path = {}
                     for f, c in clusters.items():
@@ -100,9 +110,11 @@ def main() -> None:
                 r = results[0]
                 same = partitions[0] == partitions[1]
                 table.append({"eps": eps, "min_size": min_size, **r, "same_partition_both_orders": same})
-                print(f"{eps:4.2f}  {min_size:8d}  {r['bcubed_precision']:.3f}   {r['bcubed_recall']:.3f}   "
-                      f"{r['bcubed_f']:.3f}   {r['pairwise_precision']:.3f}   {r['pairwise_recall']:.3f}   "
-                      f"{r['people_found']}/{r['people_true']}     {same}")
+                print(
+                    f"{eps:4.2f}  {min_size:8d}  {r['bcubed_precision']:.3f}   {r['bcubed_recall']:.3f}   "
+                    f"{r['bcubed_f']:.3f}   {r['pairwise_precision']:.3f}   {r['pairwise_recall']:.3f}   "
+                    f"{r['people_found']}/{r['people_true']}     {same}"
+                )
         print(json.dumps(table))
 
 

@@ -39,17 +39,26 @@ def main() -> None:
     pure = sum(len(set(truth[labels == label])) == 1 for label in np.unique(found))
     whole = sum(len(set(labels[truth == person])) == 1 and labels[truth == person][0] >= 0 for person in range(people))
     result = {
-        "faces": n, "people": people, "knn_s": round(knn_s, 1), "cluster_s": round(cluster_s, 1),
-        "faces_per_s": round(n / (knn_s + cluster_s)), "people_found": int(len(np.unique(found))),
-        "pure_clusters": int(pure), "people_found_whole": int(whole), "unclustered_faces": int((labels < 0).sum()),
-        "embeddings_mb": round(vectors.nbytes / 2**20), "peak_rss_mb": round(peak),
+        "faces": n,
+        "people": people,
+        "knn_s": round(knn_s, 1),
+        "cluster_s": round(cluster_s, 1),
+        "faces_per_s": round(n / (knn_s + cluster_s)),
+        "people_found": int(len(np.unique(found))),
+        "pure_clusters": int(pure),
+        "people_found_whole": int(whole),
+        "unclustered_faces": int((labels < 0).sum()),
+        "embeddings_mb": round(vectors.nbytes / 2**20),
+        "peak_rss_mb": round(peak),
         "peak_rss_before_clustering_mb": round(rss_before),
         "all_pairs_matrix_would_be_gb": round(n * n * 4 / 2**30, 1),
     }
-    print(f"{n} faces of {people} synthetic people: neighbours {result['knn_s']} s + grouping {result['cluster_s']} s "
-          f"= {result['faces_per_s']} faces/s; {result['people_found']} people found, {result['pure_clusters']} pure, "
-          f"{result['people_found_whole']} whole; peak RSS {result['peak_rss_mb']} MB "
-          f"(an all-pairs matrix would need {result['all_pairs_matrix_would_be_gb']} GB)")
+    print(
+        f"{n} faces of {people} synthetic people: neighbours {result['knn_s']} s + grouping {result['cluster_s']} s "
+        f"= {result['faces_per_s']} faces/s; {result['people_found']} people found, {result['pure_clusters']} pure, "
+        f"{result['people_found_whole']} whole; peak RSS {result['peak_rss_mb']} MB "
+        f"(an all-pairs matrix would need {result['all_pairs_matrix_would_be_gb']} GB)"
+    )
     print(json.dumps(result))
 
 

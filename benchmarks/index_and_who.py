@@ -15,7 +15,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import photos  # noqa: E402
-
 from facedb import FaceDB, Settings  # noqa: E402
 
 
@@ -48,7 +47,9 @@ def main() -> None:
         facedb.close()
 
     result = {
-        "photos": summary.files, "faces": summary.faces, "model_load_s": round(load, 2),
+        "photos": summary.files,
+        "faces": summary.faces,
+        "model_load_s": round(load, 2),
         "index_s": round(summary.seconds, 2),
         "photos_per_s": round(summary.files / summary.seconds, 2),
         "faces_per_s": round(summary.faces / summary.seconds, 2),
@@ -56,11 +57,15 @@ def main() -> None:
         "who_p50_ms": round(statistics.median(who_times) * 1000, 1),
         "who_search_only_p50_ms": round(statistics.median(search_times) * 1000, 2),
     }
-    print(f"index {result['photos']} group photos ({result['faces']} faces): {result['index_s']} s = "
-          f"{result['photos_per_s']} photos/s, {result['faces_per_s']} faces/s (models loaded in {result['model_load_s']} s)")
+    print(
+        f"index {result['photos']} group photos ({result['faces']} faces): {result['index_s']} s = "
+        f"{result['photos_per_s']} photos/s, {result['faces_per_s']} faces/s (models loaded in {result['model_load_s']} s)"
+    )
     print(f"second index of the same folder: {result['reindex_unchanged_s']} s")
-    print(f"who, one photo end to end: p50 {result['who_p50_ms']} ms; identity search alone: "
-          f"p50 {result['who_search_only_p50_ms']} ms")
+    print(
+        f"who, one photo end to end: p50 {result['who_p50_ms']} ms; identity search alone: "
+        f"p50 {result['who_search_only_p50_ms']} ms"
+    )
     print(json.dumps(result))
 
 

@@ -23,7 +23,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import photos  # noqa: E402
-
 from facedb import FaceDB, Settings  # noqa: E402
 
 
@@ -53,10 +52,16 @@ class Latencies:
         def pct(p: float) -> float:
             return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1) if ordered else 0.0
 
-        return {"requests": len(ordered), "errors": self.errors, "seconds": round(self.wall, 1),
-                "requests_per_s": round(len(ordered) / self.wall, 2) if self.wall else 0.0,
-                "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                "mean_ms": round(statistics.fmean(ordered) * 1000, 1) if ordered else 0.0}
+        return {
+            "requests": len(ordered),
+            "errors": self.errors,
+            "seconds": round(self.wall, 1),
+            "requests_per_s": round(len(ordered) / self.wall, 2) if self.wall else 0.0,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 1) if ordered else 0.0,
+        }
 
 
 def hammer(url: str, clients: list[list[tuple]], seconds: float) -> None:
@@ -98,8 +103,12 @@ def main() -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             for _ in range(600):
@@ -121,23 +130,37 @@ def main() -> None:
             def health(http, u):
                 return http.get(u + "/healthz")
 
-            phases = {name: Latencies() for name in (
-                "healthz_idle", "search_idle", "who_alone", "who", "healthz_while_who_saturates",
-                "search_while_who_saturates", "search_only")}
+            phases = {
+                name: Latencies()
+                for name in (
+                    "healthz_idle",
+                    "search_idle",
+                    "who_alone",
+                    "who",
+                    "healthz_while_who_saturates",
+                    "search_while_who_saturates",
+                    "search_only",
+                )
+            }
             hammer(url, [[(who, Latencies())]], 3)  # warm-up: the first runs of each graph are slow
             hammer(url, [[(health, phases["healthz_idle"]), (search, phases["search_idle"])]], args.seconds / 2)
             hammer(url, [[(who, phases["who_alone"])]] * args.clients, args.seconds)  # throughput, nothing else asked
-            hammer(url, [[(who, phases["who"])]] * args.clients + [[(health, phases["healthz_while_who_saturates"]),
-                                                                   (search, phases["search_while_who_saturates"])]],
-                   args.seconds)
+            hammer(
+                url,
+                [[(who, phases["who"])]] * args.clients
+                + [[(health, phases["healthz_while_who_saturates"]), (search, phases["search_while_who_saturates"])]],
+                args.seconds,
+            )
             hammer(url, [[(search, phases["search_only"])]] * args.clients, args.seconds)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
     figures = {name: latencies.figures() for name, latencies in phases.items()}
     for name, result in figures.items():
-        print(f"{name}: {result['requests']} requests, {result['requests_per_s']} req/s, p50 {result['p50_ms']} ms, "
-              f"p99 {result['p99_ms']} ms, {result['errors']} errors")
+        print(
+            f"{name}: {result['requests']} requests, {result['requests_per_s']} req/s, p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms, {result['errors']} errors"
+        )
     print(json.dumps({"clients": args.clients, "seconds": args.seconds, **figures}))
 
 

@@ -12,7 +12,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import photos  # noqa: E402
-
 from facedb import FaceDB, Settings  # noqa: E402
 
 
@@ -28,7 +27,13 @@ def labelled() -> dict[str, list[Path]]:
     }
     for single in ("biden.jpg",):
         people[single] = [fr / single]
-    for single in ("kim1_crop.jpg", "queen20_crop.jpg", "chuck_crop.jpg", "bill-murray-snl_crop.jpg", "walter2_crop.jpg"):
+    for single in (
+        "kim1_crop.jpg",
+        "queen20_crop.jpg",
+        "chuck_crop.jpg",
+        "bill-murray-snl_crop.jpg",
+        "walter2_crop.jpg",
+    ):
         people[single] = [cl / single]
     return people
 
@@ -61,9 +66,13 @@ def main() -> None:
     impostor += [float(d) for d in np.linalg.norm(vectors[:, None] - group[None], axis=-1).ravel()]
     genuine, impostor = np.array(genuine), np.array(impostor)
     print(f"margin {facedb.settings.face_margin}: {len(names)} labelled faces, {len(group)} stranger faces")
-    print(f"genuine pairs {len(genuine)}: min {genuine.min():.3f} median {np.median(genuine):.3f} max {genuine.max():.3f}")
-    print(f"impostor pairs {len(impostor)}: min {impostor.min():.3f} 1st pct {np.percentile(impostor, 1):.3f} "
-          f"median {np.median(impostor):.3f}")
+    print(
+        f"genuine pairs {len(genuine)}: min {genuine.min():.3f} median {np.median(genuine):.3f} max {genuine.max():.3f}"
+    )
+    print(
+        f"impostor pairs {len(impostor)}: min {impostor.min():.3f} 1st pct {np.percentile(impostor, 1):.3f} "
+        f"median {np.median(impostor):.3f}"
+    )
     print("threshold  true-accept  false-accept")
     for t in (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2):
         print(f"{t:9.2f}  {np.mean(genuine <= t):11.3f}  {np.mean(impostor <= t):12.4f}")

@@ -28,7 +28,9 @@ def annotate(rgb, faces: list[dict], out_path: Path) -> Path:
             label += f" ({face['distance']:.2f})"
         left, top, right, bottom = draw.textbbox((x, y), label, font=font)
         label_top = max(0, y - (bottom - top) - 2 * line)
-        draw.rectangle([x, label_top, x + (right - left) + 2 * line, label_top + (bottom - top) + 2 * line], fill=colour)
+        draw.rectangle(
+            [x, label_top, x + (right - left) + 2 * line, label_top + (bottom - top) + 2 * line], fill=colour
+        )
         draw.text((x + line, label_top + line - (top - y)), label, fill=(255, 255, 255), font=font)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     image.save(out_path, "JPEG", quality=90)

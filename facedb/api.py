@@ -6,30 +6,38 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from .align import preprocessing_name
-from .config import DEFAULT_THRESHOLD, Settings
-from .db.database import Database
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
+from .config import DEFAULT_THRESHOLD, Settings
 from .db.apikeys import ApiKeys
 from .db.calibrations import CalibrationStore
+from .db.database import Database
 from .db.dedup import DedupStore
 from .db.integrity import IntegrityStore
 from .db.people import PeopleStore
 from .db.store import Store
-from .dedup import (TIERS, DedupThresholds, UnionFind, classify_photo_pairs, identical_groups, same_face_groups,
-                    same_person_groups)
-from .people import person_name, plan_clustering
+from .dedup import (
+    TIERS,
+    DedupThresholds,
+    UnionFind,
+    classify_photo_pairs,
+    identical_groups,
+    same_face_groups,
+    same_person_groups,
+)
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Face
 from .images import DecodedPhoto, decode, pixel_count, read_file
+from .people import person_name, plan_clustering
 from .pipeline import FaceExtractor, FailureCallback, Indexer, IndexSummary, ProgressCallback
+from .records import EMBEDDING_DIMENSION
 from .scan import scan
 
 
@@ -115,16 +123,21 @@ class EnrollResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "identity_id": self.identity_id, "enrolled": self.enrolled,
-                "warnings": [{"path": p, "message": m} for p, m in self.warnings],
-                "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+        return {
+            "name": self.name,
+            "identity_id": self.identity_id,
+            "enrolled": self.enrolled,
+            "warnings": [{"path": p, "message": m} for p, m in self.warnings],
+            "failures": [{"path": p, "reason": r} for p, r in self.failures],
+        }
 
 
 class FaceDB:
     """Open lazily: nothing heavy (database, TensorFlow) happens until a method needs it."""
 
-    def __init__(self, settings: Settings | None = None, *, detector: Detector | None = None,
-                 embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, detector: Detector | None = None, embedder: Embedder | None = None
+    ) -> None:
         self.settings = settings or Settings.load()
         self._database: Database | None = None
         self._store: Store | None = None
@@ -171,8 +184,9 @@ class FaceDB:
     def embedding_model_id(self) -> int:
         if self._embedding_model_id is None:
             e = self.embedder
-            self._embedding_model_id = self.store.embedding_model_id(e.name, e.version, e.sha256, self.preprocessing,
-                                                                     e.dimension)
+            self._embedding_model_id = self.store.embedding_model_id(
+                e.name, e.version, e.sha256, self.preprocessing, e.dimension
+            )
         return self._embedding_model_id
 
     def close(self) -> None:
@@ -181,7 +195,7 @@ class FaceDB:
             self._database = None
             self._store = None
 
-    def __enter__(self) -> "FaceDB":
+    def __enter__(self) -> FaceDB:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,13 +207,20 @@ class FaceDB:
 
     def _indexer(self) -> Indexer:
         s = self.settings
-        return Indexer(self.store, self.extractor, self.embedding_model_id, max_pixels=s.max_pixels,
-                       batch_photos=s.write_batch_photos, read_workers=s.read_workers,
-                       detect_workers=s.detect_workers)
+        return Indexer(
+            self.store,
+            self.extractor,
+            self.embedding_model_id,
+            max_pixels=s.max_pixels,
+            batch_photos=s.write_batch_photos,
+            read_workers=s.read_workers,
+            detect_workers=s.detect_workers,
+        )
 
     # ---- faces of photos that are not stored ---------------------------------------------
     def faces_in(self, paths: list[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:
         """Detect, align and embed every face of each photo, without storing anything."""
+
         def files():
             for item in scan(paths):
                 if item.error:
@@ -212,15 +233,19 @@ class FaceDB:
 
         return self._faces_of(files(), keep_pixels)
 
-    def faces_in_uploads(self, uploads: list[tuple[str, bytes]], *, max_total_pixels: int | None = None) -> list[PhotoFaces]:
+    def faces_in_uploads(
+        self, uploads: list[tuple[str, bytes]], *, max_total_pixels: int | None = None
+    ) -> list[PhotoFaces]:
         """Like faces_in, for images given as bytes (name, data): an upload that is not an image
         comes back with its error. `max_total_pixels` bounds the work of one request (each
         image is also bounded by FACEDB_MAX_PIXELS): read from the headers, before decoding."""
         if max_total_pixels is not None:
             total = sum(pixel_count(data) or 0 for _, data in uploads)
             if total > max_total_pixels:
-                raise TooLarge(f"these images hold {total:,} pixels together; one request may hold at most "
-                               f"{max_total_pixels:,} (FACEDB_MAX_REQUEST_PIXELS)")
+                raise TooLarge(
+                    f"these images hold {total:,} pixels together; one request may hold at most "
+                    f"{max_total_pixels:,} (FACEDB_MAX_REQUEST_PIXELS)"
+                )
         sources = ((name, data, None if data else "empty file (0 bytes)") for name, data in uploads)
         return self._faces_of(sources, keep_pixels=False)
 
@@ -247,32 +272,47 @@ class FaceDB:
 
     def compare_faces(self, results: list[PhotoFaces]) -> dict:
         faces = [(r.path, i, f) for r in results for i, f in enumerate(r.faces)]
-        vectors = np.stack([f.embedding for _, _, f in faces]) if faces else np.zeros((0, 512), np.float32)
+        vectors = (
+            np.stack([f.embedding for _, _, f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
+        )
         distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1) if faces else np.zeros((0, 0))
         return {
-            "faces": [{"photo": p, "face": i, "box": [round(v, 1) for v in f.box], "score": round(f.detection.score, 4)}
-                      for p, i, f in faces],
+            "faces": [
+                {"photo": p, "face": i, "box": [round(v, 1) for v in f.box], "score": round(f.detection.score, 4)}
+                for p, i, f in faces
+            ],
             "distances": [[round(float(d), 4) for d in row] for row in distances],
             "errors": [{"photo": r.path, "error": r.error} for r in results if r.error],
             "photos_without_faces": [r.path for r in results if not r.error and not r.faces],
         }
 
     # ---- indexing -----------------------------------------------------------------------
-    def index(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
-              on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None,
-              within: Sequence[str | os.PathLike] | None = None) -> IndexSummary:
+    def index(
+        self,
+        paths: list[str | os.PathLike],
+        *,
+        retry_failed: bool = False,
+        on_progress: ProgressCallback | None = None,
+        on_failure: FailureCallback | None = None,
+        within: Sequence[str | os.PathLike] | None = None,
+    ) -> IndexSummary:
         """Index files and folders. A path that does not exist is a mistake in the command, not a
         photo that failed: nothing is indexed and nothing recorded. With `within` (the service's
         roots), files and links that lead outside those folders are recorded as failed, unread."""
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
         if missing:
-            raise FaceDBError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)"
-                                                                         if len(missing) > 1 else ""))
+            raise FaceDBError(
+                f"{missing[0]}: no such file or folder"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
         roots = None if within is None else [Path(os.path.realpath(root)) for root in within]
-        return self._indexer().run(paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure,
-                                   within=roots)
+        return self._indexer().run(
+            paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure, within=roots
+        )
 
-    def enroll(self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None) -> EnrollResult:
+    def enroll(
+        self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None
+    ) -> EnrollResult:
         """Add the largest face of each photo to the identity `name` (created if new)."""
         name = person_name(name)
         summary = self.index(paths, on_failure=on_failure)
@@ -310,8 +350,14 @@ class FaceDB:
         return [self.enroll(person.name, [person], **kwargs) for person in people]
 
     # ---- who is this --------------------------------------------------------------------
-    def who(self, paths: list[str | os.PathLike], *, top_k: int = 3, threshold: float | None = None,
-            keep_pixels: bool = False) -> list[WhoAnswer]:
+    def who(
+        self,
+        paths: list[str | os.PathLike],
+        *,
+        top_k: int = 3,
+        threshold: float | None = None,
+        keep_pixels: bool = False,
+    ) -> list[WhoAnswer]:
         if top_k < 1:
             raise FaceDBError("top_k must be at least 1")
         return self.answer(self.faces_in(paths, keep_pixels=keep_pixels), top_k=top_k, threshold=threshold)
@@ -337,20 +383,33 @@ class FaceDB:
         return answers
 
     def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
-        return FaceAnswer(box=face.box, score=face.detection.score,
-                          candidates=self.search(face.embedding, top_k=top_k, threshold=threshold), threshold=threshold)
+        return FaceAnswer(
+            box=face.box,
+            score=face.detection.score,
+            candidates=self.search(face.embedding, top_k=top_k, threshold=threshold),
+            threshold=threshold,
+        )
 
     def search(self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None) -> list[IdentityMatch]:
         """The identity search alone, for an embedding made elsewhere (no detection)."""
         threshold = self.threshold().value if threshold is None else threshold
         nearest = self.store.nearest_identities(embedding, top_k)
         counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold)
-        return [IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
-                for c in nearest]
+        return [
+            IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
+            for c in nearest
+        ]
 
     # ---- calibration --------------------------------------------------------------------
-    def calibrate(self, *, far: float = 1e-3, dry_run: bool = False, with_unlabelled: bool = False, seed: int = 0,
-                  max_faces: int = 50_000) -> dict:
+    def calibrate(
+        self,
+        *,
+        far: float = 1e-3,
+        dry_run: bool = False,
+        with_unlabelled: bool = False,
+        seed: int = 0,
+        max_faces: int = 50_000,
+    ) -> dict:
         """Choose the threshold that keeps false accepts at `far` on this archive's own people
         (see facedb.calibrate; with_unlabelled: faces of nobody count as strangers too) and,
         unless dry_run or with too few pairs, store it as the threshold for the model."""
@@ -370,8 +429,9 @@ class FaceDB:
             result["reason"] = "the pairs give no usable threshold (same and different people are not apart)"
         result["stored"] = bool(usable and not dry_run)
         if result["stored"]:
-            result["calibration_id"] = faces.save(model, result["threshold"], far,
-                                                  {k: v for k, v in result.items() if k != "stored"})
+            result["calibration_id"] = faces.save(
+                model, result["threshold"], far, {k: v for k, v in result.items() if k != "stored"}
+            )
         result["dry_run"] = dry_run
         result["in_force"] = self.threshold().as_dict()
         return result
@@ -409,10 +469,20 @@ class FaceDB:
         identity_id, name = self.people_store.resolve(person)
         faces = self.people_store.person_faces(identity_id)
         centre = np.mean([f.vector for f in faces], axis=0) if faces else None
-        return {"id": identity_id, "name": name, "faces": [
-            {"face_id": f.face_id, "photo": f.path, "box": [round(v, 1) for v in f.box], "source": f.source,
-             "distance_to_centre": round(float(np.linalg.norm(f.vector - centre)), 4)}
-            for f in sorted(faces, key=lambda f: float(np.linalg.norm(f.vector - centre)))]}
+        return {
+            "id": identity_id,
+            "name": name,
+            "faces": [
+                {
+                    "face_id": f.face_id,
+                    "photo": f.path,
+                    "box": [round(v, 1) for v in f.box],
+                    "source": f.source,
+                    "distance_to_centre": round(float(np.linalg.norm(f.vector - centre)), 4),
+                }
+                for f in sorted(faces, key=lambda f: float(np.linalg.norm(f.vector - centre)))
+            ],
+        }
 
     def name(self, person: str | int, name: str) -> dict:
         name = person_name(name)
@@ -459,18 +529,27 @@ class FaceDB:
         identity_id, name = self.people_store.resolve(person)
         faces = self.people_store.person_faces(identity_id)
         base = self.cluster_params()
-        params = ClusterParams(eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1,
-                               k=base.k)
-        face_set = FaceSet(np.array([f.face_id for f in faces], np.int64), np.array([f.photo_id for f in faces], np.int64),
-                           np.stack([f.vector for f in faces]) if faces else np.zeros((0, 512), np.float32),
-                           np.full(len(faces), NO_IDENTITY, np.int64))
+        params = ClusterParams(
+            eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1, k=base.k
+        )
+        face_set = FaceSet(
+            np.array([f.face_id for f in faces], np.int64),
+            np.array([f.photo_id for f in faces], np.int64),
+            np.stack([f.vector for f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32),
+            np.full(len(faces), NO_IDENTITY, np.int64),
+        )
         labels = cluster(face_set, params)
         parts: dict[int, list[int]] = {}
         for row, label in enumerate(labels):
             parts.setdefault(int(label) if label >= 0 else -1 - row, []).append(faces[row].face_id)
         ordered = sorted(parts.values(), key=lambda p: (-len(p), p[0]))
-        result = {"id": identity_id, "name": name, "eps": params.eps,
-                  "parts": [{"faces": len(p), "face_ids": p} for p in ordered], "applied": apply}
+        result = {
+            "id": identity_id,
+            "name": name,
+            "eps": params.eps,
+            "parts": [{"faces": len(p), "face_ids": p} for p in ordered],
+            "applied": apply,
+        }
         if apply:
             for part in result["parts"][1:]:
                 part["new_person_id"] = self.people_store.split_off(identity_id, part["face_ids"])
@@ -481,8 +560,14 @@ class FaceDB:
         return {"id": identity_id, "name": name} | self.people_store.forget(identity_id, photos)
 
     # ---- dedup --------------------------------------------------------------------------
-    def dedup(self, paths: list[str | os.PathLike] = (), *, thresholds: DedupThresholds | None = None,
-              tiers: tuple[int, ...] = (1, 2, 3, 4, 5), on_progress: Callable[[str], None] | None = None) -> dict:
+    def dedup(
+        self,
+        paths: list[str | os.PathLike] = (),
+        *,
+        thresholds: DedupThresholds | None = None,
+        tiers: tuple[int, ...] = (1, 2, 3, 4, 5),
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict:
         """The dedup report (see facedb.dedup): groups in tiers, each with a photo to keep and why.
         Nothing is deleted. `paths` limits it to photos under those files or folders."""
         t = thresholds or DedupThresholds()
@@ -515,16 +600,19 @@ class FaceDB:
             ids = [p["id"] for p in group["photos"]]
             for other in ids[1:]:
                 explained.union(ids[0], other)
-        tier4 = same_face_groups([p for p in face_pairs if p[2] <= t.same_face_distance], faces_by_id, photos,
-                                 explained, representative)
+        tier4 = same_face_groups(
+            [p for p in face_pairs if p[2] <= t.same_face_distance], faces_by_id, photos, explained, representative
+        )
         threshold = self.threshold().value
         tier5 = same_person_groups(store.identity_pairs(threshold)) if 5 in tiers else []
         groups = [g for g in tier1 + tier2 + tier3 + tier4 + tier5 if g["tier"] in tiers]
         say(f"{len(groups)} groups")
         return {
-            "format": "facedb-dedup", "version": 1,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "scope": prefixes or None, "photos": len(photos),
+            "format": "facedb-dedup",
+            "version": 1,
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scope": prefixes or None,
+            "photos": len(photos),
             "thresholds": asdict(t) | {"identity_threshold": threshold},
             "counts": {TIERS[n]: sum(g["tier"] == n for g in groups) for n in sorted(tiers)},
             "groups": groups,
@@ -542,6 +630,7 @@ class FaceDB:
 
     def _phashes(self, photos: list[tuple[int, str]]) -> list[tuple[int, int]]:
         """Perceptual hashes for photos indexed before facedb stored them."""
+
         def one(item: tuple[int, str]) -> tuple[int, int] | None:
             try:
                 data, _ = read_file(Path(item[1]))
@@ -553,27 +642,47 @@ class FaceDB:
             return [r for r in pool.map(one, photos) if r is not None]
 
     # ---- evaluation (nothing is stored; the database is not opened) ----------------------
-    def eval_folders(self, root: str | os.PathLike, strangers: str | os.PathLike | None = None, *,
-                     far: float = 1e-3, plot: str | os.PathLike | None = None,
-                     on_progress: Callable[[str], None] | None = None) -> dict:
+    def eval_folders(
+        self,
+        root: str | os.PathLike,
+        strangers: str | os.PathLike | None = None,
+        *,
+        far: float = 1e-3,
+        plot: str | os.PathLike | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict:
         """LFW's verification protocol and leave-one-out identification on root/<person>/<photos>;
         with `strangers`, how many faces of people not in root would be named."""
         from .evaluate import evaluate_folders
 
         try:
-            return evaluate_folders(self.extractor, self.settings, root, strangers, far=far, plot=plot,
-                                    say=on_progress or (lambda message: None))
+            return evaluate_folders(
+                self.extractor,
+                self.settings,
+                root,
+                strangers,
+                far=far,
+                plot=plot,
+                say=on_progress or (lambda message: None),
+            )
         except ValueError as exc:  # too few pairs for the protocol, and the like
             raise FaceDBError(f"{root}: {exc}") from None
 
-    def eval_lfw(self, pairs_file: str | os.PathLike, images: str | os.PathLike, *,
-                 plot: str | os.PathLike | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
+    def eval_lfw(
+        self,
+        pairs_file: str | os.PathLike,
+        images: str | os.PathLike,
+        *,
+        plot: str | os.PathLike | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict:
         """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg."""
         from .evaluate import evaluate_lfw
 
         try:
-            return evaluate_lfw(self.extractor, self.settings, pairs_file, images, plot=plot,
-                                say=on_progress or (lambda message: None))
+            return evaluate_lfw(
+                self.extractor, self.settings, pairs_file, images, plot=plot, say=on_progress or (lambda message: None)
+            )
         except ValueError as exc:
             raise FaceDBError(f"{pairs_file}: {exc}") from None
 

@@ -29,6 +29,7 @@ class FaceSample:
     content_hashes: list[str | None]
     vectors: np.ndarray
 
+
 MAX_PAIRS = 1_000_000  # per kind of pair; a seeded sample beyond that
 SAME_SHOT = DedupThresholds().same_face_distance
 
@@ -45,8 +46,9 @@ def genuine_distances(placed: FaceSample, rng: np.random.Generator) -> np.ndarra
         sizes = np.array([len(groups[k]) for k in chosen])
         first = rng.integers(0, sizes)
         second = (first + rng.integers(1, sizes)) % sizes
-        pairs = np.stack([[groups[k][a] for k, a in zip(chosen, first)],
-                          [groups[k][b] for k, b in zip(chosen, second)]], axis=1)
+        pairs = np.stack(
+            [[groups[k][a] for k, a in zip(chosen, first)], [groups[k][b] for k, b in zip(chosen, second)]], axis=1
+        )
     photo = _photo_codes(placed)
     pairs = pairs[photo[pairs[:, 0]] != photo[pairs[:, 1]]]
     return evaluation.pair_distances(placed.vectors, pairs[:, 0], placed.vectors, pairs[:, 1])
@@ -65,8 +67,11 @@ def across_identities(placed: FaceSample, rng: np.random.Generator) -> np.ndarra
 
 def against_rejected(placed: FaceSample, rejected: FaceSample) -> np.ndarray:
     """Each rejected face against the placed faces of the person it is not."""
-    rows = [(r, p) for r, identity in enumerate(rejected.identity_ids)
-            for p in np.flatnonzero(placed.identity_ids == identity)][:MAX_PAIRS]
+    rows = [
+        (r, p)
+        for r, identity in enumerate(rejected.identity_ids)
+        for p in np.flatnonzero(placed.identity_ids == identity)
+    ][:MAX_PAIRS]
     if not rows:
         return np.zeros(0)
     r, p = np.array(rows).T
@@ -91,12 +96,13 @@ def against_nobody(placed: FaceSample, nobody: FaceSample, rng: np.random.Genera
 def _photo_codes(faces: FaceSample) -> np.ndarray:
     """One number per photo content (the same bytes, the same number); unknown bytes get their own."""
     codes: dict[str, int] = {}
-    return np.array([codes.setdefault(h, len(codes)) if h is not None else -1 - k
-                     for k, h in enumerate(faces.content_hashes)], np.int64)
+    return np.array(
+        [codes.setdefault(h, len(codes)) if h is not None else -1 - k for k, h in enumerate(faces.content_hashes)],
+        np.int64,
+    )
 
 
-def calibrate(placed: FaceSample, rejected: FaceSample, nobody: FaceSample | None, far: float,
-              seed: int = 0) -> dict:
+def calibrate(placed: FaceSample, rejected: FaceSample, nobody: FaceSample | None, far: float, seed: int = 0) -> dict:
     """The largest threshold whose false-accept rate over the impostor pairs is at most `far`,
     the miss rate it costs over the genuine pairs, and what it rests on. `nobody`: faces of no
     named identity to count as strangers too (None: not counted)."""
@@ -106,13 +112,25 @@ def calibrate(placed: FaceSample, rejected: FaceSample, nobody: FaceSample | Non
     refused = against_rejected(placed, rejected)
     strangers, same_shot = against_nobody(placed, nobody, rng) if nobody is not None else (np.zeros(0), 0)
     impostor = np.concatenate([across, refused, strangers])
-    evidence = {"identities": int(len(np.unique(placed.identity_ids))), "placed_faces": int(len(placed.face_ids)),
-                "impostor_pairs_across_identities": int(len(across)),
-                "impostor_pairs_against_rejected": int(len(refused)),
-                "faces_of_nobody": None if nobody is None else int(len(nobody.face_ids)),
-                "impostor_pairs_against_nobody": int(len(strangers)), "same_shot_pairs_left_out": same_shot}
+    evidence = {
+        "identities": int(len(np.unique(placed.identity_ids))),
+        "placed_faces": int(len(placed.face_ids)),
+        "impostor_pairs_across_identities": int(len(across)),
+        "impostor_pairs_against_rejected": int(len(refused)),
+        "faces_of_nobody": None if nobody is None else int(len(nobody.face_ids)),
+        "impostor_pairs_against_nobody": int(len(strangers)),
+        "same_shot_pairs_left_out": same_shot,
+    }
     if len(genuine) == 0 or len(impostor) == 0:
-        return {"threshold": None, "far_target": far, "far_observed": None, "miss_rate": None, "miss_rate_ci": None,
-                "genuine_pairs": int(len(genuine)), "impostor_pairs": int(len(impostor)), "enough": False,
-                "needed": evaluation.pairs_needed(far)} | evidence
+        return {
+            "threshold": None,
+            "far_target": far,
+            "far_observed": None,
+            "miss_rate": None,
+            "miss_rate_ci": None,
+            "genuine_pairs": int(len(genuine)),
+            "impostor_pairs": int(len(impostor)),
+            "enough": False,
+            "needed": evaluation.pairs_needed(far),
+        } | evidence
     return evaluation.threshold_for_far(genuine, impostor, far) | evidence

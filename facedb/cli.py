@@ -57,8 +57,10 @@ class FaceDBGroup(click.Group):
             click.echo(f"facedb: error: the database connection failed: {reason}", err=True)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            click.echo("\nfacedb: interrupted; what was stored so far is kept. Run the same command again to "
-                       "continue.", err=True)
+            click.echo(
+                "\nfacedb: interrupted; what was stored so far is kept. Run the same command again to continue.",
+                err=True,
+            )
             sys.exit(130)
 
 
@@ -75,13 +77,18 @@ pass_context = click.make_pass_decorator(Context)
 
 @click.group(cls=FaceDBGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False), help="Data folder (embedded database). Env: FACEDB_HOME.")
-@click.option("--database-url", help="Use this PostgreSQL (>= 15, with pgvector) instead of the embedded one. Env: DATABASE_URL.")
-@click.option("--model-cache", type=click.Path(file_okay=False), help="Where model weights are cached. Env: FACEDB_MODEL_CACHE.")
-@click.option("--verbose", "-v", is_flag=True, help="Also show TensorFlow's own start-up and log lines. Env: FACEDB_VERBOSE=1.")
+@click.option(
+    "--database-url", help="Use this PostgreSQL (>= 15, with pgvector) instead of the embedded one. Env: DATABASE_URL."
+)
+@click.option(
+    "--model-cache", type=click.Path(file_okay=False), help="Where model weights are cached. Env: FACEDB_MODEL_CACHE."
+)
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Also show TensorFlow's own start-up and log lines. Env: FACEDB_VERBOSE=1."
+)
 @click.version_option(package_name="facedb")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, database_url: str | None, model_cache: str | None,
-        verbose: bool) -> None:
+def cli(ctx: click.Context, home: str | None, database_url: str | None, model_cache: str | None, verbose: bool) -> None:
     """facedb: index the faces in photo archives and ask who is who."""
     if verbose:
         os.environ["FACEDB_VERBOSE"] = "1"  # read where TensorFlow is first imported (tfruntime)
@@ -116,8 +123,10 @@ class ProgressPrinter:
             return
         self.last = now
         eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
-        line = (f"{event.done}/{event.total} files  {event.faces} faces  {event.failed} failed  "
-                f"{event.rate:.1f} files/s  ETA {eta}")
+        line = (
+            f"{event.done}/{event.total} files  {event.faces} faces  {event.failed} failed  "
+            f"{event.rate:.1f} files/s  ETA {eta}"
+        )
         if self.tty:
             click.echo("\r" + line.ljust(78), err=True, nl=final)
         else:
@@ -125,6 +134,7 @@ class ProgressPrinter:
 
 
 # ---- commands ---------------------------------------------------------------------------------
+
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -160,18 +170,27 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
 @pass_context
 def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json: bool, quiet: bool) -> None:
     """Find, embed and store every face in PATHS (files or folders, recursively)."""
-    summary = context.facedb.index(list(paths), retry_failed=retry_failed, on_progress=ProgressPrinter(quiet or as_json),
-                                   on_failure=_report_failure)
+    summary = context.facedb.index(
+        list(paths),
+        retry_failed=retry_failed,
+        on_progress=ProgressPrinter(quiet or as_json),
+        on_failure=_report_failure,
+    )
     if summary.interrupted:
-        click.echo("facedb: interrupted; every photo stored so far is complete. Run the same command again to "
-                   "continue where it stopped.", err=True)
+        click.echo(
+            "facedb: interrupted; every photo stored so far is complete. Run the same command again to "
+            "continue where it stopped.",
+            err=True,
+        )
     if as_json:
         _print_json(summary.as_dict())
     else:
         rate = summary.files / summary.seconds if summary.seconds > 0 else 0.0
-        click.echo(f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
-                   f"{summary.reindexed} changed, {summary.unchanged} unchanged, {summary.copies} copies, "
-                   f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found")
+        click.echo(
+            f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
+            f"{summary.reindexed} changed, {summary.unchanged} unchanged, {summary.copies} copies, "
+            f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found"
+        )
     if summary.interrupted:
         sys.exit(130)
     if summary.failed:
@@ -181,11 +200,16 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
 @cli.command()
 @click.argument("name", required=False)
 @click.argument("images", nargs=-1, type=click.Path())
-@click.option("--from-folders", type=click.Path(file_okay=False, exists=True),
-              help="DIR/<person>/<photos>: enrol every person folder under DIR.")
+@click.option(
+    "--from-folders",
+    type=click.Path(file_okay=False, exists=True),
+    help="DIR/<person>/<photos>: enrol every person folder under DIR.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def enroll(context: Context, name: str | None, images: tuple[str, ...], from_folders: str | None, as_json: bool) -> None:
+def enroll(
+    context: Context, name: str | None, images: tuple[str, ...], from_folders: str | None, as_json: bool
+) -> None:
     """Add the face in each of IMAGES (photos or folders) to the person NAME."""
     if from_folders:
         if name or images:
@@ -212,12 +236,21 @@ def enroll(context: Context, name: str | None, images: tuple[str, ...], from_fol
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 100), help="Identities per face.")
-@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Largest distance still called a match [default: the calibrated one, else {DEFAULT_THRESHOLD}].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 4),
+    help=f"Largest distance still called a match [default: the calibrated one, else {DEFAULT_THRESHOLD}].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one entry per photo, in the order given).")
-@click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with faces boxed and named into this folder.")
+@click.option(
+    "--annotate",
+    type=click.Path(file_okay=False),
+    help="Also write each photo with faces boxed and named into this folder.",
+)
 @pass_context
-def who(context: Context, images: tuple[str, ...], top_k: int, threshold: float | None, as_json: bool,
-        annotate: str | None) -> None:
+def who(
+    context: Context, images: tuple[str, ...], top_k: int, threshold: float | None, as_json: bool, annotate: str | None
+) -> None:
     """Who is in IMAGES? The nearest known identities of every face."""
     answers = context.facedb.who(list(images), top_k=top_k, threshold=threshold, keep_pixels=bool(annotate))
     results = [a.as_dict() for a in answers]
@@ -238,9 +271,12 @@ def who(context: Context, images: tuple[str, ...], top_k: int, threshold: float 
             click.echo(f"{result['photo']}: {len(result['faces'])} face(s)")
             for i, face in enumerate(result["faces"]):
                 label = "unknown" if face["unknown"] else face["identity"]
-                others = ", ".join(f"{c['name'] or '#' + str(c['identity_id'])} {c['distance']:.3f}"
-                                   for c in face["candidates"])
-                click.echo(f"  face {i} at {face['box']}: {label}" + (f"   [{others}]" if others else "   [no identities yet]"))
+                others = ", ".join(
+                    f"{c['name'] or '#' + str(c['identity_id'])} {c['distance']:.3f}" for c in face["candidates"]
+                )
+                click.echo(
+                    f"  face {i} at {face['box']}: {label}" + (f"   [{others}]" if others else "   [no identities yet]")
+                )
             if result.get("annotated"):
                 click.echo(f"  annotated: {result['annotated']}")
     if any(r["error"] for r in results):
@@ -249,7 +285,9 @@ def who(context: Context, images: tuple[str, ...], top_k: int, threshold: float 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
-@click.option("--eps", type=click.FloatRange(0.1, 2.0), help="Largest distance between neighbouring faces of one person.")
+@click.option(
+    "--eps", type=click.FloatRange(0.1, 2.0), help="Largest distance between neighbouring faces of one person."
+)
 @click.option("--min-size", type=click.IntRange(2, 10_000), help="Fewest faces that make a new person.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
@@ -260,8 +298,11 @@ def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | 
     if eps is not None or min_size is not None:
         from dataclasses import replace
 
-        params = replace(params, eps=eps if eps is not None else params.eps,
-                         min_size=min_size if min_size is not None else params.min_size)
+        params = replace(
+            params,
+            eps=eps if eps is not None else params.eps,
+            min_size=min_size if min_size is not None else params.min_size,
+        )
     result = facedb.cluster(dry_run=dry_run, params=params)
     if as_json:
         _print_json(result)
@@ -278,9 +319,11 @@ def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | 
     for suggestion in result["merge_suggestions"]:
         a, b = suggestion["people"]
         na, nb = suggestion["names"]
-        click.echo(f"  perhaps the same person: {_person_label(a, na)} and {_person_label(b, nb)} "
-                   f"(faces {suggestion['faces'][0]} and {suggestion['faces'][1]} at {suggestion['distance']:.3f}); "
-                   f"`facedb merge {a} {b}` makes them one")
+        click.echo(
+            f"  perhaps the same person: {_person_label(a, na)} and {_person_label(b, nb)} "
+            f"(faces {suggestion['faces'][0]} and {suggestion['faces'][1]} at {suggestion['distance']:.3f}); "
+            f"`facedb merge {a} {b}` makes them one"
+        )
 
 
 def _person_label(person_id: int, name: str | None) -> str:
@@ -301,9 +344,11 @@ def people(ctx: click.Context, as_json: bool) -> None:
     if not listing:
         click.echo("no people yet: `facedb enroll` someone, or `facedb cluster`")
     for p in listing:
-        click.echo(f"{_person_label(p['id'], p['name']):<32} {p['faces']:>5} faces in {p['photos']} photos "
-                   f"({p['confirmed']} confirmed, {p['proposed']} proposed, {p['clustered']} clustered)  "
-                   f"e.g. face {p['representative_face_id']} in {p['representative_photo']}")
+        click.echo(
+            f"{_person_label(p['id'], p['name']):<32} {p['faces']:>5} faces in {p['photos']} photos "
+            f"({p['confirmed']} confirmed, {p['proposed']} proposed, {p['clustered']} clustered)  "
+            f"e.g. face {p['representative_face_id']} in {p['representative_photo']}"
+        )
 
 
 @people.command("show")
@@ -318,8 +363,10 @@ def people_show(context: Context, person: str, as_json: bool) -> None:
         return
     click.echo(f"{_person_label(shown['id'], shown['name'])}: {len(shown['faces'])} faces")
     for face in shown["faces"]:
-        click.echo(f"  face {face['face_id']:<7} {face['source']:<10} {face['distance_to_centre']:.3f}  "
-                   f"{face['photo']} {face['box']}")
+        click.echo(
+            f"  face {face['face_id']:<7} {face['source']:<10} {face['distance_to_centre']:.3f}  "
+            f"{face['photo']} {face['box']}"
+        )
 
 
 @cli.command()
@@ -386,7 +433,9 @@ def split(context: Context, person: str, eps: float | None, apply: bool, as_json
     click.echo(f"{_person_label(result['id'], result['name'])} at eps {result['eps']}: {len(result['parts'])} part(s)")
     for i, part in enumerate(result["parts"]):
         made = f" -> new person #{part['new_person_id']}" if "new_person_id" in part else ""
-        click.echo(f"  part {i + 1}: {part['faces']} faces {part['face_ids'][:12]}{'...' if part['faces'] > 12 else ''}{made}")
+        click.echo(
+            f"  part {i + 1}: {part['faces']} faces {part['face_ids'][:12]}{'...' if part['faces'] > 12 else ''}{made}"
+        )
     if not apply and len(result["parts"]) > 1:
         click.echo("run again with --apply to make the smaller parts people of their own")
 
@@ -404,26 +453,46 @@ def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
     if not yes:
         if not sys.stdin.isatty():
             raise FaceDBError(f"forget {label} deletes their faces for good; it cannot ask here: add --yes")
-        click.confirm(f"Forget {label} and all their faces, for good (indexing the photos again will not bring "
-                      f"them back)?", abort=True)
+        click.confirm(
+            f"Forget {label} and all their faces, for good (indexing the photos again will not bring them back)?",
+            abort=True,
+        )
     result = facedb.forget(identity_id, photos=photos)
-    click.echo(f"forgot {_person_label(result['id'], result['name'])}: {result['faces']} faces"
-               + (f", {result['photos']} photos" if photos else "") + ", for good")
+    click.echo(
+        f"forgot {_person_label(result['id'], result['name'])}: {result['faces']} faces"
+        + (f", {result['photos']} photos" if photos else "")
+        + ", for good"
+    )
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True), help="Write the JSON report here (- for stdout).")
-@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, allow_dash=True), help="Write a CSV (a row per group member).")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the JSON report here (- for stdout).",
+)
+@click.option(
+    "--csv", "csv_file", type=click.Path(dir_okay=False, allow_dash=True), help="Write a CSV (a row per group member)."
+)
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
 @click.option("--tier", "tiers", type=click.IntRange(1, 5), multiple=True, help="Only these tiers (repeat the option).")
 @click.option("--same-picture-bits", type=click.IntRange(0, 32), help="Perceptual-hash bits a copy may differ by [4].")
 @click.option("--burst-seconds", type=click.FloatRange(0), help="Capture times this close make a burst [10].")
 @click.option("--same-face-distance", type=click.FloatRange(0, 2), help="Faces this close are the same shot [0.35].")
 @pass_context
-def dedup(context: Context, paths: tuple[str, ...], json_file: str | None, csv_file: str | None, html_file: str | None,
-          tiers: tuple[int, ...], same_picture_bits: int | None, burst_seconds: float | None,
-          same_face_distance: float | None) -> None:
+def dedup(
+    context: Context,
+    paths: tuple[str, ...],
+    json_file: str | None,
+    csv_file: str | None,
+    html_file: str | None,
+    tiers: tuple[int, ...],
+    same_picture_bits: int | None,
+    burst_seconds: float | None,
+    same_face_distance: float | None,
+) -> None:
     """Report duplicate photos, near duplicates, the same face twice and people filed twice.
 
     Only reports: nothing is ever deleted. PATHS limit the report to indexed photos under them."""
@@ -432,13 +501,20 @@ def dedup(context: Context, paths: tuple[str, ...], json_file: str | None, csv_f
     from .dedup import DedupThresholds
 
     thresholds = DedupThresholds()
-    changes = {"same_picture_bits": same_picture_bits, "burst_seconds": burst_seconds,
-               "same_face_distance": same_face_distance}
+    changes = {
+        "same_picture_bits": same_picture_bits,
+        "burst_seconds": burst_seconds,
+        "same_face_distance": same_face_distance,
+    }
     thresholds = replace(thresholds, **{k: v for k, v in changes.items() if v is not None})
     facedb = context.facedb
     quiet = json_file == "-" or csv_file == "-"
-    report = facedb.dedup(list(paths), thresholds=thresholds, tiers=tiers or (1, 2, 3, 4, 5),
-                          on_progress=None if quiet else (lambda message: click.echo(f"dedup: {message}", err=True)))
+    report = facedb.dedup(
+        list(paths),
+        thresholds=thresholds,
+        tiers=tiers or (1, 2, 3, 4, 5),
+        on_progress=None if quiet else (lambda message: click.echo(f"dedup: {message}", err=True)),
+    )
     from . import report as files
 
     for target, writer in ((json_file, files.write_json), (csv_file, files.write_csv)):
@@ -493,17 +569,27 @@ def _threshold_label(threshold: dict) -> str:
     c = threshold["calibration"]
     e = c["evidence"]
     low, high = e["miss_rate_ci"]
-    return (f"{threshold['value']} (calibrated {c['created_at']} for FAR {c['far_target']:g} on {e['genuine_pairs']} "
-            f"genuine and {e['impostor_pairs']} impostor pairs; expected miss rate {e['miss_rate']:.3f}, 95% CI "
-            f"{low:.3f}-{high:.3f})")
+    return (
+        f"{threshold['value']} (calibrated {c['created_at']} for FAR {c['far_target']:g} on {e['genuine_pairs']} "
+        f"genuine and {e['impostor_pairs']} impostor pairs; expected miss rate {e['miss_rate']:.3f}, 95% CI "
+        f"{low:.3f}-{high:.3f})"
+    )
 
 
 @cli.command()
-@click.option("--far", default=1e-3, show_default=True, type=click.FloatRange(1e-6, 0.5, max_open=True),
-              help="The false-accept rate to allow: the share of stranger pairs that may be called a match.")
+@click.option(
+    "--far",
+    default=1e-3,
+    show_default=True,
+    type=click.FloatRange(1e-6, 0.5, max_open=True),
+    help="The false-accept rate to allow: the share of stranger pairs that may be called a match.",
+)
 @click.option("--dry-run", is_flag=True, help="Measure and show the threshold, store nothing.")
-@click.option("--with-unlabelled", is_flag=True,
-              help="Count faces of nobody as strangers too (only where they are not your people, unnamed).")
+@click.option(
+    "--with-unlabelled",
+    is_flag=True,
+    help="Count faces of nobody as strangers too (only where they are not your people, unnamed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool, as_json: bool) -> None:
@@ -513,25 +599,34 @@ def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool
     if as_json:
         _print_json(result)
     else:
-        nobody = (f"{result['impostor_pairs_against_nobody']} against {result['faces_of_nobody']} faces of nobody, "
-                  f"{result['same_shot_pairs_left_out']} same-shot pairs left out"
-                  if result["faces_of_nobody"] is not None else "faces of nobody not counted: --with-unlabelled")
-        click.echo(f"{result['genuine_pairs']} same-person pairs ({result['placed_faces']} faces of "
-                   f"{result['identities']} people); {result['impostor_pairs']} impostor pairs "
-                   f"({result['impostor_pairs_across_identities']} across people, "
-                   f"{result['impostor_pairs_against_rejected']} against rejected faces, {nobody})")
+        nobody = (
+            f"{result['impostor_pairs_against_nobody']} against {result['faces_of_nobody']} faces of nobody, "
+            f"{result['same_shot_pairs_left_out']} same-shot pairs left out"
+            if result["faces_of_nobody"] is not None
+            else "faces of nobody not counted: --with-unlabelled"
+        )
+        click.echo(
+            f"{result['genuine_pairs']} same-person pairs ({result['placed_faces']} faces of "
+            f"{result['identities']} people); {result['impostor_pairs']} impostor pairs "
+            f"({result['impostor_pairs_across_identities']} across people, "
+            f"{result['impostor_pairs_against_rejected']} against rejected faces, {nobody})"
+        )
         if result["threshold"] is not None:
             low, high = result["miss_rate_ci"]
-            click.echo(f"threshold {result['threshold']:.4f} for FAR {far:g} (observed {result['far_observed']:.5f}): "
-                       f"expected miss rate {result['miss_rate']:.4f} (95% CI {low:.4f}-{high:.4f})")
+            click.echo(
+                f"threshold {result['threshold']:.4f} for FAR {far:g} (observed {result['far_observed']:.5f}): "
+                f"expected miss rate {result['miss_rate']:.4f} (95% CI {low:.4f}-{high:.4f})"
+            )
         if result.get("reason"):
             click.echo(f"not calibrated: {result['reason']}")
         elif not result["enough"]:
             needed = result["needed"]
-            click.echo(f"not enough to calibrate for FAR {far:g}: it needs {needed['genuine_pairs']} same-person pairs "
-                       f"and {needed['impostor_pairs']} impostor pairs (have {result['genuine_pairs']} and "
-                       f"{result['impostor_pairs']}); enrol or confirm more photos of more people, reject wrong "
-                       f"proposals, or ask for a larger --far")
+            click.echo(
+                f"not enough to calibrate for FAR {far:g}: it needs {needed['genuine_pairs']} same-person pairs "
+                f"and {needed['impostor_pairs']} impostor pairs (have {result['genuine_pairs']} and "
+                f"{result['impostor_pairs']}); enrol or confirm more photos of more people, reject wrong "
+                f"proposals, or ask for a larger --far"
+            )
         if result["stored"]:
             click.echo("stored: who and dedup's same-person tier use it from now on, clustering proposals 0.1 under it")
         click.echo(f"threshold in force: {_threshold_label(result['in_force'])}")
@@ -542,8 +637,13 @@ def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False, exists=True),
-              help="A folder the API may index and serve photos from (repeat; env FACEDB_SERVE_ROOTS, ':'-separated).")
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="A folder the API may index and serve photos from (repeat; env FACEDB_SERVE_ROOTS, ':'-separated).",
+)
 @pass_context
 def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> None:
     """Run the REST service (OpenAPI at /openapi.json, docs at /docs, a web page at /)."""
@@ -607,24 +707,36 @@ def _print_evaluation(result: dict) -> None:
     click.echo(f"model: {result['model']}")
     if "people" in result:
         click.echo(f"{result['photos']} photos of {result['people']} people, a face in {result['faces']}")
-    click.echo(f"verification over {v['pairs']} pairs ({v['genuine_pairs']} same person, {v['impostor_pairs']} "
-               f"different): accuracy {v['accuracy']:.4f} +- {v['accuracy_std']:.4f} (10 folds), AUC {v['auc']:.4f}, "
-               f"VAL {v['val_at_far_0.001']:.4f} at FAR 0.001, EER {v['eer']:.4f}, best threshold {v['best_threshold']:.2f}")
+    click.echo(
+        f"verification over {v['pairs']} pairs ({v['genuine_pairs']} same person, {v['impostor_pairs']} "
+        f"different): accuracy {v['accuracy']:.4f} +- {v['accuracy_std']:.4f} (10 folds), AUC {v['auc']:.4f}, "
+        f"VAL {v['val_at_far_0.001']:.4f} at FAR 0.001, EER {v['eer']:.4f}, best threshold {v['best_threshold']:.2f}"
+    )
     if result.get("identification"):
         i = result["identification"]
-        click.echo(f"identification (leave one out, {i['queries']} queries): rank-1 {i['rank1']:.4f}, "
-                   f"rank-5 {i['rank5']:.4f}")
+        click.echo(
+            f"identification (leave one out, {i['queries']} queries): rank-1 {i['rank1']:.4f}, rank-5 {i['rank5']:.4f}"
+        )
     if result.get("calibration"):
         c = result["calibration"]
-        click.echo(f"threshold for FAR {c['far_target']:g}: {c['threshold']:.4f} (miss rate {c['miss_rate']:.4f}"
-                   + ("" if c["enough"] else f"; too few pairs to rely on, {c['needed']['impostor_pairs']} impostor "
-                      f"and {c['needed']['genuine_pairs']} genuine pairs needed") + ")")
+        click.echo(
+            f"threshold for FAR {c['far_target']:g}: {c['threshold']:.4f} (miss rate {c['miss_rate']:.4f}"
+            + (
+                ""
+                if c["enough"]
+                else f"; too few pairs to rely on, {c['needed']['impostor_pairs']} impostor "
+                f"and {c['needed']['genuine_pairs']} genuine pairs needed"
+            )
+            + ")"
+        )
     if result.get("open_set"):
         o = result["open_set"]
         for key in ("at_default", "at_calibrated"):
             at = o[key]
-            click.echo(f"strangers named at threshold {at['threshold']:.4f} ({key[3:]}): {at['named']} of "
-                       f"{o['strangers']}" + (f" ({at['rate']:.2%})" if at["rate"] is not None else ""))
+            click.echo(
+                f"strangers named at threshold {at['threshold']:.4f} ({key[3:]}): {at['named']} of "
+                f"{o['strangers']}" + (f" ({at['rate']:.2%})" if at["rate"] is not None else "")
+            )
     if result.get("pairs_skipped"):
         click.echo(f"pairs skipped (a photo without a face, or missing): {result['pairs_skipped']}")
     for path in result["no_face"] + (result.get("open_set") or {}).get("no_face", []):
@@ -650,30 +762,50 @@ def _report_evaluation(evaluate, as_json: bool) -> None:
 
 @eval_group.command("folders")
 @click.argument("root", type=click.Path(file_okay=False, exists=True))
-@click.option("--strangers", type=click.Path(exists=True), help="Photos of people not in ROOT: how many would be named.")
-@click.option("--far", default=1e-3, show_default=True, type=click.FloatRange(1e-6, 0.5, min_open=False),
-              help="False-accept rate of the calibrated threshold.")
+@click.option(
+    "--strangers", type=click.Path(exists=True), help="Photos of people not in ROOT: how many would be named."
+)
+@click.option(
+    "--far",
+    default=1e-3,
+    show_default=True,
+    type=click.FloatRange(1e-6, 0.5, min_open=False),
+    help="False-accept rate of the calibrated threshold.",
+)
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def eval_folders(context: Context, root: str, strangers: str | None, far: float, plot: str | None, as_json: bool) -> None:
+def eval_folders(
+    context: Context, root: str, strangers: str | None, far: float, plot: str | None, as_json: bool
+) -> None:
     """Verification (LFW's 10-fold protocol) and identification on ROOT/<person>/<photos>."""
-    _report_evaluation(lambda progress: context.facedb.eval_folders(root, strangers, far=far, plot=plot,
-                                                                     on_progress=progress), as_json)
+    _report_evaluation(
+        lambda progress: context.facedb.eval_folders(root, strangers, far=far, plot=plot, on_progress=progress), as_json
+    )
 
 
 @eval_group.command("lfw")
-@click.option("--pairs", "pairs_file", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="LFW's pairs.txt (or any file in its format).")
-@click.option("--images", required=True, type=click.Path(file_okay=False, exists=True),
-              help="The folder of <name>/<name>_NNNN.jpg photos.")
+@click.option(
+    "--pairs",
+    "pairs_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="LFW's pairs.txt (or any file in its format).",
+)
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="The folder of <name>/<name>_NNNN.jpg photos.",
+)
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, as_json: bool) -> None:
     """LFW's verification protocol with its pairs file: accuracy as the papers report it."""
-    _report_evaluation(lambda progress: context.facedb.eval_lfw(pairs_file, images, plot=plot, on_progress=progress),
-                       as_json)
+    _report_evaluation(
+        lambda progress: context.facedb.eval_lfw(pairs_file, images, plot=plot, on_progress=progress), as_json
+    )
 
 
 @cli.group()
@@ -687,8 +819,9 @@ def bench() -> None:
 @click.option("--detect-max-side", type=click.IntRange(64), help="Override FACEDB_DETECT_MAX_SIDE for this run.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
 @pass_context
-def bench_ingest(context: Context, paths: tuple[str, ...], limit: int | None, detect_max_side: int | None,
-                 json_file: str | None) -> None:
+def bench_ingest(
+    context: Context, paths: tuple[str, ...], limit: int | None, detect_max_side: int | None, json_file: str | None
+) -> None:
     """Indexing speed on the photos in PATHS against the tutorial's way and the stage limits,
     in a temporary embedded database (your database is not touched)."""
     from dataclasses import replace
@@ -708,24 +841,38 @@ def bench_ingest(context: Context, paths: tuple[str, ...], limit: int | None, de
 
 @bench.command("detect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--no-faces", "no_faces", multiple=True, type=click.Path(exists=True),
-              help="Photos (files or folders) with no face in them: whatever is found there is a false face.")
+@click.option(
+    "--no-faces",
+    "no_faces",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Photos (files or folders) with no face in them: whatever is found there is a false face.",
+)
 @click.option("--limit", type=click.IntRange(1), help="Only the first N photos (by path).")
 @click.option("--detect-max-side", type=click.IntRange(64), help="Override FACEDB_DETECT_MAX_SIDE for this run.")
 @click.option("--min-face-score", type=click.FloatRange(0, 1), help="Override FACEDB_MIN_FACE_SCORE for this run.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
 @pass_context
-def bench_detect(context: Context, paths: tuple[str, ...], no_faces: tuple[str, ...], limit: int | None,
-                 detect_max_side: int | None, min_face_score: float | None, json_file: str | None) -> None:
+def bench_detect(
+    context: Context,
+    paths: tuple[str, ...],
+    no_faces: tuple[str, ...],
+    limit: int | None,
+    detect_max_side: int | None,
+    min_face_score: float | None,
+    json_file: str | None,
+) -> None:
     """Faces facedb's detector finds in PATHS against mtcnn's own detect_faces at full resolution:
     faces found and missed, photos with no face, false faces, seconds per photo."""
     from .bench import detect
     from .config import Settings
 
-    settings = Settings.load(**context.settings_overrides, detect_max_side=detect_max_side,
-                             min_face_score=min_face_score)
-    result = detect.run(list(paths), settings, no_faces=list(no_faces), limit=limit,
-                        say=lambda m: click.echo(m, err=True))
+    settings = Settings.load(
+        **context.settings_overrides, detect_max_side=detect_max_side, min_face_score=min_face_score
+    )
+    result = detect.run(
+        list(paths), settings, no_faces=list(no_faces), limit=limit, say=lambda m: click.echo(m, err=True)
+    )
     click.echo(detect.table(result))
     if json_file:
         Path(json_file).write_text(json.dumps(result, indent=2))
@@ -751,15 +898,20 @@ def bench_search(faces: int, per_person: int, queries: int, ef_values: str, json
         try:
             vectors, person, centres = harness.synthetic_faces(faces // per_person, per_person)
             timings = harness.load(database, vectors, person, say=lambda m: click.echo(m, err=True))
-            click.echo(f"{len(vectors)} faces of {len(centres)} people: COPY {timings['load_s']:.1f} s, HNSW build "
-                       f"{timings['index_build_s']:.1f} s (maintenance_work_mem {timings['maintenance_work_mem_mb']} MB), index {timings['index_mb']:.0f} MB, "
-                       f"table {timings['table_mb']:.0f} MB")
+            click.echo(
+                f"{len(vectors)} faces of {len(centres)} people: COPY {timings['load_s']:.1f} s, HNSW build "
+                f"{timings['index_build_s']:.1f} s (maintenance_work_mem {timings['maintenance_work_mem_mb']} MB), "
+                f"index {timings['index_mb']:.0f} MB, "
+                f"table {timings['table_mb']:.0f} MB"
+            )
             rows = []
             for ef in (int(v) for v in ef_values.split(",")):
                 result = harness.measure(database, vectors, person, centres, queries=queries, ef_search=ef)
                 rows.append(result)
-                click.echo(f"ef_search {ef:>4}: search p50 {result['search_p50_ms']} ms, p95 {result['search_p95_ms']} ms, "
-                           f"identity recall@1 {result['identity_recall_at_1']}, face recall@10 {result['face_recall_at_10']}")
+                click.echo(
+                    f"ef_search {ef:>4}: search p50 {result['search_p50_ms']} ms, p95 {result['search_p95_ms']} ms, "
+                    f"identity recall@1 {result['identity_recall_at_1']}, face recall@10 {result['face_recall_at_10']}"
+                )
         finally:
             database.close()
     report = {"faces": faces, "per_person": per_person, **{k: round(v, 2) for k, v in timings.items()}, "runs": rows}

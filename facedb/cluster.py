@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import (DEFAULT_CLUSTER_EPS, DEFAULT_CLUSTER_MIN_SAMPLES, DEFAULT_CLUSTER_MIN_SIZE,
-                     DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD, Settings)
+from .config import (
+    DEFAULT_CLUSTER_EPS,
+    DEFAULT_CLUSTER_MIN_SAMPLES,
+    DEFAULT_CLUSTER_MIN_SIZE,
+    DEFAULT_PROPOSE_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    Settings,
+)
 
 NO_IDENTITY = -1
 
@@ -36,15 +42,22 @@ class ClusterParams:
     propose_threshold: float = DEFAULT_PROPOSE_THRESHOLD  # a lone face this close to a person's face is proposed
 
     @classmethod
-    def from_settings(cls, settings: Settings, calibrated_who_threshold: float | None = None) -> "ClusterParams":
+    def from_settings(cls, settings: Settings, calibrated_who_threshold: float | None = None) -> ClusterParams:
         """The settings' values; proposals DEFAULT_PROPOSE_THRESHOLD unless set, or as much
         stricter than a calibrated who threshold as the defaults are."""
         propose = settings.propose_threshold
         if propose is None:
-            propose = DEFAULT_PROPOSE_THRESHOLD if calibrated_who_threshold is None else \
-                calibrated_who_threshold - (DEFAULT_THRESHOLD - DEFAULT_PROPOSE_THRESHOLD)
-        return cls(eps=settings.cluster_eps, min_samples=settings.cluster_min_samples,
-                   min_size=settings.cluster_min_size, propose_threshold=propose)
+            propose = (
+                DEFAULT_PROPOSE_THRESHOLD
+                if calibrated_who_threshold is None
+                else calibrated_who_threshold - (DEFAULT_THRESHOLD - DEFAULT_PROPOSE_THRESHOLD)
+            )
+        return cls(
+            eps=settings.cluster_eps,
+            min_samples=settings.cluster_min_samples,
+            min_size=settings.cluster_min_size,
+            propose_threshold=propose,
+        )
 
 
 @dataclass
@@ -142,13 +155,16 @@ class _Groups:
         return True
 
 
-def cluster(faces: FaceSet, params: ClusterParams = ClusterParams(),
-            neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def cluster(
+    faces: FaceSet, params: ClusterParams = ClusterParams(), neighbours: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """Group label per face (the smallest row of its group), or -1 for a face in no group."""
     n = len(faces)
     if n == 0:
         return np.zeros(0, np.int64)
-    indices, distances = neighbours if neighbours is not None else nearest_neighbours(faces.vectors, params.k, params.eps)
+    indices, distances = (
+        neighbours if neighbours is not None else nearest_neighbours(faces.vectors, params.k, params.eps)
+    )
     within = distances <= params.eps
     core = within.sum(axis=1) + 1 >= params.min_samples
     groups = _Groups(faces)
@@ -186,9 +202,8 @@ def distances_to(queries: np.ndarray, targets: np.ndarray, block: int = 1024) ->
         return nearest, distance
     target_sq = np.einsum("ij,ij->i", targets, targets)
     for start in range(0, len(queries), block):
-        q = queries[start:start + block]
+        q = queries[start : start + block]
         d2 = np.einsum("ij,ij->i", q, q)[:, None] + target_sq[None, :] - 2.0 * (q @ targets.T)
-        nearest[start:start + block] = np.argmin(d2, axis=1)
-        distance[start:start + block] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        nearest[start : start + block] = np.argmin(d2, axis=1)
+        distance[start : start + block] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return nearest, distance
-

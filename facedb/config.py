@@ -79,7 +79,7 @@ class Settings:
         return self.home / "pgdata"
 
     @classmethod
-    def load(cls, **explicit: object) -> "Settings":
+    def load(cls, **explicit: object) -> Settings:
         """Build settings; `explicit` values win, None means 'not given'."""
         values: dict[str, object] = {}
         env = os.environ

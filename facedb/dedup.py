@@ -45,6 +45,7 @@ class DedupFace:
     box: tuple[float, float, float, float]
     vector: np.ndarray
 
+
 TIERS = {1: "identical", 2: "same_picture", 3: "near_duplicate", 4: "same_face", 5: "same_person"}
 # Formats a camera or phone writes, before conversions.
 _ORIGINAL_FORMATS = {"JPEG": 0, "MPO": 0, "HEIF": 0, "HEIC": 0, "TIFF": 1, "PNG": 2}
@@ -91,8 +92,14 @@ class UnionFind:
         return sorted((sorted(g) for g in found.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def faces_match(a: DedupPhoto, b: DedupPhoto, faces_a: list[DedupFace], faces_b: list[DedupFace],
-                max_distance: float, max_shift: float) -> tuple[bool, list[float]]:
+def faces_match(
+    a: DedupPhoto,
+    b: DedupPhoto,
+    faces_a: list[DedupFace],
+    faces_b: list[DedupFace],
+    max_distance: float,
+    max_shift: float,
+) -> tuple[bool, list[float]]:
     """Same number of faces, each paired with one of the other photo's faces that is nearly
     identical and at nearly the same place (centres relative to the photo's size)."""
     if len(faces_a) != len(faces_b) or not faces_a:
@@ -128,10 +135,17 @@ def _aspect_close(a: DedupPhoto, b: DedupPhoto, tolerance: float) -> bool:
 
 def keep_choice(photos: list[DedupPhoto]) -> tuple[int, str]:
     """Which photo to keep, and why: largest resolution, original format, has EXIF, earliest."""
+
     def rank(p: DedupPhoto):
         when = p.taken_at or datetime.max
-        return (-(p.width * p.height), _ORIGINAL_FORMATS.get((p.format or "").upper(), 3), not _has_exif(p),
-                when, p.mtime_ns or 0, p.path)
+        return (
+            -(p.width * p.height),
+            _ORIGINAL_FORMATS.get((p.format or "").upper(), 3),
+            not _has_exif(p),
+            when,
+            p.mtime_ns or 0,
+            p.path,
+        )
 
     ordered = sorted(photos, key=rank)
     best, others = ordered[0], ordered[1:]
@@ -147,8 +161,11 @@ def keep_choice(photos: list[DedupPhoto]) -> tuple[int, str]:
     if best.taken_at and any(o.taken_at is None or best.taken_at < o.taken_at for o in others):
         reasons.append(f"earliest capture ({best.taken_at.isoformat(sep=' ')})")
     if not reasons:
-        reasons.append("earliest file" if any((best.mtime_ns or 0) < (o.mtime_ns or 0) for o in others)
-                       else "first by path (the copies are alike)")
+        reasons.append(
+            "earliest file"
+            if any((best.mtime_ns or 0) < (o.mtime_ns or 0) for o in others)
+            else "first by path (the copies are alike)"
+        )
     return best.id, "; ".join(reasons)
 
 
@@ -157,16 +174,30 @@ def _has_exif(p: DedupPhoto) -> bool:
 
 
 def photo_record(p: DedupPhoto) -> dict:
-    return {"id": p.id, "path": p.path, "size": p.size, "width": p.width, "height": p.height, "format": p.format,
-            "taken_at": p.taken_at.isoformat() if p.taken_at else None, "camera": p.camera,
-            "has_exif": _has_exif(p), "faces": p.face_count,
-            "phash": f"{p.phash & ((1 << 64) - 1):016x}" if p.phash is not None else None,
-            "sha256": p.content_hash}
+    return {
+        "id": p.id,
+        "path": p.path,
+        "size": p.size,
+        "width": p.width,
+        "height": p.height,
+        "format": p.format,
+        "taken_at": p.taken_at.isoformat() if p.taken_at else None,
+        "camera": p.camera,
+        "has_exif": _has_exif(p),
+        "faces": p.face_count,
+        "phash": f"{p.phash & ((1 << 64) - 1):016x}" if p.phash is not None else None,
+        "sha256": p.content_hash,
+    }
 
 
-def classify_photo_pairs(photos: dict[int, DedupPhoto], faces: dict[int, list[DedupFace]], identical: list[list[int]],
-                         candidates: set[tuple[int, int]], bursts: set[tuple[int, int]],
-                         t: DedupThresholds) -> tuple[list[dict], list[dict], dict[int, int]]:
+def classify_photo_pairs(
+    photos: dict[int, DedupPhoto],
+    faces: dict[int, list[DedupFace]],
+    identical: list[list[int]],
+    candidates: set[tuple[int, int]],
+    bursts: set[tuple[int, int]],
+    t: DedupThresholds,
+) -> tuple[list[dict], list[dict], dict[int, int]]:
     """Tier 2 and tier 3 groups from candidate photo pairs, each with its evidence, and the
     photo that stands for each copy (the one to keep of its tier 1-2 group)."""
     same_bytes = UnionFind()
@@ -185,7 +216,7 @@ def classify_photo_pairs(photos: dict[int, DedupPhoto], faces: dict[int, list[De
         seconds = abs((a.taken_at - b.taken_at).total_seconds()) if a.taken_at and b.taken_at else None
         pairs.append((a, b, bits, seconds, {"a": a_id, "b": b_id, "hamming": bits, "seconds_apart": seconds}))
     # First every copy of a picture (tier 2), then what is near but not the same picture (tier 3).
-    for a, b, bits, seconds, base in pairs:
+    for a, b, bits, _seconds, base in pairs:
         if bits is None or bits > t.same_picture_bits or not _aspect_close(a, b, t.aspect_tolerance):
             continue
         fa, fb = faces.get(a.id, []), faces.get(b.id, [])
@@ -196,18 +227,24 @@ def classify_photo_pairs(photos: dict[int, DedupPhoto], faces: dict[int, list[De
         same, distances = faces_match(a, b, fa, fb, t.same_picture_face_distance, t.same_picture_shift)
         if same:
             tier2.union(a.id, b.id)
-            evidence2.append(base | {"face_distances": distances,
-                                     "why": f"perceptual hashes {bits} bits apart, same shape, "
-                                            f"the same {len(distances)} face(s) at the same places"})
+            evidence2.append(
+                base
+                | {
+                    "face_distances": distances,
+                    "why": f"perceptual hashes {bits} bits apart, same shape, "
+                    f"the same {len(distances)} face(s) at the same places",
+                }
+            )
     tier2_groups = _photo_groups(2, tier2.groups(), evidence2, photos)
     # Copies are reported once: from here on each tier 1-2 group stands for its kept photo.
     representative = {}
     for group in [{"keep": keep_choice([photos[i] for i in g if i in photos])[0], "ids": g} for g in identical] + [
-            {"keep": g["keep"], "ids": [p["id"] for p in g["photos"]]} for g in tier2_groups]:
+        {"keep": g["keep"], "ids": [p["id"] for p in g["photos"]]} for g in tier2_groups
+    ]:
         for i in group["ids"]:
             representative.setdefault(i, group["keep"])
     seen = set()
-    for a, b, bits, seconds, base in pairs:
+    for a, b, bits, _seconds, base in pairs:
         a, b = photos[representative.get(a.id, a.id)], photos[representative.get(b.id, b.id)]
         key = (min(a.id, b.id), max(a.id, b.id))
         if a.id == b.id or key in seen:
@@ -216,30 +253,46 @@ def classify_photo_pairs(photos: dict[int, DedupPhoto], faces: dict[int, list[De
         bits = hamming(a.phash, b.phash) if a.phash is not None and b.phash is not None else None
         seconds = abs((a.taken_at - b.taken_at).total_seconds()) if a.taken_at and b.taken_at else None
         base = {"a": key[0], "b": key[1], "hamming": bits, "seconds_apart": seconds}
-        same, distances = faces_match(a, b, faces.get(a.id, []), faces.get(b.id, []),
-                                      t.near_duplicate_face_distance, t.near_duplicate_shift)
+        same, distances = faces_match(
+            a, b, faces.get(a.id, []), faces.get(b.id, []), t.near_duplicate_face_distance, t.near_duplicate_shift
+        )
         if same:
             tier3.union(a.id, b.id)
-            evidence3.append(base | {"face_distances": distances,
-                                     "why": f"the same {len(distances)} face(s) at almost the same places"})
+            evidence3.append(
+                base
+                | {"face_distances": distances, "why": f"the same {len(distances)} face(s) at almost the same places"}
+            )
         elif seconds is not None and seconds <= t.burst_seconds and bits is not None and bits <= t.near_duplicate_bits:
             tier3.union(a.id, b.id)
-            evidence3.append(base | {"why": f"taken {seconds:g} s apart, perceptual hashes {bits} bits apart (a burst)"})
+            evidence3.append(
+                base | {"why": f"taken {seconds:g} s apart, perceptual hashes {bits} bits apart (a burst)"}
+            )
         elif bits is not None and bits <= t.same_picture_bits:
             tier3.union(a.id, b.id)
-            evidence3.append(base | {"why": f"perceptual hashes {bits} bits apart, but the faces or shape differ "
-                                            f"(an edit)"})
+            evidence3.append(
+                base | {"why": f"perceptual hashes {bits} bits apart, but the faces or shape differ (an edit)"}
+            )
     return tier2_groups, _photo_groups(3, tier3.groups(), evidence3, photos), representative
 
 
-def _photo_groups(tier: int, groups: list[list[int]], evidence: list[dict], photos: dict[int, DedupPhoto]) -> list[dict]:
+def _photo_groups(
+    tier: int, groups: list[list[int]], evidence: list[dict], photos: dict[int, DedupPhoto]
+) -> list[dict]:
     out = []
     for number, group in enumerate(groups, 1):
         members = set(group)
         keep, reason = keep_choice([photos[i] for i in group])
-        out.append({"tier": tier, "kind": TIERS[tier], "id": f"t{tier}-{number}", "keep": keep, "reason": reason,
-                    "photos": [photo_record(photos[i]) for i in group],
-                    "evidence": [e for e in evidence if e["a"] in members and e["b"] in members]})
+        out.append(
+            {
+                "tier": tier,
+                "kind": TIERS[tier],
+                "id": f"t{tier}-{number}",
+                "keep": keep,
+                "reason": reason,
+                "photos": [photo_record(photos[i]) for i in group],
+                "evidence": [e for e in evidence if e["a"] in members and e["b"] in members],
+            }
+        )
     return out
 
 
@@ -248,14 +301,27 @@ def identical_groups(groups: list[list[int]], photos: dict[int, DedupPhoto]) -> 
     for number, group in enumerate(groups, 1):
         members = [photos[i] for i in group if i in photos]
         keep, reason = keep_choice(members)
-        out.append({"tier": 1, "kind": TIERS[1], "id": f"t1-{number}", "keep": keep, "reason": reason,
-                    "photos": [photo_record(p) for p in members],
-                    "evidence": [{"why": f"identical bytes (sha256 {members[0].content_hash[:16]}...)"}]})
+        out.append(
+            {
+                "tier": 1,
+                "kind": TIERS[1],
+                "id": f"t1-{number}",
+                "keep": keep,
+                "reason": reason,
+                "photos": [photo_record(p) for p in members],
+                "evidence": [{"why": f"identical bytes (sha256 {members[0].content_hash[:16]}...)"}],
+            }
+        )
     return out
 
 
-def same_face_groups(pairs: list[tuple[int, int, float]], faces: dict[int, DedupFace], photos: dict[int, DedupPhoto],
-                     explained: UnionFind | None = None, representative: dict[int, int] | None = None) -> list[dict]:
+def same_face_groups(
+    pairs: list[tuple[int, int, float]],
+    faces: dict[int, DedupFace],
+    photos: dict[int, DedupPhoto],
+    explained: UnionFind | None = None,
+    representative: dict[int, int] | None = None,
+) -> list[dict]:
     found = UnionFind()
     evidence = []
     representative = representative or {}
@@ -263,8 +329,10 @@ def same_face_groups(pairs: list[tuple[int, int, float]], faces: dict[int, Dedup
         fa, fb = faces.get(a), faces.get(b)
         if fa is None or fb is None or fa.photo_id not in photos or fb.photo_id not in photos:
             continue
-        if representative.get(fa.photo_id, fa.photo_id) != fa.photo_id or \
-                representative.get(fb.photo_id, fb.photo_id) != fb.photo_id:
+        if (
+            representative.get(fa.photo_id, fa.photo_id) != fa.photo_id
+            or representative.get(fb.photo_id, fb.photo_id) != fb.photo_id
+        ):
             continue  # a copy's faces are reported through the photo kept for it
         if explained is not None and explained.find(fa.photo_id) == explained.find(fb.photo_id):
             continue  # the photos are already reported as copies or near duplicates (tiers 1-3)
@@ -275,11 +343,28 @@ def same_face_groups(pairs: list[tuple[int, int, float]], faces: dict[int, Dedup
         members = set(group)
         group_photos = [photos[faces[f].photo_id] for f in group]
         keep, reason = keep_choice(group_photos)
-        out.append({"tier": 4, "kind": TIERS[4], "id": f"t4-{number}", "keep": keep, "reason": reason,
-                    "faces": [{"face_id": f, "photo": photo_record(photos[faces[f].photo_id]),
-                               "box": [round(v, 1) for v in faces[f].box]} for f in group],
-                    "evidence": [e | {"why": f"embeddings {e['distance']:.3f} apart: the same shot of a face"}
-                                 for e in evidence if e["a"] in members and e["b"] in members]})
+        out.append(
+            {
+                "tier": 4,
+                "kind": TIERS[4],
+                "id": f"t4-{number}",
+                "keep": keep,
+                "reason": reason,
+                "faces": [
+                    {
+                        "face_id": f,
+                        "photo": photo_record(photos[faces[f].photo_id]),
+                        "box": [round(v, 1) for v in faces[f].box],
+                    }
+                    for f in group
+                ],
+                "evidence": [
+                    e | {"why": f"embeddings {e['distance']:.3f} apart: the same shot of a face"}
+                    for e in evidence
+                    if e["a"] in members and e["b"] in members
+                ],
+            }
+        )
     return out
 
 
@@ -290,10 +375,23 @@ def same_person_groups(pairs: list[dict]) -> list[dict]:
         # keep the named one, else the one with more faces
         keep = max((a, b), key=lambda p: (p["name"] is not None, p["faces"], -p["id"]))
         other = b if keep is a else a
-        out.append({"tier": 5, "kind": TIERS[5], "id": f"t5-{number}", "keep": keep["id"],
-                    "reason": "named" if keep["name"] and not other["name"] else "more faces",
-                    "people": pair["people"], "suggestion": f"facedb merge {keep['id']} {other['id']}",
-                    "evidence": [{"closest_distance": pair["closest_distance"], "closest_faces": pair["closest_faces"],
-                                  "face_pairs_within_threshold": pair["face_pairs_within_threshold"],
-                                  "why": f"faces {pair['closest_distance']:.3f} apart, under the identity threshold"}]})
+        out.append(
+            {
+                "tier": 5,
+                "kind": TIERS[5],
+                "id": f"t5-{number}",
+                "keep": keep["id"],
+                "reason": "named" if keep["name"] and not other["name"] else "more faces",
+                "people": pair["people"],
+                "suggestion": f"facedb merge {keep['id']} {other['id']}",
+                "evidence": [
+                    {
+                        "closest_distance": pair["closest_distance"],
+                        "closest_faces": pair["closest_faces"],
+                        "face_pairs_within_threshold": pair["face_pairs_within_threshold"],
+                        "why": f"faces {pair['closest_distance']:.3f} apart, under the identity threshold",
+                    }
+                ],
+            }
+        )
     return out

@@ -57,8 +57,14 @@ class MtcnnDetector:
 
     name = "mtcnn-1.0.0"
 
-    def __init__(self, max_side: int = 640, min_face_size: int = 20, min_score: float = MTCNN_SCORE,
-                 workers: int = 1, policy: DetectionPolicy | None = None) -> None:
+    def __init__(
+        self,
+        max_side: int = 640,
+        min_face_size: int = 20,
+        min_score: float = MTCNN_SCORE,
+        workers: int = 1,
+        policy: DetectionPolicy | None = None,
+    ) -> None:
         self.max_side = max_side
         self.min_face_size = min_face_size
         self.min_score = min_score
@@ -82,8 +88,8 @@ class MtcnnDetector:
         return self._stages is not None
 
     def _build(self) -> tuple:
-        from .weights import verify_detector_weights
         from . import tfruntime
+        from .weights import verify_detector_weights
 
         verify_detector_weights()
         tfruntime.configure()
@@ -134,8 +140,11 @@ class MtcnnDetector:
             found = _mtcnn_faces(small, min_face, *stages, face_threshold=self.min_score)
         # Boxes under the smallest face looked for come from box regression shrinking a window;
         # the two that mtcnn reports in the test photos are a necklace and playing cards.
-        return [d for d in (detection_from_mtcnn(item, scale) for item in found)
-                if d.score >= self.min_score and min(d.box[2:]) >= self.min_face_size]
+        return [
+            d
+            for d in (detection_from_mtcnn(item, scale) for item in found)
+            if d.score >= self.min_score and min(d.box[2:]) >= self.min_face_size
+        ]
 
     def _detect_in_border(self, small: np.ndarray, scale: float, width: int, height: int) -> list[Detection]:
         """The photo's copy at `scale` inside a grey border; boxes and landmarks shifted back and
@@ -149,10 +158,17 @@ class MtcnnDetector:
             right, bottom = min(float(width), x + w), min(float(height), y + h)
             if min(right - left, bottom - top) < self.min_face_size:
                 continue
-            landmarks = tuple((min(max((px - pad) / scale, 0.0), width), min(max((py - pad) / scale, 0.0), height))
-                              for px, py in d.landmarks)
-            faces.append(Detection(box=(left, top, right - left, bottom - top), landmarks=landmarks,  # type: ignore[arg-type]
-                                   score=d.score))
+            landmarks = tuple(
+                (min(max((px - pad) / scale, 0.0), width), min(max((py - pad) / scale, 0.0), height))
+                for px, py in d.landmarks
+            )
+            faces.append(
+                Detection(
+                    box=(left, top, right - left, bottom - top),
+                    landmarks=landmarks,  # type: ignore[arg-type]
+                    score=d.score,
+                )
+            )
         return faces
 
 
@@ -168,12 +184,13 @@ def _in_batches(network, size: int = 512):
     """The network over its input `size` patches at a time: on a textured photo at full
     resolution P-Net proposes thousands of windows, and R-Net's activations for 6,500 of them
     took 0.9 GB at once."""
+
     def run(patches):
         import tensorflow as tf
 
         if patches.shape[0] <= size:
             return network(patches)
-        parts = [network(patches[start:start + size]) for start in range(0, patches.shape[0], size)]
+        parts = [network(patches[start : start + size]) for start in range(0, patches.shape[0], size)]
         return tuple(tf.concat([part[k] for part in parts], axis=0) for k in range(len(parts[0])))
 
     return run
@@ -228,6 +245,7 @@ _LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 def detection_from_mtcnn(item: dict, scale: float = 1.0) -> Detection:
     """One face of mtcnn's JSON output, in the pixels of an image `1 / scale` times the size."""
     box = tuple(float(v) / scale for v in item["box"])
-    landmarks = tuple((float(item["keypoints"][k][0]) / scale, float(item["keypoints"][k][1]) / scale)
-                      for k in _LANDMARKS)
+    landmarks = tuple(
+        (float(item["keypoints"][k][0]) / scale, float(item["keypoints"][k][1]) / scale) for k in _LANDMARKS
+    )
     return Detection(box=box, landmarks=landmarks, score=float(item["confidence"]))  # type: ignore[arg-type]

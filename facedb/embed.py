@@ -66,7 +66,9 @@ class FacenetEmbedder:
         def run(images):
             mapping = {"input:0": images}
             mapping.update({name: tf.constant(value, dtype=tf.int32) for name, value in batch_free.items()})
-            (out,) = tf.compat.v1.import_graph_def(graph_def, input_map=mapping, return_elements=["embeddings:0"], name="")
+            (out,) = tf.compat.v1.import_graph_def(
+                graph_def, input_map=mapping, return_elements=["embeddings:0"], name=""
+            )
             return out
 
         size = int(self._spec["input_size"])
@@ -84,8 +86,7 @@ class FacenetEmbedder:
 
         outputs = []
         for start in range(0, len(crops), self.batch_size):
-            batch = standardise(crops[start:start + self.batch_size])
+            batch = standardise(crops[start : start + self.batch_size])
             with self._run_lock:
                 outputs.append(function(tf.constant(batch)).numpy())
         return np.concatenate(outputs).astype(np.float32)
-

@@ -20,6 +20,7 @@ from .errors import FaceDBError, ImageError
 from .faces import Detection, Face
 from .images import decode, read_file
 from .pipeline import FaceExtractor, bounded_map
+from .records import EMBEDDING_DIMENSION
 from .scan import scan
 
 CHUNK = 64  # photos detected, then embedded together; only their vectors are kept
@@ -49,8 +50,14 @@ def main_face(detections: list[Detection], width: int, height: int) -> Detection
     return max(detections, key=merit)
 
 
-def embed_photos(extractor: FaceExtractor, paths: Iterable[str], settings: Settings,
-                 say: Callable[[str], None] = lambda message: None, *, every_face: bool = False) -> Embedded:
+def embed_photos(
+    extractor: FaceExtractor,
+    paths: Iterable[str],
+    settings: Settings,
+    say: Callable[[str], None] = lambda message: None,
+    *,
+    every_face: bool = False,
+) -> Embedded:
     """The main face of every photo (or every face), embedded in chunks: memory holds one
     chunk of crops."""
     paths = list(paths)
@@ -70,7 +77,7 @@ def embed_photos(extractor: FaceExtractor, paths: Iterable[str], settings: Setti
     done, started = 0, time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, settings.detect_workers), thread_name_prefix="facedb-eval") as pool:
         for start in range(0, len(paths), CHUNK):
-            results = list(bounded_map(pool, analyse, paths[start:start + CHUNK], ahead=2 * settings.detect_workers))
+            results = list(bounded_map(pool, analyse, paths[start : start + CHUNK], ahead=2 * settings.detect_workers))
             extractor.embed([face for _, faces, _ in results for face in faces])
             for path, faces, error in results:
                 if error is not None:
@@ -82,11 +89,14 @@ def embed_photos(extractor: FaceExtractor, paths: Iterable[str], settings: Setti
                     vectors.append(face.embedding)
             done += len(results)
             rate = done / max(time.monotonic() - started, 1e-9)
-            say(f"{done}/{len(paths)} photos  {len(found_paths)} faces  {len(no_face)} without a face  "
-                f"{rate:.1f} photos/s  ETA {(len(paths) - done) / rate:.0f}s")
-    dimension = getattr(extractor.embedder, "dimension", 512)
-    return Embedded(found_paths, np.stack(vectors) if vectors else np.zeros((0, dimension), np.float32),
-                    no_face, failed)
+            say(
+                f"{done}/{len(paths)} photos  {len(found_paths)} faces  {len(no_face)} without a face  "
+                f"{rate:.1f} photos/s  ETA {(len(paths) - done) / rate:.0f}s"
+            )
+    dimension = getattr(extractor.embedder, "dimension", EMBEDDING_DIMENSION)
+    return Embedded(
+        found_paths, np.stack(vectors) if vectors else np.zeros((0, dimension), np.float32), no_face, failed
+    )
 
 
 def people_folders(root: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -118,9 +128,17 @@ def _plot(distances: np.ndarray, same: np.ndarray, threshold: float, plot: str |
         raise FaceDBError(f"{plot}: cannot write the plot: {exc.strerror or exc}") from None
 
 
-def evaluate_folders(extractor: FaceExtractor, settings: Settings, root: str | os.PathLike,
-                     strangers: str | os.PathLike | None = None, *, far: float = 1e-3, seed: int = 0,
-                     plot: str | os.PathLike | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
+def evaluate_folders(
+    extractor: FaceExtractor,
+    settings: Settings,
+    root: str | os.PathLike,
+    strangers: str | os.PathLike | None = None,
+    *,
+    far: float = 1e-3,
+    seed: int = 0,
+    plot: str | os.PathLike | None = None,
+    say: Callable[[str], None] = lambda m: None,
+) -> dict:
     _check_plot_target(plot)
     paths, labels = people_folders(root)
     label_of = dict(zip(paths, labels))
@@ -153,30 +171,50 @@ def evaluate_folders(extractor: FaceExtractor, settings: Settings, root: str | o
     return result
 
 
-def _open_set(extractor: FaceExtractor, settings: Settings, strangers: str | os.PathLike, gallery: Embedded,
-              calibrated: float, say: Callable[[str], None]) -> dict:
+def _open_set(
+    extractor: FaceExtractor,
+    settings: Settings,
+    strangers: str | os.PathLike,
+    gallery: Embedded,
+    calibrated: float,
+    say: Callable[[str], None],
+) -> dict:
     """Every face in the strangers' photos asked against everyone's photos: how many would be named."""
     files = [c.path for c in scan([strangers]) if c.error is None]
     if not files:
         raise FaceDBError(f"{strangers}: no photos of strangers")
     say(f"{len(files)} photos of strangers")
     asked = embed_photos(extractor, files, settings, say, every_face=True)
-    nearest = np.array([np.linalg.norm(gallery.vectors - v, axis=1).min() for v in asked.vectors]) \
-        if len(gallery.vectors) else np.zeros(0)
+    nearest = (
+        np.array([np.linalg.norm(gallery.vectors - v, axis=1).min() for v in asked.vectors])
+        if len(gallery.vectors)
+        else np.zeros(0)
+    )
     n = len(nearest)
 
     def named(threshold: float) -> dict:
         count = int((nearest <= threshold).sum())
         return {"threshold": round(float(threshold), 4), "named": count, "rate": round(count / n, 4) if n else None}
 
-    return {"strangers": n, "at_default": named(_default_threshold(settings)), "at_calibrated": named(calibrated),
-            "nearest_distance_min": round(float(nearest.min()), 4) if n else None,
-            "no_face": asked.no_face, "failed": [{"path": p, "reason": r} for p, r in asked.failed]}
+    return {
+        "strangers": n,
+        "at_default": named(_default_threshold(settings)),
+        "at_calibrated": named(calibrated),
+        "nearest_distance_min": round(float(nearest.min()), 4) if n else None,
+        "no_face": asked.no_face,
+        "failed": [{"path": p, "reason": r} for p, r in asked.failed],
+    }
 
 
-def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str | os.PathLike,
-                 images: str | os.PathLike, *, plot: str | os.PathLike | None = None,
-                 say: Callable[[str], None] = lambda m: None) -> dict:
+def evaluate_lfw(
+    extractor: FaceExtractor,
+    settings: Settings,
+    pairs_file: str | os.PathLike,
+    images: str | os.PathLike,
+    *,
+    plot: str | os.PathLike | None = None,
+    say: Callable[[str], None] = lambda m: None,
+) -> dict:
     """LFW's pairs file and protocol: its pairs, in its folds (10 blocks of pairs.txt)."""
     _check_plot_target(plot)
     try:
@@ -203,16 +241,24 @@ def evaluate_lfw(extractor: FaceExtractor, settings: Settings, pairs_file: str |
     i = np.array([row.get(a, 0) for a in left])
     j = np.array([row.get(b, 0) for b in right])
     if not usable.any():
-        raise FaceDBError(f"{pairs_file}: no pair has a face in both photos ({len(missing)} photos missing under "
-                          f"{images}, {len(embedded.no_face)} without a face)")
+        raise FaceDBError(
+            f"{pairs_file}: no pair has a face in both photos ({len(missing)} photos missing under "
+            f"{images}, {len(embedded.no_face)} without a face)"
+        )
     distances = evaluation.pair_distances(embedded.vectors, i[usable], embedded.vectors, j[usable])
     verification = evaluation.verification(distances, same[usable], folds[usable])
     if plot:
         _plot(distances, same[usable], _default_threshold(settings), plot, f"LFW pairs: {_model(extractor)}")
-    return {"model": _model(extractor), "pairs_file": str(pairs_file), "folds": int(folds.max() + 1),
-            "verification": verification, "pairs_skipped": int((~usable).sum()),
-            "no_face": embedded.no_face, "missing": missing,
-            "failed": [{"path": p, "reason": r} for p, r in embedded.failed]} | ({"plot": str(plot)} if plot else {})
+    return {
+        "model": _model(extractor),
+        "pairs_file": str(pairs_file),
+        "folds": int(folds.max() + 1),
+        "verification": verification,
+        "pairs_skipped": int((~usable).sum()),
+        "no_face": embedded.no_face,
+        "missing": missing,
+        "failed": [{"path": p, "reason": r} for p, r in embedded.failed],
+    } | ({"plot": str(plot)} if plot else {})
 
 
 def _default_threshold(settings: Settings) -> float:

@@ -28,8 +28,7 @@ _WILSON_Z = 1.959963984540054  # two-sided 95%
 _QUERY_BLOCK = 1024  # queries per distance block in identification: 1024 x 20,000 float32 is 80 MB
 
 
-def pair_distances(left: np.ndarray, i: np.ndarray, right: np.ndarray, j: np.ndarray,
-                   block: int = 65536) -> np.ndarray:
+def pair_distances(left: np.ndarray, i: np.ndarray, right: np.ndarray, j: np.ndarray, block: int = 65536) -> np.ndarray:
     """Euclidean distances of left[i[k]] to right[j[k]], a block of pairs at a time (memory)."""
     out = np.empty(len(i), np.float64)
     for start in range(0, len(i), block):
@@ -211,8 +210,9 @@ def identification(vectors: np.ndarray, labels: list[str] | np.ndarray, ranks: t
     return {"queries": int(queries.size), **{f"rank{k}": float(np.mean(found_at <= k)) for k in ranks}}
 
 
-def pairs_from_labels(labels: list[str] | np.ndarray, seed: int = 0,
-                      impostor_ratio: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pairs_from_labels(
+    labels: list[str] | np.ndarray, seed: int = 0, impostor_ratio: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, same) for all genuine pairs and a seeded sample of distinct impostor pairs, i < j, each sorted.
 
     Impostors number round(genuine * ratio), or all there are when fewer. A sparse sample is drawn
@@ -223,7 +223,7 @@ def pairs_from_labels(labels: list[str] | np.ndarray, seed: int = 0,
     groups = _groups(codes)
     genuine = np.concatenate([_keys_within(members, n) for members in groups])
     wanted = int(round(genuine.size * impostor_ratio))
-    available = (n * n - sum(members.size ** 2 for members in groups)) // 2
+    available = (n * n - sum(members.size**2 for members in groups)) // 2
     rng = np.random.default_rng(seed)
     if wanted >= available / 2:
         impostor = _all_impostor_keys(groups, n)
@@ -251,7 +251,7 @@ def _all_impostor_keys(groups: list[np.ndarray], n: int) -> np.ndarray:
     """Every pair of indices from different groups as i * n + j, i < j: each group against those after it."""
     keys = [np.empty(0, np.int64)]
     for g, members in enumerate(groups[:-1]):
-        others = np.concatenate(groups[g + 1:])
+        others = np.concatenate(groups[g + 1 :])
         i, j = np.repeat(members, others.size).astype(np.int64), np.tile(others, members.size).astype(np.int64)
         keys.append(np.minimum(i, j) * n + np.maximum(i, j))
     return np.concatenate(keys)
@@ -397,10 +397,21 @@ def plot(distances: np.ndarray, same: np.ndarray, threshold: float, path: Path, 
     figure, (roc_axes, histogram_axes) = plt.subplots(1, 2, figsize=(12, 5))
     roc_axes.plot(np.maximum(far, left), tar, color="tab:blue")  # FAR 0 drawn at the left edge of the log axis
     marked_far = max(float(np.mean(distances[~same] <= threshold)), left)
-    roc_axes.plot([marked_far], [np.mean(distances[same] <= threshold)], "o", color="tab:orange",
-                  label=f"threshold {threshold:.3f}")
-    roc_axes.set(xscale="log", xlim=(left, 1.0), ylim=(0.0, 1.01), xlabel="false accept rate (FAR)",
-                 ylabel="true accept rate (TAR)", title="ROC")
+    roc_axes.plot(
+        [marked_far],
+        [np.mean(distances[same] <= threshold)],
+        "o",
+        color="tab:orange",
+        label=f"threshold {threshold:.3f}",
+    )
+    roc_axes.set(
+        xscale="log",
+        xlim=(left, 1.0),
+        ylim=(0.0, 1.01),
+        xlabel="false accept rate (FAR)",
+        ylabel="true accept rate (TAR)",
+        title="ROC",
+    )
     roc_axes.grid(True, which="both", alpha=0.3)
     roc_axes.legend(loc="lower right")
     bins = np.linspace(0.0, 2.0, 81)

@@ -128,8 +128,9 @@ def open_regular(path: Path, within: Sequence[Path] | None = None) -> tuple[Bina
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError("is a directory" if stat.S_ISDIR(info.st_mode) else
-                             f"not a regular file ({_file_kind(info.st_mode)})")
+            raise ImageError(
+                "is a directory" if stat.S_ISDIR(info.st_mode) else f"not a regular file ({_file_kind(info.st_mode)})"
+            )
         if within is not None and not is_within(_opened_path(descriptor, path), within):
             raise ImageError(OUTSIDE_ROOTS)
     except BaseException:
@@ -152,8 +153,13 @@ def _opened_path(descriptor: int, path: Path) -> str:
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a file"
@@ -172,7 +178,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
         if width * height > max_pixels:
             raise ImageError(
                 f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,} "
-                "(possible decompression bomb; raise FACEDB_MAX_PIXELS to allow)")
+                "(possible decompression bomb; raise FACEDB_MAX_PIXELS to allow)"
+            )
         image.load()
         meta = _metadata(image)
         image = ImageOps.exif_transpose(image)
@@ -185,8 +192,20 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
         raise ImageError(f"decompression bomb: {exc}") from None
     except MemoryError:
         raise ImageError("not enough memory to decode") from None
-    except (OSError, ValueError, SyntaxError, TypeError, IndexError, KeyError, EOFError,
-            struct.error, ZeroDivisionError, RuntimeError, NotImplementedError, AttributeError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        TypeError,
+        IndexError,
+        KeyError,
+        EOFError,
+        struct.error,
+        ZeroDivisionError,
+        RuntimeError,
+        NotImplementedError,
+        AttributeError,
+    ) as exc:
         raise ImageError(_one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
     h, w = rgb.shape[:2]
     return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, phash=perceptual_hash(rgb), **meta))
@@ -238,7 +257,11 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
         # 16-bit and float greyscale: scale the real range to 0..255 instead of clipping at 255.
         values = np.asarray(image, dtype=np.float64)
         low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        scaled = np.zeros(values.shape, np.uint8) if high <= low else ((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        scaled = (
+            np.zeros(values.shape, np.uint8)
+            if high <= low
+            else ((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        )
         return np.ascontiguousarray(np.stack([scaled] * 3, axis=-1))
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
@@ -262,7 +285,11 @@ def _metadata(image: Image.Image) -> dict:
         return out
     try:
         sub = exif.get_ifd(_EXIF_IFD)
-        stamp = sub.get(ExifTags.Base.DateTimeOriginal) or sub.get(ExifTags.Base.DateTimeDigitized) or exif.get(ExifTags.Base.DateTime)
+        stamp = (
+            sub.get(ExifTags.Base.DateTimeOriginal)
+            or sub.get(ExifTags.Base.DateTimeDigitized)
+            or exif.get(ExifTags.Base.DateTime)
+        )
         out["taken_at"] = _exif_time(stamp)
     except Exception:  # noqa: BLE001
         pass

@@ -62,8 +62,10 @@ class ClusterPlan:
         return {
             "faces_considered": self.faces_considered,
             "new_people": [{"faces": len(f), "face_ids": f} for f in self.new_people.values()],
-            "joining": [{"person_id": p, "name": names.get(p), "faces": len(f), "face_ids": f}
-                        for p, f in sorted(self.joining.items())],
+            "joining": [
+                {"person_id": p, "name": names.get(p), "faces": len(f), "face_ids": f}
+                for p, f in sorted(self.joining.items())
+            ],
             "leaving": self.leaving,
             "unchanged": self.unchanged,
             "merge_suggestions": self.merge_suggestions,
@@ -94,7 +96,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
     current_clustered = {i: int(inputs.identity_ids[i]) for i in range(n) if inputs.sources[i] == "clustered"}
     claimed: set[int] = set()
     unnamed_groups = []
-    for label, rows in sorted(groups.items()):
+    for _label, rows in sorted(groups.items()):
         people = {int(anchor[r]) for r in rows if anchor[r] != NO_IDENTITY}
         free = [r for r in rows if not human[r]]
         if people:
@@ -173,5 +175,12 @@ def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: Clust
             key = (min(person, other), max(person, other))
             if key not in closest or d < closest[key][0]:
                 closest[key] = (float(d), int(inputs.face_ids[r]), int(inputs.face_ids[j]))
-    return [{"people": list(k), "names": [inputs.names.get(k[0]), inputs.names.get(k[1])],
-             "distance": round(d, 4), "faces": [fa, fb]} for k, (d, fa, fb) in sorted(closest.items())]
+    return [
+        {
+            "people": list(k),
+            "names": [inputs.names.get(k[0]), inputs.names.get(k[1])],
+            "distance": round(d, 4),
+            "faces": [fa, fb],
+        }
+        for k, (d, fa, fb) in sorted(closest.items())
+    ]

@@ -74,7 +74,8 @@ class IndexSummary:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "photo_ids"} | {
-            "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+            "failures": [{"path": p, "reason": r} for p, r in self.failures]
+        }
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class _StopAfterBatch:
         self.requested = False
         self._previous = None
 
-    def __enter__(self) -> "_StopAfterBatch":
+    def __enter__(self) -> _StopAfterBatch:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -178,8 +179,17 @@ class Indexer:
     thread embeds the faces found so far (in the embedder's batches) while detection goes on.
     TensorFlow and Pillow release the GIL while they compute."""
 
-    def __init__(self, store: Store, extractor: FaceExtractor, embedding_model_id: int, *,
-                 max_pixels: int, batch_photos: int = 32, read_workers: int = 2, detect_workers: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        extractor: FaceExtractor,
+        embedding_model_id: int,
+        *,
+        max_pixels: int,
+        batch_photos: int = 32,
+        read_workers: int = 2,
+        detect_workers: int = 1,
+    ) -> None:
         self.store = store
         self.extractor = extractor
         self.embedding_model_id = embedding_model_id
@@ -189,15 +199,22 @@ class Indexer:
         self.detect_workers = max(1, detect_workers)
         self._models_loaded = False
 
-    def run(self, paths: list[str | os.PathLike], *, retry_failed: bool = False,
-            on_progress: ProgressCallback | None = None, on_failure: FailureCallback | None = None,
-            within: Sequence[Path] | None = None) -> IndexSummary:
+    def run(
+        self,
+        paths: list[str | os.PathLike],
+        *,
+        retry_failed: bool = False,
+        on_progress: ProgressCallback | None = None,
+        on_failure: FailureCallback | None = None,
+        within: Sequence[Path] | None = None,
+    ) -> IndexSummary:
         """`within`: real folders that every file read must really lie in (the REST service's roots)."""
         with _StopAfterBatch() as stop:
             return self._run(paths, retry_failed, on_progress, on_failure, stop, within)
 
-    def _run(self, paths, retry_failed, on_progress, on_failure, stop: "_StopAfterBatch",
-             within: Sequence[Path] | None) -> IndexSummary:
+    def _run(
+        self, paths, retry_failed, on_progress, on_failure, stop: _StopAfterBatch, within: Sequence[Path] | None
+    ) -> IndexSummary:
         started = time.monotonic()
         # Two walks of the folders, so that memory does not grow with the archive: the first
         # only counts (for progress and ETA), the second feeds the batches.
@@ -206,9 +223,11 @@ class Indexer:
         clock = StageClock()
         done = 0
         candidates = scan(paths, within)
-        with ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool, \
-                ThreadPoolExecutor(max_workers=self.detect_workers, thread_name_prefix="facedb-detect") as detection, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding:
+        with (
+            ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool,
+            ThreadPoolExecutor(max_workers=self.detect_workers, thread_name_prefix="facedb-detect") as detection,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding,
+        ):
             while batch := list(islice(candidates, self.batch_photos)):
                 if stop.requested:
                     summary.interrupted = True
@@ -227,15 +246,29 @@ class Indexer:
                         summary.faces += len(outcome.faces)
                 done += len(batch)
                 if on_progress:
-                    on_progress(ProgressEvent(done, total, summary.faces, summary.failed,
-                                              time.monotonic() - started - summary.model_load_seconds))
+                    on_progress(
+                        ProgressEvent(
+                            done,
+                            total,
+                            summary.faces,
+                            summary.failed,
+                            time.monotonic() - started - summary.model_load_seconds,
+                        )
+                    )
         summary.seconds = time.monotonic() - started - summary.model_load_seconds
         summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in clock.seconds.items()}
         return summary
 
-    def _process(self, batch: list[Candidate], pool: Executor, analysis: tuple[Executor, Executor],
-                 clock: StageClock, retry_failed: bool, summary: IndexSummary,
-                 within: Sequence[Path] | None) -> list[Outcome]:
+    def _process(
+        self,
+        batch: list[Candidate],
+        pool: Executor,
+        analysis: tuple[Executor, Executor],
+        clock: StageClock,
+        retry_failed: bool,
+        summary: IndexSummary,
+        within: Sequence[Path] | None,
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         stats: dict[str, FileStat] = {}
         for item in batch:
@@ -301,8 +334,9 @@ class Indexer:
             outcomes.append(outcome)
         return outcomes
 
-    def _analyse(self, files: list[tuple[FileStat, bytes]], detection: Executor, embedding: Executor,
-                 clock: StageClock) -> list[Outcome]:
+    def _analyse(
+        self, files: list[tuple[FileStat, bytes]], detection: Executor, embedding: Executor, clock: StageClock
+    ) -> list[Outcome]:
         photos: list[tuple[FileStat, PhotoMeta, list[Face]]] = []
         outcomes: list[Outcome] = []
         embedded: list[Future] = []

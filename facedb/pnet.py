@@ -43,9 +43,12 @@ def pooled_first_layer_kernel(kernel: np.ndarray, bias: np.ndarray, alpha: np.nd
     grouped = np.zeros((4, 4, 3, 2, 2, channels), np.float32)
     for dy in range(2):
         for dx in range(2):
-            grouped[dy:dy + 3, dx:dx + 3, :, dy, dx, :] = kernel
-    return (grouped.reshape(4, 4, 3, 4 * channels), np.tile(bias, 4).astype(np.float32),
-            np.tile(alpha.reshape(-1), 4).astype(np.float32))
+            grouped[dy : dy + 3, dx : dx + 3, :, dy, dx, :] = kernel
+    return (
+        grouped.reshape(4, 4, 3, 4 * channels),
+        np.tile(bias, 4).astype(np.float32),
+        np.tile(alpha.reshape(-1), 4).astype(np.float32),
+    )
 
 
 def suppress(boxes: np.ndarray, threshold: float) -> np.ndarray:
@@ -57,10 +60,12 @@ def suppress(boxes: np.ndarray, threshold: float) -> np.ndarray:
     area = (x2 - x1) * (y2 - y1)
     for start in range(1, len(boxes), 512):
         stop = min(len(boxes), start + 512)
-        width = np.maximum(0, np.minimum(x2[start:stop, None], x2[None, :stop])
-                           - np.maximum(x1[start:stop, None], x1[None, :stop]))
-        height = np.maximum(0, np.minimum(y2[start:stop, None], y2[None, :stop])
-                            - np.maximum(y1[start:stop, None], y1[None, :stop]))
+        width = np.maximum(
+            0, np.minimum(x2[start:stop, None], x2[None, :stop]) - np.maximum(x1[start:stop, None], x1[None, :stop])
+        )
+        height = np.maximum(
+            0, np.minimum(y2[start:stop, None], y2[None, :stop]) - np.maximum(y1[start:stop, None], y1[None, :stop])
+        )
         inter = width * height
         with np.errstate(divide="ignore", invalid="ignore"):
             overlap = inter / (area[start:stop, None] + area[None, :stop] - inter)
@@ -84,8 +89,10 @@ class PyramidPNet:
     def __init__(self, pnet) -> None:
         kernel, bias = pnet.conv1.get_weights()
         self._first = pooled_first_layer_kernel(kernel, bias, pnet.prelu1.get_weights()[0])
-        self._middle = [(*conv.get_weights(), prelu.get_weights()[0].reshape(-1))
-                        for conv, prelu in ((pnet.conv2, pnet.prelu2), (pnet.conv3, pnet.prelu3))]
+        self._middle = [
+            (*conv.get_weights(), prelu.get_weights()[0].reshape(-1))
+            for conv, prelu in ((pnet.conv2, pnet.prelu2), (pnet.conv3, pnet.prelu3))
+        ]
         # The two 1x1 heads (4 box offsets, 2 class logits) as one 1x1 convolution.
         (box_kernel, box_bias), (class_kernel, class_bias) = pnet.conv4_1.get_weights(), pnet.conv4_2.get_weights()
         self._heads = np.concatenate([box_kernel, class_kernel], axis=-1), np.concatenate([box_bias, class_bias])
@@ -103,7 +110,7 @@ class PyramidPNet:
         kernel4, bias4, alpha4 = self._first
         c = kernel4.shape[-1] // 4
         x = prelu(tf.nn.conv2d(level, kernel4, 2, "VALID") + bias4, alpha4)
-        x = tf.maximum(tf.maximum(x[..., :c], x[..., c:2 * c]), tf.maximum(x[..., 2 * c:3 * c], x[..., 3 * c:]))
+        x = tf.maximum(tf.maximum(x[..., :c], x[..., c : 2 * c]), tf.maximum(x[..., 2 * c : 3 * c], x[..., 3 * c :]))
         for kernel, bias, alpha in self._middle:
             x = prelu(tf.nn.conv2d(x, kernel, 1, "VALID") + bias, alpha)
         heads = tf.nn.conv2d(x, self._heads[0], 1, "VALID")[0] + self._heads[1]
@@ -114,8 +121,9 @@ class PyramidPNet:
         cells that pass P-Net's threshold. Unused levels are given 12 x 12 px and dropped after."""
         import tensorflow as tf
 
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8),
-                                      tf.TensorSpec([LEVELS_PER_CALL, 2], tf.int32)])
+        @tf.function(
+            input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8), tf.TensorSpec([LEVELS_PER_CALL, 2], tf.int32)]
+        )
         def pyramid(image, sizes):
             found = []
             for index in range(LEVELS_PER_CALL):
@@ -124,8 +132,17 @@ class PyramidPNet:
                 level = (tf.image.resize(image, sizes[index], method="area") - 127.5) / 128
                 regression, face = self._network(level)
                 cells = tf.where(face > FACE_THRESHOLD)
-                found.append(tf.concat([tf.fill([tf.shape(cells)[0], 1], float(index)), tf.cast(cells, tf.float32),
-                                        tf.gather_nd(face, cells)[:, None], tf.gather_nd(regression, cells)], axis=1))
+                found.append(
+                    tf.concat(
+                        [
+                            tf.fill([tf.shape(cells)[0], 1], float(index)),
+                            tf.cast(cells, tf.float32),
+                            tf.gather_nd(face, cells)[:, None],
+                            tf.gather_nd(regression, cells),
+                        ],
+                        axis=1,
+                    )
+                )
             return tf.concat(found, axis=0)
 
         return pyramid
@@ -143,8 +160,10 @@ class PyramidPNet:
         def cells(level):
             regression, face = self._network(level)
             found = tf.where(face > FACE_THRESHOLD)
-            return tf.concat([tf.cast(found, tf.float32), tf.gather_nd(face, found)[:, None],
-                              tf.gather_nd(regression, found)], axis=1)
+            return tf.concat(
+                [tf.cast(found, tf.float32), tf.gather_nd(face, found)[:, None], tf.gather_nd(regression, found)],
+                axis=1,
+            )
 
         return resized, cells
 
@@ -158,7 +177,7 @@ class PyramidPNet:
         rows = max(MIN_LEVEL_SIDE, (PIXELS_PER_CALL // width) // 2 * 2)
         found, top = [], 0
         while height - top >= MIN_LEVEL_SIDE:
-            strip = level[:, top:top + rows] if height - top - rows >= MIN_LEVEL_SIDE else level[:, top:]
+            strip = level[:, top : top + rows] if height - top - rows >= MIN_LEVEL_SIDE else level[:, top:]
             cells = self._cells(strip).numpy()
             cells[:, 0] += top // 2
             found.append(np.concatenate([np.full((len(cells), 1), float(index)), cells], axis=1))
@@ -178,8 +197,10 @@ class PyramidPNet:
         cells = [self._level_in_strips(image, sizes[i], i).astype(np.float64) for i in large]
         rest = [i for i in range(len(sizes)) if i not in large]
         for first in range(0, len(rest), LEVELS_PER_CALL):
-            chunk = np.asarray(rest[first:first + LEVELS_PER_CALL])
-            padded = np.concatenate([sizes[chunk], np.full((LEVELS_PER_CALL - len(chunk), 2), MIN_LEVEL_SIDE, np.int32)])
+            chunk = np.asarray(rest[first : first + LEVELS_PER_CALL])
+            padded = np.concatenate(
+                [sizes[chunk], np.full((LEVELS_PER_CALL - len(chunk), 2), MIN_LEVEL_SIDE, np.int32)]
+            )
             found = self._pyramid(image, tf.constant(padded)).numpy()
             found = found[found[:, 0] < len(chunk)]
             found[:, 0] = chunk[found[:, 0].astype(int)]
@@ -192,8 +213,17 @@ class PyramidPNet:
                 continue
             y, x, score, offsets = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4:8] * 11
             # mtcnn's generate_bounding_box: cell (y, x) is the window [2x + 1, 2x + 12] (11 px).
-            boxes = np.stack([np.zeros(len(rows)), 2 * x + 1 + offsets[:, 0], 2 * y + 1 + offsets[:, 1],
-                              2 * x + 12 + offsets[:, 2], 2 * y + 12 + offsets[:, 3], score], axis=1)
+            boxes = np.stack(
+                [
+                    np.zeros(len(rows)),
+                    2 * x + 1 + offsets[:, 0],
+                    2 * y + 1 + offsets[:, 1],
+                    2 * x + 12 + offsets[:, 2],
+                    2 * y + 12 + offsets[:, 3],
+                    score,
+                ],
+                axis=1,
+            )
             boxes[:, 1:5] /= scale
             per_level.append(suppress(by_score(boxes), SUPPRESS_PER_LEVEL))
         if not per_level:
@@ -201,4 +231,3 @@ class PyramidPNet:
         from mtcnn.utils.bboxes import resize_to_square
 
         return resize_to_square(suppress(by_score(np.concatenate(per_level)), SUPPRESS_ACROSS_LEVELS))
-

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import decode, read_file
 from .errors import ImageError
+from .images import decode, read_file
 
 THUMBNAIL = 200
 
@@ -23,8 +23,24 @@ def write_json(report: dict, out) -> None:
     out.write("\n")
 
 
-CSV_FIELDS = ["tier", "kind", "group", "keep", "member", "path", "face_id", "person_id", "name", "width", "height",
-              "format", "size", "taken_at", "reason", "evidence"]
+CSV_FIELDS = [
+    "tier",
+    "kind",
+    "group",
+    "keep",
+    "member",
+    "path",
+    "face_id",
+    "person_id",
+    "name",
+    "width",
+    "height",
+    "format",
+    "size",
+    "taken_at",
+    "reason",
+    "evidence",
+]
 
 
 def write_csv(report: dict, out) -> None:
@@ -32,25 +48,50 @@ def write_csv(report: dict, out) -> None:
     writer.writeheader()
     for group in report["groups"]:
         evidence = "; ".join(e["why"] for e in group["evidence"])
-        common = {"tier": group["tier"], "kind": group["kind"], "group": group["id"], "reason": group["reason"],
-                  "evidence": evidence}
+        common = {
+            "tier": group["tier"],
+            "kind": group["kind"],
+            "group": group["id"],
+            "reason": group["reason"],
+            "evidence": evidence,
+        }
         for member in _members(group):
             photo = member.get("photo") or {}
-            writer.writerow(common | {
-                "keep": member["keep"], "member": member["label"], "path": photo.get("path"),
-                "face_id": member.get("face_id"), "person_id": member.get("person_id"), "name": member.get("name"),
-                "width": photo.get("width"), "height": photo.get("height"), "format": photo.get("format"),
-                "size": photo.get("size"), "taken_at": photo.get("taken_at")})
+            writer.writerow(
+                common
+                | {
+                    "keep": member["keep"],
+                    "member": member["label"],
+                    "path": photo.get("path"),
+                    "face_id": member.get("face_id"),
+                    "person_id": member.get("person_id"),
+                    "name": member.get("name"),
+                    "width": photo.get("width"),
+                    "height": photo.get("height"),
+                    "format": photo.get("format"),
+                    "size": photo.get("size"),
+                    "taken_at": photo.get("taken_at"),
+                }
+            )
 
 
 def _members(group: dict) -> list[dict]:
     if "photos" in group:
         return [{"label": f"photo {p['id']}", "photo": p, "keep": p["id"] == group["keep"]} for p in group["photos"]]
     if "faces" in group:
-        return [{"label": f"face {f['face_id']}", "photo": f["photo"], "face_id": f["face_id"],
-                 "keep": f["photo"]["id"] == group["keep"]} for f in group["faces"]]
-    return [{"label": f"person {p['id']}", "person_id": p["id"], "name": p["name"], "keep": p["id"] == group["keep"]}
-            for p in group["people"]]
+        return [
+            {
+                "label": f"face {f['face_id']}",
+                "photo": f["photo"],
+                "face_id": f["face_id"],
+                "keep": f["photo"]["id"] == group["keep"],
+            }
+            for f in group["faces"]
+        ]
+    return [
+        {"label": f"person {p['id']}", "person_id": p["id"], "name": p["name"], "keep": p["id"] == group["keep"]}
+        for p in group["people"]
+    ]
 
 
 def write_html(report: dict, path: Path, face_thumbnails: dict[int, bytes]) -> None:
@@ -91,43 +132,64 @@ def render_html(report: dict, face_thumbnails: dict[int, bytes]) -> str:
             if photo["path"] not in thumbs:
                 thumbs[photo["path"]] = _photo_thumbnail(photo["path"])
             src = thumbs[photo["path"]]
-        image = f'<img src="{src}" alt="{e(Path(photo["path"]).name)}">' if src else '<div class="missing">file missing</div>'
-        facts = [f'{photo["width"]}×{photo["height"]}', photo.get("format") or "?", _size(photo.get("size"))]
+        image = (
+            f'<img src="{src}" alt="{e(Path(photo["path"]).name)}">'
+            if src
+            else '<div class="missing">file missing</div>'
+        )
+        facts = [f"{photo['width']}×{photo['height']}", photo.get("format") or "?", _size(photo.get("size"))]
         if photo.get("taken_at"):
             facts.append(photo["taken_at"].replace("T", " "))
         badge = '<span class="keep">keep</span>' if keep else ""
-        return (f'<figure class="{"kept" if keep else ""}">{image}<figcaption>{badge}'
-                f'<span class="path" title="{e(photo["path"])}">{e(photo["path"])}</span>'
-                f'<span class="facts">{e(" · ".join(facts))}</span></figcaption></figure>')
+        return (
+            f'<figure class="{"kept" if keep else ""}">{image}<figcaption>{badge}'
+            f'<span class="path" title="{e(photo["path"])}">{e(photo["path"])}</span>'
+            f'<span class="facts">{e(" · ".join(facts))}</span></figcaption></figure>'
+        )
 
     sections = []
     for group in report["groups"]:
         if "photos" in group:
             cards = "".join(photo_card(p, p["id"] == group["keep"]) for p in group["photos"])
         elif "faces" in group:
-            cards = "".join(photo_card(f["photo"], f["photo"]["id"] == group["keep"], f["face_id"]) for f in group["faces"])
-        else:
             cards = "".join(
-                f'<figure class="{"kept" if p["id"] == group["keep"] else ""}"><div class="person">'
-                f'{e(p["name"] or "#" + str(p["id"]))}</div><figcaption>'
-                f'{"<span class=keep>keep</span>" if p["id"] == group["keep"] else ""}'
-                f'<span class="facts">person #{p["id"]} · {p["faces"]} faces</span></figcaption></figure>'
-                for p in group["people"]) + f'<p class="suggestion"><code>{e(group["suggestion"])}</code></p>'
+                photo_card(f["photo"], f["photo"]["id"] == group["keep"], f["face_id"]) for f in group["faces"]
+            )
+        else:
+            cards = (
+                "".join(
+                    f'<figure class="{"kept" if p["id"] == group["keep"] else ""}"><div class="person">'
+                    f"{e(p['name'] or '#' + str(p['id']))}</div><figcaption>"
+                    f"{'<span class=keep>keep</span>' if p['id'] == group['keep'] else ''}"
+                    f'<span class="facts">person #{p["id"]} · {p["faces"]} faces</span></figcaption></figure>'
+                    for p in group["people"]
+                )
+                + f'<p class="suggestion"><code>{e(group["suggestion"])}</code></p>'
+            )
         evidence = "".join(f"<li>{e(item['why'])}</li>" for item in group["evidence"][:8])
         more = len(group["evidence"]) - 8
         if more > 0:
             evidence += f"<li>… and {more} more</li>"
         sections.append(
             f'<section class="group" data-tier="{group["tier"]}"><h2><span class="tier">tier {group["tier"]}</span> '
-            f'{e(group["kind"].replace("_", " "))} <small>{e(group["id"])}</small></h2>'
+            f"{e(group['kind'].replace('_', ' '))} <small>{e(group['id'])}</small></h2>"
             f'<p class="reason">Suggest keeping the marked one: {e(group["reason"])}</p>'
-            f'<div class="cards">{cards}</div><ul class="evidence">{evidence}</ul></section>')
+            f'<div class="cards">{cards}</div><ul class="evidence">{evidence}</ul></section>'
+        )
 
     counts = report["counts"]
     filters = "".join(
         f'<label><input type="checkbox" data-tier="{n}" checked> tier {n}: {e(kind.replace("_", " "))} '
-        f'({counts.get(kind, 0)})</label>' for n, kind in ((1, "identical"), (2, "same_picture"), (3, "near_duplicate"),
-                                                           (4, "same_face"), (5, "same_person")) if kind in counts)
+        f"({counts.get(kind, 0)})</label>"
+        for n, kind in (
+            (1, "identical"),
+            (2, "same_picture"),
+            (3, "near_duplicate"),
+            (4, "same_face"),
+            (5, "same_person"),
+        )
+        if kind in counts
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facedb dedup report</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -24,8 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
-from starlette.datastructures import Headers
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api import FaceDB
@@ -33,6 +33,7 @@ from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
 from .people import person_name
+from .records import EMBEDDING_DIMENSION
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ HALFVEC_MAX = 65504.0
 
 
 class SearchRequest(BaseModel):
-    embedding: list[float] = Field(min_length=512, max_length=512)
+    embedding: list[float] = Field(min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
     top_k: int = Field(3, ge=1, le=100)
     threshold: float | None = Field(None, ge=0, le=4)
 
@@ -191,11 +192,14 @@ class ModelWork:
         Work handed to `run` keeps the place until it is done, even if its client has gone
         meanwhile, so that clients that hang up cannot pile up work behind the limit."""
         if not self.slots.acquire(blocking=False):
-            raise HTTPException(503, f"busy: {self.capacity} requests for the models are running or waiting; "
-                                     "retry shortly", headers={"Retry-After": "1"})
+            raise HTTPException(
+                503,
+                f"busy: {self.capacity} requests for the models are running or waiting; retry shortly",
+                headers={"Retry-After": "1"},
+            )
         handed_over = False
 
-        def run(function: Callable[[], T]) -> "asyncio.Future[T]":
+        def run(function: Callable[[], T]) -> asyncio.Future[T]:
             nonlocal handed_over
             future = self.pool.submit(function)
             handed_over = True
@@ -266,8 +270,13 @@ class RequestGate:
 
 async def _answer(send, status: int, error: str) -> None:
     body = json.dumps({"error": error}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -283,8 +292,17 @@ class Jobs:
 
     def start(self, paths: list[str], retry_failed: bool, within: list[Path]) -> dict:
         with self.lock:
-            job = {"id": next(self.ids), "state": "queued", "paths": paths, "done": 0, "total": 0, "faces": 0,
-                   "failed": 0, "result": None, "error": None}
+            job = {
+                "id": next(self.ids),
+                "state": "queued",
+                "paths": paths,
+                "done": 0,
+                "total": 0,
+                "faces": 0,
+                "failed": 0,
+                "result": None,
+                "error": None,
+            }
             self.jobs[job["id"]] = job
         self.pool.submit(self._run, job, retry_failed, within)
         return dict(job)
@@ -297,8 +315,14 @@ class Jobs:
 
         try:
             summary = self.facedb.index(job["paths"], retry_failed=retry_failed, on_progress=progress, within=within)
-            job.update(result=summary.as_dict(), state="done", total=summary.files, done=summary.files,
-                       faces=summary.faces, failed=summary.failed)
+            job.update(
+                result=summary.as_dict(),
+                state="done",
+                total=summary.files,
+                done=summary.files,
+                faces=summary.faces,
+                failed=summary.failed,
+            )
         except Exception as exc:  # noqa: BLE001 - reported through the job, never lost
             job.update(state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
@@ -309,13 +333,19 @@ class Jobs:
         return dict(job)
 
 
-def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_upload_bytes: int | None = None,
-               max_files: int = 16) -> FastAPI:
+def create_app(
+    facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_upload_bytes: int | None = None, max_files: int = 16
+) -> FastAPI:
     """`roots`: folders whose photos may be indexed through the API and served back."""
     settings = facedb.settings
     max_upload_bytes = settings.max_upload_bytes if max_upload_bytes is None else max_upload_bytes
-    app = FastAPI(title="facedb", version="1", description="Who is this? Face search over your photo archive.",
-                  docs_url="/docs", openapi_url="/openapi.json")
+    app = FastAPI(
+        title="facedb",
+        version="1",
+        description="Who is this? Face search over your photo archive.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
     uploads = settings.home / "uploads"
     served_roots = [Path(os.path.realpath(r)) for r in roots]
     allowed_roots = served_roots + [Path(os.path.realpath(uploads))]
@@ -324,10 +354,17 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
     model_work = ModelWork(settings.serve_model_workers, settings.serve_waiting_requests)
     app.state.facedb, app.state.jobs, app.state.model_work = facedb, jobs, model_work
     # multipart framing around max_files uploads stays far under the extra MiB
-    app.add_middleware(RequestGate, keys=keys, json_limit=settings.max_json_bytes,
-                       upload_limit=max_files * max_upload_bytes + 2**20)
-    errors = {401: {"model": Error}, 403: {"model": Error}, 404: {"model": Error}, 413: {"model": Error},
-              422: {"model": Error}, 503: {"model": Error}}
+    app.add_middleware(
+        RequestGate, keys=keys, json_limit=settings.max_json_bytes, upload_limit=max_files * max_upload_bytes + 2**20
+    )
+    errors = {
+        401: {"model": Error},
+        403: {"model": Error},
+        404: {"model": Error},
+        413: {"model": Error},
+        422: {"model": Error},
+        503: {"model": Error},
+    }
 
     def need(scope: str):
         def check(request: Request, key: Annotated[str | None, Security(_key_header)]) -> KeyInfo:
@@ -339,13 +376,17 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
             if not allows(info.scope, scope):
                 raise HTTPException(403, f"this key's scope is {info.scope}; {scope} is needed")
             return info
+
         return Depends(check)
+
+    read_key, write_key, admin_key = need("read"), need("write"), need("admin")
 
     # Starlette's own (an unknown route, a wrong method) as well as the endpoints' HTTPException
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -396,60 +437,67 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
         return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
     @app.post("/v1/who", response_model=WhoResult, responses=errors, tags=["faces"])
-    async def who(image: Annotated[UploadFile, File(description="a photo")],
-                  top_k: Annotated[int, Form(ge=1, le=100)] = 3,
-                  threshold: Annotated[float | None, Form(ge=0, le=4)] = None,
-                  _: KeyInfo = need("read")) -> dict:
+    async def who(
+        image: Annotated[UploadFile, File(description="a photo")],
+        top_k: Annotated[int, Form(ge=1, le=100)] = 3,
+        threshold: Annotated[float | None, Form(ge=0, le=4)] = None,
+        _: KeyInfo = read_key,
+    ) -> dict:
         async with model_work.slot() as run:
             files = await read_uploads([image])
 
             def work() -> dict:
                 (answer,) = facedb.answer(faces_of(files), top_k=top_k, threshold=threshold)
                 return answer.as_dict()
+
             return await run(work)
 
     @app.post("/v1/search", response_model=SearchResult, responses=errors, tags=["faces"])
-    def search(request: SearchRequest, _: KeyInfo = need("read")) -> dict:
+    def search(request: SearchRequest, _: KeyInfo = read_key) -> dict:
         vector = np.asarray(request.embedding, dtype=np.float64)
         if not np.isfinite(vector).all() or np.abs(vector).max() > HALFVEC_MAX:
             # the search index holds half precision, whose range ends at 65504
             raise HTTPException(422, f"embedding: values must be finite numbers within +-{HALFVEC_MAX:g}")
         vector = vector.astype(np.float32)
-        return {"candidates": [c.as_dict() for c in facedb.search(vector, top_k=request.top_k,
-                                                                    threshold=request.threshold)]}
+        return {
+            "candidates": [c.as_dict() for c in facedb.search(vector, top_k=request.top_k, threshold=request.threshold)]
+        }
 
     @app.post("/v1/compare", response_model=CompareResult, responses=errors, tags=["faces"])
-    async def compare(images: Annotated[list[UploadFile], File(description="two or more photos")],
-                      _: KeyInfo = need("read")) -> dict:
+    async def compare(
+        images: Annotated[list[UploadFile], File(description="two or more photos")], _: KeyInfo = read_key
+    ) -> dict:
         async with model_work.slot() as run:
             files = await read_uploads(images)
             return await run(lambda: facedb.compare_faces(faces_of(files)))
 
     @app.get("/v1/people", response_model=list[Person], responses=errors, tags=["people"])
-    def people(_: KeyInfo = need("read")) -> list[dict]:
+    def people(_: KeyInfo = read_key) -> list[dict]:
         return facedb.people()
 
     @app.get("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
-    def person(person_id: int, _: KeyInfo = need("read")) -> dict:
+    def person(person_id: int, _: KeyInfo = read_key) -> dict:
         return facedb.person(_person_id(person_id))
 
     @app.patch("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
-    def rename(person_id: int, body: Rename, _: KeyInfo = need("write")) -> dict:
+    def rename(person_id: int, body: Rename, _: KeyInfo = write_key) -> dict:
         facedb.name(_person_id(person_id), body.name)
         return facedb.person(person_id)
 
     @app.post("/v1/people/{person_id}/merge", response_model=MergeResult, responses=errors, tags=["people"])
-    def merge(person_id: int, body: MergeRequest, _: KeyInfo = need("write")) -> dict:
+    def merge(person_id: int, body: MergeRequest, _: KeyInfo = write_key) -> dict:
         return facedb.merge(_person_id(person_id), _person_id(body.other))
 
     @app.delete("/v1/people/{person_id}", response_model=ForgetResult, responses=errors, tags=["people"])
-    def forget(person_id: int, photos: bool = False, _: KeyInfo = need("admin")) -> dict:
+    def forget(person_id: int, photos: bool = False, _: KeyInfo = admin_key) -> dict:
         return facedb.forget(_person_id(person_id), photos=photos)
 
     @app.post("/v1/enroll", response_model=EnrollResult, responses=errors, tags=["people"])
-    async def enroll(name: Annotated[str, Form(min_length=1, max_length=500)],
-                     images: Annotated[list[UploadFile], File(description="photos of the person")],
-                     _: KeyInfo = need("write")) -> dict:
+    async def enroll(
+        name: Annotated[str, Form(min_length=1, max_length=500)],
+        images: Annotated[list[UploadFile], File(description="photos of the person")],
+        _: KeyInfo = write_key,
+    ) -> dict:
         name = person_name(name)  # a bad name is refused before anything is stored
         async with model_work.slot() as run:
             files = await read_uploads(images)
@@ -460,8 +508,12 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
         uploads.mkdir(parents=True, exist_ok=True)
         paths = []
         for filename, data in files:
-            suffix = Path(filename).suffix.lower() if Path(filename).suffix.lower() in {
-                ".jpg", ".jpeg", ".png", ".webp", ".heic", ".avif", ".gif", ".bmp", ".tif", ".tiff"} else ".img"
+            suffix = (
+                Path(filename).suffix.lower()
+                if Path(filename).suffix.lower()
+                in {".jpg", ".jpeg", ".png", ".webp", ".heic", ".avif", ".gif", ".bmp", ".tif", ".tiff"}
+                else ".img"
+            )
             target = uploads / (hashlib.sha256(data).hexdigest() + suffix)
             if not target.exists():
                 target.write_bytes(data)
@@ -469,17 +521,21 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
         return facedb.enroll(name, paths).as_dict()
 
     @app.post("/v1/index", response_model=Job, status_code=202, responses=errors, tags=["indexing"])
-    def index(body: IndexRequest, _: KeyInfo = need("admin")) -> dict:
+    def index(body: IndexRequest, _: KeyInfo = admin_key) -> dict:
         checked = [str(_inside_roots(p, served_roots)) for p in body.paths]
         return jobs.start(checked, body.retry_failed, within=served_roots)
 
     @app.get("/v1/jobs/{job_id}", response_model=Job, responses=errors, tags=["indexing"])
-    def job(job_id: int, _: KeyInfo = need("read")) -> dict:
+    def job(job_id: int, _: KeyInfo = read_key) -> dict:
         return jobs.get(job_id)
 
-    @app.get("/v1/faces/{face_id}/thumbnail", responses=errors | {200: {"content": {"image/jpeg": {}}}},
-             response_class=Response, tags=["faces"])
-    def thumbnail(face_id: int, _: KeyInfo = need("read")) -> Response:
+    @app.get(
+        "/v1/faces/{face_id}/thumbnail",
+        responses=errors | {200: {"content": {"image/jpeg": {}}}},
+        response_class=Response,
+        tags=["faces"],
+    )
+    def thumbnail(face_id: int, _: KeyInfo = read_key) -> Response:
         found = facedb.face_thumbnail(face_id) if 0 < face_id < 2**62 else None
         if found is None:
             raise HTTPException(404, f"no face {face_id}")
@@ -487,9 +543,13 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
         _inside_roots(photo_path, allowed_roots, must_exist=False)  # the crop's pixels are the photo's
         return Response(data, media_type="image/jpeg")
 
-    @app.get("/v1/photos/{photo_id}", responses=errors | {200: {"content": {"image/*": {}}}},
-             response_class=Response, tags=["faces"])
-    def photo(photo_id: int, _: KeyInfo = need("read")) -> Response:
+    @app.get(
+        "/v1/photos/{photo_id}",
+        responses=errors | {200: {"content": {"image/*": {}}}},
+        response_class=Response,
+        tags=["faces"],
+    )
+    def photo(photo_id: int, _: KeyInfo = read_key) -> Response:
         path = facedb.photo_path(photo_id) if 0 < photo_id < 2**62 else None
         if path is None:
             raise HTTPException(404, f"no photo {photo_id}")
@@ -502,8 +562,7 @@ def create_app(facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_uploa
             handle.close()
             raise HTTPException(404, f"photo {photo_id}: larger than {MAX_FILE_BYTES:,} bytes")
         media_type = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
-        return StreamingResponse(_chunks(handle, size), media_type=media_type,
-                                 headers={"Content-Length": str(size)})
+        return StreamingResponse(_chunks(handle, size), media_type=media_type, headers={"Content-Length": str(size)})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -549,6 +608,8 @@ def serve(facedb: FaceDB, roots: list[str], host: str, port: int) -> None:
     started = time.monotonic()
     facedb.extractor.load()  # load the models before the first request, not during it
     facedb.status()
-    print(f"facedb: models and database ready in {time.monotonic() - started:.1f} s; serving http://{host}:{port}/",
-          flush=True)
+    print(
+        f"facedb: models and database ready in {time.monotonic() - started:.1f} s; serving http://{host}:{port}/",
+        flush=True,
+    )
     uvicorn.run(create_app(facedb, roots), host=host, port=port, log_level="warning")

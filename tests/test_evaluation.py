@@ -33,6 +33,7 @@ def _pairs(genuine, impostor):
 
 # --- folds ---------------------------------------------------------------------------------------
 
+
 def test_lfw_folds_split_in_order_like_kfold():
     assert lfw_folds(7, 3).tolist() == [0, 0, 0, 1, 1, 2, 2]
     folds = lfw_folds(6000)  # pairs.txt: ten blocks of 600
@@ -55,6 +56,7 @@ def test_seeded_folds_are_a_shuffled_kfold_fixed_by_the_seed():
 
 
 # --- AUC, EER, ROC ---------------------------------------------------------------------------------
+
 
 def _brute_force_auc(distances, same):
     genuine, impostor = distances[same], distances[~same]
@@ -91,14 +93,26 @@ def test_roc_points_accept_at_or_below_each_distinct_distance():
 
 # --- verification -------------------------------------------------------------------------------
 
+
 def test_verification_on_perfectly_separated_distances():
     rng = np.random.default_rng(2)
     genuine, impostor = rng.uniform(0.2, 0.8, 300), rng.uniform(1.2, 1.8, 300)
     distances, same = _pairs(genuine, impostor)
     order = rng.permutation(distances.size)
     result = verification(distances[order], same[order], lfw_folds(distances.size))
-    assert set(result) == {"pairs", "genuine_pairs", "impostor_pairs", "accuracy", "accuracy_std", "auc",
-                           "val_at_far_0.001", "val_std", "far", "eer", "best_threshold"}
+    assert set(result) == {
+        "pairs",
+        "genuine_pairs",
+        "impostor_pairs",
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "val_at_far_0.001",
+        "val_std",
+        "far",
+        "eer",
+        "best_threshold",
+    }
     assert (result["pairs"], result["genuine_pairs"], result["impostor_pairs"]) == (600, 300, 300)
     assert result["accuracy"] == 1.0 and result["accuracy_std"] == 0.0
     assert result["auc"] == 1.0 and result["eer"] == 0.0
@@ -168,6 +182,7 @@ def test_verification_refuses_one_class_only():
 
 # --- identification -----------------------------------------------------------------------------
 
+
 def _on_circle(degrees):
     radians = np.radians(degrees)
     return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
@@ -194,8 +209,11 @@ def _brute_force_ranks(vectors, labels):
     for q, label in enumerate(labels):
         if labels.count(label) < 2:
             continue
-        nearest = {name: min(distances[q, k] for k, other in enumerate(labels) if other == name and k != q)
-                   for name in names if any(other == name and k != q for k, other in enumerate(labels))}
+        nearest = {
+            name: min(distances[q, k] for k, other in enumerate(labels) if other == name and k != q)
+            for name in names
+            if any(other == name and k != q for k, other in enumerate(labels))
+        }
         ranking = sorted(nearest, key=lambda name: (nearest[name], name))
         ranks.append(ranking.index(label) + 1)
     return np.array(ranks)
@@ -260,6 +278,7 @@ def test_pairs_from_labels_samples_a_large_set():
 
 
 # --- threshold_for_far ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("far", [1e-3, 0.01, 0.05, 0.1, 0.37])
 def test_threshold_for_far_keeps_far_and_is_maximal(far):
@@ -353,6 +372,7 @@ def test_lfw_image_path(tmp_path):
 
 
 # --- plot -----------------------------------------------------------------------------------------
+
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")

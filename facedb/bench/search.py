@@ -15,12 +15,14 @@ import numpy as np
 from ..db import synthetic
 from ..db.database import Database
 from ..db.store import Store
+from ..records import EMBEDDING_DIMENSION
 
 load = synthetic.load_faces
 
 
-def synthetic_faces(people: int, per_person: int, seed: int = 0, identity_dims: int = 24,
-                    spread: tuple[float, float] = (0.012, 0.034)):
+def synthetic_faces(
+    people: int, per_person: int, seed: int = 0, identity_dims: int = 24, spread: tuple[float, float] = (0.012, 0.034)
+):
     """Unit vectors shaped like FaceNet faces measured on the 60 faces of the test photos:
     same-person pairs 0.63 +- 0.17 apart, different people 1.38 +- 0.10 (1st percentile 1.09).
     Identity centres lie in a random `identity_dims`-dimensional subspace (centres spread over
@@ -28,16 +30,18 @@ def synthetic_faces(people: int, per_person: int, seed: int = 0, identity_dims: 
     embedding has and that defeats graph search); each face adds 512-d noise of its own size
     drawn from `spread` (poses and light differ). Returns (vectors, person, centres)."""
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.normal(size=(512, identity_dims)))
+    basis, _ = np.linalg.qr(rng.normal(size=(EMBEDDING_DIMENSION, identity_dims)))
     centres = (rng.normal(size=(people, identity_dims)) @ basis.T).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    vectors = np.empty((people * per_person, 512), np.float32)
+    vectors = np.empty((people * per_person, EMBEDDING_DIMENSION), np.float32)
     for start in range(0, people, 1000):
         stop = min(people, start + 1000)
         count = (stop - start) * per_person
-        noise = rng.normal(size=(count, 512)).astype(np.float32) * rng.uniform(*spread, size=(count, 1)).astype(np.float32)
+        noise = rng.normal(size=(count, EMBEDDING_DIMENSION)).astype(np.float32) * rng.uniform(
+            *spread, size=(count, 1)
+        ).astype(np.float32)
         block = np.repeat(centres[start:stop], per_person, axis=0) + noise
-        vectors[start * per_person:stop * per_person] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        vectors[start * per_person : stop * per_person] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return vectors, np.repeat(np.arange(people), per_person), centres
 
 
@@ -45,7 +49,8 @@ def probes_near(centres: np.ndarray, queries: int, seed: int = 1) -> np.ndarray:
     """New faces of known people (not stored ones)."""
     rng = np.random.default_rng(seed)
     probes = centres[rng.integers(0, len(centres), size=queries)] + rng.normal(
-        scale=0.023, size=(queries, 512)).astype(np.float32)
+        scale=0.023, size=(queries, EMBEDDING_DIMENSION)
+    ).astype(np.float32)
     return probes / np.linalg.norm(probes, axis=1, keepdims=True)
 
 
@@ -54,7 +59,7 @@ def exact_neighbours(vectors: np.ndarray, probes: np.ndarray, k: int, block: int
     best_d = np.full((len(probes), 0), np.inf, np.float32)
     best_i = np.zeros((len(probes), 0), np.int64)
     for start in range(0, len(vectors), block):
-        part = vectors[start:start + block]
+        part = vectors[start : start + block]
         d = (part * part).sum(axis=1)[None, :] - 2 * probes @ part.T
         top = np.argpartition(d, min(k, d.shape[1] - 1), axis=1)[:, :k]
         best_d = np.concatenate([best_d, np.take_along_axis(d, top, axis=1)], axis=1)
@@ -64,8 +69,15 @@ def exact_neighbours(vectors: np.ndarray, probes: np.ndarray, k: int, block: int
     return best_i
 
 
-def measure(database: Database, vectors: np.ndarray, person: np.ndarray, centres: np.ndarray, queries: int = 200,
-            ef_search: int = 100, seed: int = 1) -> dict:
+def measure(
+    database: Database,
+    vectors: np.ndarray,
+    person: np.ndarray,
+    centres: np.ndarray,
+    queries: int = 200,
+    ef_search: int = 100,
+    seed: int = 1,
+) -> dict:
     """Latency of the identity search and its recall against exact search."""
     store = Store(database)
     probes = probes_near(centres, queries, seed)
@@ -83,8 +95,11 @@ def measure(database: Database, vectors: np.ndarray, person: np.ndarray, centres
         found = store.nearest_faces(probe, 10, ef_search=ef_search)
         face_recall.append(len(set(found) & set(face_ids[exact_faces].tolist())) / 10)
     ordered = sorted(latencies)
-    return {"queries": queries, "ef_search": ef_search,
-            "search_p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "search_p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 2),
-            "identity_recall_at_1": round(identity_hits / queries, 4),
-            "face_recall_at_10": round(float(np.mean(face_recall)), 4)}
+    return {
+        "queries": queries,
+        "ef_search": ef_search,
+        "search_p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "search_p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 2),
+        "identity_recall_at_1": round(identity_hits / queries, 4),
+        "face_recall_at_10": round(float(np.mean(face_recall)), 4),
+    }

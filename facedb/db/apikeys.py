@@ -40,9 +40,10 @@ class ApiKeys:
             raise FaceDBError("an API key needs a name")
         secret = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
-            key_id = conn.execute(text(
-                "INSERT INTO api_keys (name, scope, secret_sha256) VALUES (:n, :s, :d) RETURNING id"),
-                {"n": name.strip(), "s": scope, "d": _digest(secret)}).scalar_one()
+            key_id = conn.execute(
+                text("INSERT INTO api_keys (name, scope, secret_sha256) VALUES (:n, :s, :d) RETURNING id"),
+                {"n": name.strip(), "s": scope, "d": _digest(secret)},
+            ).scalar_one()
         return KeyInfo(key_id, name.strip(), scope), f"fdb_{key_id}_{secret}"
 
     def check(self, key: str) -> KeyInfo | None:
@@ -55,8 +56,10 @@ class ApiKeys:
         if prefix != "fdb" or not secret:
             return None
         with self.engine.begin() as conn:
-            row = conn.execute(text("SELECT id, name, scope, secret_sha256 FROM api_keys "
-                                    "WHERE id = :id AND revoked_at IS NULL"), {"id": key_id}).first()
+            row = conn.execute(
+                text("SELECT id, name, scope, secret_sha256 FROM api_keys WHERE id = :id AND revoked_at IS NULL"),
+                {"id": key_id},
+            ).first()
             if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
                 return None
             conn.execute(text("UPDATE api_keys SET last_used_at = now() WHERE id = :id"), {"id": key_id})
@@ -64,13 +67,15 @@ class ApiKeys:
 
     def list(self) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, name, scope, created_at, last_used_at, revoked_at FROM api_keys "
-                                     "ORDER BY id")).all()
+            rows = conn.execute(
+                text("SELECT id, name, scope, created_at, last_used_at, revoked_at FROM api_keys ORDER BY id")
+            ).all()
         return [dict(r._mapping) for r in rows]
 
     def revoke(self, key_id: int) -> None:
         with self.engine.begin() as conn:
-            done = conn.execute(text("UPDATE api_keys SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
-                                {"id": key_id}).rowcount
+            done = conn.execute(
+                text("UPDATE api_keys SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"), {"id": key_id}
+            ).rowcount
         if not done:
             raise NotFound(f"no active API key {key_id}")

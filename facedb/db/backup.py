@@ -26,7 +26,7 @@ import binascii
 import gzip
 import json
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,46 +47,92 @@ READABLE_VERSIONS = (1, 2)  # 2 added calibrations
 
 
 def export(store: Store, path: Path) -> dict:
-    counts = {"embedding_model": 0, "photo": 0, "identity": 0, "face": 0, "assignment": 0, "rejection": 0,
-              "calibration": 0}
+    counts = {
+        "embedding_model": 0,
+        "photo": 0,
+        "identity": 0,
+        "face": 0,
+        "assignment": 0,
+        "rejection": 0,
+        "calibration": 0,
+    }
     # one snapshot, so that the header's counts are what the file holds while indexing goes on
     with store.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         for kind in counts:
-            table = {"embedding_model": "embedding_models", "photo": "photos", "identity": "identities",
-                     "face": "faces", "assignment": "face_identities", "rejection": "face_rejections",
-                     "calibration": "calibrations"}[kind]
+            table = {
+                "embedding_model": "embedding_models",
+                "photo": "photos",
+                "identity": "identities",
+                "face": "faces",
+                "assignment": "face_identities",
+                "rejection": "face_rejections",
+                "calibration": "calibrations",
+            }[kind]
             counts[kind] = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
-        header = {"type": "header", "format": FORMAT, "version": VERSION,
-                  "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts}
+        header = {
+            "type": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "counts": counts,
+        }
         with gzip.open(path, "wt", encoding="utf-8") as out:
+
             def write(record: dict) -> None:
                 out.write(json.dumps(record, ensure_ascii=False, default=_json_default) + "\n")
 
             write(header)
             for r in conn.execute(text("SELECT * FROM embedding_models ORDER BY id")):
                 write({"type": "embedding_model", **r._mapping})
-            for r in conn.execute(text(
+            for r in conn.execute(
+                text(
                     "SELECT id, path, content_hash, size, mtime_ns, width, height, format, taken_at, camera, "
-                    "gps_lat, gps_lon, status, error, face_count, phash FROM photos ORDER BY id")):
+                    "gps_lat, gps_lon, status, error, face_count, phash FROM photos ORDER BY id"
+                )
+            ):
                 write({"type": "photo", **r._mapping})
             for r in conn.execute(text("SELECT id, name FROM identities ORDER BY id")):
                 write({"type": "identity", **r._mapping})
-            for r in conn.execute(text(
+            for r in conn.execute(
+                text(
                     "SELECT id, photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding_model_id, "
-                    "vector_send(embedding) AS raw, thumbnail FROM faces ORDER BY id")).yield_per(2000):
+                    "vector_send(embedding) AS raw, thumbnail FROM faces ORDER BY id"
+                )
+            ).yield_per(2000):
                 vector = decode_vector_send(r.raw).astype("<f4")
-                write({"type": "face", "id": r.id, "photo": r.photo_id, "box": [r.box_x, r.box_y, r.box_w, r.box_h],
-                       "landmarks": list(r.landmarks), "score": r.score, "model": r.embedding_model_id,
-                       "embedding": base64.b64encode(vector.tobytes()).decode(),
-                       "thumbnail": base64.b64encode(bytes(r.thumbnail)).decode() if r.thumbnail else None})
+                write(
+                    {
+                        "type": "face",
+                        "id": r.id,
+                        "photo": r.photo_id,
+                        "box": [r.box_x, r.box_y, r.box_w, r.box_h],
+                        "landmarks": list(r.landmarks),
+                        "score": r.score,
+                        "model": r.embedding_model_id,
+                        "embedding": base64.b64encode(vector.tobytes()).decode(),
+                        "thumbnail": base64.b64encode(bytes(r.thumbnail)).decode() if r.thumbnail else None,
+                    }
+                )
             for r in conn.execute(text("SELECT face_id, identity_id, source FROM face_identities ORDER BY face_id")):
                 write({"type": "assignment", "face": r.face_id, "identity": r.identity_id, "source": r.source})
             for r in conn.execute(text("SELECT face_id, identity_id FROM face_rejections ORDER BY face_id")):
                 write({"type": "rejection", "face": r.face_id, "identity": r.identity_id})
-            for r in conn.execute(text("SELECT embedding_model_id, threshold, far_target, evidence, created_at "
-                                       "FROM calibrations ORDER BY created_at, id")):
-                write({"type": "calibration", "model": r.embedding_model_id, "threshold": r.threshold,
-                       "far_target": r.far_target, "evidence": r.evidence, "created_at": r.created_at})
+            for r in conn.execute(
+                text(
+                    "SELECT embedding_model_id, threshold, far_target, evidence, created_at "
+                    "FROM calibrations ORDER BY created_at, id"
+                )
+            ):
+                write(
+                    {
+                        "type": "calibration",
+                        "model": r.embedding_model_id,
+                        "threshold": r.threshold,
+                        "far_target": r.far_target,
+                        "evidence": r.evidence,
+                        "created_at": r.created_at,
+                    }
+                )
     return counts
 
 
@@ -109,8 +155,8 @@ def _text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_text)]
-BigInt = Annotated[int, Field(ge=-2**63, le=2**63 - 1)]
-Int = Annotated[int, Field(ge=-2**31, le=2**31 - 1)]
+BigInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Record(BaseModel):
@@ -181,8 +227,14 @@ class CalibrationRecord(_Record):
 
 
 RECORDS: dict[str, type[_Record]] = {
-    "embedding_model": ModelRecord, "photo": PhotoRecord, "identity": IdentityRecord, "face": FaceRecord,
-    "assignment": AssignmentRecord, "rejection": RejectionRecord, "calibration": CalibrationRecord}
+    "embedding_model": ModelRecord,
+    "photo": PhotoRecord,
+    "identity": IdentityRecord,
+    "face": FaceRecord,
+    "assignment": AssignmentRecord,
+    "rejection": RejectionRecord,
+    "calibration": CalibrationRecord,
+}
 
 
 class _Refused(Exception):
@@ -195,8 +247,18 @@ def import_(store: Store, path: Path) -> dict:
     its photo is already here (with its own faces). A record that refers to something the
     file does not hold, a value out of range, a line that is not JSON, a truncated file or a
     header whose counts the file does not match fails the whole import, naming the line."""
-    added = {"photo": 0, "skipped_photo": 0, "face": 0, "skipped_face": 0, "identity": 0, "assignment": 0,
-             "rejection": 0, "skipped_decision": 0, "calibration": 0, "skipped_calibration": 0}
+    added = {
+        "photo": 0,
+        "skipped_photo": 0,
+        "face": 0,
+        "skipped_face": 0,
+        "identity": 0,
+        "assignment": 0,
+        "rejection": 0,
+        "skipped_decision": 0,
+        "calibration": 0,
+        "skipped_calibration": 0,
+    }
     try:
         source = gzip.open(path, "rt", encoding="utf-8")
         header = json.loads(source.readline(MAX_LINE_CHARS))
@@ -205,8 +267,10 @@ def import_(store: Store, path: Path) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FaceDBError(f"{path}: not a facedb export")
     if header.get("version") not in READABLE_VERSIONS:
-        raise FaceDBError(f"{path}: export version {header.get('version')}; this facedb reads versions "
-                          f"{', '.join(map(str, READABLE_VERSIONS))}")
+        raise FaceDBError(
+            f"{path}: export version {header.get('version')}; this facedb reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
     number = 1
     seen = dict.fromkeys(RECORDS, 0)
     importer = _Importer()
@@ -226,15 +290,17 @@ def import_(store: Store, path: Path) -> dict:
         where = f"line {number}: " if number > 1 else ""
         raise FaceDBError(f"{path}: {where}{exc}; nothing was imported") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise FaceDBError(f"{path}: the file is truncated or corrupt after line {number} ({_one_line(exc)}); "
-                          "nothing was imported") from None
+        raise FaceDBError(
+            f"{path}: the file is truncated or corrupt after line {number} ({_one_line(exc)}); nothing was imported"
+        ) from None
     except UnicodeDecodeError:
         raise FaceDBError(f"{path}: line {number + 1} is not UTF-8 text; nothing was imported") from None
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise
-        raise FaceDBError(f"{path}: line {number}: the database refused it ({_one_line(exc.orig)}); "
-                          "nothing was imported") from None
+        raise FaceDBError(
+            f"{path}: line {number}: the database refused it ({_one_line(exc.orig)}); nothing was imported"
+        ) from None
     return added
 
 
@@ -259,8 +325,11 @@ def _check_counts(header: dict, seen: dict[str, int]) -> None:
     said = header.get("counts")
     if not isinstance(said, dict):
         return
-    wrong = [f"{said.get(kind)} {kind} records but the file holds {n}" for kind, n in seen.items()
-             if kind in said and said[kind] != n]
+    wrong = [
+        f"{said.get(kind)} {kind} records but the file holds {n}"
+        for kind, n in seen.items()
+        if kind in said and said[kind] != n
+    ]
     if wrong:
         raise _Refused("the header says " + "; ".join(wrong) + " (the file is incomplete or was edited)")
 
@@ -280,27 +349,40 @@ class _Importer:
 
     def embedding_model(self, r: ModelRecord) -> list[str]:
         values = r.model_dump()
-        self.conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                               "VALUES (:name, :version, :sha256, :preprocessing, :dimension) ON CONFLICT DO NOTHING"),
-                          values)
-        found = self.conn.execute(text(
-            "SELECT id, dimension FROM embedding_models WHERE name = :name AND version = :version "
-            "AND sha256 = :sha256 AND preprocessing = :preprocessing"), values).one()
+        self.conn.execute(
+            text(
+                "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                "VALUES (:name, :version, :sha256, :preprocessing, :dimension) ON CONFLICT DO NOTHING"
+            ),
+            values,
+        )
+        found = self.conn.execute(
+            text(
+                "SELECT id, dimension FROM embedding_models WHERE name = :name AND version = :version "
+                "AND sha256 = :sha256 AND preprocessing = :preprocessing"
+            ),
+            values,
+        ).one()
         if found.dimension != r.dimension:
-            raise _Refused(f"embedding model {r.name} {r.version}: dimension {r.dimension}, but this database "
-                           f"has it with {found.dimension}")
+            raise _Refused(
+                f"embedding model {r.name} {r.version}: dimension {r.dimension}, but this database "
+                f"has it with {found.dimension}"
+            )
         self.models[r.id] = (found.id, found.dimension)
         return []
 
     def photo(self, r: PhotoRecord) -> list[str]:
         if r.id in self.photos:
             raise _Refused(f"photo {r.id} appears twice")
-        new = self.conn.execute(text("""
+        new = self.conn.execute(
+            text("""
             INSERT INTO photos (path, content_hash, size, mtime_ns, width, height, format, taken_at, camera,
                                 gps_lat, gps_lon, status, error, face_count, phash)
             VALUES (:path, :content_hash, :size, :mtime_ns, :width, :height, :format, :taken_at, :camera,
                     :gps_lat, :gps_lon, :status, :error, :face_count, :phash)
-            ON CONFLICT (path) DO NOTHING RETURNING id"""), r.model_dump()).scalar()
+            ON CONFLICT (path) DO NOTHING RETURNING id"""),
+            r.model_dump(),
+        ).scalar()
         self.photos[r.id] = new
         return ["photo" if new else "skipped_photo"]
 
@@ -308,17 +390,20 @@ class _Importer:
         if r.id in self.identities:
             raise _Refused(f"identity {r.id} appears twice")
         if r.name is None:
-            self.identities[r.id] = self.conn.execute(text(
-                "INSERT INTO identities (name) VALUES (NULL) RETURNING id")).scalar_one()
+            self.identities[r.id] = self.conn.execute(
+                text("INSERT INTO identities (name) VALUES (NULL) RETURNING id")
+            ).scalar_one()
             return ["identity"]
         try:
             name = person_name(r.name)
         except FaceDBError as exc:
             raise _Refused(f"identity {r.id}: {exc}") from None
-        new = self.conn.execute(text("INSERT INTO identities (name) VALUES (:n) ON CONFLICT (name) DO NOTHING "
-                                     "RETURNING id"), {"n": name}).scalar()
-        self.identities[r.id] = new or self.conn.execute(text("SELECT id FROM identities WHERE name = :n"),
-                                                         {"n": name}).scalar_one()
+        new = self.conn.execute(
+            text("INSERT INTO identities (name) VALUES (:n) ON CONFLICT (name) DO NOTHING RETURNING id"), {"n": name}
+        ).scalar()
+        self.identities[r.id] = (
+            new or self.conn.execute(text("SELECT id FROM identities WHERE name = :n"), {"n": name}).scalar_one()
+        )
         return ["identity"] if new else []
 
     def face(self, r: FaceRecord) -> list[str]:
@@ -343,13 +428,25 @@ class _Importer:
         if photo is None:
             self.faces[r.id] = None  # its photo was already here, with its own faces
             return ["skipped_face"]
-        self.faces[r.id] = self.conn.execute(text("""
+        self.faces[r.id] = self.conn.execute(
+            text("""
             INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding,
                                embedding_model_id, thumbnail)
             VALUES (:photo, :x, :y, :w, :h, :landmarks, :score, CAST(:embedding AS vector), :model, :thumb)
-            RETURNING id"""), {"photo": photo, "x": r.box[0], "y": r.box[1], "w": r.box[2], "h": r.box[3],
-                               "landmarks": r.landmarks, "score": r.score, "embedding": vector_literal(vector),
-                               "model": model, "thumb": thumbnail}).scalar_one()
+            RETURNING id"""),
+            {
+                "photo": photo,
+                "x": r.box[0],
+                "y": r.box[1],
+                "w": r.box[2],
+                "h": r.box[3],
+                "landmarks": r.landmarks,
+                "score": r.score,
+                "embedding": vector_literal(vector),
+                "model": model,
+                "thumb": thumbnail,
+            },
+        ).scalar_one()
         return ["face"]
 
     def _decision(self, kind: str, face_id: int, identity_id: int) -> tuple[int | None, int]:
@@ -363,8 +460,13 @@ class _Importer:
         face, identity = self._decision("assignment", r.face, r.identity)
         if face is None:
             return ["skipped_decision"]
-        done = self.conn.execute(text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, :s) "
-                                      "ON CONFLICT (face_id) DO NOTHING"), {"f": face, "i": identity, "s": r.source})
+        done = self.conn.execute(
+            text(
+                "INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, :s) "
+                "ON CONFLICT (face_id) DO NOTHING"
+            ),
+            {"f": face, "i": identity, "s": r.source},
+        )
         if not done.rowcount:
             raise _Refused(f"face {r.face} is assigned twice")
         return ["assignment"]
@@ -373,21 +475,31 @@ class _Importer:
         face, identity = self._decision("rejection", r.face, r.identity)
         if face is None:
             return ["skipped_decision"]
-        self.conn.execute(text("INSERT INTO face_rejections (face_id, identity_id) VALUES (:f, :i) "
-                               "ON CONFLICT DO NOTHING"), {"f": face, "i": identity})
+        self.conn.execute(
+            text("INSERT INTO face_rejections (face_id, identity_id) VALUES (:f, :i) ON CONFLICT DO NOTHING"),
+            {"f": face, "i": identity},
+        )
         return ["rejection"]
 
     def calibration(self, r: CalibrationRecord) -> list[str]:
         if r.model not in self.models:
             raise _Refused(f"calibration of embedding model {r.model}, which the file does not hold before it")
         model = self.models[r.model][0]
-        new = self.conn.execute(text("""
+        new = self.conn.execute(
+            text("""
             INSERT INTO calibrations (embedding_model_id, threshold, far_target, evidence, created_at)
             SELECT :model, :threshold, :far, CAST(:evidence AS jsonb), :created
             WHERE NOT EXISTS (SELECT 1 FROM calibrations WHERE embedding_model_id = :model
                               AND threshold = :threshold AND created_at = :created)
-            RETURNING id"""), {"model": model, "threshold": r.threshold, "far": r.far_target,
-                               "evidence": json.dumps(r.evidence), "created": r.created_at}).scalar()
+            RETURNING id"""),
+            {
+                "model": model,
+                "threshold": r.threshold,
+                "far": r.far_target,
+                "evidence": json.dumps(r.evidence),
+                "created": r.created_at,
+            },
+        ).scalar()
         return ["calibration" if new is not None else "skipped_calibration"]
 
 

@@ -39,11 +39,26 @@ def encode_face_rows(rows: Iterable[FaceRow]) -> bytes:
         landmarks = np.asarray(row.landmarks, ">f4")
         embedding = np.asarray(row.embedding, ">f4")
         parts.append(struct.pack(">hiq", 10, 8, row.photo_id))
-        parts.append(struct.pack(">ififififi", 4, row.box[0], 4, row.box[1], 4, row.box[2], 4, row.box[3],
-                                 20 + 8 * len(landmarks) if len(landmarks) else 12))
+        parts.append(
+            struct.pack(
+                ">ififififi",
+                4,
+                row.box[0],
+                4,
+                row.box[1],
+                4,
+                row.box[2],
+                4,
+                row.box[3],
+                20 + 8 * len(landmarks) if len(landmarks) else 12,
+            )
+        )
         # a one-dimensional float4 array (an empty one has no dimensions)
-        parts.append(struct.pack(">iiiii", 1, 0, _FLOAT4_OID, len(landmarks), 1) if len(landmarks)
-                     else struct.pack(">iii", 0, 0, _FLOAT4_OID))
+        parts.append(
+            struct.pack(">iiiii", 1, 0, _FLOAT4_OID, len(landmarks), 1)
+            if len(landmarks)
+            else struct.pack(">iii", 0, 0, _FLOAT4_OID)
+        )
         elements = np.full(2 * len(landmarks), 4, ">i4")  # each element: its length (4), then the float4
         elements[1::2] = landmarks.view(">i4")
         parts.append(elements.tobytes())
@@ -59,7 +74,9 @@ def encode_face_rows(rows: Iterable[FaceRow]) -> bytes:
 
 
 def copy_faces(cursor, rows: Iterable[FaceRow]) -> None:
-    cursor.copy_expert(f"COPY faces ({FACE_COLUMNS}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(encode_face_rows(rows)))
+    cursor.copy_expert(
+        f"COPY faces ({FACE_COLUMNS}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(encode_face_rows(rows))
+    )
 
 
 def decode_vector_send(raw: bytes | memoryview) -> np.ndarray:

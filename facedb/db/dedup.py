@@ -21,8 +21,10 @@ class DedupStore:
     def _scope(alias: str, prefixes: Sequence[str]) -> str:
         if not prefixes:
             return ""
-        return (f" AND ({alias}.path = ANY(:prefixes) OR EXISTS (SELECT 1 FROM unnest(CAST(:dirs AS text[])) AS d "
-                f"WHERE starts_with({alias}.path, d)))")
+        return (
+            f" AND ({alias}.path = ANY(:prefixes) OR EXISTS (SELECT 1 FROM unnest(CAST(:dirs AS text[])) AS d "
+            f"WHERE starts_with({alias}.path, d)))"
+        )
 
     @staticmethod
     def _params(prefixes: Sequence[str]) -> dict:
@@ -30,30 +32,47 @@ class DedupStore:
 
     def missing_phash(self, prefixes: Sequence[str]) -> list[tuple[int, str]]:
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(
-                "SELECT id, path FROM photos p WHERE status = 'indexed' AND phash IS NULL" + self._scope("p", prefixes)
-                + " ORDER BY id"), self._params(prefixes))]
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT id, path FROM photos p WHERE status = 'indexed' AND phash IS NULL"
+                        + self._scope("p", prefixes)
+                        + " ORDER BY id"
+                    ),
+                    self._params(prefixes),
+                )
+            ]
 
     def set_phash(self, values: Sequence[tuple[int, int]]) -> None:
         if values:
             with self.engine.begin() as conn:
-                conn.execute(text("UPDATE photos SET phash = :h WHERE id = :id"),
-                             [{"id": i, "h": h} for i, h in values])
+                conn.execute(
+                    text("UPDATE photos SET phash = :h WHERE id = :id"), [{"id": i, "h": h} for i, h in values]
+                )
 
     def photos(self, prefixes: Sequence[str]) -> dict[int, DedupPhoto]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT id, path, content_hash, size, mtime_ns, width, height, format, taken_at, camera, "
-                "gps_lat IS NOT NULL AS has_gps, phash, face_count FROM photos p WHERE status = 'indexed'"
-                + self._scope("p", prefixes)), self._params(prefixes)).all()
+            rows = conn.execute(
+                text(
+                    "SELECT id, path, content_hash, size, mtime_ns, width, height, format, taken_at, camera, "
+                    "gps_lat IS NOT NULL AS has_gps, phash, face_count FROM photos p WHERE status = 'indexed'"
+                    + self._scope("p", prefixes)
+                ),
+                self._params(prefixes),
+            ).all()
         return {r.id: DedupPhoto(*r) for r in rows}
 
     def identical(self, prefixes: Sequence[str]) -> list[list[int]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT array_agg(id ORDER BY id) FROM photos p WHERE status = 'indexed' AND content_hash IS NOT NULL"
-                + self._scope("p", prefixes) + " GROUP BY content_hash HAVING count(*) > 1 ORDER BY min(id)"),
-                self._params(prefixes)).all()
+            rows = conn.execute(
+                text(
+                    "SELECT array_agg(id ORDER BY id) FROM photos p WHERE status = 'indexed' AND content_hash IS NOT NULL"
+                    + self._scope("p", prefixes)
+                    + " GROUP BY content_hash HAVING count(*) > 1 ORDER BY min(id)"
+                ),
+                self._params(prefixes),
+            ).all()
         return [list(r[0]) for r in rows]
 
     def phash_pairs(self, prefixes: Sequence[str], max_bits: int) -> list[tuple[int, int, int]]:
@@ -63,19 +82,27 @@ class DedupStore:
             f"FROM photos a JOIN photos b ON ((a.phash >> {16 * i}) & 65535) = ((b.phash >> {16 * i}) & 65535) "
             f"AND a.id < b.id WHERE a.status = 'indexed' AND b.status = 'indexed' "
             f"AND a.phash IS NOT NULL AND b.phash IS NOT NULL" + self._scope("a", prefixes) + self._scope("b", prefixes)
-            for i in range(4))
+            for i in range(4)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(text(f"SELECT a, b, bits FROM ({parts}) pairs WHERE bits <= :max_bits"),
-                                self._params(prefixes) | {"max_bits": max_bits}).all()
+            rows = conn.execute(
+                text(f"SELECT a, b, bits FROM ({parts}) pairs WHERE bits <= :max_bits"),
+                self._params(prefixes) | {"max_bits": max_bits},
+            ).all()
         return [tuple(r) for r in rows]
 
     def burst_pairs(self, prefixes: Sequence[str], seconds: float) -> list[tuple[int, int]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT a.id, b.id FROM photos a JOIN photos b ON b.taken_at BETWEEN a.taken_at - make_interval("
-                "secs => :s) AND a.taken_at + make_interval(secs => :s) AND a.id < b.id "
-                "WHERE a.status = 'indexed' AND b.status = 'indexed' AND a.taken_at IS NOT NULL"
-                + self._scope("a", prefixes) + self._scope("b", prefixes)), self._params(prefixes) | {"s": seconds}).all()
+            rows = conn.execute(
+                text(
+                    "SELECT a.id, b.id FROM photos a JOIN photos b ON b.taken_at BETWEEN a.taken_at - make_interval("
+                    "secs => :s) AND a.taken_at + make_interval(secs => :s) AND a.id < b.id "
+                    "WHERE a.status = 'indexed' AND b.status = 'indexed' AND a.taken_at IS NOT NULL"
+                    + self._scope("a", prefixes)
+                    + self._scope("b", prefixes)
+                ),
+                self._params(prefixes) | {"s": seconds},
+            ).all()
         return [tuple(r) for r in rows]
 
     def face_pairs(self, prefixes: Sequence[str], radius: float, k: int = 10) -> list[tuple[int, int, float]]:
@@ -83,14 +110,16 @@ class DedupStore:
         the HNSW index (one index probe per face, not all pairs)."""
         with self.engine.begin() as conn:
             Store._tune_search(conn, max(40, k * 4))
-            rows = conn.execute(text(f"""
+            rows = conn.execute(
+                text(f"""
                 SELECT f.id, n.id, n.d FROM faces f JOIN photos p ON p.id = f.photo_id
                 CROSS JOIN LATERAL (
                     SELECT g.id, g.embedding <-> f.embedding AS d FROM faces g JOIN photos q ON q.id = g.photo_id
                     WHERE g.photo_id <> f.photo_id {self._scope("q", prefixes)}
                     ORDER BY {nearest_to("g.embedding", "f.embedding")} LIMIT :k) n
                 WHERE n.d <= :radius {self._scope("p", prefixes)}"""),
-                self._params(prefixes) | {"k": k, "radius": radius}).all()
+                self._params(prefixes) | {"k": k, "radius": radius},
+            ).all()
         pairs = {}
         for a, b, d in rows:
             pairs[(min(a, b), max(a, b))] = float(d)
@@ -100,23 +129,33 @@ class DedupStore:
         if not photo_ids and not face_ids:
             return []
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT id, photo_id, box_x, box_y, box_w, box_h, vector_send(embedding) AS raw FROM faces "
-                "WHERE photo_id = ANY(:photos) OR id = ANY(:faces) ORDER BY id"),
-                {"photos": list(photo_ids), "faces": list(face_ids)}).all()
-        return [DedupFace(r.id, r.photo_id, (r.box_x, r.box_y, r.box_w, r.box_h), decode_vector_send(r.raw))
-                for r in rows]
+            rows = conn.execute(
+                text(
+                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, vector_send(embedding) AS raw FROM faces "
+                    "WHERE photo_id = ANY(:photos) OR id = ANY(:faces) ORDER BY id"
+                ),
+                {"photos": list(photo_ids), "faces": list(face_ids)},
+            ).all()
+        return [
+            DedupFace(r.id, r.photo_id, (r.box_x, r.box_y, r.box_w, r.box_h), decode_vector_send(r.raw)) for r in rows
+        ]
 
     def thumbnails(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         with self.engine.connect() as conn:
-            return {r.id: bytes(r.thumbnail) for r in conn.execute(text(
-                "SELECT id, thumbnail FROM faces WHERE id = ANY(:ids) AND thumbnail IS NOT NULL"), {"ids": list(face_ids)})}
+            return {
+                r.id: bytes(r.thumbnail)
+                for r in conn.execute(
+                    text("SELECT id, thumbnail FROM faces WHERE id = ANY(:ids) AND thumbnail IS NOT NULL"),
+                    {"ids": list(face_ids)},
+                )
+            }
 
     def identity_pairs(self, threshold: float, k: int = 3) -> list[dict]:
         """Pairs of people with faces closer than the identity threshold, with the evidence."""
         with self.engine.begin() as conn:
             Store._tune_search(conn, 40)
-            rows = conn.execute(text(f"""
+            rows = conn.execute(
+                text(f"""
                 SELECT fi.identity_id AS a, n.identity_id AS b, f.id AS face_a, n.face_id AS face_b, n.d
                 FROM face_identities fi JOIN faces f ON f.id = fi.face_id
                 CROSS JOIN LATERAL (
@@ -124,10 +163,18 @@ class DedupStore:
                     FROM faces g JOIN face_identities fi2 ON fi2.face_id = g.id
                     WHERE fi2.identity_id <> fi.identity_id
                     ORDER BY {nearest_to("g.embedding", "f.embedding")} LIMIT :k) n
-                WHERE n.d <= :threshold"""), {"threshold": threshold, "k": k}).all()
-            people = {r.id: (r.name, r.faces) for r in conn.execute(text(
-                "SELECT i.id, i.name, count(fi.face_id) AS faces FROM identities i "
-                "LEFT JOIN face_identities fi ON fi.identity_id = i.id GROUP BY i.id"))}
+                WHERE n.d <= :threshold"""),
+                {"threshold": threshold, "k": k},
+            ).all()
+            people = {
+                r.id: (r.name, r.faces)
+                for r in conn.execute(
+                    text(
+                        "SELECT i.id, i.name, count(fi.face_id) AS faces FROM identities i "
+                        "LEFT JOIN face_identities fi ON fi.identity_id = i.id GROUP BY i.id"
+                    )
+                )
+            }
         found: dict[tuple[int, int], dict] = {}
         for r in rows:
             a, b = min(r.a, r.b), max(r.a, r.b)
@@ -136,7 +183,12 @@ class DedupStore:
             entry["pairs"].add(faces)
             if entry["closest"] is None or r.d < entry["closest"][0]:
                 entry["closest"] = (float(r.d), faces)
-        return [{"people": [{"id": p, "name": people[p][0], "faces": people[p][1]} for p in (a, b)],
-                 "closest_distance": round(e["closest"][0], 4), "closest_faces": list(e["closest"][1]),
-                 "face_pairs_within_threshold": len(e["pairs"])}
-                for (a, b), e in sorted(found.items(), key=lambda item: item[1]["closest"][0])]
+        return [
+            {
+                "people": [{"id": p, "name": people[p][0], "faces": people[p][1]} for p in (a, b)],
+                "closest_distance": round(e["closest"][0], 4),
+                "closest_faces": list(e["closest"][1]),
+                "face_pairs_within_threshold": len(e["pairs"]),
+            }
+            for (a, b), e in sorted(found.items(), key=lambda item: item[1]["closest"][0])
+        ]

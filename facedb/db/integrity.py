@@ -6,6 +6,7 @@ import os
 
 from sqlalchemy import text
 
+from ..records import EMBEDDING_DIMENSION
 from .schema import EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS
 from .store import Store
 
@@ -16,36 +17,69 @@ class IntegrityStore:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
 
-    def problems(self, expected_dimension: int = 512) -> dict[str, list]:
+    def problems(self, expected_dimension: int = EMBEDDING_DIMENSION) -> dict[str, list]:
         with self.engine.connect() as conn:
             found = {
-                "faces_without_photo": [r[0] for r in conn.execute(text(
-                    "SELECT f.id FROM faces f LEFT JOIN photos p ON p.id = f.photo_id WHERE p.id IS NULL"))],
-                "wrong_dimension": [r[0] for r in conn.execute(text(
-                    "SELECT id FROM faces WHERE vector_dims(embedding) <> :d"), {"d": expected_dimension})],
+                "faces_without_photo": [
+                    r[0]
+                    for r in conn.execute(
+                        text("SELECT f.id FROM faces f LEFT JOIN photos p ON p.id = f.photo_id WHERE p.id IS NULL")
+                    )
+                ],
+                "wrong_dimension": [
+                    r[0]
+                    for r in conn.execute(
+                        text("SELECT id FROM faces WHERE vector_dims(embedding) <> :d"), {"d": expected_dimension}
+                    )
+                ],
                 # FaceNet embeddings are unit length; anything else was not made by it (or is damaged)
-                "not_unit_length": [r[0] for r in conn.execute(text(
-                    "SELECT id FROM faces WHERE abs(vector_norm(embedding) - 1) > 0.01"))],
-                "wrong_face_count": [tuple(r) for r in conn.execute(text("""
+                "not_unit_length": [
+                    r[0]
+                    for r in conn.execute(text("SELECT id FROM faces WHERE abs(vector_norm(embedding) - 1) > 0.01"))
+                ],
+                "wrong_face_count": [
+                    tuple(r)
+                    for r in conn.execute(
+                        text("""
                     SELECT p.id, p.face_count, count(f.id) FROM photos p LEFT JOIN faces f ON f.photo_id = p.id
-                    GROUP BY p.id HAVING p.face_count <> count(f.id) ORDER BY p.id"""))],
-                "faces_of_failed_photos": [r[0] for r in conn.execute(text(
-                    "SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.status = 'failed'"))],
-                "empty_unnamed_people": [r[0] for r in conn.execute(text("""
+                    GROUP BY p.id HAVING p.face_count <> count(f.id) ORDER BY p.id""")
+                    )
+                ],
+                "faces_of_failed_photos": [
+                    r[0]
+                    for r in conn.execute(
+                        text("SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.status = 'failed'")
+                    )
+                ],
+                "empty_unnamed_people": [
+                    r[0]
+                    for r in conn.execute(
+                        text("""
                     SELECT i.id FROM identities i WHERE i.name IS NULL
-                    AND NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.identity_id = i.id)"""))],
-                "invalid_indexes": [r[0] for r in conn.execute(text("""
+                    AND NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.identity_id = i.id)""")
+                    )
+                ],
+                "invalid_indexes": [
+                    r[0]
+                    for r in conn.execute(
+                        text("""
                     SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
                     JOIN pg_class t ON t.oid = x.indrelid
                     WHERE t.relname IN ('photos', 'faces', 'identities', 'face_identities', 'face_rejections')
-                    AND NOT (x.indisvalid AND x.indisready)"""))],
+                    AND NOT (x.indisvalid AND x.indisready)""")
+                    )
+                ],
             }
-            definition = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
-                                      {"name": EMBEDDING_INDEX}).scalar()
+            definition = conn.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": EMBEDDING_INDEX}
+            ).scalar()
             found["missing_embedding_index"] = [] if definition is not None else [EMBEDDING_INDEX]
             # an index of the same name on another expression leaves every search a sequential scan
-            found["wrong_embedding_index"] = [definition] if definition is not None and not all(
-                part in definition for part in EMBEDDING_INDEX_PARTS) else []
+            found["wrong_embedding_index"] = (
+                [definition]
+                if definition is not None and not all(part in definition for part in EMBEDDING_INDEX_PARTS)
+                else []
+            )
             paths = conn.execute(text("SELECT id, path FROM photos WHERE status = 'indexed' ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
         return found
@@ -56,17 +90,21 @@ class IntegrityStore:
         done = {}
         with self.engine.begin() as conn:
             if problems["faces_of_failed_photos"]:
-                done["faces_of_failed_photos"] = conn.execute(text("DELETE FROM faces WHERE id = ANY(:ids)"),
-                                                              {"ids": problems["faces_of_failed_photos"]}).rowcount
+                done["faces_of_failed_photos"] = conn.execute(
+                    text("DELETE FROM faces WHERE id = ANY(:ids)"), {"ids": problems["faces_of_failed_photos"]}
+                ).rowcount
             if problems["wrong_face_count"] or problems["faces_of_failed_photos"]:
-                done["wrong_face_count"] = conn.execute(text("""
+                done["wrong_face_count"] = conn.execute(
+                    text("""
                     UPDATE photos p SET face_count = c.n FROM (
                         SELECT p2.id, count(f.id) AS n FROM photos p2 LEFT JOIN faces f ON f.photo_id = p2.id
                         GROUP BY p2.id) c
-                    WHERE c.id = p.id AND p.face_count <> c.n""")).rowcount
+                    WHERE c.id = p.id AND p.face_count <> c.n""")
+                ).rowcount
             if problems["empty_unnamed_people"]:
-                done["empty_unnamed_people"] = conn.execute(text("DELETE FROM identities WHERE id = ANY(:ids)"),
-                                                            {"ids": problems["empty_unnamed_people"]}).rowcount
+                done["empty_unnamed_people"] = conn.execute(
+                    text("DELETE FROM identities WHERE id = ANY(:ids)"), {"ids": problems["empty_unnamed_people"]}
+                ).rowcount
             for kind in ("missing_embedding_index", "wrong_embedding_index"):
                 if problems.get(kind):
                     conn.execute(text(f"DROP INDEX IF EXISTS {EMBEDDING_INDEX}"))

@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import Connection, text
 
 from ..people import ClusterInputs, PersonFace
+from ..records import EMBEDDING_DIMENSION
 from .codec import decode_vector_send
 from .schema import HUMAN_SOURCES_SQL, SYSTEM_SOURCES_SQL
 from .store import Store
@@ -21,13 +22,19 @@ class PeopleStore:
 
     def cluster_inputs(self) -> ClusterInputs:
         with self.engine.connect() as conn:
-            rows = conn.execute(text("""
+            rows = conn.execute(
+                text("""
                 SELECT f.id, f.photo_id, vector_send(f.embedding) AS raw, fi.identity_id, fi.source
                 FROM faces f LEFT JOIN face_identities fi ON fi.face_id = f.id
-                ORDER BY f.id""")).all()
+                ORDER BY f.id""")
+            ).all()
             rejections = [tuple(r) for r in conn.execute(text("SELECT face_id, identity_id FROM face_rejections"))]
             names = dict(conn.execute(text("SELECT id, name FROM identities")).all())
-        vectors = np.stack([decode_vector_send(r.raw) for r in rows]) if rows else np.zeros((0, 512), np.float32)
+        vectors = (
+            np.stack([decode_vector_send(r.raw) for r in rows])
+            if rows
+            else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
+        )
         return ClusterInputs(
             face_ids=np.array([r.id for r in rows], np.int64),
             photo_ids=np.array([r.photo_id for r in rows], np.int64),
@@ -38,30 +45,37 @@ class PeopleStore:
             names=names,
         )
 
-    def apply_assignments(self, release: Sequence[int], assign: Sequence[tuple[int, int | str, str]],
-                          new_people: Sequence[str]) -> dict[str, int]:
+    def apply_assignments(
+        self, release: Sequence[int], assign: Sequence[tuple[int, int | str, str]], new_people: Sequence[str]
+    ) -> dict[str, int]:
         """In one transaction: drop system assignments of `release` faces, create one unnamed
         identity per key in `new_people`, then assign (face, identity id or new key, source).
         Unnamed identities left without faces are removed. Returns new key -> identity id."""
         created: dict[str, int] = {}
         with self.engine.begin() as conn:
             if release:
-                conn.execute(text("DELETE FROM face_identities WHERE face_id = ANY(:ids) "
-                                  f"AND source IN {SYSTEM_SOURCES_SQL}"), {"ids": list(release)})
+                conn.execute(
+                    text(f"DELETE FROM face_identities WHERE face_id = ANY(:ids) AND source IN {SYSTEM_SOURCES_SQL}"),
+                    {"ids": list(release)},
+                )
             for key in new_people:
-                created[key] = conn.execute(text("INSERT INTO identities (name) VALUES (NULL) RETURNING id")).scalar_one()
+                created[key] = conn.execute(
+                    text("INSERT INTO identities (name) VALUES (NULL) RETURNING id")
+                ).scalar_one()
             if assign:
                 faces = [f for f, _, _ in assign]
                 people = [created[p] if isinstance(p, str) else p for _, p, _ in assign]
                 sources = [s for _, _, s in assign]
                 # never overwrite what a person decided (enrolled / confirmed)
-                conn.execute(text(f"""
+                conn.execute(
+                    text(f"""
                     INSERT INTO face_identities (face_id, identity_id, source)
                     SELECT * FROM unnest(CAST(:faces AS bigint[]), CAST(:people AS bigint[]), CAST(:sources AS text[]))
                     ON CONFLICT (face_id) DO UPDATE SET identity_id = EXCLUDED.identity_id, source = EXCLUDED.source,
                         assigned_at = now()
                     WHERE face_identities.source IN {SYSTEM_SOURCES_SQL}"""),
-                    {"faces": faces, "people": people, "sources": sources})
+                    {"faces": faces, "people": people, "sources": sources},
+                )
             self._drop_empty_unnamed(conn)
         return created
 
@@ -73,8 +87,9 @@ class PeopleStore:
         with self.engine.connect() as conn:
             row = None
             if key.lstrip("#").isdigit():
-                row = conn.execute(text("SELECT id, name FROM identities WHERE id = :id"),
-                                   {"id": int(key.lstrip("#"))}).first()
+                row = conn.execute(
+                    text("SELECT id, name FROM identities WHERE id = :id"), {"id": int(key.lstrip("#"))}
+                ).first()
             if row is None:
                 row = conn.execute(text("SELECT id, name FROM identities WHERE name = :name"), {"name": key}).first()
         if row is None:
@@ -85,7 +100,8 @@ class PeopleStore:
         """Every person with face counts by how they were assigned, and a representative face:
         the one nearest the person's centre (pgvector's avg of the embeddings)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(text(f"""
+            rows = conn.execute(
+                text(f"""
                 WITH members AS (
                     SELECT fi.identity_id, fi.source, f.id AS face_id, f.photo_id, f.embedding
                     FROM face_identities fi JOIN faces f ON f.id = fi.face_id),
@@ -101,21 +117,32 @@ class PeopleStore:
                 FROM identities i
                 LEFT JOIN members m ON m.identity_id = i.id
                 LEFT JOIN centres c ON c.identity_id = i.id
-                GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id""")).all()
-            paths = dict(conn.execute(text(
-                "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.id = ANY(:ids)"),
-                {"ids": [r.representative_face_id for r in rows if r.representative_face_id]}).all())
+                GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id""")
+            ).all()
+            paths = dict(
+                conn.execute(
+                    text("SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.id = ANY(:ids)"),
+                    {"ids": [r.representative_face_id for r in rows if r.representative_face_id]},
+                ).all()
+            )
         return [dict(r._mapping) | {"representative_photo": paths.get(r.representative_face_id)} for r in rows]
 
     def person_faces(self, identity_id: int) -> list[PersonFace]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text("""
+            rows = conn.execute(
+                text("""
                 SELECT f.id, f.photo_id, p.path, f.box_x, f.box_y, f.box_w, f.box_h, fi.source,
                        vector_send(f.embedding) AS raw
                 FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
-                WHERE fi.identity_id = :id ORDER BY f.id"""), {"id": identity_id}).all()
-        return [PersonFace(r.id, r.photo_id, r.path, (r.box_x, r.box_y, r.box_w, r.box_h), r.source,
-                           decode_vector_send(r.raw)) for r in rows]
+                WHERE fi.identity_id = :id ORDER BY f.id"""),
+                {"id": identity_id},
+            ).all()
+        return [
+            PersonFace(
+                r.id, r.photo_id, r.path, (r.box_x, r.box_y, r.box_w, r.box_h), r.source, decode_vector_send(r.raw)
+            )
+            for r in rows
+        ]
 
     def face_exists(self, face_id: int) -> bool:
         with self.engine.connect() as conn:
@@ -126,86 +153,132 @@ class PeopleStore:
         from ..errors import FaceDBError
 
         with self.engine.begin() as conn:
-            taken = conn.execute(text("SELECT id FROM identities WHERE name = :name AND id <> :id"),
-                                 {"name": name, "id": identity_id}).scalar()
+            taken = conn.execute(
+                text("SELECT id FROM identities WHERE name = :name AND id <> :id"), {"name": name, "id": identity_id}
+            ).scalar()
             if taken is not None:
-                raise FaceDBError(f"the name {name!r} belongs to person #{taken} already; "
-                                  f"use `facedb merge {taken} {identity_id}` to make them one")
+                raise FaceDBError(
+                    f"the name {name!r} belongs to person #{taken} already; "
+                    f"use `facedb merge {taken} {identity_id}` to make them one"
+                )
             conn.execute(text("UPDATE identities SET name = :name WHERE id = :id"), {"name": name, "id": identity_id})
-            conn.execute(text("UPDATE face_identities SET source = 'confirmed', assigned_at = now() "
-                              "WHERE identity_id = :id AND source = 'clustered'"), {"id": identity_id})
+            conn.execute(
+                text(
+                    "UPDATE face_identities SET source = 'confirmed', assigned_at = now() "
+                    "WHERE identity_id = :id AND source = 'clustered'"
+                ),
+                {"id": identity_id},
+            )
 
     def merge(self, keep: int, other: int) -> int:
         """other's faces go to keep (as they were assigned); other's rejections too; other goes."""
         with self.engine.begin() as conn:
-            moved = conn.execute(text("UPDATE face_identities SET identity_id = :keep WHERE identity_id = :other"),
-                                 {"keep": keep, "other": other}).rowcount
-            conn.execute(text("""
+            moved = conn.execute(
+                text("UPDATE face_identities SET identity_id = :keep WHERE identity_id = :other"),
+                {"keep": keep, "other": other},
+            ).rowcount
+            conn.execute(
+                text("""
                 INSERT INTO face_rejections (face_id, identity_id)
                 SELECT face_id, :keep FROM face_rejections WHERE identity_id = :other ON CONFLICT DO NOTHING"""),
-                {"keep": keep, "other": other})
+                {"keep": keep, "other": other},
+            )
             # a face rejected from either cannot stay in the merged person
-            conn.execute(text("""
+            conn.execute(
+                text("""
                 DELETE FROM face_identities fi USING face_rejections r
                 WHERE fi.face_id = r.face_id AND r.identity_id = :keep AND fi.identity_id = :keep
-                AND fi.source IN ('proposed', 'clustered')"""), {"keep": keep})
+                AND fi.source IN ('proposed', 'clustered')"""),
+                {"keep": keep},
+            )
             conn.execute(text("DELETE FROM identities WHERE id = :other"), {"other": other})
         return moved
 
     def move(self, face_id: int, identity_id: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text("DELETE FROM face_rejections WHERE face_id = :f AND identity_id = :i"),
-                         {"f": face_id, "i": identity_id})
-            conn.execute(text("""
+            conn.execute(
+                text("DELETE FROM face_rejections WHERE face_id = :f AND identity_id = :i"),
+                {"f": face_id, "i": identity_id},
+            )
+            conn.execute(
+                text("""
                 INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'confirmed')
                 ON CONFLICT (face_id) DO UPDATE SET identity_id = :i, source = 'confirmed', assigned_at = now()"""),
-                {"f": face_id, "i": identity_id})
+                {"f": face_id, "i": identity_id},
+            )
             self._drop_empty_unnamed(conn)
 
     def reject(self, face_id: int, identity_id: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO face_rejections (face_id, identity_id) VALUES (:f, :i) "
-                              "ON CONFLICT DO NOTHING"), {"f": face_id, "i": identity_id})
-            conn.execute(text("DELETE FROM face_identities WHERE face_id = :f AND identity_id = :i"),
-                         {"f": face_id, "i": identity_id})
+            conn.execute(
+                text("INSERT INTO face_rejections (face_id, identity_id) VALUES (:f, :i) ON CONFLICT DO NOTHING"),
+                {"f": face_id, "i": identity_id},
+            )
+            conn.execute(
+                text("DELETE FROM face_identities WHERE face_id = :f AND identity_id = :i"),
+                {"f": face_id, "i": identity_id},
+            )
             self._drop_empty_unnamed(conn)
 
     def confirm(self, identity_id: int) -> int:
         with self.engine.begin() as conn:
-            return conn.execute(text("UPDATE face_identities SET source = 'confirmed', assigned_at = now() "
-                                     "WHERE identity_id = :id AND source IN ('proposed', 'clustered')"),
-                                {"id": identity_id}).rowcount
+            return conn.execute(
+                text(
+                    "UPDATE face_identities SET source = 'confirmed', assigned_at = now() "
+                    "WHERE identity_id = :id AND source IN ('proposed', 'clustered')"
+                ),
+                {"id": identity_id},
+            ).rowcount
 
     def split_off(self, identity_id: int, face_ids: Sequence[int]) -> int:
         """Move these faces of a person into a new unnamed person (keeping how they were assigned)."""
         with self.engine.begin() as conn:
             new = conn.execute(text("INSERT INTO identities (name) VALUES (NULL) RETURNING id")).scalar_one()
-            conn.execute(text("UPDATE face_identities SET identity_id = :new WHERE identity_id = :old "
-                              "AND face_id = ANY(:faces)"), {"new": new, "old": identity_id, "faces": list(face_ids)})
+            conn.execute(
+                text(
+                    "UPDATE face_identities SET identity_id = :new WHERE identity_id = :old AND face_id = ANY(:faces)"
+                ),
+                {"new": new, "old": identity_id, "faces": list(face_ids)},
+            )
         return new
 
     def forget(self, identity_id: int, with_photos: bool) -> dict[str, int]:
         """Remove the person, every face (embedding, thumbnail) and assignment derived from them,
         and with_photos also the photos they appear in. Returns what was removed."""
         with self.engine.begin() as conn:
-            photo_ids = [r[0] for r in conn.execute(text(
-                "SELECT DISTINCT f.photo_id FROM faces f JOIN face_identities fi ON fi.face_id = f.id "
-                "WHERE fi.identity_id = :id"), {"id": identity_id})]
-            faces = conn.execute(text(
-                "DELETE FROM faces f USING face_identities fi WHERE fi.face_id = f.id AND fi.identity_id = :id"),
-                {"id": identity_id}).rowcount
+            photo_ids = [
+                r[0]
+                for r in conn.execute(
+                    text(
+                        "SELECT DISTINCT f.photo_id FROM faces f JOIN face_identities fi ON fi.face_id = f.id "
+                        "WHERE fi.identity_id = :id"
+                    ),
+                    {"id": identity_id},
+                )
+            ]
+            faces = conn.execute(
+                text("DELETE FROM faces f USING face_identities fi WHERE fi.face_id = f.id AND fi.identity_id = :id"),
+                {"id": identity_id},
+            ).rowcount
             conn.execute(text("DELETE FROM identities WHERE id = :id"), {"id": identity_id})
             photos = 0
             if with_photos:
                 photos = conn.execute(text("DELETE FROM photos WHERE id = ANY(:ids)"), {"ids": photo_ids}).rowcount
             else:
-                conn.execute(text("UPDATE photos p SET face_count = (SELECT count(*) FROM faces f WHERE f.photo_id = p.id) "
-                                  "WHERE p.id = ANY(:ids)"), {"ids": photo_ids})
+                conn.execute(
+                    text(
+                        "UPDATE photos p SET face_count = (SELECT count(*) FROM faces f WHERE f.photo_id = p.id) "
+                        "WHERE p.id = ANY(:ids)"
+                    ),
+                    {"ids": photo_ids},
+                )
             self._drop_empty_unnamed(conn)
         return {"faces": faces, "photos": photos}
 
     @staticmethod
     def _drop_empty_unnamed(conn: Connection) -> None:
-        conn.execute(text("""
+        conn.execute(
+            text("""
             DELETE FROM identities i WHERE i.name IS NULL
-            AND NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.identity_id = i.id)"""))
+            AND NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.identity_id = i.id)""")
+        )

@@ -5,15 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 
 from pgvector.sqlalchemy import HALFVEC, Vector
-from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer,
-                        LargeBinary, REAL, SmallInteger, Text, UniqueConstraint, cast, func)
+from sqlalchemy import (
+    REAL,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    cast,
+    func,
+    text,
+)
 from sqlalchemy import Identity as Generated
-from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..records import EMBEDDING_DIMENSION, HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-
 
 
 def sql_list(words: tuple[str, ...]) -> str:
@@ -27,10 +40,17 @@ SYSTEM_SOURCES_SQL = sql_list(SYSTEM_SOURCES)
 # The search index, as migration 0005 built it and `facedb check --fix` rebuilds it; `check`
 # compares the live definition with these parts.
 EMBEDDING_INDEX = "faces_embedding_hnsw"
-EMBEDDING_INDEX_DDL = (f"CREATE INDEX {EMBEDDING_INDEX} ON faces USING hnsw "
-                       f"((embedding::halfvec({EMBEDDING_DIMENSION})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64)")
-EMBEDDING_INDEX_PARTS = ("USING hnsw", f"::halfvec({EMBEDDING_DIMENSION})", "halfvec_l2_ops", "m='16'",
-                         "ef_construction='64'")
+EMBEDDING_INDEX_DDL = (
+    f"CREATE INDEX {EMBEDDING_INDEX} ON faces USING hnsw "
+    f"((embedding::halfvec({EMBEDDING_DIMENSION})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64)"
+)
+EMBEDDING_INDEX_PARTS = (
+    "USING hnsw",
+    f"::halfvec({EMBEDDING_DIMENSION})",
+    "halfvec_l2_ops",
+    "m='16'",
+    "ef_construction='64'",
+)
 
 
 class Base(DeclarativeBase):
@@ -58,13 +78,19 @@ class Photo(Base):
     phash: Mapped[int | None] = mapped_column(BigInteger)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    faces: Mapped[list["Face"]] = relationship(back_populates="photo", cascade="all, delete-orphan", passive_deletes=True)
+    faces: Mapped[list[Face]] = relationship(back_populates="photo", cascade="all, delete-orphan", passive_deletes=True)
 
     __table_args__ = (
         CheckConstraint(f"status IN {sql_list(PHOTO_STATUSES)}", name="photos_status_valid"),
         UniqueConstraint("path", name="photos_path_key"),
-        *(Index(f"ix_photos_phash_part{part}", text(f"((phash >> {16 * part}) & 65535)"),
-                postgresql_where=text("phash IS NOT NULL")) for part in range(4)),
+        *(
+            Index(
+                f"ix_photos_phash_part{part}",
+                text(f"((phash >> {16 * part}) & 65535)"),
+                postgresql_where=text("phash IS NOT NULL"),
+            )
+            for part in range(4)
+        ),
     )
 
 
@@ -102,9 +128,13 @@ class Face(Base):
 
     __table_args__ = (
         # Searched at half precision (migration 0005 says why); see db/store.py's nearest_to.
-        Index("faces_embedding_hnsw", cast(embedding, HALFVEC(EMBEDDING_DIMENSION)).label("embedding"),
-              postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 64},
-              postgresql_ops={"embedding": "halfvec_l2_ops"}),
+        Index(
+            "faces_embedding_hnsw",
+            cast(embedding, HALFVEC(EMBEDDING_DIMENSION)).label("embedding"),
+            postgresql_using="hnsw",
+            postgresql_with={"m": 16, "ef_construction": 64},
+            postgresql_ops={"embedding": "halfvec_l2_ops"},
+        ),
     )
 
 
@@ -141,8 +171,9 @@ class FaceRejection(Base):
     __tablename__ = "face_rejections"
 
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
-    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True,
-                                             index=True)
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     rejected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -175,5 +206,7 @@ class Calibration(Base):
     evidence: Mapped[dict] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (CheckConstraint("threshold > 0 AND threshold <= 2", name="calibrations_threshold_valid"),
-                      Index("ix_calibrations_embedding_model_id", "embedding_model_id", "created_at"))
+    __table_args__ = (
+        CheckConstraint("threshold > 0 AND threshold <= 2", name="calibrations_threshold_valid"),
+        Index("ix_calibrations_embedding_model_id", "embedding_model_id", "created_at"),
+    )

@@ -12,11 +12,20 @@ from psycopg2.extras import execute_values
 from sqlalchemy import Connection, text
 
 from ..faces import Face
-from ..records import (EMBEDDING_DIMENSION, Candidate, CopyOf, Failed, Indexed, KnownFile, Moved, Outcome,
-                       StoredFace, Touched)
+from ..records import (
+    EMBEDDING_DIMENSION,
+    Candidate,
+    CopyOf,
+    Failed,
+    Indexed,
+    KnownFile,
+    Moved,
+    Outcome,
+    StoredFace,
+    Touched,
+)
 from .codec import FaceRow, copy_faces, vector_literal
 from .database import Database
-
 
 _PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
 
@@ -51,23 +60,30 @@ class Store:
     # ---- models -------------------------------------------------------------------------
     def embedding_model_id(self, name: str, version: str, sha256: str, preprocessing: str, dimension: int) -> int:
         with self.engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                "VALUES (:name, :version, :sha256, :preprocessing, :dimension) ON CONFLICT DO NOTHING"),
-                dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing, dimension=dimension))
-            return conn.execute(text(
-                "SELECT id FROM embedding_models WHERE name = :name AND version = :version "
-                "AND sha256 = :sha256 AND preprocessing = :preprocessing"),
-                dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing)).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                    "VALUES (:name, :version, :sha256, :preprocessing, :dimension) ON CONFLICT DO NOTHING"
+                ),
+                dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing, dimension=dimension),
+            )
+            return conn.execute(
+                text(
+                    "SELECT id FROM embedding_models WHERE name = :name AND version = :version "
+                    "AND sha256 = :sha256 AND preprocessing = :preprocessing"
+                ),
+                dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing),
+            ).scalar_one()
 
     # ---- indexing -----------------------------------------------------------------------
     def known_files(self, paths: Sequence[str]) -> dict[str, KnownFile]:
         if not paths:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT path, id, size, mtime_ns, status, content_hash FROM photos WHERE path = ANY(:paths)"),
-                {"paths": list(paths)})
+            rows = conn.execute(
+                text("SELECT path, id, size, mtime_ns, status, content_hash FROM photos WHERE path = ANY(:paths)"),
+                {"paths": list(paths)},
+            )
             return {r.path: KnownFile(r.id, r.size, r.mtime_ns, r.status, r.content_hash) for r in rows}
 
     def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
@@ -77,9 +93,13 @@ class Store:
             return {}
         found: dict[str, list[tuple[int, str]]] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT content_hash, id, path FROM photos WHERE status = 'indexed' AND content_hash = ANY(:hashes) "
-                "ORDER BY id"), {"hashes": hashes})
+            rows = conn.execute(
+                text(
+                    "SELECT content_hash, id, path FROM photos WHERE status = 'indexed' AND content_hash = ANY(:hashes) "
+                    "ORDER BY id"
+                ),
+                {"hashes": hashes},
+            )
             for r in rows:
                 found.setdefault(r.content_hash, []).append((r.id, r.path))
         return found
@@ -98,14 +118,18 @@ class Store:
                         f = outcome.file
                         cursor.execute(
                             "UPDATE photos SET path = %s, size = %s, mtime_ns = %s, indexed_at = now() WHERE id = %s",
-                            (f.path, f.size, f.mtime_ns, outcome.photo_id))
+                            (f.path, f.size, f.mtime_ns, outcome.photo_id),
+                        )
                         ids[f.path] = outcome.photo_id
                 fresh = [o for o in outcomes if isinstance(o, (Indexed, Failed, CopyOf))]
                 if fresh:
                     ids.update(self._upsert_photos(cursor, fresh))
                     cursor.execute("DELETE FROM faces WHERE photo_id = ANY(%s)", ([ids[o.file.path] for o in fresh],))
-                    self._copy_faces(cursor, [(ids[o.file.path], o.faces) for o in fresh if isinstance(o, Indexed)],
-                                     embedding_model_id)
+                    self._copy_faces(
+                        cursor,
+                        [(ids[o.file.path], o.faces) for o in fresh if isinstance(o, Indexed)],
+                        embedding_model_id,
+                    )
                     for o in fresh:
                         if isinstance(o, CopyOf):
                             self._clone_photo(cursor, o.source_id, ids[o.file.path])
@@ -120,15 +144,68 @@ class Store:
             f = o.file
             if isinstance(o, Indexed):
                 m = o.meta
-                rows.append((f.path, f.content_hash, f.size, f.mtime_ns, m.width, m.height, m.format, m.taken_at,
-                             m.camera, m.gps_lat, m.gps_lon, "indexed", None, len(o.faces), m.phash))
+                rows.append(
+                    (
+                        f.path,
+                        f.content_hash,
+                        f.size,
+                        f.mtime_ns,
+                        m.width,
+                        m.height,
+                        m.format,
+                        m.taken_at,
+                        m.camera,
+                        m.gps_lat,
+                        m.gps_lon,
+                        "indexed",
+                        None,
+                        len(o.faces),
+                        m.phash,
+                    )
+                )
             elif isinstance(o, Failed):
-                rows.append((f.path, f.content_hash, f.size, f.mtime_ns, None, None, None, None, None, None, None,
-                             "failed", o.reason, 0, None))
+                rows.append(
+                    (
+                        f.path,
+                        f.content_hash,
+                        f.size,
+                        f.mtime_ns,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "failed",
+                        o.reason,
+                        0,
+                        None,
+                    )
+                )
             else:  # CopyOf: metadata is filled from the source below
-                rows.append((f.path, f.content_hash, f.size, f.mtime_ns, None, None, None, None, None, None, None,
-                             "indexed", None, 0, None))
-        returned = execute_values(cursor, """
+                rows.append(
+                    (
+                        f.path,
+                        f.content_hash,
+                        f.size,
+                        f.mtime_ns,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "indexed",
+                        None,
+                        0,
+                        None,
+                    )
+                )
+        returned = execute_values(
+            cursor,
+            """
             INSERT INTO photos (path, content_hash, size, mtime_ns, width, height, format, taken_at, camera,
                                 gps_lat, gps_lon, status, error, face_count, phash)
             VALUES %s
@@ -138,36 +215,58 @@ class Store:
                 taken_at = EXCLUDED.taken_at, camera = EXCLUDED.camera, gps_lat = EXCLUDED.gps_lat,
                 gps_lon = EXCLUDED.gps_lon, status = EXCLUDED.status, error = EXCLUDED.error,
                 face_count = EXCLUDED.face_count, phash = EXCLUDED.phash, indexed_at = now()
-            RETURNING path, id""", rows, fetch=True)
+            RETURNING path, id""",
+            rows,
+            fetch=True,
+        )
         return {path: photo_id for path, photo_id in returned}
 
     @staticmethod
     def _copy_faces(cursor, photos: Sequence[tuple[int, list[Face]]], embedding_model_id: int) -> None:
-        rows = [FaceRow(photo_id, face.detection.box, [v for point in face.detection.landmarks for v in point],
-                        face.detection.score, face.embedding, embedding_model_id, face.thumbnail or None)
-                for photo_id, faces in photos for face in faces]
+        rows = [
+            FaceRow(
+                photo_id,
+                face.detection.box,
+                [v for point in face.detection.landmarks for v in point],
+                face.detection.score,
+                face.embedding,
+                embedding_model_id,
+                face.thumbnail or None,
+            )
+            for photo_id, faces in photos
+            for face in faces
+        ]
         if rows:
             copy_faces(cursor, rows)
 
     @staticmethod
     def _clone_photo(cursor, source_id: int, target_id: int) -> None:
-        cursor.execute("""
+        cursor.execute(
+            """
             UPDATE photos t SET width = s.width, height = s.height, format = s.format, taken_at = s.taken_at,
                    camera = s.camera, gps_lat = s.gps_lat, gps_lon = s.gps_lon, face_count = s.face_count,
                    phash = s.phash
-            FROM photos s WHERE s.id = %s AND t.id = %s""", (source_id, target_id))
-        cursor.execute("""
+            FROM photos s WHERE s.id = %s AND t.id = %s""",
+            (source_id, target_id),
+        )
+        cursor.execute(
+            """
             INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding,
                                embedding_model_id, thumbnail)
             SELECT %s, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id, thumbnail
-            FROM faces WHERE photo_id = %s ORDER BY id""", (target_id, source_id))
+            FROM faces WHERE photo_id = %s ORDER BY id""",
+            (target_id, source_id),
+        )
 
     # ---- faces and identities -----------------------------------------------------------
     def faces_of_photo(self, photo_id: int) -> list[StoredFace]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT id, photo_id, box_x, box_y, box_w, box_h, score FROM faces WHERE photo_id = :id ORDER BY id"),
-                {"id": photo_id})
+            rows = conn.execute(
+                text(
+                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, score FROM faces WHERE photo_id = :id ORDER BY id"
+                ),
+                {"id": photo_id},
+            )
             return [StoredFace(r.id, r.photo_id, (r.box_x, r.box_y, r.box_w, r.box_h), r.score) for r in rows]
 
     def assign(self, name: str, face_ids: Sequence[int], source: str) -> int:
@@ -175,12 +274,14 @@ class Store:
         with self.engine.begin() as conn:
             identity_id = self._identity_id(conn, name)
             if face_ids:
-                conn.execute(text("""
+                conn.execute(
+                    text("""
                     INSERT INTO face_identities (face_id, identity_id, source)
                     SELECT unnest(CAST(:faces AS bigint[])), :identity, :source
                     ON CONFLICT (face_id) DO UPDATE SET identity_id = EXCLUDED.identity_id,
                         source = EXCLUDED.source, assigned_at = now()"""),
-                    {"faces": list(face_ids), "identity": identity_id, "source": source})
+                    {"faces": list(face_ids), "identity": identity_id, "source": source},
+                )
             return identity_id
 
     @staticmethod
@@ -195,14 +296,17 @@ class Store:
             self._tune_search(conn, ef_search)
             limit = max(50, top_k * 20)
             while True:
-                rows = conn.execute(text(f"""
+                rows = conn.execute(
+                    text(f"""
                     SELECT fi.identity_id, i.name, fi.source, f.id AS face_id,
                            f.embedding <-> CAST(:q AS vector) AS distance
                     FROM faces f
                     JOIN face_identities fi ON fi.face_id = f.id
                     JOIN identities i ON i.id = fi.identity_id
                     ORDER BY {NEAREST_TO_QUERY}
-                    LIMIT :limit"""), {"q": query, "limit": limit}).all()
+                    LIMIT :limit"""),
+                    {"q": query, "limit": limit},
+                ).all()
                 best: dict[int, Candidate] = {}
                 for r in rows:  # ordered at half precision; the distances are exact
                     if r.identity_id not in best or r.distance < best[r.identity_id].distance:
@@ -217,28 +321,39 @@ class Store:
         """Ids of the k nearest faces, as the search index finds them (the benchmark's recall)."""
         with self.engine.begin() as conn:
             self._tune_search(conn, ef_search)
-            return [r[0] for r in conn.execute(text(f"SELECT id FROM faces f ORDER BY {NEAREST_TO_QUERY} LIMIT :k"),
-                                               {"q": vector_literal(embedding), "k": k})]
+            return [
+                r[0]
+                for r in conn.execute(
+                    text(f"SELECT id FROM faces f ORDER BY {NEAREST_TO_QUERY} LIMIT :k"),
+                    {"q": vector_literal(embedding), "k": k},
+                )
+            ]
 
-    def faces_within(self, embedding: np.ndarray, identity_ids: Sequence[int], threshold: float) -> dict[int, tuple[int, int]]:
+    def faces_within(
+        self, embedding: np.ndarray, identity_ids: Sequence[int], threshold: float
+    ) -> dict[int, tuple[int, int]]:
         """identity id -> (faces within threshold, all faces), counted exactly."""
         if not identity_ids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(text("""
+            rows = conn.execute(
+                text("""
                 SELECT fi.identity_id,
                        count(*) FILTER (WHERE f.embedding <-> CAST(:q AS vector) <= :threshold) AS near,
                        count(*) AS total
                 FROM face_identities fi JOIN faces f ON f.id = fi.face_id
                 WHERE fi.identity_id = ANY(:ids)
                 GROUP BY fi.identity_id"""),
-                {"q": vector_literal(embedding), "threshold": threshold, "ids": list(identity_ids)})
+                {"q": vector_literal(embedding), "threshold": threshold, "ids": list(identity_ids)},
+            )
             return {r.identity_id: (r.near, r.total) for r in rows}
 
     @staticmethod
     def _tune_search(conn: Connection, ef_search: int) -> None:
         # pgvector >= 0.8 can keep scanning the index when the join filters rows out.
-        iterative = ", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if _pgvector_version(conn) >= (0, 8) else ""
+        iterative = (
+            ", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if _pgvector_version(conn) >= (0, 8) else ""
+        )
         conn.execute(text(f"SELECT set_config('hnsw.ef_search', :ef, true){iterative}"), {"ef": str(ef_search)})
 
     # ---- reports ------------------------------------------------------------------------
@@ -248,36 +363,50 @@ class Store:
 
     def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT f.thumbnail, p.path FROM faces f JOIN photos p ON p.id = f.photo_id "
-                                    "WHERE f.id = :id AND f.thumbnail IS NOT NULL"), {"id": face_id}).first()
+            row = conn.execute(
+                text(
+                    "SELECT f.thumbnail, p.path FROM faces f JOIN photos p ON p.id = f.photo_id "
+                    "WHERE f.id = :id AND f.thumbnail IS NOT NULL"
+                ),
+                {"id": face_id},
+            ).first()
         return None if row is None else (bytes(row.thumbnail), row.path)
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            row = conn.execute(text("""
+            row = conn.execute(
+                text("""
                 SELECT (SELECT count(*) FROM photos) AS photos,
                        (SELECT count(*) FROM photos WHERE status = 'indexed') AS indexed,
                        (SELECT count(*) FROM photos WHERE status = 'failed') AS failed,
                        (SELECT count(*) FROM faces) AS faces,
                        (SELECT count(*) FROM identities) AS identities,
-                       (SELECT count(*) FROM face_identities) AS assigned_faces""")).one()
+                       (SELECT count(*) FROM face_identities) AS assigned_faces""")
+            ).one()
             return dict(row._mapping)
 
     def failure_reasons(self, photo_ids: Sequence[int]) -> dict[int, str]:
         """The recorded reason of each of these photos that failed."""
         with self.engine.connect() as conn:
-            return dict(conn.execute(text("SELECT id, error FROM photos WHERE id = ANY(:ids) AND status = 'failed'"),
-                                     {"ids": list(photo_ids)}).all())
+            return dict(
+                conn.execute(
+                    text("SELECT id, error FROM photos WHERE id = ANY(:ids) AND status = 'failed'"),
+                    {"ids": list(photo_ids)},
+                ).all()
+            )
 
     def failures(self) -> list[tuple[str, str, datetime]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT path, error, indexed_at FROM photos WHERE status = 'failed' ORDER BY path"))
+            rows = conn.execute(
+                text("SELECT path, error, indexed_at FROM photos WHERE status = 'failed' ORDER BY path")
+            )
             return [(r.path, r.error, r.indexed_at) for r in rows]
 
     def identities(self) -> list[tuple[int, str | None, int]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text("""
+            rows = conn.execute(
+                text("""
                 SELECT i.id, i.name, count(fi.face_id) AS faces FROM identities i
-                LEFT JOIN face_identities fi ON fi.identity_id = i.id GROUP BY i.id ORDER BY i.name""")).all()
+                LEFT JOIN face_identities fi ON fi.identity_id = i.id GROUP BY i.id ORDER BY i.name""")
+            ).all()
             return [(r.id, r.name, r.faces) for r in rows]

@@ -9,6 +9,7 @@ import time
 import numpy as np
 from sqlalchemy import text
 
+from ..records import EMBEDDING_DIMENSION
 from .codec import FaceRow, copy_faces
 from .database import Database
 
@@ -21,31 +22,46 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
     with engine.begin() as conn:
         index_sql = conn.execute(text("SELECT pg_get_indexdef('faces_embedding_hnsw'::regclass)")).scalar()
         conn.execute(text("DROP INDEX faces_embedding_hnsw"))
-        model = conn.execute(text("INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                                  "VALUES ('synthetic', '1', '-', 'clustered gaussian', 512) RETURNING id")).scalar()
+        model = conn.execute(
+            text(
+                "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
+                "VALUES ('synthetic', '1', '-', 'clustered gaussian', :dimension) RETURNING id"
+            ),
+            {"dimension": EMBEDDING_DIMENSION},
+        ).scalar()
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         n = len(vectors)
-        cursor.copy_expert("COPY photos (path, status, face_count) FROM STDIN",
-                           io.StringIO("".join(f"/synthetic/{i}.jpg\tindexed\t1\n" for i in range(n))))
+        cursor.copy_expert(
+            "COPY photos (path, status, face_count) FROM STDIN",
+            io.StringIO("".join(f"/synthetic/{i}.jpg\tindexed\t1\n" for i in range(n))),
+        )
         cursor.execute("SELECT min(id) FROM photos")
         first_photo = cursor.fetchone()[0]
         landmarks = [0.0] * 10
         for start in range(0, n, chunk):
-            copy_faces(cursor, (FaceRow(first_photo + i, (0.0, 0.0, 1.0, 1.0), landmarks, 1.0, vectors[i], model)
-                                for i in range(start, min(n, start + chunk))))
+            copy_faces(
+                cursor,
+                (
+                    FaceRow(first_photo + i, (0.0, 0.0, 1.0, 1.0), landmarks, 1.0, vectors[i], model)
+                    for i in range(start, min(n, start + chunk))
+                ),
+            )
             say(f"loaded {min(n, start + chunk)}/{n} faces")
         people = int(person.max()) + 1
-        cursor.copy_expert("COPY identities (name) FROM STDIN",
-                           io.StringIO("".join(f"person {p}\n" for p in range(people))))
-        cursor.execute("""
+        cursor.copy_expert(
+            "COPY identities (name) FROM STDIN", io.StringIO("".join(f"person {p}\n" for p in range(people)))
+        )
+        cursor.execute(
+            """
             INSERT INTO face_identities (face_id, identity_id, source)
             SELECT f.id, i.id, 'enrolled' FROM faces f
             JOIN photos p ON p.id = f.photo_id
             JOIN identities i ON i.name = 'person ' || ((substring(p.path from '/synthetic/([0-9]+)')::int) / %s)""",
-                       (len(vectors) // people,))
+            (len(vectors) // people,),
+        )
         raw.commit()
     finally:
         raw.close()
@@ -61,8 +77,12 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
     timings["maintenance_work_mem_mb"] = memory
     with engine.connect() as conn:
         timings["index_mb"] = conn.execute(text("SELECT pg_relation_size('faces_embedding_hnsw')")).scalar() / 2**20
-        timings["table_mb"] = conn.execute(text("SELECT pg_total_relation_size('faces') - "
-                                                "pg_relation_size('faces_embedding_hnsw')")).scalar() / 2**20
+        timings["table_mb"] = (
+            conn.execute(
+                text("SELECT pg_total_relation_size('faces') - pg_relation_size('faces_embedding_hnsw')")
+            ).scalar()
+            / 2**20
+        )
     return timings
 
 

@@ -6,9 +6,10 @@ Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
-from alembic import op
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql
+
+from alembic import op
 
 revision = "0001"
 down_revision = None
@@ -67,8 +68,14 @@ def upgrade() -> None:
         sa.Column("thumbnail", sa.LargeBinary()),
     )
     op.create_index("ix_faces_photo_id", "faces", ["photo_id"])
-    op.create_index("faces_embedding_hnsw", "faces", ["embedding"], postgresql_using="hnsw",
-                    postgresql_with={"m": 16, "ef_construction": 64}, postgresql_ops={"embedding": "vector_l2_ops"})
+    op.create_index(
+        "faces_embedding_hnsw",
+        "faces",
+        ["embedding"],
+        postgresql_using="hnsw",
+        postgresql_with={"m": 16, "ef_construction": 64},
+        postgresql_ops={"embedding": "vector_l2_ops"},
+    )
 
     op.create_table(
         "identities",

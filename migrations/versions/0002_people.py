@@ -6,6 +6,7 @@ Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision = "0002"
@@ -16,8 +17,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.drop_constraint("face_identities_source_valid", "face_identities", type_="check")
-    op.create_check_constraint("face_identities_source_valid", "face_identities",
-                               "source IN ('enrolled', 'confirmed', 'proposed', 'clustered')")
+    op.create_check_constraint(
+        "face_identities_source_valid",
+        "face_identities",
+        "source IN ('enrolled', 'confirmed', 'proposed', 'clustered')",
+    )
     op.create_table(
         "face_rejections",
         sa.Column("face_id", sa.BigInteger(), sa.ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True),
@@ -31,5 +35,6 @@ def downgrade() -> None:
     op.drop_table("face_rejections")
     op.execute("DELETE FROM face_identities WHERE source = 'clustered'")
     op.drop_constraint("face_identities_source_valid", "face_identities", type_="check")
-    op.create_check_constraint("face_identities_source_valid", "face_identities",
-                               "source IN ('enrolled', 'confirmed', 'proposed')")
+    op.create_check_constraint(
+        "face_identities_source_valid", "face_identities", "source IN ('enrolled', 'confirmed', 'proposed')"
+    )

@@ -9,6 +9,7 @@ Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision = "0003"
@@ -22,8 +23,10 @@ PARTS = 4
 def upgrade() -> None:
     op.add_column("photos", sa.Column("phash", sa.BigInteger()))
     for part in range(PARTS):
-        op.execute(f"CREATE INDEX ix_photos_phash_part{part} ON photos (((phash >> {16 * part}) & 65535)) "
-                   "WHERE phash IS NOT NULL")
+        op.execute(
+            f"CREATE INDEX ix_photos_phash_part{part} ON photos (((phash >> {16 * part}) & 65535)) "
+            "WHERE phash IS NOT NULL"
+        )
     op.create_index("ix_photos_taken_at", "photos", ["taken_at"])
 
 

@@ -22,12 +22,16 @@ depends_on = None
 def upgrade() -> None:
     op.execute("DROP INDEX IF EXISTS faces_embedding_hnsw")
     op.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    op.execute("CREATE INDEX faces_embedding_hnsw ON faces USING hnsw ((embedding::halfvec(512)) halfvec_l2_ops) "
-               "WITH (m = 16, ef_construction = 64)")
+    op.execute(
+        "CREATE INDEX faces_embedding_hnsw ON faces USING hnsw ((embedding::halfvec(512)) halfvec_l2_ops) "
+        "WITH (m = 16, ef_construction = 64)"
+    )
 
 
 def downgrade() -> None:
     op.execute("DROP INDEX IF EXISTS faces_embedding_hnsw")
     op.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    op.execute("CREATE INDEX faces_embedding_hnsw ON faces USING hnsw (embedding vector_l2_ops) "
-               "WITH (m = 16, ef_construction = 64)")
+    op.execute(
+        "CREATE INDEX faces_embedding_hnsw ON faces USING hnsw (embedding vector_l2_ops) "
+        "WITH (m = 16, ef_construction = 64)"
+    )

@@ -7,8 +7,9 @@ Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
+
+from alembic import op
 
 revision = "0006"
 down_revision = "0005"

