@@ -32,7 +32,7 @@ def crop_face(rgb: np.ndarray, detection: Detection, margin: float = 0.2, size: 
     if right - left < 2 or bottom - top < 2:
         left, top, right, bottom = 0, 0, width, height
     region = Image.fromarray(rgb[top:bottom, left:right])
-    return np.asarray(region.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(region.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def standardise(crops: np.ndarray) -> np.ndarray:
@@ -42,5 +42,7 @@ def standardise(crops: np.ndarray) -> np.ndarray:
 
 def thumbnail(crop: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(crop).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.BILINEAR).save(buffer, "JPEG", quality=85)
+    Image.fromarray(crop).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR).save(
+        buffer, "JPEG", quality=85
+    )
     return buffer.getvalue()

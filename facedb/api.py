@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -218,7 +219,7 @@ class FaceDB:
         )
 
     # ---- faces of photos that are not stored ---------------------------------------------
-    def faces_in(self, paths: list[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:
+    def faces_in(self, paths: Sequence[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:
         """Detect, align and embed every face of each photo, without storing anything."""
 
         def files():
@@ -266,15 +267,13 @@ class FaceDB:
         extractor.embed([face for result in results for face in result.faces])
         return results
 
-    def compare(self, paths: list[str | os.PathLike]) -> dict:
+    def compare(self, paths: Sequence[str | os.PathLike]) -> dict:
         """The FaceNet tutorial's compare: Euclidean distances between all faces of the photos."""
         return self.compare_faces(self.faces_in(paths))
 
     def compare_faces(self, results: list[PhotoFaces]) -> dict:
         faces = [(r.path, i, f) for r in results for i, f in enumerate(r.faces)]
-        vectors = (
-            np.stack([f.embedding for _, _, f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
-        )
+        vectors = np.stack([f.vector for _, _, f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
         distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1) if faces else np.zeros((0, 0))
         return {
             "faces": [
@@ -289,7 +288,7 @@ class FaceDB:
     # ---- indexing -----------------------------------------------------------------------
     def index(
         self,
-        paths: list[str | os.PathLike],
+        paths: Sequence[str | os.PathLike],
         *,
         retry_failed: bool = False,
         on_progress: ProgressCallback | None = None,
@@ -311,7 +310,7 @@ class FaceDB:
         )
 
     def enroll(
-        self, name: str, paths: list[str | os.PathLike], *, on_failure: FailureCallback | None = None
+        self, name: str, paths: Sequence[str | os.PathLike], *, on_failure: FailureCallback | None = None
     ) -> EnrollResult:
         """Add the largest face of each photo to the identity `name` (created if new)."""
         name = person_name(name)
@@ -352,7 +351,7 @@ class FaceDB:
     # ---- who is this --------------------------------------------------------------------
     def who(
         self,
-        paths: list[str | os.PathLike],
+        paths: Sequence[str | os.PathLike],
         *,
         top_k: int = 3,
         threshold: float | None = None,
@@ -386,7 +385,7 @@ class FaceDB:
         return FaceAnswer(
             box=face.box,
             score=face.detection.score,
-            candidates=self.search(face.embedding, top_k=top_k, threshold=threshold),
+            candidates=self.search(face.vector, top_k=top_k, threshold=threshold),
             threshold=threshold,
         )
 
@@ -543,17 +542,11 @@ class FaceDB:
         for row, label in enumerate(labels):
             parts.setdefault(int(label) if label >= 0 else -1 - row, []).append(faces[row].face_id)
         ordered = sorted(parts.values(), key=lambda p: (-len(p), p[0]))
-        result = {
-            "id": identity_id,
-            "name": name,
-            "eps": params.eps,
-            "parts": [{"faces": len(p), "face_ids": p} for p in ordered],
-            "applied": apply,
-        }
+        pieces: list[dict[str, Any]] = [{"faces": len(p), "face_ids": p} for p in ordered]
         if apply:
-            for part in result["parts"][1:]:
-                part["new_person_id"] = self.people_store.split_off(identity_id, part["face_ids"])
-        return result
+            for piece in pieces[1:]:
+                piece["new_person_id"] = self.people_store.split_off(identity_id, piece["face_ids"])
+        return {"id": identity_id, "name": name, "eps": params.eps, "parts": pieces, "applied": apply}
 
     def forget(self, person: str | int, *, photos: bool = False) -> dict:
         identity_id, name = self.people_store.resolve(person)
@@ -562,7 +555,7 @@ class FaceDB:
     # ---- dedup --------------------------------------------------------------------------
     def dedup(
         self,
-        paths: list[str | os.PathLike] = (),
+        paths: Sequence[str | os.PathLike] = (),
         *,
         thresholds: DedupThresholds | None = None,
         tiers: tuple[int, ...] = (1, 2, 3, 4, 5),
@@ -634,9 +627,10 @@ class FaceDB:
         def one(item: tuple[int, str]) -> tuple[int, int] | None:
             try:
                 data, _ = read_file(Path(item[1]))
-                return item[0], decode(data, self.settings.max_pixels).meta.phash
+                phash = decode(data, self.settings.max_pixels).meta.phash
             except ImageError:
                 return None
+            return None if phash is None else (item[0], phash)
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.read_workers)) as pool:
             return [r for r in pool.map(one, photos) if r is not None]
@@ -703,7 +697,7 @@ class FaceDB:
         """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""
         integrity = IntegrityStore(self.store)
         problems = integrity.problems()
-        result = {"problems": {k: v for k, v in problems.items() if v}, "repaired": {}}
+        result: dict[str, Any] = {"problems": {k: v for k, v in problems.items() if v}, "repaired": {}}
         if fix and result["problems"]:
             result["repaired"] = integrity.repair(problems)
             result["after"] = {k: v for k, v in integrity.problems().items() if v}

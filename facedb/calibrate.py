@@ -39,8 +39,8 @@ def genuine_distances(placed: FaceSample, rng: np.random.Generator) -> np.ndarra
     groups = [np.flatnonzero(placed.identity_ids == identity) for identity in np.unique(placed.identity_ids)]
     counts = np.array([len(g) * (len(g) - 1) // 2 for g in groups], np.int64)
     if counts.sum() <= MAX_PAIRS:
-        pairs = [np.stack([g[i], g[j]], axis=1) for g in groups for i, j in [np.triu_indices(len(g), 1)]]
-        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+        within = [np.stack([g[i], g[j]], axis=1) for g in groups for i, j in [np.triu_indices(len(g), 1)]]
+        pairs = np.concatenate(within) if within else np.zeros((0, 2), np.int64)
     else:  # sample identities by their share of pairs, then two different members of each
         chosen = rng.choice(len(groups), MAX_PAIRS, p=counts / counts.sum())
         sizes = np.array([len(groups[k]) for k in chosen])

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -501,7 +502,7 @@ def dedup(
     from .dedup import DedupThresholds
 
     thresholds = DedupThresholds()
-    changes = {
+    changes: dict[str, Any] = {
         "same_picture_bits": same_picture_bits,
         "burst_seconds": burst_seconds,
         "same_face_distance": same_face_distance,

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -81,7 +82,7 @@ class Settings:
     @classmethod
     def load(cls, **explicit: object) -> Settings:
         """Build settings; `explicit` values win, None means 'not given'."""
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         env = os.environ
         if env.get("DATABASE_URL"):
             values["database_url"] = env["DATABASE_URL"]

@@ -237,7 +237,7 @@ def classify_photo_pairs(
             )
     tier2_groups = _photo_groups(2, tier2.groups(), evidence2, photos)
     # Copies are reported once: from here on each tier 1-2 group stands for its kept photo.
-    representative = {}
+    representative: dict[int, int] = {}
     for group in [{"keep": keep_choice([photos[i] for i in g if i in photos])[0], "ids": g} for g in identical] + [
         {"keep": g["keep"], "ids": [p["id"] for p in g["photos"]]} for g in tier2_groups
     ]:
@@ -309,7 +309,7 @@ def identical_groups(groups: list[list[int]], photos: dict[int, DedupPhoto]) -> 
                 "keep": keep,
                 "reason": reason,
                 "photos": [photo_record(p) for p in members],
-                "evidence": [{"why": f"identical bytes (sha256 {members[0].content_hash[:16]}...)"}],
+                "evidence": [{"why": f"identical bytes (sha256 {(members[0].content_hash or '')[:16]}...)"}],
             }
         )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -73,7 +73,7 @@ class MtcnnDetector:
         self._slots = threading.Semaphore(self.workers)
         self._full_look = threading.Lock()
         self._lock = threading.Lock()
-        self._stages: tuple | None = None
+        self._stages: tuple[Any, Any, Any] | None = None  # P-Net (ours), R-Net, O-Net
         self.retries = {"full_resolution": 0, "border": 0}  # how often each second look was taken
         self._retries_lock = threading.Lock()
 
@@ -87,7 +87,7 @@ class MtcnnDetector:
     def loaded(self) -> bool:
         return self._stages is not None
 
-    def _build(self) -> tuple:
+    def _build(self) -> tuple[Any, Any, Any]:
         from . import tfruntime
         from .weights import verify_detector_weights
 
@@ -135,9 +135,9 @@ class MtcnnDetector:
         min_face = max(MIN_LEVEL_SIDE, int(self.min_face_size * scale))
         if min(small.shape[:2]) < min_face:
             return []
-        stages = self._stages or self.load()
+        pnet, rnet, onet = self._stages or self.load()
         with self._slots:
-            found = _mtcnn_faces(small, min_face, *stages, face_threshold=self.min_score)
+            found = _mtcnn_faces(small, min_face, pnet, rnet, onet, face_threshold=self.min_score)
         # Boxes under the smallest face looked for come from box regression shrinking a window;
         # the two that mtcnn reports in the test photos are a necklace and playing cards.
         return [
@@ -177,7 +177,7 @@ def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
         return rgb
     height, width = rgb.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 def _in_batches(network, size: int = 512):

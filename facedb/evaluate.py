@@ -86,7 +86,7 @@ def embed_photos(
                     no_face.append(path)
                 for face in faces:
                     found_paths.append(path)
-                    vectors.append(face.embedding)
+                    vectors.append(face.vector)
             done += len(results)
             rate = done / max(time.monotonic() - started, 1e-9)
             say(

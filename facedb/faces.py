@@ -32,3 +32,10 @@ class Face:
     @property
     def box(self) -> Box:
         return self.detection.box
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The embedding, which only faces that went through the embedder have."""
+        if self.embedding is None:
+            raise ValueError("this face has not been embedded yet")
+        return self.embedding

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -182,8 +182,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
             )
         image.load()
         meta = _metadata(image)
-        image = ImageOps.exif_transpose(image)
-        rgb = _to_rgb8(image)
+        rgb = _to_rgb8(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -234,7 +233,7 @@ def perceptual_hash(rgb: np.ndarray) -> int:
     """pHash: the signs of the 8x8 lowest frequencies of a 32x32 greyscale DCT, against their
     median, as a signed 64-bit integer. Re-encoding, resizing and format changes move a few
     bits at most; a different picture moves about half of them."""
-    grey = Image.fromarray(rgb).convert("L").resize((32, 32), Image.BILINEAR, reducing_gap=2.0)
+    grey = Image.fromarray(rgb).convert("L").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = np.asarray(grey, dtype=np.float64)
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8].ravel()
     bits = low > np.median(low)
@@ -334,10 +333,10 @@ def _exif_time(value: object) -> datetime | None:
     return None
 
 
-def _gps_degrees(parts: object, ref: object) -> float | None:
-    if not parts or len(parts) != 3:  # type: ignore[arg-type]
+def _gps_degrees(parts: Any, ref: object) -> float | None:
+    if not parts or len(parts) != 3:
         return None
-    d, m, s = (float(x) for x in parts)  # type: ignore[union-attr]
+    d, m, s = (float(x) for x in parts)
     value = d + m / 60.0 + s / 3600.0
     if value != value:  # NaN from a 0/0 rational
         return None

@@ -117,11 +117,10 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
             owner[g] = person
             claimed.add(person)
     for g, rows in enumerate(unnamed_groups):
-        person = owner.get(g)
-        if person is None:
-            person = f"{NEW}{min(int(inputs.face_ids[r]) for r in rows)}"
+        found = owner.get(g)
+        group_person = f"{NEW}{min(int(inputs.face_ids[r]) for r in rows)}" if found is None else found
         for r in rows:
-            desired[r] = (person, "clustered")
+            desired[r] = (group_person, "clustered")
 
     # Lone faces close enough to a person a human set up are proposed to them.
     lone = np.array([r for r in range(n) if not human[r] and r not in desired], np.int64)
@@ -145,12 +144,12 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
         if want is None:
             plan.leaving.append(face_id)
             continue
-        person, source = want
-        plan.assignments.append((face_id, person, source))
-        if isinstance(person, str):
-            plan.new_people.setdefault(person, []).append(face_id)
-        elif now is None or now[0] != person:
-            plan.joining.setdefault(person, []).append(face_id)
+        target, source = want
+        plan.assignments.append((face_id, target, source))
+        if isinstance(target, str):
+            plan.new_people.setdefault(target, []).append(face_id)
+        elif now is None or now[0] != target:
+            plan.joining.setdefault(target, []).append(face_id)
     plan.merge_suggestions = _merge_suggestions(inputs, neighbours, desired, params)
     return plan
 

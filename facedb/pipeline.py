@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -119,7 +119,7 @@ class _StopAfterBatch:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Any = None  # whatever SIGINT's handler was
 
     def __enter__(self) -> _StopAfterBatch:
         if threading.current_thread() is threading.main_thread():
@@ -201,7 +201,7 @@ class Indexer:
 
     def run(
         self,
-        paths: list[str | os.PathLike],
+        paths: Sequence[str | os.PathLike],
         *,
         retry_failed: bool = False,
         on_progress: ProgressCallback | None = None,
@@ -285,7 +285,7 @@ class Indexer:
         for path, stat in stats.items():
             record = known.get(path)
             unchanged = record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns
-            if unchanged and (record.status == "indexed" or not retry_failed):
+            if record is not None and unchanged and (record.status == "indexed" or not retry_failed):
                 summary.unchanged += 1
                 summary.photo_ids[path] = record.id
             else:
@@ -299,19 +299,19 @@ class Indexer:
                 return stat, None, str(exc)
 
         read_results = list(bounded_map(pool, read, to_read, ahead=self.read_workers * 2))
-        by_hash = self.store.indexed_by_hash(s.content_hash for s, data, _ in read_results if data is not None)
+        by_hash = self.store.indexed_by_hash(s.content_hash for s, _, _ in read_results if s.content_hash)
         batch_paths = {s.path for s in to_read}
         to_decode: list[tuple[FileStat, bytes]] = []
         for stat, data, error in read_results:
-            if error is not None:
-                outcomes.append(Failed(stat, error))
+            if data is None:
+                outcomes.append(Failed(stat, error or "cannot read"))
                 continue
             record = known.get(stat.path)
             if record and record.status == "indexed" and record.content_hash == stat.content_hash:
                 outcomes.append(Touched(stat, record.id))
                 summary.unchanged += 1
                 continue
-            twins = [(pid, p) for pid, p in by_hash.get(stat.content_hash, []) if p != stat.path]
+            twins = [(pid, p) for pid, p in by_hash.get(stat.content_hash or "", []) if p != stat.path]
             if twins and record is None:
                 gone = [(pid, p) for pid, p in twins if not os.path.lexists(p) and p not in batch_paths]
                 if gone:
@@ -343,7 +343,7 @@ class Indexer:
         waiting: list[Face] = []
         chunk = getattr(self.extractor.embedder, "batch_size", 32)
 
-        def analyse_one(item: tuple[FileStat, bytes]) -> Outcome | tuple[FileStat, PhotoMeta, list[Face]]:
+        def analyse_one(item: tuple[FileStat, bytes]) -> Failed | tuple[FileStat, PhotoMeta, list[Face]]:
             """decode -> detect -> crop; the full-resolution pixels are gone when it returns."""
             stat, data = item
             try:

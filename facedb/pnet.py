@@ -205,10 +205,10 @@ class PyramidPNet:
             found = found[found[:, 0] < len(chunk)]
             found[:, 0] = chunk[found[:, 0].astype(int)]
             cells.append(found.astype(np.float64))
-        cells = np.concatenate(cells)
+        every_cell = np.concatenate(cells)
         per_level = []
         for index, scale in enumerate(scales):
-            rows = cells[cells[:, 0] == index]
+            rows = every_cell[every_cell[:, 0] == index]
             if len(rows) == 0:
                 continue
             y, x, score, offsets = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4:8] * 11

@@ -114,11 +114,12 @@ def _photo_thumbnail(file: str) -> str | None:
 def _size(n: int | None) -> str:
     if n is None:
         return "?"
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def render_html(report: dict, face_thumbnails: dict[int, bytes]) -> str:
@@ -126,6 +127,7 @@ def render_html(report: dict, face_thumbnails: dict[int, bytes]) -> str:
     thumbs: dict[str, str | None] = {}
 
     def photo_card(photo: dict, keep: bool, face_id: int | None = None) -> str:
+        src: str | None
         if face_id is not None and face_id in face_thumbnails:
             src = "data:image/jpeg;base64," + base64.b64encode(face_thumbnails[face_id]).decode()
         else:

@@ -29,7 +29,7 @@ def display_path(path: str | os.PathLike) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def scan(paths: list[str | os.PathLike], within: Sequence[Path] | None = None) -> Iterator[Candidate]:
+def scan(paths: Sequence[str | os.PathLike], within: Sequence[Path] | None = None) -> Iterator[Candidate]:
     """Files named directly are always candidates; in folders, files with a photo extension.
     With `within` (real folders), a path or link that leads outside them is a candidate with
     that error, and a folder outside them is not walked."""

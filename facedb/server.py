@@ -11,7 +11,7 @@ import mimetypes
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -292,8 +292,9 @@ class Jobs:
 
     def start(self, paths: list[str], retry_failed: bool, within: list[Path]) -> dict:
         with self.lock:
-            job = {
-                "id": next(self.ids),
+            job_id = next(self.ids)
+            job: dict[str, Any] = {
+                "id": job_id,
                 "state": "queued",
                 "paths": paths,
                 "done": 0,
@@ -303,7 +304,7 @@ class Jobs:
                 "result": None,
                 "error": None,
             }
-            self.jobs[job["id"]] = job
+            self.jobs[job_id] = job
         self.pool.submit(self._run, job, retry_failed, within)
         return dict(job)
 
@@ -334,7 +335,7 @@ class Jobs:
 
 
 def create_app(
-    facedb: FaceDB, roots: list[str | os.PathLike] = (), *, max_upload_bytes: int | None = None, max_files: int = 16
+    facedb: FaceDB, roots: Sequence[str | os.PathLike] = (), *, max_upload_bytes: int | None = None, max_files: int = 16
 ) -> FastAPI:
     """`roots`: folders whose photos may be indexed through the API and served back."""
     settings = facedb.settings
@@ -357,7 +358,7 @@ def create_app(
     app.add_middleware(
         RequestGate, keys=keys, json_limit=settings.max_json_bytes, upload_limit=max_files * max_upload_bytes + 2**20
     )
-    errors = {
+    errors: dict[int | str, dict[str, Any]] = {
         401: {"model": Error},
         403: {"model": Error},
         404: {"model": Error},

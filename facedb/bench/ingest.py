@@ -64,7 +64,8 @@ def stage_limits(
     once as facedb detects, embedding in batches of 64. Photos are decoded a chunk at a time
     (timed, but not part of the limit: facedb overlaps decoding with detection)."""
     decode_s = detect_s = align_s = 0.0
-    crops, boxes = [], {}
+    crops: list[np.ndarray] = []
+    boxes: dict[str, list] = {}
     with ThreadPoolExecutor(max_workers=detector.workers) as pool:
         for start in range(0, len(files), chunk):
             clock = time.perf_counter()
@@ -129,6 +130,8 @@ def run(
         facedb = FaceDB(
             replace(settings, home=Path(home), database_url=database_url), detector=detector, embedder=embedder
         )
+        if not isinstance(facedb.detector, MtcnnDetector):
+            raise FaceDBError("bench ingest measures facedb's own MTCNN detector")
         detector, embedder = facedb.detector, facedb.embedder
         started = time.perf_counter()
         detector.load()

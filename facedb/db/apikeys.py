@@ -49,8 +49,8 @@ class ApiKeys:
     def check(self, key: str) -> KeyInfo | None:
         """The key's identity if it is valid and not revoked; None otherwise (never says why)."""
         try:
-            prefix, key_id, secret = key.split("_", 2)
-            key_id = int(key_id)
+            prefix, number, secret = key.split("_", 2)
+            key_id = int(number)
         except ValueError:
             return None
         if prefix != "fdb" or not secret:

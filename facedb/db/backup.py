@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import FaceDBError
@@ -68,7 +68,7 @@ def export(store: Store, path: Path) -> dict:
                 "rejection": "face_rejections",
                 "calibration": "calibrations",
             }[kind]
-            counts[kind] = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+            counts[kind] = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
         header = {
             "type": "header",
             "format": FORMAT,
@@ -273,10 +273,9 @@ def import_(store: Store, path: Path) -> dict:
         )
     number = 1
     seen = dict.fromkeys(RECORDS, 0)
-    importer = _Importer()
     try:
         with source, store.engine.begin() as conn:
-            importer.conn = conn
+            importer = _Importer(conn)
             while line := source.readline(MAX_LINE_CHARS + 1):
                 number += 1
                 if len(line) > MAX_LINE_CHARS:
@@ -337,8 +336,8 @@ def _check_counts(header: dict, seen: dict[str, int]) -> None:
 class _Importer:
     """The exporting database's ids, mapped to the new ones as the records come."""
 
-    def __init__(self) -> None:
-        self.conn = None
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
         self.models: dict[int, tuple[int, int]] = {}  # -> (new id, dimension)
         self.photos: dict[int, int | None] = {}  # None: skipped, the path is already here
         self.identities: dict[int, int] = {}

@@ -28,8 +28,11 @@ class PeopleStore:
                 FROM faces f LEFT JOIN face_identities fi ON fi.face_id = f.id
                 ORDER BY f.id""")
             ).all()
-            rejections = [tuple(r) for r in conn.execute(text("SELECT face_id, identity_id FROM face_rejections"))]
-            names = dict(conn.execute(text("SELECT id, name FROM identities")).all())
+            rejections = [
+                (r.face_id, r.identity_id)
+                for r in conn.execute(text("SELECT face_id, identity_id FROM face_rejections"))
+            ]
+            names: dict[int, str | None] = {r.id: r.name for r in conn.execute(text("SELECT id, name FROM identities"))}
         vectors = (
             np.stack([decode_vector_send(r.raw) for r in rows])
             if rows
@@ -41,7 +44,7 @@ class PeopleStore:
             vectors=vectors,
             identity_ids=np.array([r.identity_id if r.identity_id is not None else -1 for r in rows], np.int64),
             sources=[r.source for r in rows],
-            rejections=rejections,  # type: ignore[arg-type]
+            rejections=rejections,
             names=names,
         )
 
@@ -119,7 +122,7 @@ class PeopleStore:
                 LEFT JOIN centres c ON c.identity_id = i.id
                 GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id""")
             ).all()
-            paths = dict(
+            paths: dict[int, str] = dict(
                 conn.execute(
                     text("SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.id = ANY(:ids)"),
                     {"ids": [r.representative_face_id for r in rows if r.representative_face_id]},

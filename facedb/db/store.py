@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from psycopg2.extras import execute_values
@@ -111,7 +112,7 @@ class Store:
         if not outcomes:
             return ids
         with self.engine.begin() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]  # open: inside begin()
             try:
                 for outcome in outcomes:
                     if isinstance(outcome, (Moved, Touched)):
@@ -139,7 +140,7 @@ class Store:
 
     @staticmethod
     def _upsert_photos(cursor, outcomes: Sequence[Indexed | Failed | CopyOf]) -> dict[str, int]:
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for o in outcomes:
             f = o.file
             if isinstance(o, Indexed):
@@ -229,7 +230,7 @@ class Store:
                 face.detection.box,
                 [v for point in face.detection.landmarks for v in point],
                 face.detection.score,
-                face.embedding,
+                face.vector,
                 embedding_model_id,
                 face.thumbnail or None,
             )

@@ -17,10 +17,10 @@ from .database import Database
 def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=print, chunk: int = 50_000) -> dict:
     """COPY the faces (and one photo per face, and the identities) in, then build the index:
     one build after the load is faster than growing the graph one row at a time."""
-    timings = {}
+    timings: dict[str, float] = {}
     engine = database.engine
     with engine.begin() as conn:
-        index_sql = conn.execute(text("SELECT pg_get_indexdef('faces_embedding_hnsw'::regclass)")).scalar()
+        index_sql = conn.execute(text("SELECT pg_get_indexdef('faces_embedding_hnsw'::regclass)")).scalar_one()
         conn.execute(text("DROP INDEX faces_embedding_hnsw"))
         model = conn.execute(
             text(
@@ -28,7 +28,7 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
                 "VALUES ('synthetic', '1', '-', 'clustered gaussian', :dimension) RETURNING id"
             ),
             {"dimension": EMBEDDING_DIMENSION},
-        ).scalar()
+        ).scalar_one()
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
@@ -39,7 +39,7 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
             io.StringIO("".join(f"/synthetic/{i}.jpg\tindexed\t1\n" for i in range(n))),
         )
         cursor.execute("SELECT min(id) FROM photos")
-        first_photo = cursor.fetchone()[0]
+        (first_photo,) = cursor.fetchone() or (1,)
         landmarks = [0.0] * 10
         for start in range(0, n, chunk):
             copy_faces(
@@ -76,11 +76,11 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
     timings["index_build_s"] = time.perf_counter() - started
     timings["maintenance_work_mem_mb"] = memory
     with engine.connect() as conn:
-        timings["index_mb"] = conn.execute(text("SELECT pg_relation_size('faces_embedding_hnsw')")).scalar() / 2**20
+        timings["index_mb"] = conn.execute(text("SELECT pg_relation_size('faces_embedding_hnsw')")).scalar_one() / 2**20
         timings["table_mb"] = (
             conn.execute(
                 text("SELECT pg_total_relation_size('faces') - pg_relation_size('faces_embedding_hnsw')")
-            ).scalar()
+            ).scalar_one()
             / 2**20
         )
     return timings
