@@ -11,16 +11,14 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import photos  # noqa: E402
 from facedb import FaceDB, Settings  # noqa: E402
+from facedb import samples as photos
 from facedb.people import plan_clustering  # noqa: E402
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import photos  # noqa: E402
+from facedb import samples as photos
 from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.images import decode  # noqa: E402
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import photos  # noqa: E402
 from facedb import FaceDB, Settings  # noqa: E402
+from facedb import samples as photos
 
 
 def main() -> None:

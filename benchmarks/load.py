@@ -21,9 +21,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import photos  # noqa: E402
 from facedb import FaceDB, Settings  # noqa: E402
+from facedb import samples as photos
 
 
 class Latencies:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import photos  # noqa: E402
 from facedb import FaceDB, Settings  # noqa: E402
+from facedb import samples as photos
 
 
 def labelled() -> dict[str, list[Path]]:

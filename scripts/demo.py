@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from facedb import samples as photos  # the same pinned, sha256-checked photo sources the tests use
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-import photos  # noqa: E402  (the same pinned, sha256-checked photo sources the tests use)
 
 OUT = ROOT / "out" / "demo"
 PEOPLE = {

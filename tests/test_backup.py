@@ -7,7 +7,7 @@ import shutil
 import pytest
 from sqlalchemy import text
 
-import photos
+from facedb import samples as photos
 from facedb.errors import FaceDBError
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-import photos
 from facedb import bench
+from facedb import samples as photos
 from facedb.bench import ingest
 from facedb.config import Settings
 from facedb.db.database import Database

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_cli import run
 
-import photos
+from facedb import samples as photos
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD
 
 

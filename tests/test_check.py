@@ -4,7 +4,7 @@ import shutil
 
 from sqlalchemy import text
 
-import photos
+from facedb import samples as photos
 
 
 def _counts(facedb):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import photos
+from facedb import samples as photos
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import photos
 from facedb import report as report_files
+from facedb import samples as photos
 
 HOPPER_FORMATS = [
     "hopper.jpg",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import photos
 from facedb import pnet
+from facedb import samples as photos
 from facedb.detect import MtcnnDetector, detection_from_mtcnn
 
 pytestmark = pytest.mark.needs_models  # the detector runs on TensorFlow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_cli import run
 
-import photos
+from facedb import samples as photos
 from facedb.api import FaceDB
 from facedb.config import DEFAULT_THRESHOLD, Settings
 from facedb.errors import FaceDBError

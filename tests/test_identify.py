@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import photos
+from facedb import samples as photos
 
 
 @pytest.mark.parametrize("query, expected", sorted(photos.QUERIES.items()))

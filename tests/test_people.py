@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-import photos
+from facedb import samples as photos
 from facedb.cluster import ClusterParams, FaceSet, cluster
 
 

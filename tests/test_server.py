@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import photos
 from facedb import FaceDB, Settings
+from facedb import samples as photos
 from facedb.server import create_app
 
 

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from PIL import Image
 
-import photos
 from facedb import FaceDB, Settings
+from facedb import samples as photos
 from facedb.server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-import photos
+from facedb import samples as photos
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVE = [

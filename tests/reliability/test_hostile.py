@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-import photos
 from facedb import images
+from facedb import samples as photos
 from facedb.scan import photo_extensions
 
 ROOT = Path(__file__).resolve().parents[2]

