@@ -692,6 +692,20 @@ class FaceDB:
 
         return backup.import_(self.store, Path(path))
 
+    # ---- schema -------------------------------------------------------------------------
+    def schema_revision(self) -> dict:
+        """The database (described, password hidden), its schema revision and the newest one."""
+        db = self.database
+        return {"database": db.describe(), "current": db.current_revision(), "newest": db.head_revision()}
+
+    def upgrade_schema(self, revision: str = "head") -> dict:
+        self.database.upgrade(revision)
+        return self.schema_revision()
+
+    def resolve_person(self, person: str | int) -> tuple[int, str | None]:
+        """(id, name) of a person given by id or name; NotFound otherwise."""
+        return self.people_store.resolve(person)
+
     # ---- integrity ----------------------------------------------------------------------
     def check(self, *, fix: bool = False) -> dict:
         """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""

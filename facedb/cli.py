@@ -449,7 +449,7 @@ def split(context: Context, person: str, eps: float | None, apply: bool, as_json
 def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
     """Remove PERSON and every face embedding, thumbnail and assignment derived from them."""
     facedb = context.facedb
-    identity_id, person_name = facedb.people_store.resolve(person)
+    identity_id, person_name = facedb.resolve_person(person)
     label = _person_label(identity_id, person_name)
     if not yes:
         if not sys.stdin.isatty():
@@ -888,34 +888,17 @@ def bench_detect(
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
 def bench_search(faces: int, per_person: int, queries: int, ef_values: str, json_file: str | None) -> None:
     """Who-is-this search on synthetic clustered embeddings, in a temporary embedded database."""
-    import tempfile
+    from .bench import search
 
-    from . import bench as harness
-    from .config import Settings
-    from .db.database import Database
-
-    with tempfile.TemporaryDirectory(prefix="facedb-bench-") as home:
-        database = Database.open(Settings.load(home=home, database_url=None))
-        try:
-            vectors, person, centres = harness.synthetic_faces(faces // per_person, per_person)
-            timings = harness.load(database, vectors, person, say=lambda m: click.echo(m, err=True))
-            click.echo(
-                f"{len(vectors)} faces of {len(centres)} people: COPY {timings['load_s']:.1f} s, HNSW build "
-                f"{timings['index_build_s']:.1f} s (maintenance_work_mem {timings['maintenance_work_mem_mb']} MB), "
-                f"index {timings['index_mb']:.0f} MB, "
-                f"table {timings['table_mb']:.0f} MB"
-            )
-            rows = []
-            for ef in (int(v) for v in ef_values.split(",")):
-                result = harness.measure(database, vectors, person, centres, queries=queries, ef_search=ef)
-                rows.append(result)
-                click.echo(
-                    f"ef_search {ef:>4}: search p50 {result['search_p50_ms']} ms, p95 {result['search_p95_ms']} ms, "
-                    f"identity recall@1 {result['identity_recall_at_1']}, face recall@10 {result['face_recall_at_10']}"
-                )
-        finally:
-            database.close()
-    report = {"faces": faces, "per_person": per_person, **{k: round(v, 2) for k, v in timings.items()}, "runs": rows}
+    try:
+        ef_list = [int(v) for v in ef_values.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"{ef_values!r} is not a comma-separated list of numbers", param_hint="--ef-search"
+        ) from None
+    report = search.run(
+        faces, per_person, queries, ef_list, progress=lambda m: click.echo(m, err=True), figures=click.echo
+    )
     if json_file:
         Path(json_file).write_text(json.dumps(report, indent=2))
     click.echo(json.dumps(report))
@@ -971,17 +954,16 @@ def db() -> None:
 @pass_context
 def db_upgrade(context: Context, revision: str) -> None:
     """Upgrade the schema (a new database is upgraded automatically)."""
-    database = context.facedb.database
-    database.upgrade(revision)
-    click.echo(f"{database.describe()}: at revision {database.current_revision()}")
+    schema = context.facedb.upgrade_schema(revision)
+    click.echo(f"{schema['database']}: at revision {schema['current']}")
 
 
 @db.command("current")
 @pass_context
 def db_current(context: Context) -> None:
     """Show the schema revision of the database and the newest one facedb knows."""
-    database = context.facedb.database
-    click.echo(f"{database.describe()}: revision {database.current_revision()} (newest: {database.head_revision()})")
+    schema = context.facedb.schema_revision()
+    click.echo(f"{schema['database']}: revision {schema['current']} (newest: {schema['newest']})")
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:

@@ -8,16 +8,52 @@ of who-is-this against exact search done in numpy."""
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..config import Settings
 from ..db import synthetic
 from ..db.database import Database
 from ..db.store import Store
 from ..records import EMBEDDING_DIMENSION
 
 load = synthetic.load_faces
+
+
+def run(
+    faces: int,
+    per_person: int,
+    queries: int,
+    ef_values: Sequence[int],
+    *,
+    progress: Callable[[str], None] = print,
+    figures: Callable[[str], None] = print,
+) -> dict:
+    """The whole benchmark in a temporary embedded database: load and build, then each ef_search."""
+    with tempfile.TemporaryDirectory(prefix="facedb-bench-") as home:
+        database = Database.open(Settings.load(home=home, database_url=None))
+        try:
+            vectors, person, centres = synthetic_faces(faces // per_person, per_person)
+            timings = load(database, vectors, person, say=progress)
+            figures(
+                f"{len(vectors)} faces of {len(centres)} people: COPY {timings['load_s']:.1f} s, HNSW build "
+                f"{timings['index_build_s']:.1f} s (maintenance_work_mem {timings['maintenance_work_mem_mb']} MB), "
+                f"index {timings['index_mb']:.0f} MB, table {timings['table_mb']:.0f} MB"
+            )
+            rows = []
+            for ef in ef_values:
+                result = measure(database, vectors, person, centres, queries=queries, ef_search=ef)
+                rows.append(result)
+                figures(
+                    f"ef_search {ef:>4}: search p50 {result['search_p50_ms']} ms, p95 {result['search_p95_ms']} ms, "
+                    f"identity recall@1 {result['identity_recall_at_1']}, face recall@10 {result['face_recall_at_10']}"
+                )
+        finally:
+            database.close()
+    return {"faces": faces, "per_person": per_person, **{k: round(v, 2) for k, v in timings.items()}, "runs": rows}
 
 
 def synthetic_faces(
