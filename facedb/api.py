@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .align import preprocessing_name
-from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster
+from .cluster import ClusterParams
 from .config import DEFAULT_THRESHOLD, Settings
 from .db.apikeys import ApiKeys
 from .db.calibrations import CalibrationStore
@@ -22,21 +20,14 @@ from .db.dedup import DedupStore
 from .db.integrity import IntegrityStore
 from .db.people import PeopleStore
 from .db.store import Store
-from .dedup import (
-    TIERS,
-    DedupThresholds,
-    UnionFind,
-    classify_photo_pairs,
-    identical_groups,
-    same_face_groups,
-    same_person_groups,
-)
+from .dedup import DedupThresholds
+from .dedup_report import dedup_report
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Face
 from .images import DecodedPhoto, decode, pixel_count, read_file
-from .people import person_name, plan_clustering
+from .people import person_name, plan_clustering, split_faces
 from .pipeline import FaceExtractor, FailureCallback, Indexer, IndexSummary, ProgressCallback
 from .records import EMBEDDING_DIMENSION
 from .scan import scan
@@ -526,22 +517,11 @@ class FaceDB:
     def split(self, person: str | int, *, eps: float | None = None, apply: bool = False) -> dict:
         """Re-cluster one person's faces more tightly and offer the parts (apply: make them people)."""
         identity_id, name = self.people_store.resolve(person)
-        faces = self.people_store.person_faces(identity_id)
         base = self.cluster_params()
         params = ClusterParams(
             eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1, k=base.k
         )
-        face_set = FaceSet(
-            np.array([f.face_id for f in faces], np.int64),
-            np.array([f.photo_id for f in faces], np.int64),
-            np.stack([f.vector for f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32),
-            np.full(len(faces), NO_IDENTITY, np.int64),
-        )
-        labels = cluster(face_set, params)
-        parts: dict[int, list[int]] = {}
-        for row, label in enumerate(labels):
-            parts.setdefault(int(label) if label >= 0 else -1 - row, []).append(faces[row].face_id)
-        ordered = sorted(parts.values(), key=lambda p: (-len(p), p[0]))
+        ordered = split_faces(self.people_store.person_faces(identity_id), params)
         pieces: list[dict[str, Any]] = [{"faces": len(p), "face_ids": p} for p in ordered]
         if apply:
             for piece in pieces[1:]:
@@ -563,53 +543,17 @@ class FaceDB:
     ) -> dict:
         """The dedup report (see facedb.dedup): groups in tiers, each with a photo to keep and why.
         Nothing is deleted. `paths` limits it to photos under those files or folders."""
-        t = thresholds or DedupThresholds()
-        say = on_progress or (lambda message: None)
         prefixes = [os.path.abspath(os.fspath(p)) for p in paths]
-        store = DedupStore(self.store)
-        missing = store.missing_phash(prefixes)
-        if missing:
-            say(f"perceptual hashes: computing {len(missing)} missing")
-            store.set_phash(self._phashes(missing))
-        photos = store.photos(prefixes)
-        say(f"{len(photos)} photos in scope")
-        identical = store.identical(prefixes)
-        candidates = {(a, b) for a, b, _ in store.phash_pairs(prefixes, t.near_duplicate_bits)}
-        bursts = set(store.burst_pairs(prefixes, t.burst_seconds))
-        face_pairs = store.face_pairs(prefixes, max(t.near_duplicate_face_distance, t.same_face_distance))
-        faces_by_id = {f.id: f for f in store.faces(face_ids=sorted({f for a, b, _ in face_pairs for f in (a, b)}))}
-        for a, b, _ in face_pairs:
-            pa, pb = faces_by_id[a].photo_id, faces_by_id[b].photo_id
-            candidates.add((min(pa, pb), max(pa, pb)))
-        say(f"candidate pairs: {len(candidates)} by perceptual hash or faces, {len(bursts)} by capture time")
-        in_pairs = sorted({p for pair in candidates | bursts for p in pair})
-        faces_by_photo: dict[int, list] = {}
-        for face in store.faces(photo_ids=in_pairs):
-            faces_by_photo.setdefault(face.photo_id, []).append(face)
-        tier2, tier3, representative = classify_photo_pairs(photos, faces_by_photo, identical, candidates, bursts, t)
-        tier1 = identical_groups(identical, photos)
-        explained = UnionFind()
-        for group in tier1 + tier2 + tier3:
-            ids = [p["id"] for p in group["photos"]]
-            for other in ids[1:]:
-                explained.union(ids[0], other)
-        tier4 = same_face_groups(
-            [p for p in face_pairs if p[2] <= t.same_face_distance], faces_by_id, photos, explained, representative
+        return dedup_report(
+            DedupStore(self.store),
+            prefixes,
+            thresholds or DedupThresholds(),
+            tiers,
+            identity_threshold=self.threshold().value,
+            max_pixels=self.settings.max_pixels,
+            read_workers=self.settings.read_workers,
+            say=on_progress or (lambda message: None),
         )
-        threshold = self.threshold().value
-        tier5 = same_person_groups(store.identity_pairs(threshold)) if 5 in tiers else []
-        groups = [g for g in tier1 + tier2 + tier3 + tier4 + tier5 if g["tier"] in tiers]
-        say(f"{len(groups)} groups")
-        return {
-            "format": "facedb-dedup",
-            "version": 1,
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "scope": prefixes or None,
-            "photos": len(photos),
-            "thresholds": asdict(t) | {"identity_threshold": threshold},
-            "counts": {TIERS[n]: sum(g["tier"] == n for g in groups) for n in sorted(tiers)},
-            "groups": groups,
-        }
 
     def photo_path(self, photo_id: int) -> str | None:
         return self.store.photo_path(photo_id)
@@ -620,20 +564,6 @@ class FaceDB:
     def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
         """A face's thumbnail (JPEG) and the path of the photo it was cut from."""
         return self.store.face_thumbnail(face_id)
-
-    def _phashes(self, photos: list[tuple[int, str]]) -> list[tuple[int, int]]:
-        """Perceptual hashes for photos indexed before facedb stored them."""
-
-        def one(item: tuple[int, str]) -> tuple[int, int] | None:
-            try:
-                data, _ = read_file(Path(item[1]))
-                phash = decode(data, self.settings.max_pixels).meta.phash
-            except ImageError:
-                return None
-            return None if phash is None else (item[0], phash)
-
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.read_workers)) as pool:
-            return [r for r in pool.map(one, photos) if r is not None]
 
     # ---- evaluation (nothing is stored; the database is not opened) ----------------------
     def eval_folders(

@@ -10,7 +10,7 @@ import numpy as np
 
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
 from .errors import FaceDBError
-from .records import HUMAN_SOURCES
+from .records import EMBEDDING_DIMENSION, HUMAN_SOURCES
 
 NEW = "new-"  # keys of people the plan creates
 
@@ -183,3 +183,18 @@ def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: Clust
         }
         for k, (d, fa, fb) in sorted(closest.items())
     ]
+
+
+def split_faces(faces: list[PersonFace], params: ClusterParams) -> list[list[int]]:
+    """One person's faces clustered again (`facedb split`): face ids per part, largest first;
+    a face near none of the others is a part of its own."""
+    face_set = FaceSet(
+        np.array([f.face_id for f in faces], np.int64),
+        np.array([f.photo_id for f in faces], np.int64),
+        np.stack([f.vector for f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32),
+        np.full(len(faces), NO_IDENTITY, np.int64),
+    )
+    parts: dict[int, list[int]] = {}
+    for row, label in enumerate(cluster(face_set, params)):
+        parts.setdefault(int(label) if label >= 0 else -1 - row, []).append(faces[row].face_id)
+    return sorted(parts.values(), key=lambda p: (-len(p), p[0]))
