@@ -28,7 +28,7 @@ from .embed import Embedder
 from .errors import ImageError
 from .faces import Detection, Face
 from .images import DecodedPhoto, PhotoMeta, decode, read_file
-from .records import CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
+from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
 from .scan import Candidate, scan
 
 T = TypeVar("T")
@@ -285,7 +285,7 @@ class Indexer:
         for path, stat in stats.items():
             record = known.get(path)
             unchanged = record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns
-            if record is not None and unchanged and (record.status == "indexed" or not retry_failed):
+            if record is not None and unchanged and (record.status == INDEXED or not retry_failed):
                 summary.unchanged += 1
                 summary.photo_ids[path] = record.id
             else:
@@ -307,7 +307,7 @@ class Indexer:
                 outcomes.append(Failed(stat, error or "cannot read"))
                 continue
             record = known.get(stat.path)
-            if record and record.status == "indexed" and record.content_hash == stat.content_hash:
+            if record and record.status == INDEXED and record.content_hash == stat.content_hash:
                 outcomes.append(Touched(stat, record.id))
                 summary.unchanged += 1
                 continue

@@ -9,7 +9,7 @@ from .faces import Face
 from .images import PhotoMeta
 
 EMBEDDING_DIMENSION = 512  # FaceNet's; the faces.embedding column and its search index are sized by it
-PHOTO_STATUSES = ("indexed", "failed")
+INDEXED, FAILED = PHOTO_STATUSES = ("indexed", "failed")
 # Set by a person (never undone by clustering) and set by the system (recomputed by clustering).
 HUMAN_SOURCES = ("enrolled", "confirmed")
 SYSTEM_SOURCES = ("proposed", "clustered")

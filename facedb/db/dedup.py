@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from ..dedup import DedupFace, DedupPhoto
 from .codec import decode_vector_send
+from .schema import INDEXED_SQL
 from .store import Store, nearest_to
 
 
@@ -36,7 +37,7 @@ class DedupStore:
                 tuple(r)
                 for r in conn.execute(
                     text(
-                        "SELECT id, path FROM photos p WHERE status = 'indexed' AND phash IS NULL"
+                        f"SELECT id, path FROM photos p WHERE status = {INDEXED_SQL} AND phash IS NULL"
                         + self._scope("p", prefixes)
                         + " ORDER BY id"
                     ),
@@ -56,7 +57,7 @@ class DedupStore:
             rows = conn.execute(
                 text(
                     "SELECT id, path, content_hash, size, mtime_ns, width, height, format, taken_at, camera, "
-                    "gps_lat IS NOT NULL AS has_gps, phash, face_count FROM photos p WHERE status = 'indexed'"
+                    f"gps_lat IS NOT NULL AS has_gps, phash, face_count FROM photos p WHERE status = {INDEXED_SQL}"
                     + self._scope("p", prefixes)
                 ),
                 self._params(prefixes),
@@ -67,7 +68,7 @@ class DedupStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT array_agg(id ORDER BY id) FROM photos p WHERE status = 'indexed' AND content_hash IS NOT NULL"
+                    f"SELECT array_agg(id ORDER BY id) FROM photos p WHERE status = {INDEXED_SQL} AND content_hash IS NOT NULL"
                     + self._scope("p", prefixes)
                     + " GROUP BY content_hash HAVING count(*) > 1 ORDER BY min(id)"
                 ),
@@ -80,7 +81,7 @@ class DedupStore:
         parts = " UNION ".join(
             f"SELECT a.id AS a, b.id AS b, bit_count(CAST(a.phash # b.phash AS bit(64))) AS bits "
             f"FROM photos a JOIN photos b ON ((a.phash >> {16 * i}) & 65535) = ((b.phash >> {16 * i}) & 65535) "
-            f"AND a.id < b.id WHERE a.status = 'indexed' AND b.status = 'indexed' "
+            f"AND a.id < b.id WHERE a.status = {INDEXED_SQL} AND b.status = {INDEXED_SQL} "
             f"AND a.phash IS NOT NULL AND b.phash IS NOT NULL" + self._scope("a", prefixes) + self._scope("b", prefixes)
             for i in range(4)
         )
@@ -97,7 +98,7 @@ class DedupStore:
                 text(
                     "SELECT a.id, b.id FROM photos a JOIN photos b ON b.taken_at BETWEEN a.taken_at - make_interval("
                     "secs => :s) AND a.taken_at + make_interval(secs => :s) AND a.id < b.id "
-                    "WHERE a.status = 'indexed' AND b.status = 'indexed' AND a.taken_at IS NOT NULL"
+                    f"WHERE a.status = {INDEXED_SQL} AND b.status = {INDEXED_SQL} AND a.taken_at IS NOT NULL"
                     + self._scope("a", prefixes)
                     + self._scope("b", prefixes)
                 ),

@@ -7,7 +7,7 @@ import os
 from sqlalchemy import text
 
 from ..records import EMBEDDING_DIMENSION
-from .schema import EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS
+from .schema import EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS, FAILED_SQL, INDEXED_SQL
 from .store import Store
 
 
@@ -48,7 +48,9 @@ class IntegrityStore:
                 "faces_of_failed_photos": [
                     r[0]
                     for r in conn.execute(
-                        text("SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.status = 'failed'")
+                        text(
+                            f"SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.status = {FAILED_SQL}"
+                        )
                     )
                 ],
                 "empty_unnamed_people": [
@@ -80,7 +82,7 @@ class IntegrityStore:
                 if definition is not None and not all(part in definition for part in EMBEDDING_INDEX_PARTS)
                 else []
             )
-            paths = conn.execute(text("SELECT id, path FROM photos WHERE status = 'indexed' ORDER BY id")).all()
+            paths = conn.execute(text(f"SELECT id, path FROM photos WHERE status = {INDEXED_SQL} ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
         return found
 

@@ -34,6 +34,7 @@ def sql_list(words: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{w}'" for w in words) + ")"
 
 
+INDEXED_SQL, FAILED_SQL = (f"'{status}'" for status in PHOTO_STATUSES)  # as SQL literals
 HUMAN_SOURCES_SQL = sql_list(HUMAN_SOURCES)
 SYSTEM_SOURCES_SQL = sql_list(SYSTEM_SOURCES)
 

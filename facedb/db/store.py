@@ -15,6 +15,8 @@ from sqlalchemy import Connection, text
 from ..faces import Face
 from ..records import (
     EMBEDDING_DIMENSION,
+    FAILED,
+    INDEXED,
     Candidate,
     CopyOf,
     Failed,
@@ -27,6 +29,7 @@ from ..records import (
 )
 from .codec import FaceRow, copy_faces, vector_literal
 from .database import Database
+from .schema import FAILED_SQL, INDEXED_SQL
 
 _PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
 
@@ -96,7 +99,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT content_hash, id, path FROM photos WHERE status = 'indexed' AND content_hash = ANY(:hashes) "
+                    f"SELECT content_hash, id, path FROM photos WHERE status = {INDEXED_SQL} AND content_hash = ANY(:hashes) "
                     "ORDER BY id"
                 ),
                 {"hashes": hashes},
@@ -158,7 +161,7 @@ class Store:
                         m.camera,
                         m.gps_lat,
                         m.gps_lon,
-                        "indexed",
+                        INDEXED,
                         None,
                         len(o.faces),
                         m.phash,
@@ -178,7 +181,7 @@ class Store:
                         None,
                         None,
                         None,
-                        "failed",
+                        FAILED,
                         o.reason,
                         0,
                         None,
@@ -198,7 +201,7 @@ class Store:
                         None,
                         None,
                         None,
-                        "indexed",
+                        INDEXED,
                         None,
                         0,
                         None,
@@ -376,10 +379,10 @@ class Store:
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("""
+                text(f"""
                 SELECT (SELECT count(*) FROM photos) AS photos,
-                       (SELECT count(*) FROM photos WHERE status = 'indexed') AS indexed,
-                       (SELECT count(*) FROM photos WHERE status = 'failed') AS failed,
+                       (SELECT count(*) FROM photos WHERE status = {INDEXED_SQL}) AS indexed,
+                       (SELECT count(*) FROM photos WHERE status = {FAILED_SQL}) AS failed,
                        (SELECT count(*) FROM faces) AS faces,
                        (SELECT count(*) FROM identities) AS identities,
                        (SELECT count(*) FROM face_identities) AS assigned_faces""")
@@ -391,7 +394,7 @@ class Store:
         with self.engine.connect() as conn:
             return dict(
                 conn.execute(
-                    text("SELECT id, error FROM photos WHERE id = ANY(:ids) AND status = 'failed'"),
+                    text(f"SELECT id, error FROM photos WHERE id = ANY(:ids) AND status = {FAILED_SQL}"),
                     {"ids": list(photo_ids)},
                 ).all()
             )
@@ -399,7 +402,7 @@ class Store:
     def failures(self) -> list[tuple[str, str, datetime]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT path, error, indexed_at FROM photos WHERE status = 'failed' ORDER BY path")
+                text(f"SELECT path, error, indexed_at FROM photos WHERE status = {FAILED_SQL} ORDER BY path")
             )
             return [(r.path, r.error, r.indexed_at) for r in rows]
 
