@@ -1,6 +1,12 @@
 """Errors a user can act on. Front ends print them as one line, never a traceback."""
 
 
+def one_line(message: object, limit: int = 300) -> str:
+    """A message (an exception's, say) as one line of at most `limit` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class FaceDBError(Exception):
     """Base class for errors that carry a user-facing, one-line message."""
 

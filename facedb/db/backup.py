@@ -35,7 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import FaceDBError
+from ..errors import FaceDBError, one_line
 from ..people import person_name
 from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
 from .codec import decode_vector_send, vector_literal
@@ -263,7 +263,7 @@ def import_(store: Store, path: Path) -> dict:
         source = gzip.open(path, "rt", encoding="utf-8")
         header = json.loads(source.readline(MAX_LINE_CHARS))
     except (OSError, ValueError, EOFError, zlib.error) as exc:
-        raise FaceDBError(f"{path}: not a facedb export ({_one_line(exc)})") from None
+        raise FaceDBError(f"{path}: not a facedb export ({one_line(exc)})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FaceDBError(f"{path}: not a facedb export")
     if header.get("version") not in READABLE_VERSIONS:
@@ -290,7 +290,7 @@ def import_(store: Store, path: Path) -> dict:
         raise FaceDBError(f"{path}: {where}{exc}; nothing was imported") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise FaceDBError(
-            f"{path}: the file is truncated or corrupt after line {number} ({_one_line(exc)}); nothing was imported"
+            f"{path}: the file is truncated or corrupt after line {number} ({one_line(exc)}); nothing was imported"
         ) from None
     except UnicodeDecodeError:
         raise FaceDBError(f"{path}: line {number + 1} is not UTF-8 text; nothing was imported") from None
@@ -298,7 +298,7 @@ def import_(store: Store, path: Path) -> dict:
         if exc.connection_invalidated:
             raise
         raise FaceDBError(
-            f"{path}: line {number}: the database refused it ({_one_line(exc.orig)}); nothing was imported"
+            f"{path}: line {number}: the database refused it ({one_line(exc.orig)}); nothing was imported"
         ) from None
     return added
 
@@ -507,8 +507,3 @@ def _base64(value: str, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise _Refused(f"{what}: not base64") from None
-
-
-def _one_line(exc: object) -> str:
-    text_ = " ".join(str(exc).split())
-    return text_ if len(text_) <= 300 else text_[:297] + "..."

@@ -143,70 +143,19 @@ class Store:
 
     @staticmethod
     def _upsert_photos(cursor, outcomes: Sequence[Indexed | Failed | CopyOf]) -> dict[str, int]:
+        no_meta = (None,) * 7  # width, height, format, taken_at, camera, gps_lat, gps_lon
         rows: list[tuple[Any, ...]] = []
         for o in outcomes:
             f = o.file
+            file = (f.path, f.content_hash, f.size, f.mtime_ns)
             if isinstance(o, Indexed):
                 m = o.meta
-                rows.append(
-                    (
-                        f.path,
-                        f.content_hash,
-                        f.size,
-                        f.mtime_ns,
-                        m.width,
-                        m.height,
-                        m.format,
-                        m.taken_at,
-                        m.camera,
-                        m.gps_lat,
-                        m.gps_lon,
-                        INDEXED,
-                        None,
-                        len(o.faces),
-                        m.phash,
-                    )
-                )
+                meta = (m.width, m.height, m.format, m.taken_at, m.camera, m.gps_lat, m.gps_lon)
+                rows.append((*file, *meta, INDEXED, None, len(o.faces), m.phash))
             elif isinstance(o, Failed):
-                rows.append(
-                    (
-                        f.path,
-                        f.content_hash,
-                        f.size,
-                        f.mtime_ns,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        FAILED,
-                        o.reason,
-                        0,
-                        None,
-                    )
-                )
+                rows.append((*file, *no_meta, FAILED, o.reason, 0, None))
             else:  # CopyOf: metadata is filled from the source below
-                rows.append(
-                    (
-                        f.path,
-                        f.content_hash,
-                        f.size,
-                        f.mtime_ns,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        INDEXED,
-                        None,
-                        0,
-                        None,
-                    )
-                )
+                rows.append((*file, *no_meta, INDEXED, None, 0, None))
         returned = execute_values(
             cursor,
             """
