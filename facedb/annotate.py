@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .results import FaceAnswer
 
 KNOWN = (46, 204, 113)
 UNKNOWN = (231, 76, 60)
 
 
-def annotate(rgb, faces: list[dict], out_path: Path) -> Path:
-    """faces: who-answers as dicts (box, identity, distance). Writes a JPEG and returns its path."""
+def annotate(rgb, faces: Sequence[FaceAnswer], out_path: Path) -> Path:
+    """Writes the photo with each face boxed and named as a JPEG and returns its path."""
     image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     line = max(2, round(max(image.size) / 400))
@@ -20,12 +23,12 @@ def annotate(rgb, faces: list[dict], out_path: Path) -> Path:
     except TypeError:  # Pillow < 10.1 has no sized default font
         font = ImageFont.load_default()
     for face in faces:
-        x, y, w, h = face["box"]
-        colour = UNKNOWN if face["unknown"] else KNOWN
+        x, y, w, h = face.box
+        colour = UNKNOWN if face.unknown else KNOWN
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
-        label = "unknown" if face["unknown"] else str(face["identity"])
-        if face.get("distance") is not None:
-            label += f" ({face['distance']:.2f})"
+        label = "unknown" if face.unknown else str(face.identity)
+        if face.distance is not None:
+            label += f" ({face.distance:.2f})"
         left, top, right, bottom = draw.textbbox((x, y), label, font=font)
         label_top = max(0, y - (bottom - top) - 2 * line)
         draw.rectangle(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,102 +24,43 @@ from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Face
-from .images import DecodedPhoto, decode, pixel_count, read_file
+from .images import decode, pixel_count, read_file
 from .people import person_name, plan_clustering, split_faces
-from .pipeline import FaceExtractor, FailureCallback, Indexer, IndexSummary, ProgressCallback
+from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
 from .records import EMBEDDING_DIMENSION
+from .results import (
+    CalibrationResult,
+    CheckResult,
+    ClusterResult,
+    CompareAnswer,
+    ComparedFace,
+    Confirmed,
+    EnrollResult,
+    FaceAnswer,
+    FaceOfPerson,
+    FileFailure,
+    FileWarning,
+    Forgotten,
+    IdentityCount,
+    IdentityMatch,
+    IndexSummary,
+    Merged,
+    Moved,
+    PersonDetail,
+    PersonSummary,
+    PhotoError,
+    PhotoFaces,
+    Rejected,
+    Renamed,
+    SchemaRevision,
+    SplitPart,
+    SplitResult,
+    Status,
+    StoredFailure,
+    ThresholdInForce,
+    WhoAnswer,
+)
 from .scan import scan
-
-
-@dataclass
-class PhotoFaces:
-    """The faces found in one photo that is not stored (compare, who)."""
-
-    path: str
-    faces: list[Face]
-    photo: DecodedPhoto | None = None
-    error: str | None = None
-
-
-@dataclass
-class IdentityMatch:
-    identity_id: int
-    name: str | None
-    distance: float
-    faces_within_threshold: int
-    faces: int
-    source: str  # how the nearest face got its identity: enrolled, confirmed or proposed
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"distance": round(self.distance, 4)}
-
-
-@dataclass
-class FaceAnswer:
-    box: tuple[float, float, float, float]
-    score: float
-    candidates: list[IdentityMatch]
-    threshold: float
-
-    @property
-    def identity(self) -> str | None:
-        """The best candidate's name when within the threshold, else None (unknown)."""
-        if self.candidates and self.candidates[0].distance <= self.threshold:
-            return self.candidates[0].name or f"person #{self.candidates[0].identity_id}"
-        return None
-
-    def as_dict(self) -> dict:
-        best = self.candidates[0] if self.candidates else None
-        return {
-            "box": [round(v, 1) for v in self.box],
-            "score": round(self.score, 4),
-            "identity": self.identity,
-            "unknown": self.identity is None,
-            "distance": round(best.distance, 4) if best else None,
-            "candidates": [c.as_dict() for c in self.candidates],
-        }
-
-
-@dataclass
-class WhoAnswer:
-    path: str
-    faces: list[FaceAnswer] = field(default_factory=list)
-    error: str | None = None
-    photo: DecodedPhoto | None = field(default=None, repr=False)  # pixels, kept only for --annotate
-
-    def as_dict(self) -> dict:
-        return {"photo": self.path, "error": self.error, "faces": [f.as_dict() for f in self.faces]}
-
-
-@dataclass(frozen=True)
-class ThresholdInForce:
-    """The who-is-this threshold and where it came from: a setting (flag or FACEDB_THRESHOLD), the
-    database's calibration for the model, or the documented default."""
-
-    value: float
-    source: str  # "setting", "calibrated" or "default"
-    calibration: dict | None = None
-
-    def as_dict(self) -> dict:
-        return {"value": round(self.value, 4), "source": self.source, "calibration": self.calibration}
-
-
-@dataclass
-class EnrollResult:
-    name: str
-    identity_id: int | None
-    enrolled: list[str] = field(default_factory=list)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "identity_id": self.identity_id,
-            "enrolled": self.enrolled,
-            "warnings": [{"path": p, "message": m} for p, m in self.warnings],
-            "failures": [{"path": p, "reason": r} for p, r in self.failures],
-        }
 
 
 class FaceDB:
@@ -258,23 +197,20 @@ class FaceDB:
         extractor.embed([face for result in results for face in result.faces])
         return results
 
-    def compare(self, paths: Sequence[str | os.PathLike]) -> dict:
+    def compare(self, paths: Sequence[str | os.PathLike]) -> CompareAnswer:
         """The FaceNet tutorial's compare: Euclidean distances between all faces of the photos."""
         return self.compare_faces(self.faces_in(paths))
 
-    def compare_faces(self, results: list[PhotoFaces]) -> dict:
+    def compare_faces(self, results: list[PhotoFaces]) -> CompareAnswer:
         faces = [(r.path, i, f) for r in results for i, f in enumerate(r.faces)]
         vectors = np.stack([f.vector for _, _, f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
         distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1) if faces else np.zeros((0, 0))
-        return {
-            "faces": [
-                {"photo": p, "face": i, "box": [round(v, 1) for v in f.box], "score": round(f.detection.score, 4)}
-                for p, i, f in faces
-            ],
-            "distances": [[round(float(d), 4) for d in row] for row in distances],
-            "errors": [{"photo": r.path, "error": r.error} for r in results if r.error],
-            "photos_without_faces": [r.path for r in results if not r.error and not r.faces],
-        }
+        return CompareAnswer(
+            faces=[ComparedFace(photo=p, face=i, box=f.box, score=f.detection.score) for p, i, f in faces],
+            distances=distances.tolist(),
+            errors=[PhotoError(photo=r.path, error=r.error) for r in results if r.error],
+            photos_without_faces=[r.path for r in results if not r.error and not r.faces],
+        )
 
     # ---- indexing -----------------------------------------------------------------------
     def index(
@@ -306,25 +242,27 @@ class FaceDB:
         """Add the largest face of each photo to the identity `name` (created if new)."""
         name = person_name(name)
         summary = self.index(paths, on_failure=on_failure)
-        result = EnrollResult(name=name, identity_id=None, failures=list(summary.failures))
-        failed_now = {path for path, _ in summary.failures}
+        result = EnrollResult(name=name, failures=list(summary.failures))
+        failed_now = {failure.path for failure in summary.failures}
         failed_before = self.store.failure_reasons(list(summary.photo_ids.values()))
         chosen = []
         for path, photo_id in sorted(summary.photo_ids.items()):
             if path in failed_now:
                 continue  # reported once, with its reason
             if photo_id in failed_before:  # failed in an earlier run and unchanged since
-                result.failures.append((path, failed_before[photo_id]))
+                result.failures.append(FileFailure(path=path, reason=failed_before[photo_id]))
                 if on_failure:
                     on_failure(path, failed_before[photo_id])
                 continue
             faces = self.store.faces_of_photo(photo_id)
             if not faces:
-                result.failures.append((path, "no face found"))
+                result.failures.append(FileFailure(path=path, reason="no face found"))
                 continue
             largest = max(faces, key=lambda f: f.box[2] * f.box[3])
             if len(faces) > 1:
-                result.warnings.append((path, f"{len(faces)} faces in the photo; enrolled the largest"))
+                result.warnings.append(
+                    FileWarning(path=path, message=f"{len(faces)} faces in the photo; enrolled the largest")
+                )
             chosen.append(largest.id)
             result.enrolled.append(path)
         if chosen:
@@ -346,30 +284,39 @@ class FaceDB:
         *,
         top_k: int = 3,
         threshold: float | None = None,
-        keep_pixels: bool = False,
+        annotate_into: str | os.PathLike | None = None,
     ) -> list[WhoAnswer]:
+        """Who is in each photo; with `annotate_into`, a copy of each photo with its faces boxed
+        and named is written into that folder (`WhoAnswer.annotated`)."""
         if top_k < 1:
             raise FaceDBError("top_k must be at least 1")
-        return self.answer(self.faces_in(paths, keep_pixels=keep_pixels), top_k=top_k, threshold=threshold)
+        found = self.faces_in(paths, keep_pixels=annotate_into is not None)
+        answers = self.answer(found, top_k=top_k, threshold=threshold)
+        if annotate_into is not None:
+            from .annotate import annotate
+
+            for answer, photo in zip(answers, found):
+                if photo.photo is not None:
+                    target = Path(annotate_into) / (Path(answer.photo).stem + ".annotated.jpg")
+                    answer.annotated = str(annotate(photo.photo.rgb, answer.faces, target))
+        return answers
 
     def threshold(self) -> ThresholdInForce:
         if self.settings.threshold is not None:
-            return ThresholdInForce(self.settings.threshold, "setting")
+            return ThresholdInForce(value=self.settings.threshold, source="setting")
         e = self.embedder
         calibration = CalibrationStore(self.store).latest(e.name, e.version, e.sha256, self.preprocessing)
         if calibration is not None:
-            return ThresholdInForce(calibration["threshold"], "calibrated", calibration)
-        return ThresholdInForce(DEFAULT_THRESHOLD, "default")
+            return ThresholdInForce(value=calibration.threshold, source="calibrated", calibration=calibration)
+        return ThresholdInForce(value=DEFAULT_THRESHOLD, source="default")
 
     def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
         """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
         threshold = self.threshold().value if threshold is None else threshold
         answers = []
         for result in results:
-            answer = WhoAnswer(result.path, error=result.error, photo=result.photo)
-            for face in result.faces:
-                answer.faces.append(self.identify(face, top_k=top_k, threshold=threshold))
-            answers.append(answer)
+            faces = [self.identify(face, top_k=top_k, threshold=threshold) for face in result.faces]
+            answers.append(WhoAnswer(photo=result.path, error=result.error, faces=faces))
         return answers
 
     def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
@@ -385,10 +332,20 @@ class FaceDB:
         threshold = self.threshold().value if threshold is None else threshold
         nearest = self.store.nearest_identities(embedding, top_k)
         counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold)
-        return [
-            IdentityMatch(c.identity_id, c.name, c.distance, *counts.get(c.identity_id, (0, 0)), c.source)
-            for c in nearest
-        ]
+        matches = []
+        for c in nearest:
+            within, faces = counts.get(c.identity_id, (0, 0))
+            matches.append(
+                IdentityMatch(
+                    identity_id=c.identity_id,
+                    name=c.name,
+                    distance=c.distance,
+                    faces_within_threshold=within,
+                    faces=faces,
+                    source=c.source,
+                )
+            )
+        return matches
 
     # ---- calibration --------------------------------------------------------------------
     def calibrate(
@@ -399,7 +356,7 @@ class FaceDB:
         with_unlabelled: bool = False,
         seed: int = 0,
         max_faces: int = 50_000,
-    ) -> dict:
+    ) -> CalibrationResult:
         """Choose the threshold that keeps false accepts at `far` on this archive's own people
         (see facedb.calibrate; with_unlabelled: faces of nobody count as strangers too) and,
         unless dry_run or with too few pairs, store it as the threshold for the model."""
@@ -412,19 +369,18 @@ class FaceDB:
         placed = faces.placed_faces(model, max_faces, str(seed))
         rejected = faces.rejected_faces(model, max_faces, str(seed))
         nobody = faces.faces_of_nobody(model, max_faces, str(seed)) if with_unlabelled else None
-        result = calibrate(placed, rejected, nobody, far, seed)
-        usable = result["enough"] and result["threshold"] is not None and 0 < result["threshold"] <= 2
-        if result["enough"] and not usable:
-            result["enough"] = False
-            result["reason"] = "the pairs give no usable threshold (same and different people are not apart)"
-        result["stored"] = bool(usable and not dry_run)
-        if result["stored"]:
-            result["calibration_id"] = faces.save(
-                model, result["threshold"], far, {k: v for k, v in result.items() if k != "stored"}
-            )
-        result["dry_run"] = dry_run
-        result["in_force"] = self.threshold().as_dict()
-        return result
+        measured = calibrate(placed, rejected, nobody, far, seed)
+        usable = measured["enough"] and measured["threshold"] is not None and 0 < measured["threshold"] <= 2
+        if measured["enough"] and not usable:
+            measured |= {
+                "enough": False,
+                "reason": "the pairs give no usable threshold (same and different people are not apart)",
+            }
+        stored = bool(usable and not dry_run)
+        calibration_id = faces.save(model, measured["threshold"], far, measured) if stored else None
+        return CalibrationResult(
+            **measured, stored=stored, calibration_id=calibration_id, dry_run=dry_run, in_force=self.threshold()
+        )
 
     def cluster_params(self) -> ClusterParams:
         """The clustering settings; proposals use the calibrated threshold unless one is set."""
@@ -439,48 +395,45 @@ class FaceDB:
     def people_store(self) -> PeopleStore:
         return PeopleStore(self.store)
 
-    def cluster(self, *, dry_run: bool = False, params: ClusterParams | None = None) -> dict:
+    def cluster(self, *, dry_run: bool = False, params: ClusterParams | None = None) -> ClusterResult:
         """Group faces nobody placed into people; see facedb.cluster for the rules."""
         people = self.people_store
         inputs = people.cluster_inputs()
         plan = plan_clustering(inputs, params or self.cluster_params())
-        result = plan.as_dict(inputs.names) | {"dry_run": dry_run}
+        result = plan.result(inputs.names, dry_run=dry_run)
         if not dry_run:
             created = people.apply_assignments(plan.leaving, plan.assignments, list(plan.new_people))
-            for entry, key in zip(result["new_people"], plan.new_people):
-                entry["person_id"] = created[key]
+            for entry, key in zip(result.new_people, plan.new_people):
+                entry.person_id = created[key]
         return result
 
-    def people(self) -> list[dict]:
+    def people(self) -> list[PersonSummary]:
         return self.people_store.people()
 
-    def person(self, person: str | int) -> dict:
+    def person(self, person: str | int) -> PersonDetail:
         """A person and every face of theirs: photo, box, how assigned, distance to their centre."""
         identity_id, name = self.people_store.resolve(person)
         faces = self.people_store.person_faces(identity_id)
         centre = np.mean([f.vector for f in faces], axis=0) if faces else None
-        return {
-            "id": identity_id,
-            "name": name,
-            "faces": [
-                {
-                    "face_id": f.face_id,
-                    "photo": f.path,
-                    "box": [round(v, 1) for v in f.box],
-                    "source": f.source,
-                    "distance_to_centre": round(float(np.linalg.norm(f.vector - centre)), 4),
-                }
-                for f in sorted(faces, key=lambda f: float(np.linalg.norm(f.vector - centre)))
-            ],
-        }
+        shown = [
+            FaceOfPerson(
+                face_id=f.face_id,
+                photo=f.path,
+                box=f.box,
+                source=f.source,
+                distance_to_centre=float(np.linalg.norm(f.vector - centre)),
+            )
+            for f in faces
+        ]
+        return PersonDetail(id=identity_id, name=name, faces=sorted(shown, key=lambda f: f.distance_to_centre))
 
-    def name(self, person: str | int, name: str) -> dict:
+    def name(self, person: str | int, name: str) -> Renamed:
         name = person_name(name)
         identity_id, _ = self.people_store.resolve(person)
         self.people_store.rename(identity_id, name)
-        return {"id": identity_id, "name": name}
+        return Renamed(id=identity_id, name=name)
 
-    def merge(self, keep: str | int, other: str | int) -> dict:
+    def merge(self, keep: str | int, other: str | int) -> Merged:
         keep_id, keep_name = self.people_store.resolve(keep)
         other_id, other_name = self.people_store.resolve(other)
         if keep_id == other_id:
@@ -488,9 +441,9 @@ class FaceDB:
         moved = self.people_store.merge(keep_id, other_id)
         if keep_name is None and other_name is not None:  # keep the only name there was
             self.people_store.rename(keep_id, other_name)
-        return {"id": keep_id, "merged": other_id, "faces_moved": moved}
+        return Merged(id=keep_id, merged=other_id, faces_moved=moved)
 
-    def move(self, face_id: int, person: str | int) -> dict:
+    def move(self, face_id: int, person: str | int) -> Moved:
         """Put a face in a person (a new name creates them); a person's decision, kept by clustering."""
         if not self.people_store.face_exists(face_id):
             raise NotFound(f"no face {face_id}")
@@ -501,20 +454,20 @@ class FaceDB:
                 raise
             identity_id = self.store.assign(person_name(str(person)), [], "confirmed")
         self.people_store.move(face_id, identity_id)
-        return {"face_id": face_id, "person_id": identity_id}
+        return Moved(face_id=face_id, person_id=identity_id)
 
-    def reject(self, face_id: int, person: str | int) -> dict:
+    def reject(self, face_id: int, person: str | int) -> Rejected:
         if not self.people_store.face_exists(face_id):
             raise NotFound(f"no face {face_id}")
         identity_id, _ = self.people_store.resolve(person)
         self.people_store.reject(face_id, identity_id)
-        return {"face_id": face_id, "rejected_from": identity_id}
+        return Rejected(face_id=face_id, rejected_from=identity_id)
 
-    def confirm(self, person: str | int) -> dict:
+    def confirm(self, person: str | int) -> Confirmed:
         identity_id, _ = self.people_store.resolve(person)
-        return {"id": identity_id, "confirmed": self.people_store.confirm(identity_id)}
+        return Confirmed(id=identity_id, confirmed=self.people_store.confirm(identity_id))
 
-    def split(self, person: str | int, *, eps: float | None = None, apply: bool = False) -> dict:
+    def split(self, person: str | int, *, eps: float | None = None, apply: bool = False) -> SplitResult:
         """Re-cluster one person's faces more tightly and offer the parts (apply: make them people)."""
         identity_id, name = self.people_store.resolve(person)
         base = self.cluster_params()
@@ -522,15 +475,16 @@ class FaceDB:
             eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1, k=base.k
         )
         ordered = split_faces(self.people_store.person_faces(identity_id), params)
-        pieces: list[dict[str, Any]] = [{"faces": len(p), "face_ids": p} for p in ordered]
+        parts = [SplitPart(faces=len(p), face_ids=p) for p in ordered]
         if apply:
-            for piece in pieces[1:]:
-                piece["new_person_id"] = self.people_store.split_off(identity_id, piece["face_ids"])
-        return {"id": identity_id, "name": name, "eps": params.eps, "parts": pieces, "applied": apply}
+            for part in parts[1:]:
+                part.new_person_id = self.people_store.split_off(identity_id, part.face_ids)
+        return SplitResult(id=identity_id, name=name, eps=params.eps, parts=parts, applied=apply)
 
-    def forget(self, person: str | int, *, photos: bool = False) -> dict:
+    def forget(self, person: str | int, *, photos: bool = False) -> Forgotten:
         identity_id, name = self.people_store.resolve(person)
-        return {"id": identity_id, "name": name} | self.people_store.forget(identity_id, photos)
+        faces, photos_removed = self.people_store.forget(identity_id, photos)
+        return Forgotten(id=identity_id, name=name, faces=faces, photos=photos_removed)
 
     # ---- dedup --------------------------------------------------------------------------
     def dedup(
@@ -623,12 +577,12 @@ class FaceDB:
         return backup.import_(self.store, Path(path))
 
     # ---- schema -------------------------------------------------------------------------
-    def schema_revision(self) -> dict:
+    def schema_revision(self) -> SchemaRevision:
         """The database (described, password hidden), its schema revision and the newest one."""
         db = self.database
-        return {"database": db.describe(), "current": db.current_revision(), "newest": db.head_revision()}
+        return SchemaRevision(database=db.describe(), current=db.current_revision(), newest=db.head_revision())
 
-    def upgrade_schema(self, revision: str = "head") -> dict:
+    def upgrade_schema(self, revision: str = "head") -> SchemaRevision:
         self.database.upgrade(revision)
         return self.schema_revision()
 
@@ -637,25 +591,32 @@ class FaceDB:
         return self.people_store.resolve(person)
 
     # ---- integrity ----------------------------------------------------------------------
-    def check(self, *, fix: bool = False) -> dict:
+    def check(self, *, fix: bool = False) -> CheckResult:
         """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""
         integrity = IntegrityStore(self.store)
         problems = integrity.problems()
-        result: dict[str, Any] = {"problems": {k: v for k, v in problems.items() if v}, "repaired": {}}
-        if fix and result["problems"]:
-            result["repaired"] = integrity.repair(problems)
-            result["after"] = {k: v for k, v in integrity.problems().items() if v}
+        result = CheckResult(problems={k: v for k, v in problems.items() if v})
+        if fix and result.problems:
+            result.repaired = integrity.repair(problems)
+            result.after = {k: v for k, v in integrity.problems().items() if v}
         schema = self.database.current_revision(), self.database.head_revision()
         if schema[0] != schema[1]:
-            result["problems"]["schema_revision"] = [f"{schema[0]} (newest {schema[1]})"]
+            result.problems["schema_revision"] = [f"{schema[0]} (newest {schema[1]})"]
         return result
 
     # ---- reports ------------------------------------------------------------------------
-    def status(self) -> dict:
-        return self.store.counts() | {"database": self.database.describe(), "threshold": self.threshold().as_dict()}
+    def status(self, *, with_failures: bool = False) -> Status:
+        """Counts of photos, faces and identities, the threshold in force, and (with_failures)
+        every file that failed with its reason."""
+        return Status(
+            database=self.database.describe(),
+            **self.store.counts(),
+            threshold=self.threshold(),
+            failures=self.failures() if with_failures else None,
+        )
 
-    def failures(self) -> list[dict]:
-        return [{"path": p, "reason": r, "when": t.isoformat()} for p, r, t in self.store.failures()]
+    def failures(self) -> list[StoredFailure]:
+        return [StoredFailure(path=p, reason=r, when=t) for p, r, t in self.store.failures()]
 
-    def identities(self) -> list[dict]:
-        return [{"id": i, "name": n, "faces": c} for i, n, c in self.store.identities()]
+    def identities(self) -> list[IdentityCount]:
+        return [IdentityCount(id=i, name=n, faces=c) for i, n, c in self.store.identities()]

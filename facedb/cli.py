@@ -8,12 +8,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .config import DEFAULT_THRESHOLD
 from .errors import FaceDBError
+
+if TYPE_CHECKING:
+    from .results import ThresholdInForce
 
 EXIT_FILES_FAILED = 1
 EXIT_ERROR = 2
@@ -98,7 +101,12 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None, model_ca
     ctx.call_on_close(context.close)
 
 
-def _print_json(value: object) -> None:
+def _print_json(value: Any) -> None:
+    """A result (facedb.results), a list of them, or plain JSON values."""
+    if isinstance(value, list):
+        value = [item.to_json() if hasattr(item, "to_json") else item for item in value]
+    elif hasattr(value, "to_json"):
+        value = value.to_json()
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
@@ -147,19 +155,18 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
-        for error in result["errors"]:
-            _report_failure(error["photo"], error["error"])
-        for path in result["photos_without_faces"]:
+        for error in result.errors:
+            _report_failure(error.photo, error.error)
+        for path in result.photos_without_faces:
             click.echo(f"facedb: no face found in {path}", err=True)
-        faces = result["faces"]
-        for i, face in enumerate(faces):
-            click.echo(f"{i}: {face['photo']} face {face['face']} box {face['box']}")
-        if faces:
+        for i, face in enumerate(result.faces):
+            click.echo(f"{i}: {face.photo} face {face.face} box {_box(face.box)}")
+        if result.faces:
             click.echo("\nDistance matrix")
-            click.echo("      " + "".join(f"{i:>8}" for i in range(len(faces))))
-            for i, row in enumerate(result["distances"]):
+            click.echo("      " + "".join(f"{i:>8}" for i in range(len(result.faces))))
+            for i, row in enumerate(result.distances):
                 click.echo(f"{i:>6}" + "".join(f"{d:8.4f}" for d in row))
-    if result["errors"]:
+    if result.errors:
         sys.exit(EXIT_FILES_FAILED)
 
 
@@ -184,7 +191,7 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
             err=True,
         )
     if as_json:
-        _print_json(summary.as_dict())
+        _print_json(summary)
     else:
         rate = summary.files / summary.seconds if summary.seconds > 0 else 0.0
         click.echo(
@@ -221,13 +228,13 @@ def enroll(
             raise click.UsageError("give NAME and at least one image or folder (or --from-folders DIR)")
         results = [context.facedb.enroll(name, list(images), on_failure=_report_failure)]
     if as_json:
-        _print_json([r.as_dict() for r in results])
+        _print_json(results)
     for result in results:
-        for path, message in result.warnings:
-            click.echo(f"facedb: warning: {path}: {message}", err=True)
-        for path, reason in result.failures:
-            if reason == "no face found":
-                _report_failure(path, reason)
+        for warning in result.warnings:
+            click.echo(f"facedb: warning: {warning.path}: {warning.message}", err=True)
+        for failure in result.failures:
+            if failure.reason == "no face found":
+                _report_failure(failure.path, failure.reason)
         if not as_json:
             click.echo(f"{result.name}: {len(result.enrolled)} photo(s) enrolled")
     if any(r.failures for r in results):
@@ -253,34 +260,25 @@ def who(
     context: Context, images: tuple[str, ...], top_k: int, threshold: float | None, as_json: bool, annotate: str | None
 ) -> None:
     """Who is in IMAGES? The nearest known identities of every face."""
-    answers = context.facedb.who(list(images), top_k=top_k, threshold=threshold, keep_pixels=bool(annotate))
-    results = [a.as_dict() for a in answers]
-    if annotate:
-        from .annotate import annotate as draw
-
-        for answer, result in zip(answers, results):
-            if answer.photo is not None:
-                name = Path(answer.path).stem + ".annotated.jpg"
-                result["annotated"] = str(draw(answer.photo.rgb, result["faces"], Path(annotate) / name))
+    answers = context.facedb.who(list(images), top_k=top_k, threshold=threshold, annotate_into=annotate)
     if as_json:
-        _print_json(results)
+        _print_json(answers)
     else:
-        for result in results:
-            if result["error"]:
-                _report_failure(result["photo"], result["error"])
+        for answer in answers:
+            if answer.error:
+                _report_failure(answer.photo, answer.error)
                 continue
-            click.echo(f"{result['photo']}: {len(result['faces'])} face(s)")
-            for i, face in enumerate(result["faces"]):
-                label = "unknown" if face["unknown"] else face["identity"]
-                others = ", ".join(
-                    f"{c['name'] or '#' + str(c['identity_id'])} {c['distance']:.3f}" for c in face["candidates"]
-                )
+            click.echo(f"{answer.photo}: {len(answer.faces)} face(s)")
+            for i, face in enumerate(answer.faces):
+                label = "unknown" if face.unknown else face.identity
+                others = ", ".join(f"{c.name or '#' + str(c.identity_id)} {c.distance:.3f}" for c in face.candidates)
                 click.echo(
-                    f"  face {i} at {face['box']}: {label}" + (f"   [{others}]" if others else "   [no identities yet]")
+                    f"  face {i} at {_box(face.box)}: {label}"
+                    + (f"   [{others}]" if others else "   [no identities yet]")
                 )
-            if result.get("annotated"):
-                click.echo(f"  annotated: {result['annotated']}")
-    if any(r["error"] for r in results):
+            if answer.annotated:
+                click.echo(f"  annotated: {answer.annotated}")
+    if any(a.error for a in answers):
         sys.exit(EXIT_FILES_FAILED)
 
 
@@ -309,26 +307,31 @@ def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | 
         _print_json(result)
         return
     verb = "would" if dry_run else "did"
-    click.echo(f"{result['faces_considered']} faces considered; {result['unchanged']} placements unchanged")
-    for person in result["new_people"]:
-        who = f"#{person['person_id']}" if "person_id" in person else "a new person"
-        click.echo(f"  {verb} create {who} with {person['faces']} faces")
-    for joining in result["joining"]:
-        click.echo(f"  {verb} add {joining['faces']} face(s) to {_person_label(joining['person_id'], joining['name'])}")
-    if result["leaving"]:
-        click.echo(f"  {verb} release {len(result['leaving'])} face(s) from the people they were proposed to")
-    for suggestion in result["merge_suggestions"]:
-        a, b = suggestion["people"]
-        na, nb = suggestion["names"]
+    click.echo(f"{result.faces_considered} faces considered; {result.unchanged} placements unchanged")
+    for person in result.new_people:
+        who = f"#{person.person_id}" if person.person_id is not None else "a new person"
+        click.echo(f"  {verb} create {who} with {person.faces} faces")
+    for joining in result.joining:
+        click.echo(f"  {verb} add {joining.faces} face(s) to {_person_label(joining.person_id, joining.name)}")
+    if result.leaving:
+        click.echo(f"  {verb} release {len(result.leaving)} face(s) from the people they were proposed to")
+    for suggestion in result.merge_suggestions:
+        a, b = suggestion.people
+        na, nb = suggestion.names
         click.echo(
             f"  perhaps the same person: {_person_label(a, na)} and {_person_label(b, nb)} "
-            f"(faces {suggestion['faces'][0]} and {suggestion['faces'][1]} at {suggestion['distance']:.3f}); "
+            f"(faces {suggestion.faces[0]} and {suggestion.faces[1]} at {suggestion.distance:.3f}); "
             f"`facedb merge {a} {b}` makes them one"
         )
 
 
 def _person_label(person_id: int, name: str | None) -> str:
     return f"{name} (#{person_id})" if name else f"#{person_id}"
+
+
+def _box(box: tuple[float, ...]) -> list[float]:
+    """A box as the JSON shows it: pixels to one decimal."""
+    return [round(v, 1) for v in box]
 
 
 @cli.group(invoke_without_command=True)
@@ -346,9 +349,9 @@ def people(ctx: click.Context, as_json: bool) -> None:
         click.echo("no people yet: `facedb enroll` someone, or `facedb cluster`")
     for p in listing:
         click.echo(
-            f"{_person_label(p['id'], p['name']):<32} {p['faces']:>5} faces in {p['photos']} photos "
-            f"({p['confirmed']} confirmed, {p['proposed']} proposed, {p['clustered']} clustered)  "
-            f"e.g. face {p['representative_face_id']} in {p['representative_photo']}"
+            f"{_person_label(p.id, p.name):<32} {p.faces:>5} faces in {p.photos} photos "
+            f"({p.confirmed} confirmed, {p.proposed} proposed, {p.clustered} clustered)  "
+            f"e.g. face {p.representative_face_id} in {p.representative_photo}"
         )
 
 
@@ -362,11 +365,10 @@ def people_show(context: Context, person: str, as_json: bool) -> None:
     if as_json:
         _print_json(shown)
         return
-    click.echo(f"{_person_label(shown['id'], shown['name'])}: {len(shown['faces'])} faces")
-    for face in shown["faces"]:
+    click.echo(f"{_person_label(shown.id, shown.name)}: {len(shown.faces)} faces")
+    for face in shown.faces:
         click.echo(
-            f"  face {face['face_id']:<7} {face['source']:<10} {face['distance_to_centre']:.3f}  "
-            f"{face['photo']} {face['box']}"
+            f"  face {face.face_id:<7} {face.source:<10} {face.distance_to_centre:.3f}  {face.photo} {_box(face.box)}"
         )
 
 
@@ -377,7 +379,7 @@ def people_show(context: Context, person: str, as_json: bool) -> None:
 def name(context: Context, person: str, name: str) -> None:
     """Give PERSON (an id) a NAME; their clustered faces count as confirmed."""
     result = context.facedb.name(person, name)
-    click.echo(f"#{result['id']} is now {result['name']}")
+    click.echo(f"#{result.id} is now {result.name}")
 
 
 @cli.command()
@@ -387,7 +389,7 @@ def name(context: Context, person: str, name: str) -> None:
 def merge(context: Context, keep: str, other: str) -> None:
     """Make two people one: OTHER's faces go to KEEP."""
     result = context.facedb.merge(keep, other)
-    click.echo(f"merged #{result['merged']} into #{result['id']} ({result['faces_moved']} faces)")
+    click.echo(f"merged #{result.merged} into #{result.id} ({result.faces_moved} faces)")
 
 
 @cli.command()
@@ -397,7 +399,7 @@ def merge(context: Context, keep: str, other: str) -> None:
 def move(context: Context, face_id: int, person: str) -> None:
     """Put face FACE_ID in PERSON (an id, or a name: a new name creates them)."""
     result = context.facedb.move(face_id, person)
-    click.echo(f"face {result['face_id']} is now in #{result['person_id']} (confirmed)")
+    click.echo(f"face {result.face_id} is now in #{result.person_id} (confirmed)")
 
 
 @cli.command()
@@ -407,7 +409,7 @@ def move(context: Context, face_id: int, person: str) -> None:
 def reject(context: Context, face_id: int, person: str) -> None:
     """Say face FACE_ID is not PERSON; clustering will not put it back."""
     result = context.facedb.reject(face_id, person)
-    click.echo(f"face {result['face_id']} is not #{result['rejected_from']}; remembered")
+    click.echo(f"face {result.face_id} is not #{result.rejected_from}; remembered")
 
 
 @cli.command()
@@ -416,7 +418,7 @@ def reject(context: Context, face_id: int, person: str) -> None:
 def confirm(context: Context, person: str) -> None:
     """Accept the faces proposed for (or clustered into) PERSON."""
     result = context.facedb.confirm(person)
-    click.echo(f"#{result['id']}: {result['confirmed']} face(s) confirmed")
+    click.echo(f"#{result.id}: {result.confirmed} face(s) confirmed")
 
 
 @cli.command()
@@ -431,13 +433,11 @@ def split(context: Context, person: str, eps: float | None, apply: bool, as_json
     if as_json:
         _print_json(result)
         return
-    click.echo(f"{_person_label(result['id'], result['name'])} at eps {result['eps']}: {len(result['parts'])} part(s)")
-    for i, part in enumerate(result["parts"]):
-        made = f" -> new person #{part['new_person_id']}" if "new_person_id" in part else ""
-        click.echo(
-            f"  part {i + 1}: {part['faces']} faces {part['face_ids'][:12]}{'...' if part['faces'] > 12 else ''}{made}"
-        )
-    if not apply and len(result["parts"]) > 1:
+    click.echo(f"{_person_label(result.id, result.name)} at eps {result.eps}: {len(result.parts)} part(s)")
+    for i, part in enumerate(result.parts):
+        made = f" -> new person #{part.new_person_id}" if part.new_person_id is not None else ""
+        click.echo(f"  part {i + 1}: {part.faces} faces {part.face_ids[:12]}{'...' if part.faces > 12 else ''}{made}")
+    if not apply and len(result.parts) > 1:
         click.echo("run again with --apply to make the smaller parts people of their own")
 
 
@@ -460,8 +460,8 @@ def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
         )
     result = facedb.forget(identity_id, photos=photos)
     click.echo(
-        f"forgot {_person_label(result['id'], result['name'])}: {result['faces']} faces"
-        + (f", {result['photos']} photos" if photos else "")
+        f"forgot {_person_label(result.id, result.name)}: {result.faces} faces"
+        + (f", {result.photos} photos" if photos else "")
         + ", for good"
     )
 
@@ -546,32 +546,30 @@ def dedup(
 @pass_context
 def status(context: Context, errors: bool, as_json: bool) -> None:
     """Counts of photos, faces and identities (and failures)."""
-    facedb = context.facedb
-    counts = facedb.status()
-    if errors:
-        counts["failures"] = facedb.failures()
+    status = context.facedb.status(with_failures=errors)
     if as_json:
-        _print_json(counts)
+        _print_json(status)
         return
-    click.echo(f"database:   {counts['database']}")
-    click.echo(f"photos:     {counts['photos']} ({counts['indexed']} indexed, {counts['failed']} failed)")
-    click.echo(f"faces:      {counts['faces']} ({counts['assigned_faces']} with an identity)")
-    click.echo(f"identities: {counts['identities']}")
-    click.echo(f"threshold:  {_threshold_label(counts['threshold'])}")
-    for failure in counts.get("failures", []):
-        click.echo(f"failed: {failure['path']}: {failure['reason']}")
+    click.echo(f"database:   {status.database}")
+    click.echo(f"photos:     {status.photos} ({status.indexed} indexed, {status.failed} failed)")
+    click.echo(f"faces:      {status.faces} ({status.assigned_faces} with an identity)")
+    click.echo(f"identities: {status.identities}")
+    click.echo(f"threshold:  {_threshold_label(status.threshold)}")
+    for failure in status.failures or []:
+        click.echo(f"failed: {failure.path}: {failure.reason}")
 
 
-def _threshold_label(threshold: dict) -> str:
-    if threshold["source"] == "setting":
-        return f"{threshold['value']} (set by FACEDB_THRESHOLD)"
-    if threshold["source"] == "default":
-        return f"{threshold['value']} (the default; `facedb calibrate` chooses one from your people)"
-    c = threshold["calibration"]
-    e = c["evidence"]
+def _threshold_label(threshold: ThresholdInForce) -> str:
+    value = round(threshold.value, 4)
+    if threshold.source == "setting":
+        return f"{value} (set by FACEDB_THRESHOLD)"
+    if threshold.source == "default" or threshold.calibration is None:
+        return f"{value} (the default; `facedb calibrate` chooses one from your people)"
+    c = threshold.calibration
+    e = c.evidence
     low, high = e["miss_rate_ci"]
     return (
-        f"{threshold['value']} (calibrated {c['created_at']} for FAR {c['far_target']:g} on {e['genuine_pairs']} "
+        f"{value} (calibrated {c.created_at} for FAR {c.far_target:g} on {e['genuine_pairs']} "
         f"genuine and {e['impostor_pairs']} impostor pairs; expected miss rate {e['miss_rate']:.3f}, 95% CI "
         f"{low:.3f}-{high:.3f})"
     )
@@ -601,37 +599,37 @@ def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool
         _print_json(result)
     else:
         nobody = (
-            f"{result['impostor_pairs_against_nobody']} against {result['faces_of_nobody']} faces of nobody, "
-            f"{result['same_shot_pairs_left_out']} same-shot pairs left out"
-            if result["faces_of_nobody"] is not None
+            f"{result.impostor_pairs_against_nobody} against {result.faces_of_nobody} faces of nobody, "
+            f"{result.same_shot_pairs_left_out} same-shot pairs left out"
+            if result.faces_of_nobody is not None
             else "faces of nobody not counted: --with-unlabelled"
         )
         click.echo(
-            f"{result['genuine_pairs']} same-person pairs ({result['placed_faces']} faces of "
-            f"{result['identities']} people); {result['impostor_pairs']} impostor pairs "
-            f"({result['impostor_pairs_across_identities']} across people, "
-            f"{result['impostor_pairs_against_rejected']} against rejected faces, {nobody})"
+            f"{result.genuine_pairs} same-person pairs ({result.placed_faces} faces of "
+            f"{result.identities} people); {result.impostor_pairs} impostor pairs "
+            f"({result.impostor_pairs_across_identities} across people, "
+            f"{result.impostor_pairs_against_rejected} against rejected faces, {nobody})"
         )
-        if result["threshold"] is not None:
-            low, high = result["miss_rate_ci"]
+        if result.threshold is not None and result.miss_rate_ci is not None:
+            low, high = result.miss_rate_ci
             click.echo(
-                f"threshold {result['threshold']:.4f} for FAR {far:g} (observed {result['far_observed']:.5f}): "
-                f"expected miss rate {result['miss_rate']:.4f} (95% CI {low:.4f}-{high:.4f})"
+                f"threshold {result.threshold:.4f} for FAR {far:g} (observed {result.far_observed:.5f}): "
+                f"expected miss rate {result.miss_rate:.4f} (95% CI {low:.4f}-{high:.4f})"
             )
-        if result.get("reason"):
-            click.echo(f"not calibrated: {result['reason']}")
-        elif not result["enough"]:
-            needed = result["needed"]
+        if result.reason:
+            click.echo(f"not calibrated: {result.reason}")
+        elif not result.enough:
+            needed = result.needed
             click.echo(
-                f"not enough to calibrate for FAR {far:g}: it needs {needed['genuine_pairs']} same-person pairs "
-                f"and {needed['impostor_pairs']} impostor pairs (have {result['genuine_pairs']} and "
-                f"{result['impostor_pairs']}); enrol or confirm more photos of more people, reject wrong "
+                f"not enough to calibrate for FAR {far:g}: it needs {needed.genuine_pairs} same-person pairs "
+                f"and {needed.impostor_pairs} impostor pairs (have {result.genuine_pairs} and "
+                f"{result.impostor_pairs}); enrol or confirm more photos of more people, reject wrong "
                 f"proposals, or ask for a larger --far"
             )
-        if result["stored"]:
+        if result.stored:
             click.echo("stored: who and dedup's same-person tier use it from now on, clustering proposals 0.1 under it")
-        click.echo(f"threshold in force: {_threshold_label(result['in_force'])}")
-    if not result["enough"]:
+        click.echo(f"threshold in force: {_threshold_label(result.in_force)}")
+    if not result.enough:
         sys.exit(EXIT_FILES_FAILED)
 
 
@@ -662,19 +660,19 @@ def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> Non
 def check(context: Context, fix: bool, as_json: bool) -> None:
     """Verify the store: faces and photos agree, embeddings are sound, files exist, indexes are valid."""
     result = context.facedb.check(fix=fix)
-    remaining = result.get("after", result["problems"]) if fix else result["problems"]
+    remaining = result.after if fix and result.after is not None else result.problems
     if as_json:
         _print_json(result)
     else:
-        if not result["problems"]:
+        if not result.problems:
             click.echo("no problems found")
-        for kind, items in result["problems"].items():
+        for kind, items in result.problems.items():
             click.echo(f"{kind.replace('_', ' ')}: {len(items)}")
             for item in items[:20]:
                 click.echo(f"    {item}")
             if len(items) > 20:
                 click.echo(f"    ... and {len(items) - 20} more")
-        for kind, count in result["repaired"].items():
+        for kind, count in result.repaired.items():
             click.echo(f"repaired {kind.replace('_', ' ')}: {count}")
     if remaining:
         sys.exit(EXIT_FILES_FAILED)
@@ -930,9 +928,9 @@ def apikey_list(context: Context, as_json: bool) -> None:
         _print_json(listing)
         return
     for k in listing:
-        state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "active"
-        used = f"last used {k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never used"
-        click.echo(f"{k['id']:>4}  {k['name']:<24} {k['scope']:<6} {state}, {used}")
+        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        used = f"last used {k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never used"
+        click.echo(f"{k.id:>4}  {k.name:<24} {k.scope:<6} {state}, {used}")
 
 
 @apikey.command("revoke")
@@ -955,7 +953,7 @@ def db() -> None:
 def db_upgrade(context: Context, revision: str) -> None:
     """Upgrade the schema (a new database is upgraded automatically)."""
     schema = context.facedb.upgrade_schema(revision)
-    click.echo(f"{schema['database']}: at revision {schema['current']}")
+    click.echo(f"{schema.database}: at revision {schema.current}")
 
 
 @db.command("current")
@@ -963,7 +961,7 @@ def db_upgrade(context: Context, revision: str) -> None:
 def db_current(context: Context) -> None:
     """Show the schema revision of the database and the newest one facedb knows."""
     schema = context.facedb.schema_revision()
-    click.echo(f"{schema['database']}: revision {schema['current']} (newest: {schema['newest']})")
+    click.echo(f"{schema.database}: revision {schema.current} (newest: {schema.newest})")
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:

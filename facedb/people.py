@@ -11,6 +11,7 @@ import numpy as np
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
 from .errors import FaceDBError
 from .records import EMBEDDING_DIMENSION, HUMAN_SOURCES
+from .results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
 
 NEW = "new-"  # keys of people the plan creates
 
@@ -55,21 +56,22 @@ class ClusterPlan:
     joining: dict[int, list[int]] = field(default_factory=dict)  # existing person -> face ids newly in it
     leaving: list[int] = field(default_factory=list)  # face ids whose system assignment goes away
     assignments: list[tuple[int, int | str, str]] = field(default_factory=list)  # (face, person, source)
-    merge_suggestions: list[dict] = field(default_factory=list)
+    merge_suggestions: list[MergeSuggestion] = field(default_factory=list)
     unchanged: int = 0
 
-    def as_dict(self, names: dict[int, str | None]) -> dict:
-        return {
-            "faces_considered": self.faces_considered,
-            "new_people": [{"faces": len(f), "face_ids": f} for f in self.new_people.values()],
-            "joining": [
-                {"person_id": p, "name": names.get(p), "faces": len(f), "face_ids": f}
+    def result(self, names: dict[int, str | None], *, dry_run: bool) -> ClusterResult:
+        return ClusterResult(
+            faces_considered=self.faces_considered,
+            new_people=[NewPerson(faces=len(f), face_ids=f) for f in self.new_people.values()],
+            joining=[
+                JoiningPerson(person_id=p, name=names.get(p), faces=len(f), face_ids=f)
                 for p, f in sorted(self.joining.items())
             ],
-            "leaving": self.leaving,
-            "unchanged": self.unchanged,
-            "merge_suggestions": self.merge_suggestions,
-        }
+            leaving=self.leaving,
+            unchanged=self.unchanged,
+            merge_suggestions=self.merge_suggestions,
+            dry_run=dry_run,
+        )
 
 
 def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan:
@@ -154,7 +156,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
     return plan
 
 
-def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: ClusterParams) -> list[dict]:
+def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: ClusterParams) -> list[MergeSuggestion]:
     """People whose faces come closer than eps to each other's: perhaps one person filed twice."""
     indices, distances = neighbours
     person_of = {}
@@ -175,12 +177,7 @@ def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: Clust
             if key not in closest or d < closest[key][0]:
                 closest[key] = (float(d), int(inputs.face_ids[r]), int(inputs.face_ids[j]))
     return [
-        {
-            "people": list(k),
-            "names": [inputs.names.get(k[0]), inputs.names.get(k[1])],
-            "distance": round(d, 4),
-            "faces": [fa, fb],
-        }
+        MergeSuggestion(people=k, names=(inputs.names.get(k[0]), inputs.names.get(k[1])), distance=d, faces=(fa, fb))
         for k, (d, fa, fb) in sorted(closest.items())
     ]
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +29,8 @@ from .errors import ImageError
 from .faces import Detection, Face
 from .images import DecodedPhoto, PhotoMeta, decode, read_file
 from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
-from .scan import Candidate, scan
+from .results import FileFailure, IndexSummary
+from .scan import ScannedPath, scan
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,29 +54,6 @@ class StageClock:
             return function(*args)
         finally:
             self.add(stage, time.perf_counter() - started)
-
-
-@dataclass
-class IndexSummary:
-    files: int = 0
-    new: int = 0
-    reindexed: int = 0
-    unchanged: int = 0
-    copies: int = 0
-    moved: int = 0
-    failed: int = 0
-    faces: int = 0
-    seconds: float = 0.0  # wall time, not counting the one-off model load
-    model_load_seconds: float = 0.0
-    interrupted: bool = False  # stopped by Ctrl-C after a complete batch
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # read, decode, detect, align, embed, write
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    photo_ids: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "photo_ids"} | {
-            "failures": [{"path": p, "reason": r} for p, r in self.failures]
-        }
 
 
 @dataclass(frozen=True)
@@ -239,7 +217,7 @@ class Indexer:
                 for outcome in outcomes:
                     if isinstance(outcome, Failed):
                         summary.failed += 1
-                        summary.failures.append((outcome.file.path, outcome.reason))
+                        summary.failures.append(FileFailure(path=outcome.file.path, reason=outcome.reason))
                         if on_failure:
                             on_failure(outcome.file.path, outcome.reason)
                     elif isinstance(outcome, Indexed):
@@ -261,7 +239,7 @@ class Indexer:
 
     def _process(
         self,
-        batch: list[Candidate],
+        batch: list[ScannedPath],
         pool: Executor,
         analysis: tuple[Executor, Executor],
         clock: StageClock,

@@ -74,7 +74,7 @@ Outcome = Indexed | Failed | CopyOf | Moved | Touched
 
 
 @dataclass(frozen=True)
-class Candidate:
+class NearestIdentity:
     identity_id: int
     name: str | None
     distance: float

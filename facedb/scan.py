@@ -14,7 +14,7 @@ _EXTRA_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".hif"})
 
 
 @dataclass(frozen=True)
-class Candidate:
+class ScannedPath:
     path: str  # absolute, as the user sees it (symlinks not resolved)
     error: str | None = None  # set when the path cannot even be considered a file
 
@@ -29,7 +29,7 @@ def display_path(path: str | os.PathLike) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def scan(paths: Sequence[str | os.PathLike], within: Sequence[Path] | None = None) -> Iterator[Candidate]:
+def scan(paths: Sequence[str | os.PathLike], within: Sequence[Path] | None = None) -> Iterator[ScannedPath]:
     """Files named directly are always candidates; in folders, files with a photo extension.
     With `within` (real folders), a path or link that leads outside them is a candidate with
     that error, and a folder outside them is not walked."""
@@ -37,20 +37,20 @@ def scan(paths: Sequence[str | os.PathLike], within: Sequence[Path] | None = Non
     for given in paths:
         path = os.path.abspath(os.fspath(given))
         if within is not None and not is_within(path, within):
-            yield Candidate(display_path(path), OUTSIDE_ROOTS)
+            yield ScannedPath(display_path(path), OUTSIDE_ROOTS)
         elif os.path.isdir(path):
             yield from _walk(path, extensions, within)
         elif os.path.lexists(path):
-            yield _candidate(path)
+            yield _scanned(path)
         else:
-            yield Candidate(display_path(path), "no such file or directory")
+            yield ScannedPath(display_path(path), "no such file or directory")
 
 
-def _candidate(path: str) -> Candidate:
+def _scanned(path: str) -> ScannedPath:
     shown = display_path(path)
     if shown != os.fsdecode(os.fsencode(path)) or _has_surrogates(path):
-        return Candidate(shown, "file name is not valid UTF-8; rename the file to index it")
-    return Candidate(shown)
+        return ScannedPath(shown, "file name is not valid UTF-8; rename the file to index it")
+    return ScannedPath(shown)
 
 
 def _has_surrogates(text: str) -> bool:
@@ -61,7 +61,7 @@ def _has_surrogates(text: str) -> bool:
         return True
 
 
-def _walk(root: str, extensions: frozenset[str], within: Sequence[Path] | None) -> Iterator[Candidate]:
+def _walk(root: str, extensions: frozenset[str], within: Sequence[Path] | None) -> Iterator[ScannedPath]:
     """Depth first, names in byte order, each folder's files before its subfolders; a stack,
     not recursion, so that no depth of folders ends the walk."""
     seen_dirs: set[tuple[int, int]] = set()
@@ -71,7 +71,7 @@ def _walk(root: str, extensions: frozenset[str], within: Sequence[Path] | None) 
         try:
             info = os.stat(folder)
         except OSError as exc:
-            yield Candidate(display_path(folder), f"cannot open folder: {exc.strerror}")
+            yield ScannedPath(display_path(folder), f"cannot open folder: {exc.strerror}")
             continue
         key = (info.st_dev, info.st_ino)
         if key in seen_dirs:  # a symlink loop, or a second way into a folder already walked
@@ -81,7 +81,7 @@ def _walk(root: str, extensions: frozenset[str], within: Sequence[Path] | None) 
             with os.scandir(folder) as entries:
                 items = sorted(entries, key=lambda e: os.fsencode(e.name))
         except OSError as exc:
-            yield Candidate(display_path(folder), f"cannot list folder: {exc.strerror}")
+            yield ScannedPath(display_path(folder), f"cannot list folder: {exc.strerror}")
             continue
         subfolders = []
         for entry in items:
@@ -91,9 +91,9 @@ def _walk(root: str, extensions: frozenset[str], within: Sequence[Path] | None) 
                 is_dir = False
             photo = os.path.splitext(entry.name)[1].lower() in extensions
             if within is not None and (is_dir or photo) and entry.is_symlink() and not is_within(entry.path, within):
-                yield Candidate(display_path(entry.path), OUTSIDE_ROOTS)
+                yield ScannedPath(display_path(entry.path), OUTSIDE_ROOTS)
             elif is_dir:
                 subfolders.append(entry.path)
             elif photo:
-                yield _candidate(entry.path)
+                yield _scanned(entry.path)
         pending.extend(reversed(subfolders))

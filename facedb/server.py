@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
@@ -34,6 +34,18 @@ from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
 from .people import person_name
 from .records import EMBEDDING_DIMENSION
+from .results import (
+    CompareAnswer,
+    EnrollResult,
+    Forgotten,
+    Health,
+    Job,
+    Merged,
+    PersonDetail,
+    PersonSummary,
+    SearchAnswer,
+    WhoAnswer,
+)
 
 T = TypeVar("T")
 
@@ -41,33 +53,9 @@ API_KEY_HEADER = "X-API-Key"
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="a key from `facedb apikey create`")
 
 
-# ---- response shapes (they are the OpenAPI schema) ----------------------------------------------
+# ---- requests (the answers' shapes are facedb.results) ------------------------------------------
 class Error(BaseModel):
     error: str
-
-
-class Candidate(BaseModel):
-    identity_id: int
-    name: str | None
-    distance: float
-    faces_within_threshold: int
-    faces: int
-    source: str
-
-
-class FaceResult(BaseModel):
-    box: list[float]
-    score: float
-    identity: str | None
-    unknown: bool
-    distance: float | None
-    candidates: list[Candidate]
-
-
-class WhoResult(BaseModel):
-    photo: str
-    error: str | None
-    faces: list[FaceResult]
 
 
 HALFVEC_MAX = 65504.0
@@ -79,49 +67,6 @@ class SearchRequest(BaseModel):
     threshold: float | None = Field(None, ge=0, le=4)
 
 
-class SearchResult(BaseModel):
-    candidates: list[Candidate]
-
-
-class CompareFace(BaseModel):
-    photo: str
-    face: int
-    box: list[float]
-    score: float
-
-
-class CompareResult(BaseModel):
-    faces: list[CompareFace]
-    distances: list[list[float]]
-    errors: list[dict[str, str]]
-    photos_without_faces: list[str]
-
-
-class Person(BaseModel):
-    id: int
-    name: str | None
-    faces: int
-    confirmed: int
-    proposed: int
-    clustered: int
-    photos: int
-    representative_face_id: int | None
-
-
-class PersonFace(BaseModel):
-    face_id: int
-    photo: str
-    box: list[float]
-    source: str
-    distance_to_centre: float
-
-
-class PersonDetail(BaseModel):
-    id: int
-    name: str | None
-    faces: list[PersonFace]
-
-
 class Rename(BaseModel):
     name: str = Field(min_length=1, max_length=500)
 
@@ -130,48 +75,9 @@ class MergeRequest(BaseModel):
     other: int = Field(ge=1, le=2**62)
 
 
-class MergeResult(BaseModel):
-    id: int
-    merged: int
-    faces_moved: int
-
-
-class ForgetResult(BaseModel):
-    id: int
-    name: str | None
-    faces: int
-    photos: int
-
-
-class EnrollResult(BaseModel):
-    name: str
-    identity_id: int | None
-    enrolled: list[str]
-    warnings: list[dict[str, str]]
-    failures: list[dict[str, str]]
-
-
 class IndexRequest(BaseModel):
     paths: list[str] = Field(min_length=1, max_length=1000)
     retry_failed: bool = False
-
-
-class Job(BaseModel):
-    id: int
-    state: Literal["queued", "running", "done", "failed"]
-    paths: list[str]
-    done: int
-    total: int
-    faces: int
-    failed: int
-    result: dict[str, Any] | None
-    error: str | None
-
-
-class Health(BaseModel):
-    ok: bool
-    database: bool
-    models: bool
 
 
 # ---- the app ---------------------------------------------------------------------------------
@@ -281,43 +187,40 @@ async def _answer(send, status: int, error: str) -> None:
 
 
 class Jobs:
-    """Indexing jobs, one at a time in a background thread, with their progress."""
+    """Indexing jobs, one at a time in a background thread, with their progress. A job is
+    replaced whole at each step (never changed in place), so a reader always sees one step."""
 
     def __init__(self, facedb: FaceDB) -> None:
         self.facedb = facedb
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-job")
-        self.jobs: dict[int, dict] = {}
+        self.jobs: dict[int, Job] = {}
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
 
-    def start(self, paths: list[str], retry_failed: bool, within: list[Path]) -> dict:
+    def start(self, paths: list[str], retry_failed: bool, within: list[Path]) -> Job:
         with self.lock:
-            job_id = next(self.ids)
-            job: dict[str, Any] = {
-                "id": job_id,
-                "state": "queued",
-                "paths": paths,
-                "done": 0,
-                "total": 0,
-                "faces": 0,
-                "failed": 0,
-                "result": None,
-                "error": None,
-            }
-            self.jobs[job_id] = job
-        self.pool.submit(self._run, job, retry_failed, within)
-        return dict(job)
+            job = Job(id=next(self.ids), paths=paths)
+            self.jobs[job.id] = job
+        self.pool.submit(self._run, job.id, retry_failed, within)
+        return job
 
-    def _run(self, job: dict, retry_failed: bool, within: list[Path]) -> None:
-        job["state"] = "running"
+    def _update(self, job_id: int, **changes: Any) -> None:
+        with self.lock:
+            self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+
+    def _run(self, job_id: int, retry_failed: bool, within: list[Path]) -> None:
+        self._update(job_id, state="running")
 
         def progress(event) -> None:
-            job.update(done=event.done, total=event.total, faces=event.faces, failed=event.failed)
+            self._update(job_id, done=event.done, total=event.total, faces=event.faces, failed=event.failed)
 
         try:
-            summary = self.facedb.index(job["paths"], retry_failed=retry_failed, on_progress=progress, within=within)
-            job.update(
-                result=summary.as_dict(),
+            summary = self.facedb.index(
+                self.jobs[job_id].paths, retry_failed=retry_failed, on_progress=progress, within=within
+            )
+            self._update(
+                job_id,
+                result=summary,
                 state="done",
                 total=summary.files,
                 done=summary.files,
@@ -325,13 +228,13 @@ class Jobs:
                 failed=summary.failed,
             )
         except Exception as exc:  # noqa: BLE001 - reported through the job, never lost
-            job.update(state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            self._update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
-    def get(self, job_id: int) -> dict:
+    def get(self, job_id: int) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        return dict(job)
+        return job
 
 
 def create_app(
@@ -434,63 +337,61 @@ def create_app(
         except Exception:  # noqa: BLE001 - health says no, it does not fail
             database = False
         models = getattr(facedb.detector, "loaded", False) and getattr(facedb.embedder, "loaded", False)
-        body = {"ok": database and models, "database": database, "models": models}
-        return JSONResponse(body, status_code=200 if body["ok"] else 503)
+        health = Health(ok=database and models, database=database, models=models)
+        return JSONResponse(health.to_json(), status_code=200 if health.ok else 503)
 
-    @app.post("/v1/who", response_model=WhoResult, responses=errors, tags=["faces"])
+    @app.post("/v1/who", response_model=WhoAnswer, responses=errors, tags=["faces"])
     async def who(
         image: Annotated[UploadFile, File(description="a photo")],
         top_k: Annotated[int, Form(ge=1, le=100)] = 3,
         threshold: Annotated[float | None, Form(ge=0, le=4)] = None,
         _: KeyInfo = read_key,
-    ) -> dict:
+    ) -> WhoAnswer:
         async with model_work.slot() as run:
             files = await read_uploads([image])
 
-            def work() -> dict:
+            def work() -> WhoAnswer:
                 (answer,) = facedb.answer(faces_of(files), top_k=top_k, threshold=threshold)
-                return answer.as_dict()
+                return answer
 
             return await run(work)
 
-    @app.post("/v1/search", response_model=SearchResult, responses=errors, tags=["faces"])
-    def search(request: SearchRequest, _: KeyInfo = read_key) -> dict:
+    @app.post("/v1/search", response_model=SearchAnswer, responses=errors, tags=["faces"])
+    def search(request: SearchRequest, _: KeyInfo = read_key) -> SearchAnswer:
         vector = np.asarray(request.embedding, dtype=np.float64)
         if not np.isfinite(vector).all() or np.abs(vector).max() > HALFVEC_MAX:
             # the search index holds half precision, whose range ends at 65504
             raise HTTPException(422, f"embedding: values must be finite numbers within +-{HALFVEC_MAX:g}")
         vector = vector.astype(np.float32)
-        return {
-            "candidates": [c.as_dict() for c in facedb.search(vector, top_k=request.top_k, threshold=request.threshold)]
-        }
+        return SearchAnswer(candidates=facedb.search(vector, top_k=request.top_k, threshold=request.threshold))
 
-    @app.post("/v1/compare", response_model=CompareResult, responses=errors, tags=["faces"])
+    @app.post("/v1/compare", response_model=CompareAnswer, responses=errors, tags=["faces"])
     async def compare(
         images: Annotated[list[UploadFile], File(description="two or more photos")], _: KeyInfo = read_key
-    ) -> dict:
+    ) -> CompareAnswer:
         async with model_work.slot() as run:
             files = await read_uploads(images)
             return await run(lambda: facedb.compare_faces(faces_of(files)))
 
-    @app.get("/v1/people", response_model=list[Person], responses=errors, tags=["people"])
-    def people(_: KeyInfo = read_key) -> list[dict]:
+    @app.get("/v1/people", response_model=list[PersonSummary], responses=errors, tags=["people"])
+    def people(_: KeyInfo = read_key) -> list[PersonSummary]:
         return facedb.people()
 
     @app.get("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
-    def person(person_id: int, _: KeyInfo = read_key) -> dict:
+    def person(person_id: int, _: KeyInfo = read_key) -> PersonDetail:
         return facedb.person(_person_id(person_id))
 
     @app.patch("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
-    def rename(person_id: int, body: Rename, _: KeyInfo = write_key) -> dict:
+    def rename(person_id: int, body: Rename, _: KeyInfo = write_key) -> PersonDetail:
         facedb.name(_person_id(person_id), body.name)
         return facedb.person(person_id)
 
-    @app.post("/v1/people/{person_id}/merge", response_model=MergeResult, responses=errors, tags=["people"])
-    def merge(person_id: int, body: MergeRequest, _: KeyInfo = write_key) -> dict:
+    @app.post("/v1/people/{person_id}/merge", response_model=Merged, responses=errors, tags=["people"])
+    def merge(person_id: int, body: MergeRequest, _: KeyInfo = write_key) -> Merged:
         return facedb.merge(_person_id(person_id), _person_id(body.other))
 
-    @app.delete("/v1/people/{person_id}", response_model=ForgetResult, responses=errors, tags=["people"])
-    def forget(person_id: int, photos: bool = False, _: KeyInfo = admin_key) -> dict:
+    @app.delete("/v1/people/{person_id}", response_model=Forgotten, responses=errors, tags=["people"])
+    def forget(person_id: int, photos: bool = False, _: KeyInfo = admin_key) -> Forgotten:
         return facedb.forget(_person_id(person_id), photos=photos)
 
     @app.post("/v1/enroll", response_model=EnrollResult, responses=errors, tags=["people"])
@@ -498,13 +399,13 @@ def create_app(
         name: Annotated[str, Form(min_length=1, max_length=500)],
         images: Annotated[list[UploadFile], File(description="photos of the person")],
         _: KeyInfo = write_key,
-    ) -> dict:
+    ) -> EnrollResult:
         name = person_name(name)  # a bad name is refused before anything is stored
         async with model_work.slot() as run:
             files = await read_uploads(images)
             return await run(lambda: enroll_uploads(name, files))
 
-    def enroll_uploads(name: str, files: list[tuple[str, bytes]]) -> dict:
+    def enroll_uploads(name: str, files: list[tuple[str, bytes]]) -> EnrollResult:
         faces_of(files)  # refuse non-images before storing any
         uploads.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -519,15 +420,15 @@ def create_app(
             if not target.exists():
                 target.write_bytes(data)
             paths.append(target)
-        return facedb.enroll(name, paths).as_dict()
+        return facedb.enroll(name, paths)
 
     @app.post("/v1/index", response_model=Job, status_code=202, responses=errors, tags=["indexing"])
-    def index(body: IndexRequest, _: KeyInfo = admin_key) -> dict:
+    def index(body: IndexRequest, _: KeyInfo = admin_key) -> Job:
         checked = [str(_inside_roots(p, served_roots)) for p in body.paths]
         return jobs.start(checked, body.retry_failed, within=served_roots)
 
     @app.get("/v1/jobs/{job_id}", response_model=Job, responses=errors, tags=["indexing"])
-    def job(job_id: int, _: KeyInfo = read_key) -> dict:
+    def job(job_id: int, _: KeyInfo = read_key) -> Job:
         return jobs.get(job_id)
 
     @app.get(

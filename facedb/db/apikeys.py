@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from ..errors import FaceDBError, NotFound
+from ..results import ApiKeyListing
 
 SCOPES = ("read", "write", "admin")  # each includes the ones before it
 
@@ -65,12 +66,12 @@ class ApiKeys:
             conn.execute(text("UPDATE api_keys SET last_used_at = now() WHERE id = :id"), {"id": key_id})
         return KeyInfo(row.id, row.name, row.scope)
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[ApiKeyListing]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("SELECT id, name, scope, created_at, last_used_at, revoked_at FROM api_keys ORDER BY id")
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [ApiKeyListing(**r._mapping) for r in rows]
 
     def revoke(self, key_id: int) -> None:
         with self.engine.begin() as conn:

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from ..calibrate import FaceSample
 from ..records import EMBEDDING_DIMENSION
+from ..results import StoredCalibration
 from .codec import decode_vector_send
 from .schema import HUMAN_SOURCES_SQL
 from .store import Store
@@ -79,7 +80,7 @@ class CalibrationStore:
                 {"model": model_id, "threshold": threshold, "far": far_target, "evidence": json.dumps(evidence)},
             ).scalar_one()
 
-    def latest(self, name: str, version: str, sha256: str, preprocessing: str) -> dict | None:
+    def latest(self, name: str, version: str, sha256: str, preprocessing: str) -> StoredCalibration | None:
         """The calibration in force for the model (looked up without creating the model's row)."""
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -92,13 +93,13 @@ class CalibrationStore:
             ).first()
         if row is None:
             return None
-        return {
-            "id": row.id,
-            "threshold": row.threshold,
-            "far_target": row.far_target,
-            "evidence": row.evidence,
-            "created_at": row.created_at.isoformat(timespec="seconds"),
-        }
+        return StoredCalibration(
+            id=row.id,
+            threshold=row.threshold,
+            far_target=row.far_target,
+            evidence=row.evidence,
+            created_at=row.created_at.isoformat(timespec="seconds"),
+        )
 
 
 def _face_sample(rows) -> FaceSample:

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, text
 
 from ..people import ClusterInputs, PersonFace
 from ..records import EMBEDDING_DIMENSION
+from ..results import PersonSummary
 from .codec import decode_vector_send
 from .schema import HUMAN_SOURCES_SQL, SYSTEM_SOURCES_SQL
 from .store import Store
@@ -99,7 +100,7 @@ class PeopleStore:
             raise NotFound(f"no person {key!r} (give an id from `facedb people` or an exact name)")
         return row.id, row.name
 
-    def people(self) -> list[dict]:
+    def people(self) -> list[PersonSummary]:
         """Every person with face counts by how they were assigned, and a representative face:
         the one nearest the person's centre (pgvector's avg of the embeddings)."""
         with self.engine.connect() as conn:
@@ -128,7 +129,7 @@ class PeopleStore:
                     {"ids": [r.representative_face_id for r in rows if r.representative_face_id]},
                 ).all()
             )
-        return [dict(r._mapping) | {"representative_photo": paths.get(r.representative_face_id)} for r in rows]
+        return [PersonSummary(**r._mapping, representative_photo=paths.get(r.representative_face_id)) for r in rows]
 
     def person_faces(self, identity_id: int) -> list[PersonFace]:
         with self.engine.connect() as conn:
@@ -245,7 +246,7 @@ class PeopleStore:
             )
         return new
 
-    def forget(self, identity_id: int, with_photos: bool) -> dict[str, int]:
+    def forget(self, identity_id: int, with_photos: bool) -> tuple[int, int]:
         """Remove the person, every face (embedding, thumbnail) and assignment derived from them,
         and with_photos also the photos they appear in. Returns what was removed."""
         with self.engine.begin() as conn:
@@ -276,7 +277,7 @@ class PeopleStore:
                     {"ids": photo_ids},
                 )
             self._drop_empty_unnamed(conn)
-        return {"faces": faces, "photos": photos}
+        return faces, photos
 
     @staticmethod
     def _drop_empty_unnamed(conn: Connection) -> None:

@@ -17,12 +17,12 @@ from ..records import (
     EMBEDDING_DIMENSION,
     FAILED,
     INDEXED,
-    Candidate,
     CopyOf,
     Failed,
     Indexed,
     KnownFile,
     Moved,
+    NearestIdentity,
     Outcome,
     StoredFace,
     Touched,
@@ -242,7 +242,7 @@ class Store:
         conn.execute(text("INSERT INTO identities (name) VALUES (:name) ON CONFLICT (name) DO NOTHING"), {"name": name})
         return conn.execute(text("SELECT id FROM identities WHERE name = :name"), {"name": name}).scalar_one()
 
-    def nearest_identities(self, embedding: np.ndarray, top_k: int, ef_search: int = 100) -> list[Candidate]:
+    def nearest_identities(self, embedding: np.ndarray, top_k: int, ef_search: int = 100) -> list[NearestIdentity]:
         """The nearest face of each of the `top_k` nearest identities (never one identity twice)."""
         query = vector_literal(embedding)
         with self.engine.begin() as conn:
@@ -260,10 +260,12 @@ class Store:
                     LIMIT :limit"""),
                     {"q": query, "limit": limit},
                 ).all()
-                best: dict[int, Candidate] = {}
+                best: dict[int, NearestIdentity] = {}
                 for r in rows:  # ordered at half precision; the distances are exact
                     if r.identity_id not in best or r.distance < best[r.identity_id].distance:
-                        best[r.identity_id] = Candidate(r.identity_id, r.name, float(r.distance), r.face_id, r.source)
+                        best[r.identity_id] = NearestIdentity(
+                            r.identity_id, r.name, float(r.distance), r.face_id, r.source
+                        )
                 # One identity with many close faces can fill the whole window: widen it until
                 # enough distinct identities appear or fewer rows than asked say all were seen.
                 if len(best) >= top_k or len(rows) < limit:

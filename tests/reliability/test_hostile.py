@@ -100,7 +100,9 @@ def test_a_file_that_vanishes_between_listing_and_reading(make_facedb, tmp_path,
 
     monkeypatch.setattr("facedb.pipeline.read_file", vanish_first)
     summary = facedb.index([tmp_path])
-    assert summary.failures == [(str(tmp_path / "gone.jpg"), "file vanished before it could be read")]
+    assert [(f.path, f.reason) for f in summary.failures] == [
+        (str(tmp_path / "gone.jpg"), "file vanished before it could be read")
+    ]
     assert summary.new == 1
 
 
@@ -147,7 +149,7 @@ def test_fifos_devices_and_deep_folders_are_recorded_and_the_run_goes_on(make_fa
         summary = facedb.index([archive])
     finally:
         _remove_chain(deep, 1500)  # shutil.rmtree (pytest's clean-up too) recurses, and would fail on it
-    reasons = {Path(p).name: r for p, r in summary.failures}
+    reasons = {Path(f.path).name: f.reason for f in summary.failures}
     assert "not a regular file" in reasons["pipe.jpg"] and "not a regular file" in reasons["zero.jpg"]
     assert summary.new == 2 and summary.faces == 2  # cage.jpg and the photo 1,500 folders down
 

@@ -1,0 +1,381 @@
+"""The answers FaceDB gives: one typed shape each, used by the Python API, as the REST
+service's response models (so they are its OpenAPI schema) and by the CLI's printers, whose
+`--json` is `model_dump(mode="json")` of the same object: the same field names everywhere.
+
+Values keep their full precision in Python; distances, boxes and scores are rounded only
+where they are written out (JSON, text), so that a decision such as "within the threshold"
+never depends on a rounding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
+
+from .faces import Face
+from .images import DecodedPhoto
+
+
+def _rounded(digits: int) -> PlainSerializer:
+    return PlainSerializer(lambda v: round(float(v), digits), return_type=float, when_used="json")
+
+
+def _rounded_or_none(digits: int) -> PlainSerializer:
+    return PlainSerializer(
+        lambda v: None if v is None else round(float(v), digits), return_type=float | None, when_used="json"
+    )
+
+
+Distance = Annotated[float, _rounded(4)]
+Score = Annotated[float, _rounded(4)]
+# x, y, width, height in the photo's pixels
+Box = Annotated[
+    tuple[float, float, float, float],
+    PlainSerializer(lambda b: [round(float(v), 1) for v in b], return_type=list[float], when_used="json"),
+]
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: what the REST service answers and what `--json` prints."""
+        return self.model_dump(mode="json")
+
+
+class FileFailure(Result):
+    path: str
+    reason: str
+
+
+class FileWarning(Result):
+    path: str
+    message: str
+
+
+# ---- who is this, search, compare ----------------------------------------------------------
+@dataclass
+class PhotoFaces:
+    """The faces found in one photo that is not stored (`faces_in`), embeddings and pixels
+    included: the Python API's raw answer, which `who` and `compare` turn into theirs."""
+
+    path: str
+    faces: list[Face]
+    photo: DecodedPhoto | None = None
+    error: str | None = None
+
+
+class IdentityMatch(Result):
+    """One known identity near a face: the distance of its nearest face, how many of its faces
+    lie within the threshold, and how that nearest face got its identity."""
+
+    identity_id: int
+    name: str | None
+    distance: Distance
+    faces_within_threshold: int
+    faces: int
+    source: str  # enrolled, confirmed, proposed or clustered
+
+
+class FaceAnswer(Result):
+    box: Box
+    score: Score
+    candidates: list[IdentityMatch]
+    threshold: float = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def identity(self) -> str | None:
+        """The nearest identity's name when it lies within the threshold, else None (unknown)."""
+        if self.candidates and self.candidates[0].distance <= self.threshold:
+            return self.candidates[0].name or f"person #{self.candidates[0].identity_id}"
+        return None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unknown(self) -> bool:
+        return self.identity is None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def distance(self) -> Annotated[float | None, _rounded_or_none(4)]:
+        return self.candidates[0].distance if self.candidates else None
+
+
+class WhoAnswer(Result):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    photo: str  # as given: a path, or an upload's file name
+    error: str | None = None
+    faces: list[FaceAnswer] = []
+    annotated: str | None = None  # the copy with boxes and names, when asked for (`who --annotate`)
+
+
+class SearchAnswer(Result):
+    candidates: list[IdentityMatch]
+
+
+class ComparedFace(Result):
+    photo: str
+    face: int  # its number within the photo
+    box: Box
+    score: Score
+
+
+class PhotoError(Result):
+    photo: str
+    error: str
+
+
+class CompareAnswer(Result):
+    faces: list[ComparedFace]
+    distances: list[list[Distance]]  # between every two faces, in the order of `faces`
+    errors: list[PhotoError]
+    photos_without_faces: list[str]
+
+
+# ---- indexing --------------------------------------------------------------------------------
+class IndexSummary(Result):
+    files: int = 0
+    new: int = 0
+    reindexed: int = 0
+    unchanged: int = 0
+    copies: int = 0
+    moved: int = 0
+    failed: int = 0
+    faces: int = 0
+    seconds: float = 0.0  # wall time, not counting the one-off model load
+    model_load_seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C after a complete batch
+    stage_seconds: dict[str, float] = {}  # read, decode, detect, align, embed, write
+    failures: list[FileFailure] = []
+    photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
+
+
+class Job(Result):
+    """An indexing job of the REST service."""
+
+    id: int
+    state: Literal["queued", "running", "done", "failed"] = "queued"
+    paths: list[str]
+    done: int = 0
+    total: int = 0
+    faces: int = 0
+    failed: int = 0
+    result: IndexSummary | None = None
+    error: str | None = None
+
+
+class EnrollResult(Result):
+    name: str
+    identity_id: int | None = None
+    enrolled: list[str] = []
+    warnings: list[FileWarning] = []
+    failures: list[FileFailure] = []
+
+
+# ---- thresholds and calibration --------------------------------------------------------------
+class StoredCalibration(Result):
+    id: int
+    threshold: float
+    far_target: float
+    evidence: dict[str, Any]  # what `facedb calibrate` measured, as stored
+    created_at: str
+
+
+class ThresholdInForce(Result):
+    """The who-is-this threshold and where it came from: a setting (flag or FACEDB_THRESHOLD), the
+    database's calibration for the model, or the documented default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: Annotated[float, _rounded(4)]
+    source: Literal["setting", "calibrated", "default"]
+    calibration: StoredCalibration | None = None
+
+
+class PairsNeeded(Result):
+    genuine_pairs: int
+    impostor_pairs: int
+
+
+class CalibrationResult(Result):
+    threshold: float | None
+    far_target: float
+    far_observed: float | None
+    miss_rate: float | None
+    miss_rate_ci: tuple[float, float] | None
+    genuine_pairs: int
+    impostor_pairs: int
+    enough: bool
+    needed: PairsNeeded
+    identities: int
+    placed_faces: int
+    impostor_pairs_across_identities: int
+    impostor_pairs_against_rejected: int
+    faces_of_nobody: int | None  # None: faces of nobody were not counted
+    impostor_pairs_against_nobody: int
+    same_shot_pairs_left_out: int
+    reason: str | None = None  # why nothing was stored although there were pairs enough
+    stored: bool
+    calibration_id: int | None
+    dry_run: bool
+    in_force: ThresholdInForce  # after this calibration
+
+
+# ---- people ----------------------------------------------------------------------------------
+class PersonSummary(Result):
+    id: int
+    name: str | None
+    faces: int
+    confirmed: int  # enrolled or confirmed by a person
+    proposed: int
+    clustered: int
+    photos: int
+    representative_face_id: int | None  # the face nearest the person's centre
+    representative_photo: str | None
+
+
+class FaceOfPerson(Result):
+    face_id: int
+    photo: str
+    box: Box
+    source: str
+    distance_to_centre: Distance
+
+
+class PersonDetail(Result):
+    id: int
+    name: str | None
+    faces: list[FaceOfPerson]  # nearest the person's centre first
+
+
+class Renamed(Result):
+    id: int
+    name: str
+
+
+class Merged(Result):
+    id: int  # the person kept
+    merged: int  # the person whose faces moved
+    faces_moved: int
+
+
+class Moved(Result):
+    face_id: int
+    person_id: int
+
+
+class Rejected(Result):
+    face_id: int
+    rejected_from: int
+
+
+class Confirmed(Result):
+    id: int
+    confirmed: int  # faces newly confirmed
+
+
+class SplitPart(Result):
+    faces: int
+    face_ids: list[int]
+    new_person_id: int | None = None  # set when the part became a person of its own
+
+
+class SplitResult(Result):
+    id: int
+    name: str | None
+    eps: float
+    parts: list[SplitPart]  # largest first
+    applied: bool
+
+
+class Forgotten(Result):
+    id: int
+    name: str | None
+    faces: int
+    photos: int
+
+
+class NewPerson(Result):
+    faces: int
+    face_ids: list[int]
+    person_id: int | None = None  # None in a dry run
+
+
+class JoiningPerson(Result):
+    person_id: int
+    name: str | None
+    faces: int
+    face_ids: list[int]
+
+
+class MergeSuggestion(Result):
+    people: tuple[int, int]
+    names: tuple[str | None, str | None]
+    distance: Distance
+    faces: tuple[int, int]  # the closest two faces, one of each
+
+
+class ClusterResult(Result):
+    faces_considered: int
+    new_people: list[NewPerson]
+    joining: list[JoiningPerson]
+    leaving: list[int]  # faces whose proposed or clustered identity goes away
+    unchanged: int
+    merge_suggestions: list[MergeSuggestion]
+    dry_run: bool
+
+
+# ---- the store -------------------------------------------------------------------------------
+class StoredFailure(Result):
+    path: str
+    reason: str
+    when: datetime
+
+
+class Status(Result):
+    database: str
+    photos: int
+    indexed: int
+    failed: int
+    faces: int
+    identities: int
+    assigned_faces: int
+    threshold: ThresholdInForce
+    failures: list[StoredFailure] | None = None  # when asked for (`status --errors`)
+
+
+class IdentityCount(Result):
+    id: int
+    name: str | None
+    faces: int
+
+
+class SchemaRevision(Result):
+    database: str
+    current: str | None
+    newest: str | None
+
+
+class CheckResult(Result):
+    problems: dict[str, list[Any]]  # kind -> what is wrong; only kinds with problems
+    repaired: dict[str, int] = {}
+    after: dict[str, list[Any]] | None = None  # what is left after the repairs (`check --fix`)
+
+
+class ApiKeyListing(Result):
+    id: int
+    name: str
+    scope: Literal["read", "write", "admin"]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class Health(Result):
+    ok: bool
+    database: bool
+    models: bool
