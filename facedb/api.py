@@ -97,14 +97,13 @@ class FaceDB:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            s = self.settings
-            self._detector = MtcnnDetector(s.detect_max_side, s.min_face_size, s.min_face_score, s.detect_workers)
+            self._detector = MtcnnDetector.from_settings(self.settings)
         return self._detector
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = FacenetEmbedder(self.settings.model_cache, self.settings.embed_batch_size)
+            self._embedder = FacenetEmbedder.from_settings(self.settings)
         return self._embedder
 
     @property
@@ -116,7 +115,7 @@ class FaceDB:
         if self._embedding_model_id is None:
             e = self.embedder
             self._embedding_model_id = self.store.embedding_model_id(
-                e.name, e.version, e.sha256, self.preprocessing, e.dimension
+                e.name, e.version, e.sha256, self.preprocessing, e.dimension, e.runtime
             )
         return self._embedding_model_id
 

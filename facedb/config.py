@@ -10,6 +10,8 @@ from typing import Any
 
 import platformdirs
 
+from .errors import SettingError
+
 # Chosen from measurements on real photos (see docs/indexing-and-who.md, "Choosing the threshold"): at 1.0 no
 # stranger in the test sets is named, while most photos of an enrolled person still are.
 DEFAULT_THRESHOLD = 1.0
@@ -21,6 +23,8 @@ DEFAULT_CLUSTER_EPS = 0.90
 DEFAULT_CLUSTER_MIN_SAMPLES = 2
 DEFAULT_CLUSTER_MIN_SIZE = 3
 DEFAULT_PROPOSE_THRESHOLD = 0.90
+
+RUNTIMES = ("onnxruntime", "tensorflow")
 
 
 def _default_home() -> Path:
@@ -36,6 +40,9 @@ class Settings:
     home: Path = field(default_factory=_default_home)
     database_url: str | None = None
     model_cache: Path = field(default_factory=_default_model_cache)
+    # What runs the models: "onnxruntime" (the networks converted once from the pinned
+    # TensorFlow models; starts in about a second) or "tensorflow" (the models as published).
+    runtime: str = "onnxruntime"
     # Detection runs on a copy whose longest side is at most this; crops come from the original.
     detect_max_side: int = 640
     min_face_size: int = 20
@@ -99,6 +106,10 @@ class Settings:
         for name in ("home", "model_cache"):
             if name in values:
                 values[name] = Path(values[name]).expanduser()
+        if values.get("runtime", "onnxruntime") not in RUNTIMES:
+            raise SettingError(
+                f"setting runtime (FACEDB_RUNTIME): {values['runtime']!r} is not one of {', '.join(RUNTIMES)}"
+            )
         return cls(**values)
 
 
@@ -110,7 +121,7 @@ def _parse(annotation: object, raw: str, name: str) -> object:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ValueError(f"setting {name}: {raw!r} is not a number") from None
+        raise SettingError(f"setting {name} (FACEDB_{name.upper()}): {raw!r} is not a number") from None
     if kind == "Path":
         return Path(raw).expanduser()
     return raw

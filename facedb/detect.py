@@ -1,15 +1,19 @@
-"""Face detection behind a small interface. MTCNN (mtcnn 1.0.0, TensorFlow) is the detector."""
+"""Face detection behind a small interface. MTCNN (mtcnn 1.0.0's networks) is the detector,
+run on ONNX Runtime (onnx_models.py, mtcnn_stages.py) or on TensorFlow (mtcnn's own stages)."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from .config import RUNTIMES, Settings
 from .faces import Detection
+from .onnx_models import runtime_version
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 
 # O-Net's threshold. mtcnn 1.0's detect_faces keeps scores over 0.8, FaceNet's own alignment
@@ -17,8 +21,18 @@ from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 MTCNN_SCORE = 0.7
 
 
+class Mtcnn(Protocol):
+    """mtcnn's detect_faces for one image on some runtime: its JSON (rounded boxes, landmarks,
+    confidence) for faces of at least `min_face` px over O-Net's `face_threshold`."""
+
+    def proposals(self, rgb: np.ndarray, min_face: int) -> np.ndarray: ...
+
+    def faces(self, rgb: np.ndarray, min_face: int, face_threshold: float) -> list[dict]: ...
+
+
 class Detector(Protocol):
     name: str
+    runtime: str
 
     def load(self) -> object:
         """Load the weights now (otherwise the first detect does)."""
@@ -50,10 +64,10 @@ class MtcnnDetector:
     """MTCNN on a downscaled copy of big photos (and at full resolution where the copy may have
     missed faces, see DetectionPolicy); boxes come back in original-image pixels.
 
-    Its three networks run as TensorFlow graphs that any number of threads may call at once;
-    up to `workers` photos are detected at the same time (MTCNN's many small convolutions do
-    not keep two cores busy: the 42 test photos took 3.5 s with two detecting threads against
-    4.2 s with one, 2 cores)."""
+    Its three networks run as ONNX Runtime sessions or TensorFlow graphs that any number of
+    threads may call at once; up to `workers` photos are detected at the same time (MTCNN's
+    many small convolutions do not keep two cores busy: the 42 test photos took 3.5 s with two
+    detecting threads against 4.2 s with one, 2 cores, on TensorFlow)."""
 
     name = "mtcnn-1.0.0"
 
@@ -64,7 +78,16 @@ class MtcnnDetector:
         min_score: float = MTCNN_SCORE,
         workers: int = 1,
         policy: DetectionPolicy | None = None,
+        runtime: str = "onnxruntime",
+        model_cache: Path | None = None,
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if runtime == "onnxruntime" and model_cache is None:
+            raise ValueError("ONNX Runtime needs the model cache, where the converted networks are kept")
+        self.runtime = runtime_version(runtime)
+        self._runtime = runtime
+        self.model_cache = model_cache
         self.max_side = max_side
         self.min_face_size = min_face_size
         self.min_score = min_score
@@ -73,21 +96,57 @@ class MtcnnDetector:
         self._slots = threading.Semaphore(self.workers)
         self._full_look = threading.Lock()
         self._lock = threading.Lock()
-        self._stages: tuple[Any, Any, Any] | None = None  # P-Net (ours), R-Net, O-Net
+        self._mtcnn: Mtcnn | None = None
         self.retries = {"full_resolution": 0, "border": 0}  # how often each second look was taken
         self._retries_lock = threading.Lock()
 
-    def load(self) -> tuple:
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> MtcnnDetector:
+        options: dict[str, Any] = dict(
+            max_side=settings.detect_max_side,
+            min_face_size=settings.min_face_size,
+            min_score=settings.min_face_score,
+            workers=settings.detect_workers,
+            runtime=settings.runtime,
+            model_cache=settings.model_cache,
+        )
+        return cls(**(options | changes))
+
+    def load(self) -> Mtcnn:
         with self._lock:
-            if self._stages is None:
-                self._stages = self._build()
-        return self._stages
+            if self._mtcnn is None:
+                self._mtcnn = self._onnxruntime() if self._runtime == "onnxruntime" else self._tensorflow()
+        return self._mtcnn
 
     @property
     def loaded(self) -> bool:
-        return self._stages is not None
+        return self._mtcnn is not None
 
-    def _build(self) -> tuple[Any, Any, Any]:
+    def _onnxruntime(self) -> Mtcnn:
+        from . import onnx_models
+        from .mtcnn_stages import NumpyMtcnn
+
+        assert self.model_cache is not None
+        models = onnx_models.ensure(self.model_cache)
+
+        def network(name: str, threads: int):
+            session = onnx_models.new_session(models.path(name), threads)
+            input_name = session.get_inputs()[0].name
+            return lambda x: session.run(None, {input_name: x})
+
+        # P-Net's small convolutions ran faster on one thread than two (a 640 px pyramid: 16 ms
+        # against 29 ms, 2 cores); photos detected at once (`workers`) use the other cores.
+        return NumpyMtcnn(network("pnet", 1), network("rnet", 1), network("onet", 1))
+
+    def _tensorflow(self) -> Mtcnn:
+        mtcnn = TensorflowMtcnn(*self.tensorflow_stages())
+        mtcnn.proposals(np.zeros((48, 48, 3), np.uint8), MIN_LEVEL_SIDE)  # trace now, not in the first photo
+        return mtcnn
+
+    @staticmethod
+    def tensorflow_stages() -> tuple[Any, Any, Any]:
+        """facedb's P-Net, mtcnn's R-Net and O-Net stages, on TensorFlow; each stage's network
+        as a graph (`.network`), as onnx_models converts them."""
         from . import tfruntime
         from .weights import verify_detector_weights
 
@@ -103,9 +162,8 @@ class MtcnnDetector:
             graph = tf.function(stage._model, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
             graph(tf.zeros([1, size, size, 3]))  # trace now, not in the first photo
             stage._model = _in_batches(graph)
-        pnet = PyramidPNet(model.stages[0]._model)
-        pnet.proposals(np.zeros((48, 48, 3), np.uint8), MIN_LEVEL_SIDE)
-        return pnet, model.stages[1], model.stages[2]
+            stage.network = graph
+        return PyramidPNet(model.stages[0]._model), model.stages[1], model.stages[2]
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         height, width = rgb.shape[:2]
@@ -135,9 +193,9 @@ class MtcnnDetector:
         min_face = max(MIN_LEVEL_SIDE, int(self.min_face_size * scale))
         if min(small.shape[:2]) < min_face:
             return []
-        pnet, rnet, onet = self._stages or self.load()
+        mtcnn = self._mtcnn or self.load()
         with self._slots:
-            found = _mtcnn_faces(small, min_face, pnet, rnet, onet, face_threshold=self.min_score)
+            found = mtcnn.faces(small, min_face, self.min_score)
         # Boxes under the smallest face looked for come from box regression shrinking a window;
         # the two that mtcnn reports in the test photos are a necklace and playing cards.
         return [
@@ -221,22 +279,30 @@ def union(first: list[Detection], second: list[Detection], overlap: float = 0.5)
     return first + [d for d in second if all(covered(d, kept) <= overlap for kept in first)]
 
 
-def _mtcnn_faces(rgb: np.ndarray, min_face: int, pnet, rnet, onet, face_threshold: float) -> list[dict]:
+class TensorflowMtcnn:
     """mtcnn's detect_faces for one image, with facedb's P-Net stage (pnet.py) in front of
-    mtcnn's own R-Net and O-Net stages; the same JSON out. `face_threshold` is O-Net's."""
-    import tensorflow as tf
-    from mtcnn.utils.bboxes import limit_bboxes, to_json
+    mtcnn's own R-Net and O-Net stages, on TensorFlow; the same JSON out."""
 
-    boxes = pnet.proposals(rgb, min_face)
-    if len(boxes) == 0:
-        return []
-    normalized = tf.constant(((rgb.astype(np.float32) - 127.5) / 128)[None])
-    for stage, options in ((rnet, {}), (onet, {"threshold_onet": face_threshold})):
-        boxes = stage(images_normalized=normalized, bboxes_batch=boxes, **options)
+    def __init__(self, pnet: PyramidPNet, rnet, onet) -> None:
+        self.pnet, self.rnet, self.onet = pnet, rnet, onet
+
+    def proposals(self, rgb: np.ndarray, min_face: int) -> np.ndarray:
+        return self.pnet.proposals(rgb, min_face)
+
+    def faces(self, rgb: np.ndarray, min_face: int, face_threshold: float) -> list[dict]:
+        import tensorflow as tf
+        from mtcnn.utils.bboxes import limit_bboxes, to_json
+
+        boxes = self.pnet.proposals(rgb, min_face)
         if len(boxes) == 0:
             return []
-    boxes = limit_bboxes(boxes, images_shapes=np.asarray([rgb.shape]), limit_landmarks=False)
-    return to_json(boxes, images_count=1, input_as_width_height=False, output_as_width_height=True)[0]
+        normalized = tf.constant(((rgb.astype(np.float32) - 127.5) / 128)[None])
+        for stage, options in ((self.rnet, {}), (self.onet, {"threshold_onet": face_threshold})):
+            boxes = stage(images_normalized=normalized, bboxes_batch=boxes, **options)
+            if len(boxes) == 0:
+                return []
+        boxes = limit_bboxes(boxes, images_shapes=np.asarray([rgb.shape]), limit_landmarks=False)
+        return to_json(boxes, images_count=1, input_as_width_height=False, output_as_width_height=True)[0]
 
 
 _LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")

@@ -29,3 +29,7 @@ class NotFound(FaceDBError):
 
 class TooLarge(FaceDBError):
     """A request that asks for more work or memory than the limits allow."""
+
+
+class SettingError(FaceDBError, ValueError):
+    """A setting (flag or FACEDB_* variable) whose value cannot be used."""

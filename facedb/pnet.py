@@ -51,10 +51,11 @@ def pooled_first_layer_kernel(kernel: np.ndarray, bias: np.ndarray, alpha: np.nd
     )
 
 
-def suppress(boxes: np.ndarray, threshold: float) -> np.ndarray:
+def suppress(boxes: np.ndarray, threshold: float, over_smaller: bool = False) -> np.ndarray:
     """mtcnn's suppression: with boxes sorted by falling score, a box is dropped when any better
-    box overlaps it by more than `threshold` (IoU), whether or not that box was itself dropped.
-    In blocks, so that a textured photo's thousands of proposals need no n x n matrix."""
+    box overlaps it by more than `threshold` (IoU; with over_smaller the intersection over the
+    smaller box, as mtcnn's O-Net stage), whether or not that box was itself dropped. In
+    blocks, so that a textured photo's thousands of proposals need no n x n matrix."""
     keep = np.ones(len(boxes), bool)
     x1, y1, x2, y2 = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
     area = (x2 - x1) * (y2 - y1)
@@ -68,7 +69,10 @@ def suppress(boxes: np.ndarray, threshold: float) -> np.ndarray:
         )
         inter = width * height
         with np.errstate(divide="ignore", invalid="ignore"):
-            overlap = inter / (area[start:stop, None] + area[None, :stop] - inter)
+            if over_smaller:
+                overlap = inter / np.minimum(area[start:stop, None], area[None, :stop])
+            else:
+                overlap = inter / (area[start:stop, None] + area[None, :stop] - inter)
         better = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
         keep[start:stop] = ~((overlap > threshold) & better).any(axis=1)
     return boxes[keep]
@@ -76,6 +80,64 @@ def suppress(boxes: np.ndarray, threshold: float) -> np.ndarray:
 
 def by_score(boxes: np.ndarray) -> np.ndarray:
     return boxes[np.argsort(-boxes[:, 5], kind="stable")]
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """mtcnn's resize_to_square: each box grown to a square about its centre."""
+    boxes = boxes.copy()
+    h = boxes[:, 4] - boxes[:, 2]
+    w = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    boxes[:, 1] = boxes[:, 1] + w * 0.5 - side * 0.5
+    boxes[:, 2] = boxes[:, 2] + h * 0.5 - side * 0.5
+    boxes[:, 3:5] = boxes[:, 1:3] + np.tile(side, (2, 1)).T
+    return boxes
+
+
+def cells_in_strips(level, cells_of, index: int) -> np.ndarray:
+    """The passing cells of a level [1, h, w, 3] too large for one call, a strip of rows at a
+    time: a strip of rows [r, r + n) gives the cells whose 12-row windows lie in it (VALID
+    convolutions, stride 2); the next strip starts at the first window it did not hold.
+    `cells_of(strip)` gives rows [y, x, score, 4 box offsets]; the result has the level first."""
+    height, width = int(level.shape[1]), int(level.shape[2])
+    rows = max(MIN_LEVEL_SIDE, (PIXELS_PER_CALL // width) // 2 * 2)
+    found, top = [], 0
+    while height - top >= MIN_LEVEL_SIDE:
+        strip = level[:, top : top + rows] if height - top - rows >= MIN_LEVEL_SIDE else level[:, top:]
+        cells = np.array(cells_of(strip), dtype=np.float64)
+        cells[:, 0] += top // 2
+        found.append(np.concatenate([np.full((len(cells), 1), float(index)), cells], axis=1))
+        top += 2 * ((int(strip.shape[1]) - MIN_LEVEL_SIDE) // 2 + 1)
+    return np.concatenate(found) if found else np.empty((0, 8))
+
+
+def boxes_from_cells(every_cell: np.ndarray, scales: list[float]) -> np.ndarray:
+    """Rows [level, y, x, score, 4 box offsets] of the passing cells of all levels -> mtcnn's
+    proposals: boxes in the image's pixels, suppressed within each level and across them,
+    squared (rows [0, x1, y1, x2, y2, score])."""
+    per_level = []
+    for index, scale in enumerate(scales):
+        rows = every_cell[every_cell[:, 0] == index]
+        if len(rows) == 0:
+            continue
+        y, x, score, offsets = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4:8] * 11
+        # mtcnn's generate_bounding_box: cell (y, x) is the window [2x + 1, 2x + 12] (11 px).
+        boxes = np.stack(
+            [
+                np.zeros(len(rows)),
+                2 * x + 1 + offsets[:, 0],
+                2 * y + 1 + offsets[:, 1],
+                2 * x + 12 + offsets[:, 2],
+                2 * y + 12 + offsets[:, 3],
+                score,
+            ],
+            axis=1,
+        )
+        boxes[:, 1:5] /= scale
+        per_level.append(suppress(by_score(boxes), SUPPRESS_PER_LEVEL))
+    if not per_level:
+        return np.empty((0, 6))
+    return square(suppress(by_score(np.concatenate(per_level)), SUPPRESS_ACROSS_LEVELS))
 
 
 class PyramidPNet:
@@ -100,7 +162,7 @@ class PyramidPNet:
         self._resized, self._cells = self._build_strips()
         self._cells(self._resized(np.zeros((1, 24, 24, 3), np.uint8), np.array([12, 12], np.int32)))  # trace now
 
-    def _network(self, level):
+    def network(self, level):
         """P-Net on one normalised level [1, h, w, 3] -> (box offsets [h', w', 4], face [h', w'])."""
         import tensorflow as tf
 
@@ -130,7 +192,7 @@ class PyramidPNet:
                 # Area resampling is linear: resizing the pixels, then normalising them, is
                 # mtcnn's normalise-then-resize on a quarter of the bytes.
                 level = (tf.image.resize(image, sizes[index], method="area") - 127.5) / 128
-                regression, face = self._network(level)
+                regression, face = self.network(level)
                 cells = tf.where(face > FACE_THRESHOLD)
                 found.append(
                     tf.concat(
@@ -158,7 +220,7 @@ class PyramidPNet:
 
         @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
         def cells(level):
-            regression, face = self._network(level)
+            regression, face = self.network(level)
             found = tf.where(face > FACE_THRESHOLD)
             return tf.concat(
                 [tf.cast(found, tf.float32), tf.gather_nd(face, found)[:, None], tf.gather_nd(regression, found)],
@@ -168,21 +230,10 @@ class PyramidPNet:
         return resized, cells
 
     def _level_in_strips(self, image, size: np.ndarray, index: int) -> np.ndarray:
-        """A strip of rows [r, r + n) gives the cells whose 12-row windows lie in it (VALID
-        convolutions, stride 2); the next strip starts at the first window it did not hold."""
         import tensorflow as tf
 
-        height, width = int(size[0]), int(size[1])
         level = self._resized(image, tf.constant(size, tf.int32))
-        rows = max(MIN_LEVEL_SIDE, (PIXELS_PER_CALL // width) // 2 * 2)
-        found, top = [], 0
-        while height - top >= MIN_LEVEL_SIDE:
-            strip = level[:, top : top + rows] if height - top - rows >= MIN_LEVEL_SIDE else level[:, top:]
-            cells = self._cells(strip).numpy()
-            cells[:, 0] += top // 2
-            found.append(np.concatenate([np.full((len(cells), 1), float(index)), cells], axis=1))
-            top += 2 * ((strip.shape[1] - MIN_LEVEL_SIDE) // 2 + 1)
-        return np.concatenate(found) if found else np.empty((0, 8), np.float32)
+        return cells_in_strips(level, lambda strip: self._cells(strip).numpy(), index)
 
     def proposals(self, rgb: np.ndarray, min_face: int) -> np.ndarray:
         import tensorflow as tf
@@ -205,29 +256,4 @@ class PyramidPNet:
             found = found[found[:, 0] < len(chunk)]
             found[:, 0] = chunk[found[:, 0].astype(int)]
             cells.append(found.astype(np.float64))
-        every_cell = np.concatenate(cells)
-        per_level = []
-        for index, scale in enumerate(scales):
-            rows = every_cell[every_cell[:, 0] == index]
-            if len(rows) == 0:
-                continue
-            y, x, score, offsets = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4:8] * 11
-            # mtcnn's generate_bounding_box: cell (y, x) is the window [2x + 1, 2x + 12] (11 px).
-            boxes = np.stack(
-                [
-                    np.zeros(len(rows)),
-                    2 * x + 1 + offsets[:, 0],
-                    2 * y + 1 + offsets[:, 1],
-                    2 * x + 12 + offsets[:, 2],
-                    2 * y + 12 + offsets[:, 3],
-                    score,
-                ],
-                axis=1,
-            )
-            boxes[:, 1:5] /= scale
-            per_level.append(suppress(by_score(boxes), SUPPRESS_PER_LEVEL))
-        if not per_level:
-            return np.empty((0, 6))
-        from mtcnn.utils.bboxes import resize_to_square
-
-        return resize_to_square(suppress(by_score(np.concatenate(per_level)), SUPPRESS_ACROSS_LEVELS))
+        return boxes_from_cells(np.concatenate(cells), scales)

@@ -118,8 +118,8 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def models(settings):
-    detector = MtcnnDetector(settings.detect_max_side, settings.min_face_size, settings.min_face_score)
-    embedder = FacenetEmbedder(settings.model_cache, settings.embed_batch_size)
+    detector = MtcnnDetector.from_settings(settings, workers=1)
+    embedder = FacenetEmbedder.from_settings(settings)
     detector.load()
     embedder.load()
     return detector, embedder

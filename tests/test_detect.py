@@ -56,8 +56,9 @@ def test_pyramid_is_mtcnns_without_levels_below_one_window():
 
 
 @pytest.fixture(scope="module")
-def full_resolution():
-    return MtcnnDetector(max_side=10_000, min_score=0.8)  # mtcnn 1.0 detect_faces: O-Net over 0.8
+def full_resolution(models, settings):
+    # mtcnn 1.0's detect_faces: full resolution, O-Net over 0.8; on the default runtime
+    return MtcnnDetector.from_settings(settings, max_side=10_000, min_score=0.8, workers=1)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +201,7 @@ def test_face_free_photos_get_few_false_faces(defaults, mtcnn_full_resolution):
 
 def test_large_levels_in_strips_give_the_same_proposals(defaults, monkeypatch):
     """Levels over PIXELS_PER_CALL run in strips of rows (memory); the cells are the same."""
-    pyramid = defaults.load()[0]
+    pyramid = defaults.load()
     rgb = _rgb(photos.path("face_api/sample1.jpg"))
     whole = pyramid.proposals(rgb, 20)
     monkeypatch.setattr(pnet, "PIXELS_PER_CALL", 30_000)  # every level but the smallest in strips of ~16-60 rows

@@ -126,7 +126,7 @@ def run(
     face_free = _decoded(photo_files(list(no_faces)), settings.max_pixels, failures) if no_faces else []
     if not photos and not face_free:
         raise FaceDBError("no photos to benchmark in " + ", ".join(list(paths) + list(no_faces)))
-    detector = detector or MtcnnDetector(settings.detect_max_side, settings.min_face_size, settings.min_face_score)
+    detector = detector or MtcnnDetector.from_settings(settings, workers=1)
     reference = reference or TutorialDetector(settings.min_face_size)
     detector.load()
     warm = (photos or face_free)[0][1]

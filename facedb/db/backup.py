@@ -4,7 +4,8 @@ between databases in a documented, versioned format (never pickle).
 The file is gzip-compressed JSON Lines. The first line is the header:
     {"format": "facedb-export", "version": 2, "exported_at": ..., "counts": {...}}
 then one object per line, each with a "type":
-    embedding_model  {"id", "name", "version", "sha256", "preprocessing", "dimension"}
+    embedding_model  {"id", "name", "version", "sha256", "preprocessing", "dimension", "runtime"}
+                     (runtime since 2026-12-02; absent: "tensorflow")
     photo            {"id", "path", "content_hash", "size", "mtime_ns", "width", "height", "format", "taken_at",
                       "camera", "gps_lat", "gps_lon", "status", "error", "face_count", "phash"}
     identity         {"id", "name"}
@@ -170,6 +171,7 @@ class ModelRecord(_Record):
     sha256: Text
     preprocessing: Text
     dimension: Annotated[int, Field(ge=1, le=16000)]
+    runtime: Text = "tensorflow"  # absent in files from before it was recorded: all TensorFlow's
 
 
 class PhotoRecord(_Record):
@@ -350,15 +352,15 @@ class _Importer:
         values = r.model_dump()
         self.conn.execute(
             text(
-                "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                "VALUES (:name, :version, :sha256, :preprocessing, :dimension) ON CONFLICT DO NOTHING"
+                "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
+                "VALUES (:name, :version, :sha256, :preprocessing, :dimension, :runtime) ON CONFLICT DO NOTHING"
             ),
             values,
         )
         found = self.conn.execute(
             text(
                 "SELECT id, dimension FROM embedding_models WHERE name = :name AND version = :version "
-                "AND sha256 = :sha256 AND preprocessing = :preprocessing"
+                "AND sha256 = :sha256 AND preprocessing = :preprocessing AND runtime = :runtime"
             ),
             values,
         ).one()

@@ -12,6 +12,13 @@ from .codec import decode_vector_send
 from .schema import HUMAN_SOURCES_SQL
 from .store import Store
 
+# The faces of a model whichever runtime made them: the runtimes give the same embeddings
+# (within 1e-5, onnx_models.py), so a calibration holds for all of them.
+_SAME_MODEL = """f.embedding_model_id IN (
+    SELECT o.id FROM embedding_models o JOIN embedding_models m
+      ON (o.name, o.version, o.sha256, o.preprocessing) = (m.name, m.version, m.sha256, m.preprocessing)
+    WHERE m.id = :model)"""
+
 
 class CalibrationStore:
     """`facedb calibrate`: the faces it measures, and the thresholds it stores."""
@@ -29,7 +36,7 @@ class CalibrationStore:
                 FROM faces f JOIN photos p ON p.id = f.photo_id
                 LEFT JOIN face_identities fi ON fi.face_id = f.id
                 LEFT JOIN identities i ON i.id = fi.identity_id
-                WHERE f.embedding_model_id = :model AND {where}
+                WHERE {_SAME_MODEL} AND {where}
                 ORDER BY md5(f.id::text || :seed) LIMIT :limit"""),
                 params | {"limit": limit},
             ).all()
@@ -59,10 +66,10 @@ class CalibrationStore:
         not: impostors against that person's placed faces, known to be right."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("""
+                text(f"""
                 SELECT f.id, r.identity_id, p.content_hash, vector_send(f.embedding) AS raw
                 FROM face_rejections r JOIN faces f ON f.id = r.face_id JOIN photos p ON p.id = f.photo_id
-                WHERE f.embedding_model_id = :model
+                WHERE {_SAME_MODEL}
                 ORDER BY md5(f.id::text || r.identity_id::text || :seed) LIMIT :limit"""),
                 {"model": model_id, "seed": seed, "limit": limit},
             ).all()

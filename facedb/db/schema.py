@@ -96,7 +96,7 @@ class Photo(Base):
 
 
 class EmbeddingModel(Base):
-    """Which model (pinned by sha256) and which preprocessing made an embedding."""
+    """Which model (pinned by sha256), which preprocessing and which runtime made an embedding."""
 
     __tablename__ = "embedding_models"
 
@@ -106,8 +106,11 @@ class EmbeddingModel(Base):
     sha256: Mapped[str] = mapped_column(Text)
     preprocessing: Mapped[str] = mapped_column(Text)
     dimension: Mapped[int] = mapped_column(Integer)
+    runtime: Mapped[str] = mapped_column(Text, server_default="tensorflow")  # e.g. "onnxruntime 1.32.0"
 
-    __table_args__ = (UniqueConstraint("name", "version", "sha256", "preprocessing", name="embedding_models_unique"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version", "sha256", "preprocessing", "runtime", name="embedding_models_unique"),
+    )
 
 
 class Face(Base):

@@ -62,21 +62,24 @@ class Store:
         self.engine = database.engine
 
     # ---- models -------------------------------------------------------------------------
-    def embedding_model_id(self, name: str, version: str, sha256: str, preprocessing: str, dimension: int) -> int:
+    def embedding_model_id(
+        self, name: str, version: str, sha256: str, preprocessing: str, dimension: int, runtime: str
+    ) -> int:
+        key = dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing, runtime=runtime)
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                    "VALUES (:name, :version, :sha256, :preprocessing, :dimension) ON CONFLICT DO NOTHING"
+                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
+                    "VALUES (:name, :version, :sha256, :preprocessing, :dimension, :runtime) ON CONFLICT DO NOTHING"
                 ),
-                dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing, dimension=dimension),
+                key | {"dimension": dimension},
             )
             return conn.execute(
                 text(
                     "SELECT id FROM embedding_models WHERE name = :name AND version = :version "
-                    "AND sha256 = :sha256 AND preprocessing = :preprocessing"
+                    "AND sha256 = :sha256 AND preprocessing = :preprocessing AND runtime = :runtime"
                 ),
-                dict(name=name, version=version, sha256=sha256, preprocessing=preprocessing),
+                key,
             ).scalar_one()
 
     # ---- indexing -----------------------------------------------------------------------

@@ -1,0 +1,226 @@
+"""The models as ONNX graphs, for ONNX Runtime: converted once from the pinned TensorFlow
+models, checked against TensorFlow, cached by the sources' sha256.
+
+A process that only answers (who, index, serve) then never imports TensorFlow: starting it
+takes about a second instead of ten, and a third of the memory. The conversion itself runs in
+a child process (it needs TensorFlow and tf2onnx, a minute and 2 GB once), under a lock so
+that two processes starting together convert once. FaceNet is converted from its frozen
+graph with the batch-1 constants freed (as embed.py does), MTCNN's networks from the graphs
+facedb runs on TensorFlow: its own P-Net (pnet.py, the pooled first layer) and mtcnn's
+R-Net and O-Net. Each converted network must give TensorFlow's outputs on fixed inputs
+within `TOLERANCE`, or nothing is cached and the conversion fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsUnavailable, one_line
+from .weights import manifest
+
+OPSET = 17
+TOLERANCE = 1e-5  # largest |difference| from TensorFlow's outputs on the fixed inputs
+FORMAT = 1  # bump when the way the graphs are made changes, so old caches are not used
+NETWORKS = ("facenet", "pnet", "rnet", "onet")
+
+
+def runtime_version(runtime: str) -> str:
+    """The runtime as stored with each embedding, e.g. "onnxruntime 1.32.0"."""
+    package = {"onnxruntime": "onnxruntime", "tensorflow": "tensorflow-cpu"}[runtime]
+    try:
+        return f"{runtime} {importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return runtime
+
+
+def cache_folder(cache_dir: Path) -> Path:
+    """One folder per (pinned weights, converter, facedb's way of converting)."""
+    spec = manifest()
+    sources = json.dumps(
+        [spec["embedder"]["sha256"], spec["detector"]["files"], OPSET, FORMAT, _version("tf2onnx")], sort_keys=True
+    )
+    return cache_dir / "onnx" / hashlib.sha256(sources.encode()).hexdigest()[:16]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+@dataclass(frozen=True)
+class OnnxModels:
+    folder: Path
+    checked: dict  # what the conversion measured against TensorFlow
+
+    def path(self, network: str) -> Path:
+        return self.folder / f"{network}.onnx"
+
+
+_in_process = threading.Lock()
+
+
+def ensure(cache_dir: Path, say=None) -> OnnxModels:
+    """The converted models, converting them first if this cache has none."""
+    folder = cache_folder(cache_dir)
+    found = _complete(folder)
+    if found is not None:
+        return found
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _in_process, open(folder.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting: wait for it
+        found = _complete(folder)
+        if found is not None:
+            return found
+        # the pinned weights first, here: a missing or wrong file is the usual one-line error
+        from .weights import embedder_weights, verify_detector_weights
+
+        embedder_weights(cache_dir)
+        verify_detector_weights()
+        (say or _say)(
+            "facedb: converting the models for ONNX Runtime (once per machine; about a minute, "
+            "TensorFlow is needed for it)"
+        )
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "facedb.onnx_models", str(cache_dir)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
+        )
+        found = _complete(folder)
+        if done.returncode != 0 or found is None:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+            raise WeightsUnavailable(
+                f"converting the models for ONNX Runtime failed: {one_line(reason)}"
+                " (FACEDB_RUNTIME=tensorflow runs them on TensorFlow instead)"
+            )
+        (say or _say)(f"facedb: models converted in {time.monotonic() - started:.0f} s")
+        return found
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _complete(folder: Path) -> OnnxModels | None:
+    try:
+        checked = json.loads((folder / "checked.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not all((folder / f"{n}.onnx").is_file() for n in NETWORKS):
+        return None
+    return OnnxModels(folder, checked)
+
+
+# ---- the conversion (in a child process: python -m facedb.onnx_models CACHE_DIR) ---------------
+def convert(cache_dir: Path) -> Path:
+    from . import tfruntime
+
+    tfruntime.configure()
+    import tensorflow as tf
+    import tf2onnx
+
+    from .detect import MtcnnDetector
+    from .embed import facenet_graph_def
+
+    folder = cache_folder(cache_dir)
+    rng = np.random.default_rng(20180408)
+    models: dict[str, bytes] = {}
+    checked: dict[str, dict] = {}
+
+    def convert_one(name: str, function, signature, inputs: list[np.ndarray]) -> None:
+        graph = tf.function(function, input_signature=signature)
+        proto, _ = tf2onnx.convert.from_function(graph, input_signature=signature, opset=OPSET)
+        expected = [[np.asarray(t) for t in _as_list(graph(tf.constant(x)))] for x in inputs]
+        got = [_run_onnx(proto.SerializeToString(), x) for x in inputs]
+        difference = max(float(np.max(np.abs(e - g))) for es, gs in zip(expected, got) for e, g in zip(es, gs))
+        if not difference <= TOLERANCE:
+            raise SystemExit(f"{name}: ONNX Runtime differs from TensorFlow by {difference:.2e} (> {TOLERANCE:g})")
+        models[name] = proto.SerializeToString()
+        checked[name] = {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}
+
+    # FaceNet, from its frozen graph at any batch size
+    graph_def = facenet_graph_def(cache_dir)
+    size = int(manifest()["embedder"]["input_size"])
+
+    def facenet(images):
+        (out,) = tf.compat.v1.import_graph_def(
+            graph_def, input_map={"input:0": images}, return_elements=["embeddings:0"], name=""
+        )
+        return out
+
+    crops = [rng.standard_normal((n, size, size, 3)).astype(np.float32) for n in (1, 5)]
+    convert_one("facenet", facenet, [tf.TensorSpec([None, size, size, 3], tf.float32)], crops)
+
+    # MTCNN: facedb's P-Net on a level of any size, mtcnn's R-Net and O-Net on patches
+    pnet, rnet, onet = MtcnnDetector.tensorflow_stages()
+    levels = [rng.uniform(-1, 1, (1, h, w, 3)).astype(np.float32) for h, w in ((12, 12), (97, 131), (240, 180))]
+    convert_one("pnet", pnet.network, [tf.TensorSpec([1, None, None, 3], tf.float32)], levels)
+    for name, stage, patch in (("rnet", rnet, 24), ("onet", onet, 48)):
+        patches = [rng.uniform(-1, 1, (n, patch, patch, 3)).astype(np.float32) for n in (1, 37)]
+        convert_one(name, stage.network, [tf.TensorSpec([None, patch, patch, 3], tf.float32)], patches)
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        staged = Path(scratch) / folder.name
+        staged.mkdir()
+        for name, data in models.items():
+            (staged / f"{name}.onnx").write_bytes(data)
+        record = {
+            "converter": f"tf2onnx {_version('tf2onnx')}",
+            "tensorflow": _version("tensorflow-cpu"),
+            "opset": OPSET,
+            "tolerance": TOLERANCE,
+            "networks": checked,
+        }
+        (staged / "checked.json").write_text(json.dumps(record, indent=2))
+        if folder.exists():  # an incomplete earlier attempt
+            os.rename(folder, Path(scratch) / "old")
+        os.rename(staged, folder)
+    return folder
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def _run_onnx(model: bytes, x: np.ndarray) -> list[np.ndarray]:
+    session = new_session(model, threads=0)
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def new_session(model: Path | bytes, threads: int = 0):
+    """An ONNX Runtime session on the CPU; threads 0: one per core (the default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+if __name__ == "__main__":
+    from .errors import FaceDBError
+
+    try:
+        convert(Path(sys.argv[1]))
+    except FaceDBError as exc:
+        sys.exit(str(exc))
