@@ -1,6 +1,6 @@
-"""Load benchmark of the REST service on loopback (not a test). Five phases, each for a fixed
-time: /healthz and /v1/search from one client on an idle service; N clients sending
-who-is-this requests (throughput); N who clients again while one more client keeps asking
+"""Load benchmark of the REST service on loopback (not a test). Six phases, each for a fixed
+time: /healthz and /v1/search from one client on an idle service; one client, then N clients
+sending who-is-this requests (throughput, and how it scales with clients); N who clients again while one more client keeps asking
 /healthz and /v1/search (the cheap endpoints must stay fast while the models are saturated);
 N clients on the embedding search alone. Prints requests/s, p50/p95/p99 latency and errors (anything but a 200) for each, then
 JSON. Run: make bench-load (--clients, --seconds)."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import statistics
@@ -88,7 +89,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--model-workers", type=int, help="FACEDB_SERVE_MODEL_WORKERS for the service")
     args = parser.parse_args()
+    env = dict(os.environ)
+    if args.model_workers:
+        env["FACEDB_SERVE_MODEL_WORKERS"] = str(args.model_workers)
     with tempfile.TemporaryDirectory(prefix="facedb-load-") as scratch:
         home = Path(scratch) / "home"
         facedb = FaceDB(Settings.load(home=str(home)))
@@ -107,6 +112,7 @@ def main() -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -134,6 +140,7 @@ def main() -> None:
                 for name in (
                     "healthz_idle",
                     "search_idle",
+                    "who_one_client",
                     "who_alone",
                     "who",
                     "healthz_while_who_saturates",
@@ -143,6 +150,7 @@ def main() -> None:
             }
             hammer(url, [[(who, Latencies())]], 3)  # warm-up: the first runs of each graph are slow
             hammer(url, [[(health, phases["healthz_idle"]), (search, phases["search_idle"])]], args.seconds / 2)
+            hammer(url, [[(who, phases["who_one_client"])]], args.seconds)
             hammer(url, [[(who, phases["who_alone"])]] * args.clients, args.seconds)  # throughput, nothing else asked
             hammer(
                 url,
@@ -160,7 +168,10 @@ def main() -> None:
             f"{name}: {result['requests']} requests, {result['requests_per_s']} req/s, p50 {result['p50_ms']} ms, "
             f"p99 {result['p99_ms']} ms, {result['errors']} errors"
         )
-    print(json.dumps({"clients": args.clients, "seconds": args.seconds, **figures}))
+    one, many = figures["who_one_client"]["requests_per_s"], figures["who_alone"]["requests_per_s"]
+    scaling = round(many / one, 2) if one else None
+    print(f"who: {many} req/s with {args.clients} clients, {one} with one: {scaling}x")
+    print(json.dumps({"clients": args.clients, "seconds": args.seconds, "who_scaling": scaling, **figures}))
 
 
 if __name__ == "__main__":

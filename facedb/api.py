@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -231,9 +232,12 @@ class FaceDB:
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             )
         roots = None if within is None else [Path(os.path.realpath(root)) for root in within]
-        return self._indexer().run(
+        started = time.monotonic()
+        summary = self._indexer().run(
             paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure, within=roots
         )
+        summary.wall_seconds = time.monotonic() - started
+        return summary
 
     def enroll(
         self, name: str, paths: Sequence[str | os.PathLike], *, on_failure: FailureCallback | None = None

@@ -197,7 +197,9 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
         click.echo(
             f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
             f"{summary.reindexed} changed, {summary.unchanged} unchanged, {summary.copies} copies, "
-            f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found"
+            f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found; "
+            + (f"models loaded in {summary.model_load_seconds:.1f}s, " if summary.model_load_seconds else "")
+            + f"{summary.wall_seconds:.1f}s in all"
         )
     if summary.interrupted:
         sys.exit(130)

@@ -12,6 +12,7 @@ measures how close on real photos).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -226,23 +227,30 @@ def as_mtcnn_json(faces: np.ndarray, height: int, width: int) -> list[dict]:
 
 class NumpyMtcnn:
     """MTCNN's detect_faces for one image with the three networks given as functions (ONNX
-    Runtime sessions, say): P-Net on each pyramid level, then R-Net and O-Net on patches."""
+    Runtime sessions, say): P-Net on each pyramid level, then R-Net and O-Net on patches.
 
-    def __init__(self, pnet: Network, rnet: Network, onet: Network) -> None:
+    The levels of one photo are resized and run in `level_threads` threads (numpy and ONNX
+    Runtime let go of the GIL), as TensorFlow runs them side by side in one graph: one photo
+    alone then uses the cores, and photos detected at once share them."""
+
+    def __init__(self, pnet: Network, rnet: Network, onet: Network, level_threads: int = 2) -> None:
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
+        self._levels = ThreadPoolExecutor(max_workers=level_threads, thread_name_prefix="facedb-pnet")
 
     def proposals(self, rgb: np.ndarray, min_face: int) -> np.ndarray:
         height, width = rgb.shape[:2]
         scales = pyramid_scales(width, height, min_face)
         pyramid = AreaPyramid(rgb)
-        cells = []
-        for index, scale in enumerate(scales):
+
+        def cells_of_level(index: int) -> np.ndarray:
+            scale = scales[index]
             level = normalise_level(pyramid.level(int(height * scale), int(width * scale)))[None]
             if level.shape[1] * level.shape[2] > pnet_module.PIXELS_PER_CALL:
-                cells.append(cells_in_strips(level, self._cells, index))
-            else:
-                found = self._cells(level)
-                cells.append(np.concatenate([np.full((len(found), 1), float(index)), found], axis=1))
+                return cells_in_strips(level, self._cells, index)
+            found = self._cells(level)
+            return np.concatenate([np.full((len(found), 1), float(index)), found], axis=1)
+
+        cells = list(self._levels.map(cells_of_level, range(len(scales))))
         return boxes_from_cells(np.concatenate(cells) if cells else np.empty((0, 8)), scales)
 
     def _cells(self, level: np.ndarray) -> np.ndarray:

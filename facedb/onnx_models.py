@@ -212,6 +212,9 @@ def new_session(model: Path | bytes, threads: int = 0):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
+    # Idle pool threads spin by default, waiting for the next call: CPU that requests and photos
+    # running beside this one then lack (measured with the load benchmark, docs/service.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -37,7 +37,13 @@ def test_ingest_harness_compares_facedb_with_both_references(models, settings, n
     detector, embedder = models
     files = [photos.path("face_recognition/obama.jpg"), photos.path("face_api/sample1.jpg")]
     result = ingest.run(
-        files, settings, detector=detector, embedder=embedder, database_url=new_database_url(), say=lambda message: None
+        files,
+        settings,
+        detector=detector,
+        embedder=embedder,
+        database_url=new_database_url(),
+        other_runtime_url=new_database_url(),
+        say=lambda message: None,
     )
     assert result["photos"] == 2 and result["facedb"]["failed"] == 0
     # the same photos, the same models: every contender finds faces, facedb stores what the stage run found
@@ -48,7 +54,10 @@ def test_ingest_harness_compares_facedb_with_both_references(models, settings, n
         and result["detection"]["found"] <= result["detection"]["reference_faces"]
     )
     assert result["speedup_over_tutorial"] > 0 and result["share_of_stage_limit"] > 0 and result["peak_rss_mb"] > 0
-    assert "tutorial" in ingest.table(result)
+    # and on both runtimes, the same faces
+    assert [r.split()[0] for r in result["runtimes"]] == ["onnxruntime", "tensorflow"]
+    assert {r["faces"] for r in result["runtimes"].values()} == {result["facedb"]["faces"]}
+    assert "tutorial" in ingest.table(result) and "on tensorflow" in ingest.table(result)
 
 
 def test_exact_neighbours_in_blocks_match_brute_force():

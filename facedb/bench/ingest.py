@@ -2,13 +2,16 @@
 in the same run on the same photos:
 
 (a) the FaceNet tutorial's way: every photo detected at full resolution (MTCNN's default
-    minimum face of 20 px), then every face embedded alone (batch 1), one after another;
+    minimum face of 20 px), then every face embedded alone (batch 1), one after another, all
+    on TensorFlow as the tutorial runs it;
 (b) the stage limits: facedb's detection alone over the photos, and embedding alone in large
     batches over the same crops. On a CPU both stages use every core, so their times add up:
     photos / (detect + embed) is the best any pipeline of these two models can do here. With
     the embedder on a GPU the limit would be photos / max(detect, embed) instead.
 
-Then facedb itself indexes the photos into a fresh embedded database, end to end.
+Then facedb itself indexes the photos into a fresh embedded database, end to end, on its
+runtime, and again on the other one (ONNX Runtime and TensorFlow) into another fresh database:
+the same photos, the same run.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..align import crop_face
 from ..api import FaceDB
 from ..config import Settings
 from ..detect import MtcnnDetector
-from ..embed import Embedder
+from ..embed import Embedder, FacenetEmbedder
 from ..errors import FaceDBError, ImageError
 from ..images import decode, read_file
 from .detect import TutorialDetector, compare, photo_files
@@ -118,9 +121,13 @@ def run(
     detector: MtcnnDetector | None = None,
     embedder: Embedder | None = None,
     database_url: str | None = None,
+    other_runtime_url: str | None = None,
+    compare_runtimes: bool = True,
 ) -> dict:
     """facedb indexes into `database_url`, which must be an empty database, or by default into
-    a new embedded one in a temporary folder. Models given here are used as they are."""
+    a new embedded one in a temporary folder; with `compare_runtimes`, once more on the other
+    runtime into `other_runtime_url` (or another new embedded one). Models given here are used
+    as they are."""
     files = photo_files(paths, limit)
     if not files:
         raise FaceDBError("no photos to benchmark in " + ", ".join(paths))
@@ -144,17 +151,39 @@ def run(
         embedder.embed(np.zeros((LARGE_BATCH, 160, 160, 3), np.uint8))
         embedder.embed(np.zeros((1, 160, 160, 3), np.uint8))
         full_resolution = TutorialDetector(settings.min_face_size)
+        tutorial_embedder = FacenetEmbedder(settings.model_cache, 1, runtime="tensorflow")
         for _, photo in _decoded(files[:1], settings.max_pixels):
             full_resolution.detect(photo.rgb)
+        tutorial_embedder.embed(np.zeros((1, 160, 160, 3), np.uint8))
 
         say(f"{len(files)} photos; (a) tutorial: full-resolution detection, batch-1 embedding ...")
-        tutorial = tutorial_reference(files, full_resolution, embedder, settings.face_margin, settings.max_pixels)
+        tutorial = tutorial_reference(
+            files, full_resolution, tutorial_embedder, settings.face_margin, settings.max_pixels
+        )
         say("(b) stage limits: detection alone, embedding alone in batches of 64 ...")
         limits = stage_limits(files, detector, embedder, settings.face_margin, settings.max_pixels)
         say("facedb index, end to end, into a fresh embedded database ...")
         facedb.status()  # start the database outside the clock
         summary = facedb.index(files)
         facedb.close()
+        runtimes = {detector.runtime: _indexed(summary, n_files := len(files), model_load_s)}
+        if compare_runtimes:
+            other = "tensorflow" if settings.runtime == "onnxruntime" else "onnxruntime"
+            say(f"facedb index again on {other}, into another fresh database ...")
+            with tempfile.TemporaryDirectory(prefix="facedb-bench-") as other_home:
+                other_settings = replace(settings, home=Path(other_home), database_url=other_runtime_url, runtime=other)
+                other_detector = MtcnnDetector.from_settings(other_settings, workers=detector.workers)
+                again = FaceDB(other_settings, detector=other_detector)
+                started = time.perf_counter()
+                again.extractor.load()
+                load_s = time.perf_counter() - started
+                with ThreadPoolExecutor(max_workers=other_detector.workers) as pool:  # as for the first
+                    for _, photo in _decoded(files[:1], settings.max_pixels):
+                        list(pool.map(other_detector.detect, [photo.rgb] * other_detector.workers))
+                again.embedder.embed(np.zeros((LARGE_BATCH, 160, 160, 3), np.uint8))
+                again.status()
+                runtimes[again.detector.runtime] = _indexed(again.index(files), n_files, load_s)
+                again.close()
 
     n = len(files)
     detection = compare(tutorial["boxes"], limits["boxes"])
@@ -188,9 +217,20 @@ def run(
         "speedup_over_tutorial": round(tutorial["seconds"] / summary.seconds, 2),
         "share_of_stage_limit": round(limit_s / summary.seconds, 3),
         "detection": detection,
+        "runtimes": runtimes,
         "peak_rss_mb": round(peak_rss_mb()),
     }
     return result
+
+
+def _indexed(summary, photos: int, model_load_s: float) -> dict:
+    return {
+        "model_load_s": round(model_load_s, 2),
+        "seconds": round(summary.seconds, 2),
+        "photos_per_s": round(photos / summary.seconds, 3),
+        "faces": summary.faces,
+        "faces_per_s": round(summary.faces / summary.seconds, 3),
+    }
 
 
 def table(result: dict) -> str:
@@ -214,6 +254,11 @@ def table(result: dict) -> str:
         f"faces: facedb found {d['found']} of the {d['reference_faces']} the tutorial found ({d['recall']:.1%}) and "
         f"{len(d['extra'])} more"
         + "".join(f"\n  missed: {m['photo']} box {m['box']} score {m['score']}" for m in d["missed"]),
+        *(
+            f"facedb index on {runtime}: {r['seconds']:.1f} s, {r['photos_per_s']:.3f} photos/s, "
+            f"{r['faces_per_s']:.2f} faces/s (models loaded in {r['model_load_s']} s)"
+            for runtime, r in result["runtimes"].items()
+        ),
         f"peak RSS {result['peak_rss_mb']} MB",
     ]
     return "\n".join(lines)

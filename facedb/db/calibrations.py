@@ -9,7 +9,7 @@ from ..calibrate import FaceSample
 from ..records import EMBEDDING_DIMENSION
 from ..results import StoredCalibration
 from .codec import decode_vector_send
-from .schema import HUMAN_SOURCES_SQL
+from .sql import HUMAN_SOURCES_SQL
 from .store import Store
 
 # The faces of a model whichever runtime made them: the runtimes give the same embeddings

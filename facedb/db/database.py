@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import DatabaseUnavailable
+from .sql import SCHEMA_HEAD
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,17 @@ class Database:
             reason = " ".join(str(getattr(exc, "orig", exc)).split())
             raise DatabaseUnavailable(f"cannot connect to the database at {safe_url(url)}: {reason}") from None
         database = cls(engine=engine, url=url, embedded=embedded)
-        if migrate:
+        if migrate and database.stored_revision() != SCHEMA_HEAD:
             database.upgrade()
         return database
+
+    def stored_revision(self) -> str | None:
+        """The schema revision the database says it is at (None: no schema yet), read without
+        Alembic, whose loading took 0.35 s of every command's start."""
+        with self.engine.connect() as conn:
+            if conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None:
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     def describe(self) -> str:
         return f"embedded PostgreSQL ({safe_url(self.url)})" if self.embedded else safe_url(self.url)

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from ..dedup import DedupFace, DedupPhoto
 from .codec import decode_vector_send
-from .schema import INDEXED_SQL
+from .sql import INDEXED_SQL
 from .store import Store, nearest_to
 
 

@@ -7,7 +7,7 @@ import os
 from sqlalchemy import text
 
 from ..records import EMBEDDING_DIMENSION
-from .schema import EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS, FAILED_SQL, INDEXED_SQL
+from .sql import EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS, FAILED_SQL, INDEXED_SQL
 from .store import Store
 
 

@@ -11,7 +11,7 @@ from ..people import ClusterInputs, PersonFace
 from ..records import EMBEDDING_DIMENSION
 from ..results import PersonSummary
 from .codec import decode_vector_send
-from .schema import HUMAN_SOURCES_SQL, SYSTEM_SOURCES_SQL
+from .sql import HUMAN_SOURCES_SQL, SYSTEM_SOURCES_SQL
 from .store import Store
 
 

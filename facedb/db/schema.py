@@ -1,4 +1,7 @@
-"""The data model. Schema changes go through Alembic migrations (migrations/), never create_all."""
+"""The data model. Schema changes go through Alembic migrations (migrations/), never create_all.
+
+The queries themselves (store.py and the others) do not import these models: loading
+SQLAlchemy's ORM took 0.15 s of every command's start. The SQL words they share are in sql.py."""
 
 from __future__ import annotations
 
@@ -27,31 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..records import EMBEDDING_DIMENSION, HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-
-
-def sql_list(words: tuple[str, ...]) -> str:
-    """A tuple of this module's own words as an SQL list: ('a', 'b'). Never for user text."""
-    return "(" + ", ".join(f"'{w}'" for w in words) + ")"
-
-
-INDEXED_SQL, FAILED_SQL = (f"'{status}'" for status in PHOTO_STATUSES)  # as SQL literals
-HUMAN_SOURCES_SQL = sql_list(HUMAN_SOURCES)
-SYSTEM_SOURCES_SQL = sql_list(SYSTEM_SOURCES)
-
-# The search index, as migration 0005 built it and `facedb check --fix` rebuilds it; `check`
-# compares the live definition with these parts.
-EMBEDDING_INDEX = "faces_embedding_hnsw"
-EMBEDDING_INDEX_DDL = (
-    f"CREATE INDEX {EMBEDDING_INDEX} ON faces USING hnsw "
-    f"((embedding::halfvec({EMBEDDING_DIMENSION})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64)"
-)
-EMBEDDING_INDEX_PARTS = (
-    "USING hnsw",
-    f"::halfvec({EMBEDDING_DIMENSION})",
-    "halfvec_l2_ops",
-    "m='16'",
-    "ef_construction='64'",
-)
+from .sql import sql_list
 
 
 class Base(DeclarativeBase):

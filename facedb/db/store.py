@@ -29,7 +29,7 @@ from ..records import (
 )
 from .codec import FaceRow, copy_faces, vector_literal
 from .database import Database
-from .schema import FAILED_SQL, INDEXED_SQL
+from .sql import FAILED_SQL, INDEXED_SQL
 
 _PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
 
