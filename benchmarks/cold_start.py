@@ -12,8 +12,7 @@ turn with the reference, and the ratio of the medians:
 - `facedb index FOLDER` of archive-sized photos (2000 px long side) into a new home, against
   the tutorial's pipeline over the same photos (compare.py over all of them).
 
-The archive folder is made from the registry photos with faces: each resized to a 2000 px
-long side, mirrored, and a 90% centre crop of it resized again (three photos from each).
+The archive folder is made from the registry photos taken at 900 px or more (see archive()).
 Prints a table and one JSON line."""
 
 from __future__ import annotations
@@ -74,23 +73,38 @@ def paired(a, b, runs: int, warm_up: bool = True) -> dict:
 
 
 def archive(folder: Path, count: int) -> list[Path]:
+    """Archive-sized photos from the registry photos taken at 900 px or more (17 of them; the
+    small crops and stills, blown up, would be blurry faces filling the frame, which no
+    archive holds): each at a 2000 px long side, mirrored, and 85% crops at its four corners
+    and centre (mirrored too), each resized to 2000 px again."""
     folder.mkdir(parents=True, exist_ok=True)
-    made: list[Path] = []
-    for source in photos.photos_with_faces():
-        image = ImageOps.exif_transpose(Image.open(source)).convert("RGB")
-        width, height = image.size
-        side = 2000 / max(width, height)
-        full = image.resize((round(width * side), round(height * side)), Image.Resampling.LANCZOS)
-        crop = full.crop(
-            (full.width // 20, full.height // 20, full.width - full.width // 20, full.height - full.height // 20)
-        ).resize(full.size, Image.Resampling.LANCZOS)
-        for variant, picture in (("", full), ("-mirrored", ImageOps.mirror(full)), ("-crop", crop)):
-            target = folder / f"{source.parent.name}-{source.stem}{variant}.jpg"
-            if not target.exists():
-                picture.save(target, "JPEG", quality=90)
-            made.append(target)
-            if len(made) == count:
-                return made
+    sources = [p for p in photos.photos_with_faces() if max(Image.open(p).size) >= 900]
+    plan = []  # (name, source, crop, mirrored): whole photos first, then their crops
+    for source in sources:
+        w, h = ImageOps.exif_transpose(Image.open(source)).size
+        cw, ch = round(w * 0.85), round(h * 0.85)
+        crops = {
+            "": (0, 0, w, h),
+            "-nw": (0, 0, cw, ch),
+            "-ne": (w - cw, 0, w, ch),
+            "-sw": (0, h - ch, cw, h),
+            "-se": (w - cw, h - ch, w, h),
+            "-centre": ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch),
+        }
+        for suffix, box in crops.items():
+            for mirrored in (False, True) if suffix in ("", "-centre") else (False,):
+                name = f"{source.parent.name}-{source.stem}{suffix}{'-mirrored' if mirrored else ''}.jpg"
+                plan.append((name, source, box, mirrored))
+    plan.sort(key=lambda item: (item[0].count("-"), item[0]))
+    made = []
+    for name, source, box, mirrored in plan[:count]:
+        target = folder / name
+        if not target.exists():
+            part = ImageOps.exif_transpose(Image.open(source)).convert("RGB").crop(box)
+            scale = 2000 / max(part.size)
+            part = part.resize((round(part.width * scale), round(part.height * scale)), Image.Resampling.LANCZOS)
+            (ImageOps.mirror(part) if mirrored else part).save(target, "JPEG", quality=92)
+        made.append(target)
     return made
 
 

@@ -4,6 +4,8 @@ run on ONNX Runtime (onnx_models.py, mtcnn_stages.py) or on TensorFlow (mtcnn's 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,7 +96,7 @@ class MtcnnDetector:
         self.workers = max(1, workers)
         self.policy = policy or DetectionPolicy()
         self._slots = threading.Semaphore(self.workers)
-        self._full_look = threading.Lock()
+        self._full_look = _PixelBudget(self.policy.full_look_max_pixels)
         self._lock = threading.Lock()
         self._mtcnn: Mtcnn | None = None
         self.retries = {"full_resolution": 0, "border": 0}  # how often each second look was taken
@@ -173,8 +175,9 @@ class MtcnnDetector:
         if scale < 1.0 and self._copy_may_miss_faces(found, scale):
             self._count("full_resolution")
             full = min(1.0, (self.policy.full_look_max_pixels / (height * width)) ** 0.5)
-            with self._full_look:
-                found = union(self._detect_scaled(_resized(rgb, full), full), found)
+            look = _resized(rgb, full)
+            with self._full_look.holding(look.shape[0] * look.shape[1]):
+                found = union(self._detect_scaled(look, full), found)
         if not found:
             self._count("border")
             found = self._detect_in_border(copy, scale, width, height)
@@ -228,6 +231,27 @@ class MtcnnDetector:
                 )
             )
         return faces
+
+
+class _PixelBudget:
+    """Second looks at full resolution run at once while their pixels together stay within
+    the budget: one 12 MP look at a time, or several of an archive's 3 MP photos."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels, self.in_use = pixels, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def holding(self, pixels: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + pixels <= self.pixels)
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= pixels
+                self._changed.notify_all()
 
 
 def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:

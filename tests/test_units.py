@@ -255,3 +255,27 @@ def test_results_round_only_when_written_out():
         box=(0, 0, 1, 1), score=1.0, candidates=[match.model_copy(update={"distance": 0.79})], threshold=0.8
     )
     assert near.identity == "person #7" and near.to_json()["identity"] == "person #7"
+
+
+def test_second_looks_share_a_pixel_budget():
+    """Full-resolution looks run together while their pixels fit the budget; a look larger
+    than what is left waits, and one larger than the whole budget runs alone."""
+    import threading
+
+    from facedb.detect import _PixelBudget
+
+    budget = _PixelBudget(12)
+    with budget.holding(5), budget.holding(5):  # both fit: neither waits
+        assert budget.in_use == 10
+        entered = threading.Event()
+
+        def big() -> None:
+            with budget.holding(30):  # over the whole budget: waits until nothing else runs
+                entered.set()
+
+        waiting = threading.Thread(target=big)
+        waiting.start()
+        assert not entered.wait(0.2)
+    assert entered.wait(5)
+    waiting.join()
+    assert budget.in_use == 0
