@@ -136,8 +136,8 @@ class MtcnnDetector:
             input_name = session.get_inputs()[0].name
             return lambda x: session.run(None, {input_name: x})
 
-        # P-Net's small convolutions ran faster on one thread than two (a 640 px pyramid: 16 ms
-        # against 29 ms, 2 cores); photos detected at once (`workers`) use the other cores.
+        # One thread a call: a photo's pyramid levels already run in two threads (mtcnn_stages),
+        # and photos detected at once share the cores (two threads a call: no faster index).
         return NumpyMtcnn(network("pnet", 1), network("rnet", 1), network("onet", 1))
 
     def _tensorflow(self) -> Mtcnn:
