@@ -141,3 +141,49 @@ def test_binary_copy_stores_every_field_exactly(new_database_url):
             assert (None if thumbnail is None else bytes(thumbnail)) == row.thumbnail
     finally:
         database.close()
+
+
+def test_downgrading_0007_merges_the_runtimes_of_a_model(new_database_url):
+    """Faces and calibrations of a model made on two runtimes all belong to its one row again."""
+    database = Database.open(Settings.load(database_url=new_database_url()))
+    vector = "[" + ",".join(["0.044"] * 512) + "]"
+    try:
+        with database.engine.begin() as conn:
+            models = [
+                conn.execute(
+                    text(
+                        "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
+                        "VALUES ('m', '1', 'x', 'p', 512, :r) RETURNING id"
+                    ),
+                    {"r": runtime},
+                ).scalar()
+                for runtime in ("tensorflow", "onnxruntime 1.32.0")
+            ]
+            photo = conn.execute(
+                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
+            ).scalar()
+            for model in models:
+                conn.execute(
+                    text(
+                        "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, "
+                        "embedding_model_id) VALUES (:p, 0, 0, 1, 1, '{}', 1, CAST(:v AS vector), :m)"
+                    ),
+                    {"p": photo, "v": vector, "m": model},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO calibrations (embedding_model_id, threshold, far_target, evidence) "
+                    "VALUES (:m, 1.0, 0.001, '{}')"
+                ),
+                {"m": models[1]},
+            )
+        database.downgrade("0006")
+        with database.engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM embedding_models")).scalars().all() == [models[0]]
+            assert conn.execute(text("SELECT DISTINCT embedding_model_id FROM faces")).scalars().all() == [models[0]]
+            assert conn.execute(text("SELECT embedding_model_id FROM calibrations")).scalars().all() == [models[0]]
+            assert conn.execute(text("SELECT count(*) FROM faces")).scalar() == 2  # no face lost
+        database.upgrade()
+        assert database.stored_revision() == SCHEMA_HEAD
+    finally:
+        database.close()

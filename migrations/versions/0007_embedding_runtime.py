@@ -26,21 +26,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Rows that differ only by runtime become one again: their faces move to the oldest row.
-    op.execute("""
-        UPDATE faces f SET embedding_model_id = keep.id
-        FROM embedding_models m
-        JOIN (SELECT min(id) AS id, name, version, sha256, preprocessing FROM embedding_models
-              GROUP BY name, version, sha256, preprocessing) keep
-          ON (keep.name, keep.version, keep.sha256, keep.preprocessing) = (m.name, m.version, m.sha256, m.preprocessing)
-        WHERE f.embedding_model_id = m.id AND m.id <> keep.id""")
-    op.execute("""
-        UPDATE calibrations c SET embedding_model_id = keep.id
-        FROM embedding_models m
-        JOIN (SELECT min(id) AS id, name, version, sha256, preprocessing FROM embedding_models
-              GROUP BY name, version, sha256, preprocessing) keep
-          ON (keep.name, keep.version, keep.sha256, keep.preprocessing) = (m.name, m.version, m.sha256, m.preprocessing)
-        WHERE c.embedding_model_id = m.id AND m.id <> keep.id""")
+    # Rows that differ only by runtime become one again: what refers to them moves to the oldest row.
+    for table in ("faces", "calibrations"):
+        op.execute(f"""
+            UPDATE {table} t SET embedding_model_id = keep.id
+            FROM embedding_models m
+            JOIN (SELECT min(id) AS id, name, version, sha256, preprocessing FROM embedding_models
+                  GROUP BY name, version, sha256, preprocessing) keep
+              ON (keep.name, keep.version, keep.sha256, keep.preprocessing)
+               = (m.name, m.version, m.sha256, m.preprocessing)
+            WHERE t.embedding_model_id = m.id AND m.id <> keep.id""")
     op.execute("""
         DELETE FROM embedding_models m USING embedding_models older
         WHERE (older.name, older.version, older.sha256, older.preprocessing) = (m.name, m.version, m.sha256, m.preprocessing)
