@@ -19,18 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facedb.align import crop_face, standardise  # noqa: E402
+from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.config import Settings  # noqa: E402
-from facedb.detect import detection_from_mtcnn  # noqa: E402
 from facedb.images import decode, read_file  # noqa: E402
 from facedb.weights import embedder_weights  # noqa: E402
 
 
 def main(paths: list[str]) -> None:
     import tensorflow as tf
-    from mtcnn import MTCNN
 
     settings = Settings.load()
-    detector = MTCNN()
+    detector = TutorialDetector(settings.min_face_size)
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(embedder_weights(settings.model_cache).read_bytes())
     graph = tf.Graph()
@@ -41,8 +40,8 @@ def main(paths: list[str]) -> None:
     vectors, names = [], []
     for path in paths:
         rgb = decode(read_file(Path(path))[0], settings.max_pixels).rgb
-        for k, item in enumerate(detector.detect_faces(rgb)):
-            crop = crop_face(rgb, detection_from_mtcnn(item), settings.face_margin)
+        for k, detection in enumerate(detector.every_box(rgb)):  # all that detect_faces returns
+            crop = crop_face(rgb, detection, settings.face_margin)
             vectors.append(session.run(embeddings, {images: standardise(crop[None])})[0])  # one face at a time
             names.append(f"{Path(path).name}#{k}")
     print("faces:", ", ".join(names))

@@ -29,7 +29,9 @@ Network = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
-    return (pixels.astype(np.float32) - np.float32(127.5)) / np.float32(128)
+    """MTCNN's input scaling. A pyramid level is resized first, then normalised: mtcnn's
+    normalise-then-resize on a quarter of the bytes (area resampling is linear; pnet.py too)."""
+    return (pixels.astype(np.float32, copy=False) - np.float32(127.5)) / np.float32(128)
 
 
 def _edges(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
@@ -244,7 +246,7 @@ class NumpyMtcnn:
 
         def cells_of_level(index: int) -> np.ndarray:
             scale = scales[index]
-            level = normalise_level(pyramid.level(int(height * scale), int(width * scale)))[None]
+            level = normalise(pyramid.level(int(height * scale), int(width * scale)))[None]
             if level.shape[1] * level.shape[2] > pnet_module.PIXELS_PER_CALL:
                 return cells_in_strips(level, self._cells, index)
             found = self._cells(level)
@@ -272,9 +274,3 @@ class NumpyMtcnn:
         if len(boxes) == 0:
             return []
         return as_mtcnn_json(boxes, *rgb.shape[:2])
-
-
-def normalise_level(level: np.ndarray) -> np.ndarray:
-    """Resizing first, then normalising, is mtcnn's normalise-then-resize on a quarter of the
-    bytes (area resampling is linear; pnet.py does the same)."""
-    return (level - np.float32(127.5)) / np.float32(128)

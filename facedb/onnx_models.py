@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ FORMAT = 1  # bump when the way the graphs are made changes, so old caches are n
 NETWORKS = ("facenet", "pnet", "rnet", "onet")
 
 
+@cache
 def runtime_version(runtime: str) -> str:
     """The runtime as stored with each embedding, e.g. "onnxruntime 1.32.0"."""
     package = {"onnxruntime": "onnxruntime", "tensorflow": "tensorflow-cpu"}[runtime]
@@ -46,6 +48,7 @@ def runtime_version(runtime: str) -> str:
         return runtime
 
 
+@cache
 def cache_folder(cache_dir: Path) -> Path:
     """One folder per (pinned weights, converter, facedb's way of converting)."""
     spec = manifest()
