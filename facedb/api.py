@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,11 +25,11 @@ from .dedup_report import dedup_report
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
-from .faces import Face
+from .faces import Face, box_iou
 from .images import decode, pixel_count, read_file
 from .people import person_name, plan_clustering, split_faces
 from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
-from .records import EMBEDDING_DIMENSION
+from .records import EMBEDDING_DIMENSION, StoredFace
 from .results import (
     CalibrationResult,
     CheckResult,
@@ -38,10 +39,12 @@ from .results import (
     Confirmed,
     EnrollResult,
     FaceAnswer,
+    FaceListing,
     FaceOfPerson,
     FileFailure,
     FileWarning,
     Forgotten,
+    HiddenChange,
     IdentityCount,
     IdentityMatch,
     IndexSummary,
@@ -193,7 +196,14 @@ class FaceDB:
             if error is not None:
                 results.append(PhotoFaces(name, [], error=error))
                 continue
-            results.append(PhotoFaces(name, extractor.faces_in(photo), photo if keep_pixels else None))
+            results.append(
+                PhotoFaces(
+                    name,
+                    extractor.faces_in(photo),
+                    photo if keep_pixels else None,
+                    content_hash=hashlib.sha256(data).hexdigest(),
+                )
+            )
         extractor.embed([face for result in results for face in result.faces])
         return results
 
@@ -316,11 +326,31 @@ class FaceDB:
     def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
         """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
         threshold = self.threshold().value if threshold is None else threshold
+        stored = self.store.indexed_by_hash(r.content_hash for r in results if r.content_hash and r.faces)
         answers = []
         for result in results:
             faces = [self.identify(face, top_k=top_k, threshold=threshold) for face in result.faces]
+            copies = stored.get(result.content_hash or "")
+            if copies:
+                self._name_stored_faces(faces, self.store.faces_of_photo(copies[0][0]))
             answers.append(WhoAnswer(photo=result.path, error=result.error, faces=faces))
         return answers
+
+    @staticmethod
+    def _name_stored_faces(answers: list[FaceAnswer], stored: list[StoredFace]) -> None:
+        """Each answered face gets the id of the stored face it is (the same bytes were indexed:
+        the boxes agree unless the detector changed since), the best overlaps first."""
+        pairs = sorted(
+            ((box_iou(a.box, s.box), i, s.id) for i, a in enumerate(answers) for s in stored),
+            key=lambda p: (-p[0], p[1], p[2]),
+        )
+        taken: set[int] = set()
+        for overlap, i, face_id in pairs:
+            if overlap < 0.5:
+                break
+            if answers[i].face_id is None and face_id not in taken:
+                answers[i].face_id = face_id
+                taken.add(face_id)
 
     def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
         return FaceAnswer(
@@ -410,8 +440,45 @@ class FaceDB:
                 entry.person_id = created[key]
         return result
 
-    def people(self) -> list[PersonSummary]:
-        return self.people_store.people()
+    def people(self, *, include_hidden: bool = False) -> list[PersonSummary]:
+        return self.people_store.people(include_hidden=include_hidden)
+
+    def hide(self, person: str | int, hidden: bool = True) -> HiddenChange:
+        """Set a person aside (or show them again): a hidden person keeps their faces, so that
+        clustering neither makes them again nor hands their faces to anyone else, and is
+        left out of the people lists."""
+        identity_id, name = self.people_store.resolve(person)
+        self.people_store.set_hidden(identity_id, hidden)
+        return HiddenChange(id=identity_id, name=name, hidden=hidden)
+
+    def faces(
+        self,
+        *,
+        person: str | int | None = None,
+        unassigned: bool = False,
+        photo: str | os.PathLike | None = None,
+        photo_id: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> FaceListing:
+        """Stored faces with their ids, photos and people: a person's, the faces of nobody, or
+        a photo's, by path or id (the filters given all apply), a page of `limit` from `offset`."""
+        if person is not None and unassigned:
+            raise FaceDBError("a face of nobody is in no person: give a person or unassigned, not both")
+        if limit < 1 or offset < 0:
+            raise FaceDBError("limit must be at least 1 and offset at least 0")
+        identity_id = self.people_store.resolve(person)[0] if person is not None else None
+        photo_ids = None if photo_id is None else [photo_id]
+        if photo is not None:
+            path = os.path.abspath(os.fspath(photo))
+            known = self.store.known_files([path]).get(path)
+            if known is None:
+                raise NotFound(f"{path} is not in the index")
+            photo_ids = [known.id]
+        total, listed = self.people_store.faces(
+            identity_id=identity_id, unassigned=unassigned, photo_ids=photo_ids, limit=limit, offset=offset
+        )
+        return FaceListing(total=total, offset=offset, faces=listed)
 
     def person(self, person: str | int) -> PersonDetail:
         """A person and every face of theirs: photo, box, how assigned, distance to their centre."""
@@ -428,7 +495,12 @@ class FaceDB:
             )
             for f in faces
         ]
-        return PersonDetail(id=identity_id, name=name, faces=sorted(shown, key=lambda f: f.distance_to_centre))
+        return PersonDetail(
+            id=identity_id,
+            name=name,
+            hidden=self.people_store.is_hidden(identity_id),
+            faces=sorted(shown, key=lambda f: f.distance_to_centre),
+        )
 
     def name(self, person: str | int, name: str) -> Renamed:
         name = person_name(name)

@@ -110,6 +110,14 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def _answer(result: Any, as_json: bool, line: str) -> None:
+    """A command's one result: its JSON, or its line of text."""
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(line)
+
+
 def _report_failure(path: str, reason: str) -> None:
     click.echo(f"facedb: failed: {path}: {reason}", err=True)
 
@@ -196,7 +204,7 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
         rate = summary.files / summary.seconds if summary.seconds > 0 else 0.0
         click.echo(
             f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
-            f"{summary.reindexed} changed, {summary.unchanged} unchanged, {summary.copies} copies, "
+            f"{summary.reindexed} reindexed, {summary.unchanged} unchanged, {summary.copies} copies, "
             f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found; "
             + (f"models loaded in {summary.model_load_seconds:.1f}s, " if summary.model_load_seconds else "")
             + f"{summary.wall_seconds:.1f}s in all"
@@ -274,8 +282,9 @@ def who(
             for i, face in enumerate(answer.faces):
                 label = "unknown" if face.unknown else face.identity
                 others = ", ".join(f"{c.name or '#' + str(c.identity_id)} {c.distance:.3f}" for c in face.candidates)
+                stored = f" (face id {face.face_id})" if face.face_id is not None else ""
                 click.echo(
-                    f"  face {i} at {_box(face.box)}: {label}"
+                    f"  face {i}{stored} at {_box(face.box)}: {label}"
                     + (f"   [{others}]" if others else "   [no identities yet]")
                 )
             if answer.annotated:
@@ -337,13 +346,14 @@ def _box(box: tuple[float, ...]) -> list[float]:
 
 
 @cli.group(invoke_without_command=True)
+@click.option("--hidden", "include_hidden", is_flag=True, help="Also list the people set aside with `facedb hide`.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def people(ctx: click.Context, as_json: bool) -> None:
+def people(ctx: click.Context, include_hidden: bool, as_json: bool) -> None:
     """List people with their face counts and a representative face."""
     if ctx.invoked_subcommand is not None:
         return
-    listing = ctx.obj.facedb.people()
+    listing = ctx.obj.facedb.people(include_hidden=include_hidden)
     if as_json:
         _print_json(listing)
         return
@@ -351,9 +361,9 @@ def people(ctx: click.Context, as_json: bool) -> None:
         click.echo("no people yet: `facedb enroll` someone, or `facedb cluster`")
     for p in listing:
         click.echo(
-            f"{_person_label(p.id, p.name):<32} {p.faces:>5} faces in {p.photos} photos "
-            f"({p.confirmed} confirmed, {p.proposed} proposed, {p.clustered} clustered)  "
-            f"e.g. face {p.representative_face_id} in {p.representative_photo}"
+            f"{_person_label(p.id, p.name) + (' [hidden]' if p.hidden else ''):<32} {p.faces:>5} faces in "
+            f"{p.photos} photos ({p.enrolled} enrolled, {p.confirmed} confirmed, {p.proposed} proposed, "
+            f"{p.clustered} clustered)  e.g. face {p.representative_face_id} in {p.representative_photo}"
         )
 
 
@@ -367,7 +377,7 @@ def people_show(context: Context, person: str, as_json: bool) -> None:
     if as_json:
         _print_json(shown)
         return
-    click.echo(f"{_person_label(shown.id, shown.name)}: {len(shown.faces)} faces")
+    click.echo(f"{_person_label(shown.id, shown.name)}{' [hidden]' if shown.hidden else ''}: {len(shown.faces)} faces")
     for face in shown.faces:
         click.echo(
             f"  face {face.face_id:<7} {face.source:<10} {face.distance_to_centre:.3f}  {face.photo} {_box(face.box)}"
@@ -377,50 +387,100 @@ def people_show(context: Context, person: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("person")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def name(context: Context, person: str, name: str) -> None:
+def name(context: Context, person: str, name: str, as_json: bool) -> None:
     """Give PERSON (an id) a NAME; their clustered faces count as confirmed."""
     result = context.facedb.name(person, name)
-    click.echo(f"#{result.id} is now {result.name}")
+    _answer(result, as_json, f"#{result.id} is now {result.name}")
 
 
 @cli.command()
 @click.argument("keep")
 @click.argument("other")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def merge(context: Context, keep: str, other: str) -> None:
+def merge(context: Context, keep: str, other: str, as_json: bool) -> None:
     """Make two people one: OTHER's faces go to KEEP."""
     result = context.facedb.merge(keep, other)
-    click.echo(f"merged #{result.merged} into #{result.id} ({result.faces_moved} faces)")
+    _answer(result, as_json, f"merged #{result.merged} into #{result.id} ({result.faces_moved} faces)")
 
 
 @cli.command()
 @click.argument("face_id", type=int)
 @click.argument("person")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def move(context: Context, face_id: int, person: str) -> None:
+def move(context: Context, face_id: int, person: str, as_json: bool) -> None:
     """Put face FACE_ID in PERSON (an id, or a name: a new name creates them)."""
     result = context.facedb.move(face_id, person)
-    click.echo(f"face {result.face_id} is now in #{result.person_id} (confirmed)")
+    _answer(result, as_json, f"face {result.face_id} is now in #{result.person_id} (confirmed)")
 
 
 @cli.command()
 @click.argument("face_id", type=int)
 @click.argument("person")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def reject(context: Context, face_id: int, person: str) -> None:
+def reject(context: Context, face_id: int, person: str, as_json: bool) -> None:
     """Say face FACE_ID is not PERSON; clustering will not put it back."""
     result = context.facedb.reject(face_id, person)
-    click.echo(f"face {result.face_id} is not #{result.rejected_from}; remembered")
+    _answer(result, as_json, f"face {result.face_id} is not #{result.rejected_from}; remembered")
 
 
 @cli.command()
 @click.argument("person")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def confirm(context: Context, person: str) -> None:
+def confirm(context: Context, person: str, as_json: bool) -> None:
     """Accept the faces proposed for (or clustered into) PERSON."""
     result = context.facedb.confirm(person)
-    click.echo(f"#{result.id}: {result.confirmed} face(s) confirmed")
+    _answer(result, as_json, f"#{result.id}: {result.confirmed} face(s) confirmed")
+
+
+@cli.command()
+@click.argument("person")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def hide(context: Context, person: str, as_json: bool) -> None:
+    """Set PERSON aside (a stranger in the background): they keep their faces, so clustering
+    does not make them again, and `people` leaves them out until `facedb unhide`."""
+    result = context.facedb.hide(person)
+    _answer(result, as_json, f"{_person_label(result.id, result.name)} is hidden")
+
+
+@cli.command()
+@click.argument("person")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def unhide(context: Context, person: str, as_json: bool) -> None:
+    """Show PERSON in the people lists again."""
+    result = context.facedb.hide(person, hidden=False)
+    _answer(result, as_json, f"{_person_label(result.id, result.name)} is shown again")
+
+
+@cli.command()
+@click.option("--person", help="The faces of this person (an id or a name).")
+@click.option("--unassigned", is_flag=True, help="The faces of nobody yet.")
+@click.option("--photo", type=click.Path(), help="The faces of this indexed photo.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def faces(
+    context: Context, person: str | None, unassigned: bool, photo: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """Stored faces with their ids (for `move`, `reject`), photos, boxes and people."""
+    listing = context.facedb.faces(person=person, unassigned=unassigned, photo=photo, limit=limit, offset=offset)
+    if as_json:
+        _print_json(listing)
+        return
+    for face in listing.faces:
+        owner = _person_label(face.person_id, face.name) + f" ({face.source})" if face.person_id else "nobody"
+        click.echo(f"face {face.face_id:<7} {owner:<32} {face.photo} {_box(face.box)}")
+    shown_to = listing.offset + len(listing.faces)
+    more = f"; --offset {shown_to} for more" if shown_to < listing.total else ""
+    click.echo(f"{len(listing.faces)} of {listing.total} face(s){more}")
 
 
 @cli.command()
@@ -682,20 +742,26 @@ def check(context: Context, fix: bool, as_json: bool) -> None:
 
 @cli.command("export")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the file and the count of each kind of record.")
 @pass_context
-def export_command(context: Context, file: str) -> None:
+def export_command(context: Context, file: str, as_json: bool) -> None:
     """Write photos, faces, embeddings, people and decisions to FILE (gzip JSON Lines, versioned)."""
     counts = context.facedb.export(file)
-    click.echo(f"exported to {file}: " + ", ".join(f"{n} {kind}s" for kind, n in counts.items()))
+    _answer({"file": file, **counts}, as_json, f"exported to {file}: {_counted(counts)}")
 
 
 @cli.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the file and the count of each kind added.")
 @pass_context
-def import_command(context: Context, file: str) -> None:
+def import_command(context: Context, file: str, as_json: bool) -> None:
     """Add everything in FILE (from `facedb export`) to this database, in one transaction."""
     added = context.facedb.import_(file)
-    click.echo(f"imported from {file}: " + ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in added.items()))
+    _answer({"file": file, **added}, as_json, f"imported from {file}: {_counted(added)}")
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in counts.items())
 
 
 @cli.group("eval")

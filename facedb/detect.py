@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .config import RUNTIMES, Settings
-from .faces import Detection
+from .faces import Detection, box_intersection, box_iou
 from .onnx_models import runtime_version
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 
@@ -279,21 +279,13 @@ def _in_batches(network, size: int = 512):
 
 
 def iou(a: Detection, b: Detection) -> float:
-    inter = _intersection(a, b)
-    union_area = a.area + b.area - inter
-    return inter / union_area if union_area > 0 else 0.0
-
-
-def _intersection(a: Detection, b: Detection) -> float:
-    ax, ay, aw, ah = a.box
-    bx, by, bw, bh = b.box
-    return max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return box_iou(a.box, b.box)
 
 
 def covered(a: Detection, b: Detection) -> float:
     """The share of the smaller box that lies inside the other."""
     smaller = min(a.area, b.area)
-    return _intersection(a, b) / smaller if smaller > 0 else 0.0
+    return box_intersection(a.box, b.box) / smaller if smaller > 0 else 0.0
 
 
 def union(first: list[Detection], second: list[Detection], overlap: float = 0.5) -> list[Detection]:

@@ -10,6 +10,18 @@ Box = tuple[float, float, float, float]  # x, y, width, height in original-image
 Point = tuple[float, float]
 
 
+def box_intersection(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    return max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
+
+
+def box_iou(a: Box, b: Box) -> float:
+    inter = box_intersection(a, b)
+    union_area = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union_area if union_area > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class Detection:
     box: Box

@@ -25,6 +25,7 @@ class ClusterInputs:
     sources: list[str | None]
     rejections: list[tuple[int, int]]  # (face id, identity id)
     names: dict[int, str | None]  # identity id -> name
+    hidden: frozenset[int] = frozenset()  # people set aside: their faces stay theirs
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
     plan = ClusterPlan(faces_considered=n)
     if n == 0:
         return plan
-    human = np.array([s in HUMAN_SOURCES for s in inputs.sources])
+    # Faces a person placed, and every face of a hidden person, stay where they are.
+    human = np.array(
+        [s in HUMAN_SOURCES or int(i) in inputs.hidden for s, i in zip(inputs.sources, inputs.identity_ids)]
+    )
     anchor = np.where(human, inputs.identity_ids, NO_IDENTITY)
     row_of = {int(f): i for i, f in enumerate(inputs.face_ids)}
     rejected: dict[int, set[int]] = defaultdict(set)

@@ -67,6 +67,7 @@ class PhotoFaces:
     faces: list[Face]
     photo: DecodedPhoto | None = None
     error: str | None = None
+    content_hash: str | None = None  # sha256 of the bytes: finds the photo if it is stored
 
 
 class IdentityMatch(Result):
@@ -86,6 +87,7 @@ class FaceAnswer(Result):
     score: Score
     candidates: list[IdentityMatch]
     threshold: float = Field(exclude=True)
+    face_id: int | None = None  # the stored face, when the photo is in the index (its bytes)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -232,8 +234,10 @@ class CalibrationResult(Result):
 class PersonSummary(Result):
     id: int
     name: str | None
+    hidden: bool  # set aside (`facedb hide`): left out of the lists unless asked for
     faces: int
-    confirmed: int  # enrolled or confirmed by a person
+    enrolled: int  # faces given by `enroll`
+    confirmed: int  # faces a person placed or accepted (naming, `move`, `confirm`)
     proposed: int
     clustered: int
     photos: int
@@ -252,7 +256,33 @@ class FaceOfPerson(Result):
 class PersonDetail(Result):
     id: int
     name: str | None
+    hidden: bool
     faces: list[FaceOfPerson]  # nearest the person's centre first
+
+
+class ListedFace(Result):
+    """A stored face, its photo and its person (none: a face of nobody yet)."""
+
+    face_id: int
+    photo_id: int
+    photo: str
+    box: Box
+    score: Score
+    person_id: int | None
+    name: str | None
+    source: str | None  # how it got its person: enrolled, confirmed, proposed, clustered
+
+
+class FaceListing(Result):
+    total: int  # faces that match, of which `faces` is one page
+    offset: int
+    faces: list[ListedFace]
+
+
+class HiddenChange(Result):
+    id: int
+    name: str | None
+    hidden: bool
 
 
 class Renamed(Result):

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
@@ -35,14 +35,19 @@ from .images import MAX_FILE_BYTES, is_within, open_regular
 from .people import person_name
 from .records import EMBEDDING_DIMENSION
 from .results import (
+    ClusterResult,
     CompareAnswer,
+    Confirmed,
     EnrollResult,
+    FaceListing,
     Forgotten,
     Health,
     Job,
     Merged,
+    Moved,
     PersonDetail,
     PersonSummary,
+    Rejected,
     SearchAnswer,
     WhoAnswer,
 )
@@ -67,8 +72,21 @@ class SearchRequest(BaseModel):
     threshold: float | None = Field(None, ge=0, le=4)
 
 
-class Rename(BaseModel):
-    name: str = Field(min_length=1, max_length=500)
+class PersonChange(BaseModel):
+    """What to change of a person: a new name, hidden or shown again (either or both)."""
+
+    name: str | None = Field(None, min_length=1, max_length=500)
+    hidden: bool | None = None
+
+
+class FaceToPerson(BaseModel):
+    """A person by id, or (to move a face) by name: a new name starts a person."""
+
+    person: int | str = Field(description="a person's id, or a name")
+
+
+class ClusterRequest(BaseModel):
+    dry_run: bool = False
 
 
 class MergeRequest(BaseModel):
@@ -374,17 +392,48 @@ def create_app(
             return await run(lambda: facedb.compare_faces(faces_of(files)))
 
     @app.get("/v1/people", response_model=list[PersonSummary], responses=errors, tags=["people"])
-    def people(_: KeyInfo = read_key) -> list[PersonSummary]:
-        return facedb.people()
+    def people(hidden: bool = False, _: KeyInfo = read_key) -> list[PersonSummary]:
+        return facedb.people(include_hidden=hidden)
 
     @app.get("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
     def person(person_id: int, _: KeyInfo = read_key) -> PersonDetail:
         return facedb.person(_person_id(person_id))
 
     @app.patch("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
-    def rename(person_id: int, body: Rename, _: KeyInfo = write_key) -> PersonDetail:
-        facedb.name(_person_id(person_id), body.name)
+    def change_person(person_id: int, body: PersonChange, _: KeyInfo = write_key) -> PersonDetail:
+        facedb.resolve_person(_person_id(person_id))  # 404 before any change
+        if body.name is not None:
+            facedb.name(person_id, body.name)
+        if body.hidden is not None:
+            facedb.hide(person_id, hidden=body.hidden)
         return facedb.person(person_id)
+
+    @app.post("/v1/people/{person_id}/confirm", response_model=Confirmed, responses=errors, tags=["people"])
+    def confirm(person_id: int, _: KeyInfo = write_key) -> Confirmed:
+        return facedb.confirm(_person_id(person_id))
+
+    @app.get("/v1/faces", response_model=FaceListing, responses=errors, tags=["people"])
+    def faces(
+        person: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        unassigned: bool = False,
+        photo_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        _: KeyInfo = read_key,
+    ) -> FaceListing:
+        return facedb.faces(person=person, unassigned=unassigned, photo_id=photo_id, limit=limit, offset=offset)
+
+    @app.post("/v1/faces/{face_id}/move", response_model=Moved, responses=errors, tags=["people"])
+    def move(face_id: int, body: FaceToPerson, _: KeyInfo = write_key) -> Moved:
+        return facedb.move(_face_id(face_id), body.person)
+
+    @app.post("/v1/faces/{face_id}/reject", response_model=Rejected, responses=errors, tags=["people"])
+    def reject(face_id: int, body: FaceToPerson, _: KeyInfo = write_key) -> Rejected:
+        return facedb.reject(_face_id(face_id), body.person)
+
+    @app.post("/v1/cluster", response_model=ClusterResult, responses=errors, tags=["people"])
+    def cluster(body: ClusterRequest, _: KeyInfo = write_key) -> ClusterResult:
+        return facedb.cluster(dry_run=body.dry_run)
 
     @app.post("/v1/people/{person_id}/merge", response_model=Merged, responses=errors, tags=["people"])
     def merge(person_id: int, body: MergeRequest, _: KeyInfo = write_key) -> Merged:
@@ -477,6 +526,12 @@ def _person_id(person_id: int) -> int:
     if not 0 < person_id < 2**62:
         raise NotFound(f"no person {person_id}")
     return person_id
+
+
+def _face_id(face_id: int) -> int:
+    if not 0 < face_id < 2**62:
+        raise NotFound(f"no face {face_id}")
+    return face_id
 
 
 def _inside_roots(path: str | os.PathLike, roots: list[Path], *, must_exist: bool = True) -> Path:

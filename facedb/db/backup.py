@@ -43,8 +43,8 @@ from .codec import decode_vector_send, vector_literal
 from .store import Store
 
 FORMAT = "facedb-export"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 2 added calibrations
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 2 added calibrations, 3 hidden people
 
 
 def export(store: Store, path: Path) -> dict:
@@ -92,7 +92,7 @@ def export(store: Store, path: Path) -> dict:
                 )
             ):
                 write({"type": "photo", **r._mapping})
-            for r in conn.execute(text("SELECT id, name FROM identities ORDER BY id")):
+            for r in conn.execute(text("SELECT id, name, hidden FROM identities ORDER BY id")):
                 write({"type": "identity", **r._mapping})
             for r in conn.execute(
                 text(
@@ -196,6 +196,7 @@ class PhotoRecord(_Record):
 class IdentityRecord(_Record):
     id: BigInt
     name: Text | None = None
+    hidden: bool = False
 
 
 class FaceRecord(_Record):
@@ -392,7 +393,7 @@ class _Importer:
             raise _Refused(f"identity {r.id} appears twice")
         if r.name is None:
             self.identities[r.id] = self.conn.execute(
-                text("INSERT INTO identities (name) VALUES (NULL) RETURNING id")
+                text("INSERT INTO identities (name, hidden) VALUES (NULL, :h) RETURNING id"), {"h": r.hidden}
             ).scalar_one()
             return ["identity"]
         try:
@@ -400,7 +401,8 @@ class _Importer:
         except FaceDBError as exc:
             raise _Refused(f"identity {r.id}: {exc}") from None
         new = self.conn.execute(
-            text("INSERT INTO identities (name) VALUES (:n) ON CONFLICT (name) DO NOTHING RETURNING id"), {"n": name}
+            text("INSERT INTO identities (name, hidden) VALUES (:n, :h) ON CONFLICT (name) DO NOTHING RETURNING id"),
+            {"n": name, "h": r.hidden},
         ).scalar()
         self.identities[r.id] = (
             new or self.conn.execute(text("SELECT id FROM identities WHERE name = :n"), {"n": name}).scalar_one()

@@ -9,9 +9,9 @@ from sqlalchemy import Connection, text
 
 from ..people import ClusterInputs, PersonFace
 from ..records import EMBEDDING_DIMENSION
-from ..results import PersonSummary
+from ..results import ListedFace, PersonSummary
 from .codec import decode_vector_send
-from .sql import HUMAN_SOURCES_SQL, SYSTEM_SOURCES_SQL
+from .sql import SYSTEM_SOURCES_SQL
 from .store import Store
 
 
@@ -33,7 +33,8 @@ class PeopleStore:
                 (r.face_id, r.identity_id)
                 for r in conn.execute(text("SELECT face_id, identity_id FROM face_rejections"))
             ]
-            names: dict[int, str | None] = {r.id: r.name for r in conn.execute(text("SELECT id, name FROM identities"))}
+            identities = conn.execute(text("SELECT id, name, hidden FROM identities")).all()
+        names: dict[int, str | None] = {r.id: r.name for r in identities}
         vectors = (
             np.stack([decode_vector_send(r.raw) for r in rows])
             if rows
@@ -47,6 +48,7 @@ class PeopleStore:
             sources=[r.source for r in rows],
             rejections=rejections,
             names=names,
+            hidden=frozenset(r.id for r in identities if r.hidden),
         )
 
     def apply_assignments(
@@ -100,19 +102,21 @@ class PeopleStore:
             raise NotFound(f"no person {key!r} (give an id from `facedb people` or an exact name)")
         return row.id, row.name
 
-    def people(self) -> list[PersonSummary]:
-        """Every person with face counts by how they were assigned, and a representative face:
-        the one nearest the person's centre (pgvector's avg of the embeddings)."""
+    def people(self, *, include_hidden: bool = False) -> list[PersonSummary]:
+        """Every person (hidden ones only when asked) with face counts by how they were
+        assigned, and a representative face: the one nearest the person's centre (pgvector's
+        avg of the embeddings)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text(f"""
+                text("""
                 WITH members AS (
                     SELECT fi.identity_id, fi.source, f.id AS face_id, f.photo_id, f.embedding
                     FROM face_identities fi JOIN faces f ON f.id = fi.face_id),
                 centres AS (SELECT identity_id, avg(embedding) AS centre FROM members GROUP BY identity_id)
-                SELECT i.id, i.name,
+                SELECT i.id, i.name, i.hidden,
                        count(m.face_id) AS faces,
-                       count(*) FILTER (WHERE m.source IN {HUMAN_SOURCES_SQL}) AS confirmed,
+                       count(*) FILTER (WHERE m.source = 'enrolled') AS enrolled,
+                       count(*) FILTER (WHERE m.source = 'confirmed') AS confirmed,
                        count(*) FILTER (WHERE m.source = 'proposed') AS proposed,
                        count(*) FILTER (WHERE m.source = 'clustered') AS clustered,
                        count(DISTINCT m.photo_id) AS photos,
@@ -121,7 +125,9 @@ class PeopleStore:
                 FROM identities i
                 LEFT JOIN members m ON m.identity_id = i.id
                 LEFT JOIN centres c ON c.identity_id = i.id
-                GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id""")
+                WHERE :include_hidden OR NOT i.hidden
+                GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id"""),
+                {"include_hidden": include_hidden},
             ).all()
             paths: dict[int, str] = dict(
                 conn.execute(
@@ -144,6 +150,64 @@ class PeopleStore:
         return [
             PersonFace(
                 r.id, r.photo_id, r.path, (r.box_x, r.box_y, r.box_w, r.box_h), r.source, decode_vector_send(r.raw)
+            )
+            for r in rows
+        ]
+
+    def is_hidden(self, identity_id: int) -> bool:
+        with self.engine.connect() as conn:
+            return bool(
+                conn.execute(text("SELECT hidden FROM identities WHERE id = :id"), {"id": identity_id}).scalar()
+            )
+
+    def set_hidden(self, identity_id: int, hidden: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("UPDATE identities SET hidden = :h WHERE id = :id"), {"h": hidden, "id": identity_id})
+
+    def faces(
+        self,
+        *,
+        identity_id: int | None = None,
+        unassigned: bool = False,
+        photo_ids: Sequence[int] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[ListedFace]]:
+        """Faces with their photo and person, by face id: a person's, those of nobody, or those
+        of some photos (each filter optional, all that are given apply); and how many match."""
+        where = ["true"]
+        params: dict[str, object] = {"limit": limit, "offset": offset}
+        if identity_id is not None:
+            where.append("fi.identity_id = :identity_id")
+            params["identity_id"] = identity_id
+        if unassigned:
+            where.append("fi.identity_id IS NULL")
+        if photo_ids is not None:
+            where.append("f.photo_id = ANY(:photo_ids)")
+            params["photo_ids"] = list(photo_ids)
+        condition = " AND ".join(where)  # the fixed clauses above; the values are parameters
+        joined = """faces f JOIN photos p ON p.id = f.photo_id
+                    LEFT JOIN face_identities fi ON fi.face_id = f.id
+                    LEFT JOIN identities i ON i.id = fi.identity_id"""
+        with self.engine.connect() as conn:
+            total = conn.execute(text(f"SELECT count(*) FROM {joined} WHERE {condition}"), params).scalar_one()
+            rows = conn.execute(
+                text(f"""
+                SELECT f.id AS face_id, f.photo_id, p.path AS photo, f.box_x, f.box_y, f.box_w, f.box_h, f.score,
+                       fi.identity_id AS person_id, i.name, fi.source
+                FROM {joined} WHERE {condition} ORDER BY f.id LIMIT :limit OFFSET :offset"""),
+                params,
+            ).all()
+        return total, [
+            ListedFace(
+                face_id=r.face_id,
+                photo_id=r.photo_id,
+                photo=r.photo,
+                box=(r.box_x, r.box_y, r.box_w, r.box_h),
+                score=r.score,
+                person_id=r.person_id,
+                name=r.name,
+                source=r.source,
             )
             for r in rows
         ]

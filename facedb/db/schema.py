@@ -11,6 +11,7 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy import (
     REAL,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     cast,
+    false,
     func,
     text,
 )
@@ -129,6 +131,8 @@ class Identity(Base):
     id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # set aside by a person: out of the people lists, and its faces stay its own (0008)
+    hidden: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (UniqueConstraint("name", name="identities_name_key"),)
 
