@@ -19,6 +19,7 @@ import numpy as np
 
 from facedb import FaceDB, Settings  # noqa: E402
 from facedb import samples as photos
+from facedb.cluster import ClusterParams  # noqa: E402
 from facedb.people import plan_clustering  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def main() -> None:
             runs.append((inputs, paths))
             facedb.close()
 
-        base = Settings.load().cluster_params()
+        base = ClusterParams.from_settings(Settings.load())
         print(
             f"{len(runs[0][0].face_ids)} faces: {len(truth_by_name)} labelled photos of "
             f"{len(set(truth_by_name.values()))} people, the rest strangers from group photos"

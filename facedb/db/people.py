@@ -25,8 +25,9 @@ class PeopleStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("""
-                SELECT f.id, f.photo_id, vector_send(f.embedding) AS raw, fi.identity_id, fi.source
-                FROM faces f LEFT JOIN face_identities fi ON fi.face_id = f.id
+                SELECT f.id, f.photo_id, vector_send(f.embedding) AS raw, fi.identity_id, fi.source,
+                       p.content_hash, p.phash
+                FROM faces f JOIN photos p ON p.id = f.photo_id LEFT JOIN face_identities fi ON fi.face_id = f.id
                 ORDER BY f.id""")
             ).all()
             rejections = [
@@ -49,6 +50,8 @@ class PeopleStore:
             rejections=rejections,
             names=names,
             hidden=frozenset(r.id for r in identities if r.hidden),
+            photo_hashes=[r.content_hash for r in rows],
+            photo_phashes=[r.phash for r in rows],
         )
 
     def apply_assignments(
