@@ -61,6 +61,7 @@ from .results import (
     SplitResult,
     Status,
     StoredFailure,
+    TagsWritten,
     ThresholdInForce,
     WhoAnswer,
 )
@@ -149,6 +150,7 @@ class FaceDB:
             batch_photos=s.write_batch_photos,
             read_workers=s.read_workers,
             detect_workers=s.detect_workers,
+            read_face_tags=s.read_face_tags,
         )
 
     # ---- faces of photos that are not stored ---------------------------------------------
@@ -230,7 +232,9 @@ class FaceDB:
         retry_failed: bool = False,
         on_progress: ProgressCallback | None = None,
         on_failure: FailureCallback | None = None,
+        on_warning: FailureCallback | None = None,
         within: Sequence[str | os.PathLike] | None = None,
+        read_face_tags: bool | None = None,
     ) -> IndexSummary:
         """Index files and folders. A path that does not exist is a mistake in the command, not a
         photo that failed: nothing is indexed and nothing recorded. With `within` (the service's
@@ -243,8 +247,16 @@ class FaceDB:
             )
         roots = None if within is None else [Path(os.path.realpath(root)) for root in within]
         started = time.monotonic()
-        summary = self._indexer().run(
-            paths, retry_failed=retry_failed, on_progress=on_progress, on_failure=on_failure, within=roots
+        indexer = self._indexer()
+        if read_face_tags is not None:
+            indexer.read_face_tags = read_face_tags
+        summary = indexer.run(
+            paths,
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+            on_failure=on_failure,
+            on_warning=on_warning,
+            within=roots,
         )
         summary.wall_seconds = time.monotonic() - started
         return summary
@@ -560,6 +572,37 @@ class FaceDB:
         identity_id, name = self.people_store.resolve(person)
         faces, photos_removed = self.people_store.forget(identity_id, photos)
         return Forgotten(id=identity_id, name=name, faces=faces, photos=photos_removed)
+
+    # ---- face tags (XMP) ----------------------------------------------------------------
+    def write_face_tags(self, paths: Sequence[str | os.PathLike] = (), *, embedded: bool = False) -> TagsWritten:
+        """Write the names of the named faces of the photos under `paths` (all photos when
+        none) as XMP face regions (MWG and Microsoft), into sidecars, or into the photos with
+        `embedded` (their new bytes are recorded, so the next index takes them as unchanged).
+        A photo that cannot be written is a failure of its own; the others go on."""
+        from .face_tags import FaceTagError, write_tags
+        from .images import exif_orientation
+
+        prefixes = [os.path.abspath(os.fspath(p)) for p in paths]
+        result = TagsWritten(photos=0, faces=0, written=[], unchanged=0)
+        for photo_id, path, width, height, named in self.people_store.named_faces(prefixes):
+            result.photos += 1
+            photo = Path(path)
+            try:
+                orientation = exif_orientation(photo)
+                target, changed = write_tags(photo, named, orientation, width, height, embedded=embedded)
+            except (FaceTagError, ImageError) as exc:
+                result.failures.append(FileFailure(path=path, reason=str(exc).removeprefix(f"{path}: ")))
+                continue
+            result.faces += len(named)
+            if embedded and changed:
+                data, digest = read_file(photo)
+                info = photo.stat()
+                self.store.file_changed_by_us(photo_id, len(data), info.st_mtime_ns, digest)
+            if changed:
+                result.written.append(str(target))
+            else:
+                result.unchanged += 1
+        return result
 
     # ---- dedup --------------------------------------------------------------------------
     def dedup(

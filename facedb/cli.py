@@ -122,6 +122,10 @@ def _report_failure(path: str, reason: str) -> None:
     click.echo(f"facedb: failed: {path}: {reason}", err=True)
 
 
+def _report_warning(path: str, message: str) -> None:
+    click.echo(f"facedb: warning: {path}: {message}", err=True)
+
+
 class ProgressPrinter:
     """One updating line on a terminal; a line every few seconds in a log."""
 
@@ -183,14 +187,24 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before, even if unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@click.option(
+    "--face-tags/--no-face-tags",
+    default=None,
+    help="Let the photos' XMP face tags (digiKam, Lightroom, ...) name the faces they overlap "
+    "[default: yes; env FACEDB_READ_FACE_TAGS].",
+)
 @pass_context
-def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json: bool, quiet: bool) -> None:
+def index(
+    context: Context, paths: tuple[str, ...], retry_failed: bool, as_json: bool, quiet: bool, face_tags: bool | None
+) -> None:
     """Find, embed and store every face in PATHS (files or folders, recursively)."""
     summary = context.facedb.index(
         list(paths),
         retry_failed=retry_failed,
         on_progress=ProgressPrinter(quiet or as_json),
         on_failure=_report_failure,
+        on_warning=_report_warning,
+        read_face_tags=face_tags,
     )
     if summary.interrupted:
         click.echo(
@@ -206,6 +220,7 @@ def index(context: Context, paths: tuple[str, ...], retry_failed: bool, as_json:
             f"{summary.files} files in {summary.seconds:.1f}s ({rate:.1f} files/s): {summary.new} new, "
             f"{summary.reindexed} reindexed, {summary.unchanged} unchanged, {summary.copies} copies, "
             f"{summary.moved} moved, {summary.failed} failed; {summary.faces} faces found; "
+            + (f"{summary.tagged_faces} named by face tags; " if summary.tagged_faces else "")
             + (f"models loaded in {summary.model_load_seconds:.1f}s, " if summary.model_load_seconds else "")
             + f"{summary.wall_seconds:.1f}s in all"
         )
@@ -737,6 +752,32 @@ def check(context: Context, fix: bool, as_json: bool) -> None:
         for kind, count in result.repaired.items():
             click.echo(f"repaired {kind.replace('_', ' ')}: {count}")
     if remaining:
+        sys.exit(EXIT_FILES_FAILED)
+
+
+@cli.group()
+def tags() -> None:
+    """Face tags shared with digiKam, Lightroom, immich and others (XMP regions)."""
+
+
+@tags.command("write")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--sidecar/--embedded", default=True, help="Into photo.ext.xmp sidecars [default], or into the photos.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def tags_write(context: Context, paths: tuple[str, ...], sidecar: bool, as_json: bool) -> None:
+    """Write the names of named faces in PATHS (all indexed photos if none) as XMP face regions
+    (MWG and Microsoft), merged with what the sidecar holds; writing twice changes nothing."""
+    result = context.facedb.write_face_tags(list(paths), embedded=not sidecar)
+    for failure in result.failures:
+        _report_failure(failure.path, failure.reason)
+    _answer(
+        result,
+        as_json,
+        f"{result.faces} named faces in {result.photos} photos: {len(result.written)} files written, "
+        f"{result.unchanged} already so, {len(result.failures)} failed",
+    )
+    if result.failures:
         sys.exit(EXIT_FILES_FAILED)
 
 

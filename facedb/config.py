@@ -61,6 +61,9 @@ class Settings:
     # Photos detected at once (the threads share MTCNN's graphs); two beat one on 2 cores (3.5 s vs 4.2 s).
     detect_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     write_batch_photos: int = 32
+    # Names in the photos' XMP face tags (MWG and Microsoft regions, embedded or in sidecars,
+    # as digiKam, Lightroom and others write them) confirm the detected faces they overlap.
+    read_face_tags: bool = True
 
     # The REST service: folders it may index and serve photos from (os.pathsep-separated),
     # and the largest upload it takes.
@@ -125,4 +128,11 @@ def _parse(annotation: object, raw: str, name: str) -> object:
         raise SettingError(f"setting {name} (FACEDB_{name.upper()}): {raw!r} is not a number") from None
     if kind == "Path":
         return Path(raw).expanduser()
+    if kind == "bool":
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise SettingError(f"setting {name} (FACEDB_{name.upper()}): {raw!r} is not yes or no (1/0, true/false)")
     return raw

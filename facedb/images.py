@@ -73,6 +73,7 @@ class PhotoMeta:
     gps_lat: float | None = None
     gps_lon: float | None = None
     phash: int | None = None  # perceptual hash of the upright pixels (see perceptual_hash)
+    orientation: int = 1  # EXIF orientation of the stored pixels (1: as shown), which XMP regions follow
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,17 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
     return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, phash=perceptual_hash(rgb), **meta))
 
 
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation of a photo file (1 when it has none), from its header; ImageError
+    names the reason it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise ImageError(one_line(f"cannot read: {exc}")) from None
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def pixel_count(data: bytes) -> int | None:
     """Width x height from the image's header, without decoding it; None if Pillow cannot tell."""
     try:
@@ -277,6 +289,9 @@ def _metadata(image: Image.Image) -> dict:
         exif = image.getexif()
     except Exception:  # noqa: BLE001 - broken EXIF must not fail the photo
         return out
+    orientation = exif.get(ExifTags.Base.Orientation)
+    if isinstance(orientation, int) and 1 <= orientation <= 8:
+        out["orientation"] = orientation
     try:
         sub = exif.get_ifd(_EXIF_IFD)
         stamp = (

@@ -26,10 +26,11 @@ from .db.store import Store
 from .detect import Detector
 from .embed import Embedder
 from .errors import ImageError
+from .face_tags import FaceTagError, match, read_tags
 from .faces import Detection, Face
 from .images import DecodedPhoto, PhotoMeta, decode, read_file
 from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
-from .results import FileFailure, IndexSummary
+from .results import FileFailure, FileWarning, IndexSummary
 from .scan import ScannedPath, scan
 
 T = TypeVar("T")
@@ -167,6 +168,7 @@ class Indexer:
         batch_photos: int = 32,
         read_workers: int = 2,
         detect_workers: int = 1,
+        read_face_tags: bool = True,
     ) -> None:
         self.store = store
         self.extractor = extractor
@@ -175,6 +177,8 @@ class Indexer:
         self.batch_photos = batch_photos
         self.read_workers = read_workers
         self.detect_workers = max(1, detect_workers)
+        self.read_face_tags = read_face_tags
+        self._warnings: list[FileWarning] = []  # of the batch being analysed, from any thread
         self._models_loaded = False
 
     def run(
@@ -184,14 +188,23 @@ class Indexer:
         retry_failed: bool = False,
         on_progress: ProgressCallback | None = None,
         on_failure: FailureCallback | None = None,
+        on_warning: FailureCallback | None = None,
         within: Sequence[Path] | None = None,
     ) -> IndexSummary:
-        """`within`: real folders that every file read must really lie in (the REST service's roots)."""
+        """`within`: real folders that every file read must really lie in (the REST service's roots).
+        `on_warning(path, message)`: a photo indexed with something to say (its face tags)."""
         with _StopAfterBatch() as stop:
-            return self._run(paths, retry_failed, on_progress, on_failure, stop, within)
+            return self._run(paths, retry_failed, on_progress, on_failure, on_warning, stop, within)
 
     def _run(
-        self, paths, retry_failed, on_progress, on_failure, stop: _StopAfterBatch, within: Sequence[Path] | None
+        self,
+        paths,
+        retry_failed,
+        on_progress,
+        on_failure,
+        on_warning,
+        stop: _StopAfterBatch,
+        within: Sequence[Path] | None,
     ) -> IndexSummary:
         started = time.monotonic()
         # Two walks of the folders, so that memory does not grow with the archive: the first
@@ -214,6 +227,11 @@ class Indexer:
                 total = max(total, done + len(batch))  # files added since the count
                 outcomes = self._process(batch, pool, (detection, embedding), clock, retry_failed, summary, within)
                 summary.photo_ids.update(clock.timed("write", self.store.write, outcomes, self.embedding_model_id))
+                warnings, self._warnings = self._warnings, []
+                summary.warnings.extend(warnings)
+                if on_warning:
+                    for warning in warnings:
+                        on_warning(warning.path, warning.message)
                 for outcome in outcomes:
                     if isinstance(outcome, Failed):
                         summary.failed += 1
@@ -222,6 +240,7 @@ class Indexer:
                             on_failure(outcome.file.path, outcome.reason)
                     elif isinstance(outcome, Indexed):
                         summary.faces += len(outcome.faces)
+                        summary.tagged_faces += len(outcome.tagged)
                 done += len(batch)
                 if on_progress:
                     on_progress(
@@ -315,14 +334,15 @@ class Indexer:
     def _analyse(
         self, files: list[tuple[FileStat, bytes]], detection: Executor, embedding: Executor, clock: StageClock
     ) -> list[Outcome]:
-        photos: list[tuple[FileStat, PhotoMeta, list[Face]]] = []
+        photos: list[Indexed] = []
         outcomes: list[Outcome] = []
         embedded: list[Future] = []
         waiting: list[Face] = []
         chunk = getattr(self.extractor.embedder, "batch_size", 32)
 
-        def analyse_one(item: tuple[FileStat, bytes]) -> Failed | tuple[FileStat, PhotoMeta, list[Face]]:
-            """decode -> detect -> crop; the full-resolution pixels are gone when it returns."""
+        def analyse_one(item: tuple[FileStat, bytes]) -> Failed | Indexed:
+            """decode -> detect -> crop (-> the face tags of its XMP); the full-resolution pixels
+            are gone when it returns."""
             stat, data = item
             try:
                 photo = clock.timed("decode", decode, data, self.max_pixels)
@@ -330,9 +350,13 @@ class Indexer:
                 return Failed(stat, str(exc))
             try:
                 detections = clock.timed("detect", self.extractor.detector.detect, photo.rgb)
-                return stat, photo.meta, clock.timed("align", self.extractor.align, photo, detections)
+                faces = clock.timed("align", self.extractor.align, photo, detections)
             except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
                 return Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300])
+            tagged: dict[int, str] = {}
+            if self.read_face_tags:
+                tagged = clock.timed("tags", self._tags_of, stat.path, data, photo.meta, faces)
+            return Indexed(stat, photo.meta, faces, tagged)
 
         def embed(faces: list[Face]) -> None:
             clock.timed("embed", self.extractor.embed, faces)
@@ -343,7 +367,7 @@ class Indexer:
                     outcomes.append(result)
                     continue
                 photos.append(result)
-                waiting.extend(result[2])
+                waiting.extend(result.faces)
                 if len(waiting) >= chunk:
                     embedded.append(embedding.submit(embed, waiting))
                     waiting = []
@@ -352,5 +376,22 @@ class Indexer:
         finally:
             for future in embedded:
                 future.result()  # an embedding failure fails the batch: nothing of it is stored
-        outcomes.extend(Indexed(stat, meta, faces) for stat, meta, faces in photos)
+        outcomes.extend(photos)
         return outcomes
+
+    def _warn(self, path: str, message: str) -> None:
+        self._warnings.append(FileWarning(path=path, message=message))
+
+    def _tags_of(self, path: str, data: bytes, meta: PhotoMeta, faces: list[Face]) -> dict[int, str]:
+        """The names the photo's XMP face tags give its faces (by their place in `faces`); a tag
+        on no detected face, or XMP that cannot be read, is a warning: the photo is indexed."""
+        try:
+            tags = read_tags(data, Path(path), meta.orientation, meta.width, meta.height)
+        except FaceTagError as exc:
+            self._warn(path, str(exc))
+            return {}
+        named, unmatched = match(tags, [(place, face.box) for place, face in enumerate(faces)])
+        for tag in unmatched:
+            x, y, w, h = (round(v) for v in tag.box)
+            self._warn(path, f"face tag {tag.name!r} ({tag.found_in}) at {x},{y} {w}x{h} names no detected face")
+        return named

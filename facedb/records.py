@@ -3,7 +3,7 @@ stored data uses. No behaviour, no imports from above: every layer may use them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .faces import Face
 from .images import PhotoMeta
@@ -38,6 +38,7 @@ class Indexed:
     file: FileStat
     meta: PhotoMeta
     faces: list[Face]
+    tagged: dict[int, str] = field(default_factory=dict)  # face's place in `faces` -> name its XMP gives
 
 
 @dataclass(frozen=True)

@@ -154,8 +154,10 @@ class IndexSummary(Result):
     model_load_seconds: float = 0.0  # loading (and on first use converting) the models, when this run did
     wall_seconds: float = 0.0  # the whole call: database start, model load and work
     interrupted: bool = False  # stopped by Ctrl-C after a complete batch
-    stage_seconds: dict[str, float] = {}  # read, decode, detect, align, embed, write
+    stage_seconds: dict[str, float] = {}  # read, decode, detect, align, tags (XMP), embed, write
     failures: list[FileFailure] = []
+    tagged_faces: int = 0  # faces named by their photo's XMP face tags (confirmed)
+    warnings: list[FileWarning] = []  # face tags that named no detected face, or could not be read
     photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
 
 
@@ -277,6 +279,16 @@ class FaceListing(Result):
     total: int  # faces that match, of which `faces` is one page
     offset: int
     faces: list[ListedFace]
+
+
+class TagsWritten(Result):
+    """`facedb tags write`: the files written (sidecars, or photos with `embedded`)."""
+
+    photos: int  # photos with named faces
+    faces: int  # named faces written as regions
+    written: list[str]  # files changed (a file already holding the same regions is left alone)
+    unchanged: int
+    failures: list[FileFailure] = []
 
 
 class HiddenChange(Result):

@@ -48,7 +48,7 @@ def test_ingest_harness_compares_facedb_with_both_references(models, settings, n
     assert result["photos"] == 2 and result["facedb"]["failed"] == 0
     # the same photos, the same models: every contender finds faces, facedb stores what the stage run found
     assert result["tutorial"]["faces"] >= result["stage_limit"]["faces"] == result["facedb"]["faces"] >= 4
-    assert set(result["facedb"]["stage_busy_s"]) == {"read", "decode", "detect", "align", "embed", "write"}
+    assert set(result["facedb"]["stage_busy_s"]) == {"read", "decode", "detect", "align", "tags", "embed", "write"}
     assert (
         0 < result["detection"]["recall"] <= 1
         and result["detection"]["found"] <= result["detection"]["reference_faces"]

@@ -42,6 +42,14 @@ def test_settings_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("FACEDB_THRESHOLD", "close")
     with pytest.raises(ValueError, match="threshold"):
         Settings.load()
+    monkeypatch.delenv("FACEDB_THRESHOLD")
+    assert Settings.load().read_face_tags is True
+    for word, value in (("0", False), ("no", False), ("TRUE", True), ("on", True)):
+        monkeypatch.setenv("FACEDB_READ_FACE_TAGS", word)
+        assert Settings.load().read_face_tags is value
+    monkeypatch.setenv("FACEDB_READ_FACE_TAGS", "maybe")
+    with pytest.raises(ValueError, match="FACEDB_READ_FACE_TAGS.*'maybe' is not yes or no"):
+        Settings.load()
 
 
 def test_database_urls_normalised_and_passwords_hidden():

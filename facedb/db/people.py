@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import Connection, text
 
+from ..faces import Box
 from ..people import ClusterInputs, PersonFace
 from ..records import EMBEDDING_DIMENSION
 from ..results import ListedFace, PersonSummary
@@ -214,6 +215,31 @@ class PeopleStore:
             )
             for r in rows
         ]
+
+    def named_faces(self, prefixes: Sequence[str] = ()) -> list[tuple[int, str, int, int, list[tuple[str, Box]]]]:
+        """The indexed photos (under `prefixes`: files, or folders) with named faces: photo id,
+        path, width and height as shown, and each named face's (name, box)."""
+        scope = (
+            " AND (p.path = ANY(:prefixes) OR EXISTS (SELECT 1 FROM unnest(CAST(:dirs AS text[])) AS d "
+            "WHERE starts_with(p.path, d)))"
+            if prefixes
+            else ""
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(f"""
+                SELECT p.id, p.path, p.width, p.height, i.name, f.box_x, f.box_y, f.box_w, f.box_h
+                FROM faces f JOIN photos p ON p.id = f.photo_id
+                JOIN face_identities fi ON fi.face_id = f.id JOIN identities i ON i.id = fi.identity_id
+                WHERE i.name IS NOT NULL AND p.status = 'indexed' {scope}
+                ORDER BY p.id, f.id"""),
+                {"prefixes": list(prefixes), "dirs": [p.rstrip("/") + "/" for p in prefixes]},
+            ).all()
+        photos: dict[int, tuple[int, str, int, int, list[tuple[str, Box]]]] = {}
+        for r in rows:
+            entry = photos.setdefault(r.id, (r.id, r.path, r.width, r.height, []))
+            entry[4].append((r.name, (r.box_x, r.box_y, r.box_w, r.box_h)))
+        return list(photos.values())
 
     def face_exists(self, face_id: int) -> bool:
         with self.engine.connect() as conn:

@@ -140,6 +140,9 @@ class Store:
                     for o in fresh:
                         if isinstance(o, CopyOf):
                             self._clone_photo(cursor, o.source_id, ids[o.file.path])
+                    tagged = [(ids[o.file.path], o.tagged) for o in fresh if isinstance(o, Indexed) and o.tagged]
+                    if tagged:
+                        self._assign_tagged(cursor, tagged)
             finally:
                 cursor.close()
         return ids
@@ -196,6 +199,22 @@ class Store:
             copy_faces(cursor, rows)
 
     @staticmethod
+    def _assign_tagged(cursor, photos: Sequence[tuple[int, dict[int, str]]]) -> None:
+        """Faces named by their photo's XMP face tags are a person's decision: the person is
+        created or extended, the face confirmed (in the batch's transaction)."""
+        for photo_id, names in photos:
+            cursor.execute("SELECT id FROM faces WHERE photo_id = %s ORDER BY id", (photo_id,))
+            face_ids = [row[0] for row in cursor.fetchall()]  # in the order they were copied in
+            for place, name in sorted(names.items()):
+                cursor.execute("INSERT INTO identities (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,))
+                cursor.execute(
+                    "INSERT INTO face_identities (face_id, identity_id, source) "
+                    "SELECT %s, id, 'confirmed' FROM identities WHERE name = %s "
+                    "ON CONFLICT (face_id) DO UPDATE SET identity_id = EXCLUDED.identity_id, source = 'confirmed'",
+                    (face_ids[place], name),
+                )
+
+    @staticmethod
     def _clone_photo(cursor, source_id: int, target_id: int) -> None:
         cursor.execute(
             """
@@ -215,6 +234,15 @@ class Store:
         )
 
     # ---- faces and identities -----------------------------------------------------------
+    def file_changed_by_us(self, photo_id: int, size: int, mtime_ns: int, content_hash: str) -> None:
+        """The photo's bytes changed but not its pixels (facedb wrote its XMP): the next index
+        must not take it for a new photo."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE photos SET size = :size, mtime_ns = :mtime, content_hash = :hash WHERE id = :id"),
+                {"size": size, "mtime": mtime_ns, "hash": content_hash, "id": photo_id},
+            )
+
     def faces_of_photo(self, photo_id: int) -> list[StoredFace]:
         with self.engine.connect() as conn:
             rows = conn.execute(
