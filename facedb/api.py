@@ -500,7 +500,9 @@ class FaceDB:
         shown = [
             FaceOfPerson(
                 face_id=f.face_id,
+                photo_id=f.photo_id,
                 photo=f.path,
+                taken_at=f.taken_at,
                 box=f.box,
                 source=f.source,
                 distance_to_centre=float(np.linalg.norm(f.vector - centre)),

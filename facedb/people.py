@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -40,6 +41,7 @@ class PersonFace:
     box: tuple[float, float, float, float]
     source: str
     vector: np.ndarray
+    taken_at: datetime | None = None
 
 
 def person_name(name: str) -> str:

@@ -249,7 +249,9 @@ class PersonSummary(Result):
 
 class FaceOfPerson(Result):
     face_id: int
+    photo_id: int
     photo: str
+    taken_at: datetime | None  # the photo's capture time (EXIF), for browsing a person by date
     box: Box
     source: str
     distance_to_centre: Distance

@@ -21,6 +21,7 @@ import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
@@ -265,7 +266,8 @@ def create_app(
         title="facedb",
         version="1",
         description="Who is this? Face search over your photo archive.",
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's loads Swagger UI from a CDN: served from this package below
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     uploads = settings.home / "uploads"
@@ -519,7 +521,34 @@ def create_app(
     def page() -> HTMLResponse:
         return HTMLResponse((Path(__file__).parent / "web" / "index.html").read_text(encoding="utf-8"))
 
+    @app.get("/people", response_class=HTMLResponse, include_in_schema=False)
+    def people_page() -> HTMLResponse:
+        return HTMLResponse((Path(__file__).parent / "web" / "people.html").read_text(encoding="utf-8"))
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        """Swagger UI from the swagger-ui-bundle package: the page works with no network."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="facedb API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    def api_docs_assets(name: str) -> Response:
+        if name not in _SWAGGER_ASSETS:
+            raise HTTPException(404, f"no asset {name}")
+        import swagger_ui_bundle
+
+        data = (Path(swagger_ui_bundle.swagger_ui_path) / name).read_bytes()
+        return Response(data, media_type=_SWAGGER_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
+
     return app
+
+
+_SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
 def _person_id(person_id: int) -> int:

@@ -146,14 +146,20 @@ class PeopleStore:
             rows = conn.execute(
                 text("""
                 SELECT f.id, f.photo_id, p.path, f.box_x, f.box_y, f.box_w, f.box_h, fi.source,
-                       vector_send(f.embedding) AS raw
+                       vector_send(f.embedding) AS raw, p.taken_at
                 FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
                 WHERE fi.identity_id = :id ORDER BY f.id"""),
                 {"id": identity_id},
             ).all()
         return [
             PersonFace(
-                r.id, r.photo_id, r.path, (r.box_x, r.box_y, r.box_w, r.box_h), r.source, decode_vector_send(r.raw)
+                r.id,
+                r.photo_id,
+                r.path,
+                (r.box_x, r.box_y, r.box_w, r.box_h),
+                r.source,
+                decode_vector_send(r.raw),
+                r.taken_at,
             )
             for r in rows
         ]
