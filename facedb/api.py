@@ -444,7 +444,7 @@ class FaceDB:
         """Group faces nobody placed into people; see facedb.cluster for the rules."""
         people = self.people_store
         inputs = people.cluster_inputs()
-        plan = plan_clustering(inputs, params or self.cluster_params())
+        plan = plan_clustering(inputs, params or self.cluster_params(), merge_within=self.threshold().value)
         result = plan.result(inputs.names, dry_run=dry_run)
         if not dry_run:
             created = people.apply_assignments(plan.leaving, plan.assignments, list(plan.new_people))
@@ -516,6 +516,16 @@ class FaceDB:
             faces=sorted(shown, key=lambda f: f.distance_to_centre),
         )
 
+    def contact_sheet(self, person: str | int, out_path: str | os.PathLike) -> Path:
+        """A sheet of the person's faces (nearest their centre first), each face's id and how it
+        was assigned under it: to see who a cluster is without opening the photos."""
+        from .annotate import contact_sheet
+
+        shown = self.person(person)
+        faces = [(f.face_id, (self.store.face_thumbnail(f.face_id) or (None, ""))[0], f.source) for f in shown.faces]
+        label = shown.name or f"person #{shown.id}"
+        return contact_sheet(f"{label}: {len(faces)} faces", faces, Path(out_path))
+
     def name(self, person: str | int, name: str) -> Renamed:
         name = person_name(name)
         identity_id, _ = self.people_store.resolve(person)
@@ -563,12 +573,23 @@ class FaceDB:
         params = ClusterParams(
             eps=eps if eps is not None else round(base.eps * 0.8, 3), min_samples=1, min_size=1, k=base.k
         )
-        ordered = split_faces(self.people_store.person_faces(identity_id), params)
-        parts = [SplitPart(faces=len(p), face_ids=p) for p in ordered]
-        if apply:
+        plan = split_faces(self.people_store.person_faces(identity_id), params, join_within=base.eps)
+        parts = [SplitPart(faces=len(p), face_ids=p) for p in plan.parts]
+        applied = apply and len(parts) > 1
+        if applied:
             for part in parts[1:]:
                 part.new_person_id = self.people_store.split_off(identity_id, part.face_ids)
-        return SplitResult(id=identity_id, name=name, eps=params.eps, parts=parts, applied=apply)
+        return SplitResult(
+            id=identity_id,
+            name=name,
+            eps=params.eps,
+            parts=parts,
+            silhouette=plan.silhouette,
+            spread_whole=plan.spread_whole,
+            spread_parts=plan.spread_parts,
+            verdict=plan.verdict,
+            applied=applied,
+        )
 
     def forget(self, person: str | int, *, photos: bool = False) -> Forgotten:
         identity_id, name = self.people_store.resolve(person)
@@ -624,10 +645,31 @@ class FaceDB:
             thresholds or DedupThresholds(),
             tiers,
             identity_threshold=self.threshold().value,
+            same_person=self._same_person_pairs,
             max_pixels=self.settings.max_pixels,
             read_workers=self.settings.read_workers,
             say=on_progress or (lambda message: None),
         )
+
+    def _same_person_pairs(self) -> list[dict]:
+        """Dedup's tier 5: the people `cluster` suggests merging (faces within the who
+        threshold, never from one photo or copies of one), with each one's face count."""
+        plan = plan_clustering(
+            self.people_store.cluster_inputs(), self.cluster_params(), merge_within=self.threshold().value
+        )
+        counts = {p.id: p.faces for p in self.people(include_hidden=True)}
+        return [
+            {
+                "people": [
+                    {"id": person, "name": name, "faces": counts.get(person, 0)}
+                    for person, name in zip(s.people, s.names)
+                ],
+                "closest_distance": round(s.distance, 4),
+                "closest_faces": list(s.faces),
+                "face_pairs_within_threshold": s.face_pairs,
+            }
+            for s in plan.merge_suggestions
+        ]
 
     def photo_path(self, photo_id: int) -> str | None:
         return self.store.photo_path(photo_id)

@@ -385,10 +385,17 @@ def people(ctx: click.Context, include_hidden: bool, as_json: bool) -> None:
 @people.command("show")
 @click.argument("person")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--sheet", type=click.Path(dir_okay=False), help="Also write a contact sheet of the faces (ids under each) here."
+)
 @pass_context
-def people_show(context: Context, person: str, as_json: bool) -> None:
+def people_show(context: Context, person: str, as_json: bool, sheet: str | None) -> None:
     """Every face of PERSON (an id or a name), nearest their centre first."""
     shown = context.facedb.person(person)
+    if sheet:
+        written = context.facedb.contact_sheet(person, sheet)
+        if not as_json:
+            click.echo(f"contact sheet: {written}")
     if as_json:
         _print_json(shown)
         return
@@ -510,7 +517,9 @@ def split(context: Context, person: str, eps: float | None, apply: bool, as_json
     if as_json:
         _print_json(result)
         return
-    click.echo(f"{_person_label(result.id, result.name)} at eps {result.eps}: {len(result.parts)} part(s)")
+    click.echo(f"{_person_label(result.id, result.name)} at eps {result.eps}: {result.verdict}")
+    if len(result.parts) == 1:
+        return
     for i, part in enumerate(result.parts):
         made = f" -> new person #{part.new_person_id}" if part.new_person_id is not None else ""
         click.echo(f"  part {i + 1}: {part.faces} faces {part.face_ids[:12]}{'...' if part.faces > 12 else ''}{made}")

@@ -30,13 +30,15 @@ def dedup_report(
     tiers: tuple[int, ...],
     *,
     identity_threshold: float,
+    same_person: Callable[[], list[dict]],
     max_pixels: int,
     read_workers: int,
     say: Callable[[str], None],
 ) -> dict:
     """Groups in tiers, each with a photo to keep and why, for photos under `prefixes` (all
     when empty). Perceptual hashes missing from photos indexed before facedb stored them are
-    computed first."""
+    computed first. Tier 5 is `same_person()`: clustering's merge suggestions, so that the
+    two never disagree."""
     missing = store.missing_phash(prefixes)
     if missing:
         say(f"perceptual hashes: computing {len(missing)} missing")
@@ -66,7 +68,7 @@ def dedup_report(
     tier4 = same_face_groups(
         [p for p in face_pairs if p[2] <= t.same_face_distance], faces_by_id, photos, explained, representative
     )
-    tier5 = same_person_groups(store.identity_pairs(identity_threshold)) if 5 in tiers else []
+    tier5 = same_person_groups(same_person()) if 5 in tiers else []
     groups = [g for g in tier1 + tier2 + tier3 + tier4 + tier5 if g["tier"] in tiers]
     say(f"{len(groups)} groups")
     return {

@@ -81,7 +81,9 @@ class ClusterPlan:
         )
 
 
-def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan:
+def plan_clustering(inputs: ClusterInputs, params: ClusterParams, merge_within: float | None = None) -> ClusterPlan:
+    """The changes clustering would make, and the people it suggests merging: those with faces
+    within `merge_within` of each other (the who threshold when FaceDB plans; eps if None)."""
     n = len(inputs.face_ids)
     plan = ClusterPlan(faces_considered=n)
     if n == 0:
@@ -97,7 +99,9 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
         if face_id in row_of:
             rejected[row_of[face_id]].add(identity_id)
     faces = FaceSet(inputs.face_ids, inputs.photo_ids, inputs.vectors, anchor, dict(rejected))
-    neighbours = nearest_neighbours(inputs.vectors, params.k, params.eps)
+    merge_within = params.eps if merge_within is None else merge_within
+    # the k nearest within the larger radius: clustering itself only looks within eps
+    neighbours = nearest_neighbours(inputs.vectors, params.k, max(params.eps, merge_within))
     labels = cluster(faces, params, neighbours)
     picture = copies_of_one_face(inputs, neighbours)
 
@@ -163,7 +167,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams) -> ClusterPlan
             plan.new_people.setdefault(target, []).append(face_id)
         elif now is None or now[0] != target:
             plan.joining.setdefault(target, []).append(face_id)
-    plan.merge_suggestions = _merge_suggestions(inputs, neighbours, desired, params, picture)
+    plan.merge_suggestions = _merge_suggestions(inputs, neighbours, desired, merge_within)
     return plan
 
 
@@ -187,32 +191,43 @@ def copies_of_one_face(inputs: ClusterInputs, neighbours: tuple[np.ndarray, np.n
     return np.array([copies.find(r) for r in range(n)], np.int64)
 
 
-def _merge_suggestions(
-    inputs: ClusterInputs, neighbours, desired, params: ClusterParams, picture: np.ndarray
-) -> list[MergeSuggestion]:
-    """People whose faces come closer than eps to each other's: perhaps one person filed twice.
-    Never from two faces of one photo, or of copies of one photo (two people side by side)."""
+def _merge_suggestions(inputs: ClusterInputs, neighbours, desired, within: float) -> list[MergeSuggestion]:
+    """People whose faces come within `within` of each other's: perhaps one person filed twice.
+    Never from two faces of one photo, or of copies of one photo (two people side by side),
+    nor from faces merely proposed. Hidden people are not suggested. Nearest pair first."""
     indices, distances = neighbours
     person_of = {}
     for r in range(len(inputs.face_ids)):
+        if int(inputs.identity_ids[r]) in inputs.hidden:
+            continue
         if inputs.sources[r] in HUMAN_SOURCES:
             person_of[r] = int(inputs.identity_ids[r])
-        elif r in desired and not isinstance(desired[r][0], str):
-            person_of[r] = desired[r][0]
+        elif r in desired and not isinstance(desired[r][0], str) and desired[r][1] == "clustered":
+            person_of[r] = desired[r][0]  # a proposal is no evidence: it only says who it is near
     closest: dict[tuple[int, int], tuple[float, int, int]] = {}
+    pairs: dict[tuple[int, int], set[tuple[int, int]]] = {}
     for r, person in person_of.items():
         for j, d in zip(indices[r], distances[r]):
-            if d > params.eps:
+            if d > within:
                 break
             other = person_of.get(int(j))
             if other is None or other == person or _one_picture(inputs, r, int(j)):
                 continue
             key = (min(person, other), max(person, other))
-            if key not in closest or d < closest[key][0]:
-                closest[key] = (float(d), int(inputs.face_ids[r]), int(inputs.face_ids[j]))
+            mine, theirs = int(inputs.face_ids[r]), int(inputs.face_ids[j])
+            faces = (mine, theirs) if person == key[0] else (theirs, mine)  # in the order of `key`
+            pairs.setdefault(key, set()).add(faces)
+            if key not in closest or (float(d), *faces) < closest[key]:
+                closest[key] = (float(d), *faces)
     return [
-        MergeSuggestion(people=k, names=(inputs.names.get(k[0]), inputs.names.get(k[1])), distance=d, faces=(fa, fb))
-        for k, (d, fa, fb) in sorted(closest.items())
+        MergeSuggestion(
+            people=k,
+            names=(inputs.names.get(k[0]), inputs.names.get(k[1])),
+            distance=d,
+            faces=(fa, fb),
+            face_pairs=len(pairs[k]),
+        )
+        for k, (d, fa, fb) in sorted(closest.items(), key=lambda item: (item[1][0], item[0]))
     ]
 
 
@@ -226,16 +241,99 @@ def _one_picture(inputs: ClusterInputs, a: int, b: int) -> bool:
     )
 
 
-def split_faces(faces: list[PersonFace], params: ClusterParams) -> list[list[int]]:
-    """One person's faces clustered again (`facedb split`): face ids per part, largest first;
-    a face near none of the others is a part of its own."""
+SPLIT_SILHOUETTE = 0.25  # below it, the parts are no better apart than one person's faces are
+
+
+@dataclass
+class SplitPlan:
+    parts: list[list[int]]  # face ids per part, largest first (one part: nothing to split)
+    silhouette: float | None  # how far apart the parts are, -1..1 (None with one part)
+    spread_whole: float  # the person's mean distance from their centre
+    spread_parts: float  # the faces' mean distance from their part's centre
+    verdict: str
+
+
+def split_faces(faces: list[PersonFace], params: ClusterParams, join_within: float) -> SplitPlan:
+    """One person's faces clustered again, more tightly (`facedb split`). Parts are groups of
+    two faces or more; a face near no other goes to the part whose centre is nearest, never a
+    part of its own; parts closer than `join_within` on average are joined again. The split is
+    offered only if the parts left are well apart: their mean silhouette (a face's mean
+    distance to the nearest other part against its own part's, -1..1) is at least
+    SPLIT_SILHOUETTE; otherwise the whole is one part and the verdict says why."""
+    vectors = np.stack([f.vector for f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
+    ids = [f.face_id for f in faces]
+    spread_whole = _spread(vectors, [list(range(len(faces)))])
+    whole = SplitPlan([ids], None, spread_whole, spread_whole, "")
+    if len(faces) < 4:
+        whole.verdict = "nothing to split: fewer than 4 faces"
+        return whole
     face_set = FaceSet(
-        np.array([f.face_id for f in faces], np.int64),
+        np.array(ids, np.int64),
         np.array([f.photo_id for f in faces], np.int64),
-        np.stack([f.vector for f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32),
+        vectors,
         np.full(len(faces), NO_IDENTITY, np.int64),
     )
-    parts: dict[int, list[int]] = {}
+    groups: dict[int, list[int]] = {}
+    loose = []
     for row, label in enumerate(cluster(face_set, params)):
-        parts.setdefault(int(label) if label >= 0 else -1 - row, []).append(faces[row].face_id)
-    return sorted(parts.values(), key=lambda p: (-len(p), p[0]))
+        if label >= 0:
+            groups.setdefault(int(label), []).append(row)
+        else:
+            loose.append(row)
+    rows = sorted(groups.values(), key=lambda g: (-len(g), ids[g[0]]))
+    if len(rows) < 2:
+        whole.verdict = f"nothing to split: at eps {params.eps} the faces make one group"
+        return whole
+    centres = np.stack([vectors[g].mean(axis=0) for g in rows])
+    for row in loose:
+        rows[int(np.argmin(np.linalg.norm(centres - vectors[row], axis=1)))].append(row)
+    # A tight radius also cuts one person into poses or copies of one photo: parts whose faces
+    # are on average within `join_within` of each other (clustering's own radius) are one
+    # person again, the closest pair first (average linkage).
+    distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1)  # hundreds of faces at most
+    while len(rows) > 1:
+        gap, a, b = min(
+            (float(distances[np.ix_(rows[a], rows[b])].mean()), a, b)
+            for a in range(len(rows))
+            for b in range(a + 1, len(rows))
+        )
+        if gap > join_within:
+            break
+        rows = [p for k, p in enumerate(rows) if k not in (a, b)] + [rows[a] + rows[b]]
+    if len(rows) < 2:
+        whole.verdict = f"nothing to split: its groups at eps {params.eps} are within {join_within} of each other"
+        return whole
+    silhouette = _silhouette(distances, rows)
+    spread_parts = _spread(vectors, rows)
+    measured = f"silhouette {silhouette:.2f}; mean distance from the centre {spread_whole:.3f} whole, {spread_parts:.3f} in the parts"
+    if silhouette < SPLIT_SILHOUETTE:
+        whole.silhouette = silhouette
+        whole.verdict = f"nothing to split: the parts are not apart ({measured}; a split needs {SPLIT_SILHOUETTE})"
+        return whole
+    parts = sorted(([ids[r] for r in sorted(g)] for g in rows), key=lambda p: (-len(p), p[0]))
+    return SplitPlan(parts, silhouette, spread_whole, spread_parts, f"{len(parts)} parts well apart ({measured})")
+
+
+def _spread(vectors: np.ndarray, parts: list[list[int]]) -> float:
+    if not len(vectors):
+        return 0.0
+    total = sum(float(np.linalg.norm(vectors[p] - vectors[p].mean(axis=0), axis=1).sum()) for p in parts if p)
+    return total / sum(len(p) for p in parts)
+
+
+def _silhouette(distances: np.ndarray, parts: list[list[int]]) -> float:
+    """The mean silhouette of a partition: for each face, (b - a) / max(a, b), a its mean
+    distance to the rest of its part, b to the nearest other part (a face alone in its part: 0)."""
+    n = len(distances)
+    member = np.zeros((n, len(parts)))
+    for k, part in enumerate(parts):
+        member[part, k] = 1.0
+    sizes = member.sum(axis=0)
+    sums = distances @ member  # [face, part]: summed distances
+    own = member.argmax(axis=1)
+    rest = sizes[own] - 1
+    a = np.where(rest > 0, sums[np.arange(n), own] / np.maximum(rest, 1), 0.0)
+    others = np.where(member > 0, np.inf, sums / np.maximum(sizes, 1))
+    b = others.min(axis=1)
+    scores = np.where((rest > 0) & (np.maximum(a, b) > 0), (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+    return float(scores.mean())

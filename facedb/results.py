@@ -293,6 +293,20 @@ class TagsWritten(Result):
     failures: list[FileFailure] = []
 
 
+class DedupReport(Result):
+    """The dedup report (`facedb dedup --json`, `POST /v1/dedup`): a versioned document whose
+    groups are described in docs/people-and-dedup.md."""
+
+    format: Literal["facedb-dedup"]
+    version: int
+    generated_at: str
+    scope: list[str] | None  # the files and folders it covers (None: the whole database)
+    photos: int
+    thresholds: dict[str, float]
+    counts: dict[str, int]  # groups per tier
+    groups: list[dict[str, Any]]
+
+
 class HiddenChange(Result):
     id: int
     name: str | None
@@ -335,7 +349,11 @@ class SplitResult(Result):
     id: int
     name: str | None
     eps: float
-    parts: list[SplitPart]  # largest first
+    parts: list[SplitPart]  # largest first; one part: nothing to split
+    silhouette: Annotated[float | None, _rounded_or_none(3)]  # how far apart the parts are, -1..1
+    spread_whole: Distance  # the person's mean distance from their centre
+    spread_parts: Distance  # the faces' mean distance from their part's centre
+    verdict: str  # what was found, with the figures, in words
     applied: bool
 
 
@@ -363,7 +381,8 @@ class MergeSuggestion(Result):
     people: tuple[int, int]
     names: tuple[str | None, str | None]
     distance: Distance
-    faces: tuple[int, int]  # the closest two faces, one of each
+    faces: tuple[int, int]  # the closest two faces, one of each, in the order of `people`
+    face_pairs: int  # pairs of their faces within the who threshold
 
 
 class ClusterResult(Result):

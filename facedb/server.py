@@ -39,6 +39,7 @@ from .results import (
     ClusterResult,
     CompareAnswer,
     Confirmed,
+    DedupReport,
     EnrollResult,
     FaceListing,
     Forgotten,
@@ -88,6 +89,11 @@ class FaceToPerson(BaseModel):
 
 class ClusterRequest(BaseModel):
     dry_run: bool = False
+
+
+class DedupRequest(BaseModel):
+    paths: list[str] = Field(default_factory=list, max_length=1000)  # none: the service's roots
+    tiers: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, max_length=5)
 
 
 class MergeRequest(BaseModel):
@@ -432,6 +438,15 @@ def create_app(
     @app.post("/v1/faces/{face_id}/reject", response_model=Rejected, responses=errors, tags=["people"])
     def reject(face_id: int, body: FaceToPerson, _: KeyInfo = write_key) -> Rejected:
         return facedb.reject(_face_id(face_id), body.person)
+
+    @app.post("/v1/dedup", response_model=DedupReport, responses=errors, tags=["people"])
+    def dedup(body: DedupRequest, _: KeyInfo = read_key) -> DedupReport:
+        """The dedup report for photos under `paths` (inside the service's roots; all of them
+        when none): the same photo twice, near duplicates, the same face, the same person."""
+        if not set(body.tiers) <= {1, 2, 3, 4, 5}:
+            raise HTTPException(422, "tiers: each is 1, 2, 3, 4 or 5")
+        scope = [str(_inside_roots(p, served_roots)) for p in body.paths] or [str(r) for r in served_roots]
+        return DedupReport(**facedb.dedup(scope, tiers=tuple(sorted(set(body.tiers)))))
 
     @app.post("/v1/cluster", response_model=ClusterResult, responses=errors, tags=["people"])
     def cluster(body: ClusterRequest, _: KeyInfo = write_key) -> ClusterResult:

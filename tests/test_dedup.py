@@ -256,3 +256,15 @@ def test_html_report_in_a_real_browser(dedup_run, tmp_path):
         "CONSOLE" in line and "undefinedFunction" in line
         for line in _open_in_browser(broken, tmp_path / "broken.png").splitlines()
     )
+
+
+def test_cluster_and_dedup_suggest_the_same_merges(dedup_run):
+    facedb, _, report, _ = dedup_run
+    suggested = {tuple(s.people): s for s in facedb.cluster(dry_run=True).merge_suggestions}
+    tier5 = {tuple(sorted(p["id"] for p in g["people"])): g for g in _groups(report, 5)}
+    assert set(suggested) == set(tier5) and len(tier5) == 1
+    for pair, group in tier5.items():
+        evidence = group["evidence"][0]
+        assert evidence["closest_faces"] == list(suggested[pair].faces)
+        assert evidence["closest_distance"] == round(suggested[pair].distance, 4)
+        assert evidence["face_pairs_within_threshold"] == suggested[pair].face_pairs >= 1

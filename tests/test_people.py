@@ -269,18 +269,31 @@ def test_name_merge_split_and_people_show(make_facedb, indexed_template):
     assert distances == sorted(distances) and len(shown.faces) >= 9
     assert {"face_id", "photo", "box", "source", "distance_to_centre"} <= set(shown.faces[0].to_json())
 
-    # split with a very tight radius offers several parts; --apply makes them people
-    parts = facedb.split(franck_id, eps=0.3)
-    assert len(parts.parts) >= 2 and sum(p.faces for p in parts.parts) == len(shown.faces)
-    applied = facedb.split(franck_id, eps=0.3, apply=True)
-    new_ids = [p.new_person_id for p in applied.parts[1:]]
-    assert len(facedb.person(franck_id).faces) == applied.parts[0].faces
+    # one man's faces are one person: split says so, with its figures, and --apply does nothing
+    pure = facedb.split(franck_id)
+    assert len(pure.parts) == 1 and pure.verdict.startswith("nothing to split") and not pure.applied
+    assert facedb.split(franck_id, apply=True).applied is False and len(facedb.person(franck_id).faces) == len(
+        shown.faces
+    )
+
+    # two men filed as one: split finds them, well apart, and --apply makes the smaller a person
+    other = next(p for p in facedb.people() if p.id != franck_id and p.faces >= 4)
+    other_faces = {f.face_id for f in facedb.person(other.id).faces}
+    facedb.merge(franck_id, other.id)
+    mixed = facedb.split(franck_id)
+    assert len(mixed.parts) == 2 and mixed.silhouette >= 0.25 and mixed.spread_parts < mixed.spread_whole
+    assert {frozenset(p.face_ids) for p in mixed.parts} == {
+        frozenset(f.face_id for f in shown.faces),
+        frozenset(other_faces),
+    }
+    applied = facedb.split(franck_id, apply=True)
+    assert applied.applied and len(facedb.person(franck_id).faces) == len(shown.faces)
+    new_id = applied.parts[1].new_person_id
 
     # and merging puts them back together, under the name
     facedb.name(franck_id, "Franck")
-    for other in new_ids:
-        facedb.merge("Franck", other)
-    assert len(facedb.person("Franck").faces) == len(shown.faces)
+    facedb.merge("Franck", new_id)
+    assert len(facedb.person("Franck").faces) == len(shown.faces) + len(other_faces)
     with pytest.raises(Exception, match="belongs to person"):
         other = next(p.id for p in facedb.people() if p.id != franck_id)
         facedb.name(other, "Franck")
@@ -542,3 +555,27 @@ def test_merge_suggestions_never_rest_on_copies_of_one_picture():
     assert suggestions(["x", "x"], [0, -1]) == []  # the same bytes
     assert suggestions(["x", "y"], [0b1011, 0b0011]) == []  # the same picture, re-encoded (1 bit)
     assert suggestions(["x", "y"], [0, -1], photo_ids=(1, 1)) == []  # one photo
+
+
+def test_a_contact_sheet_shows_each_face_with_its_id(make_facedb, indexed_template, tmp_path):
+    facedb = make_facedb(indexed_template)
+    facedb.cluster()
+    franck_id = _person_of(facedb, "franck_02045.jpg")[0]
+    faces = facedb.person(franck_id).faces
+    sheet = Image.open(facedb.contact_sheet(franck_id, tmp_path / "franck.png")).convert("L")
+    rows = -(-len(faces) // 8)
+    assert sheet.size == (8 + 8 * 136, 40 + rows * (128 + 34 + 8))
+    first_cell = np.asarray(sheet.crop((8, 40, 136, 168)), np.float32)
+    assert first_cell.std() > 20  # a face, not a blank square
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "facedb", "--database-url", facedb.settings.database_url]
+        + ["people", "show", str(franck_id), "--sheet", str(tmp_path / "cli.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and f"contact sheet: {tmp_path / 'cli.png'}" in done.stdout
+    assert Image.open(tmp_path / "cli.png").size == sheet.size

