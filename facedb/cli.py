@@ -376,8 +376,9 @@ def people(ctx: click.Context, include_hidden: bool, as_json: bool) -> None:
         click.echo("no people yet: `facedb enroll` someone, or `facedb cluster`")
     for p in listing:
         click.echo(
-            f"{_person_label(p.id, p.name) + (' [hidden]' if p.hidden else ''):<32} {p.faces:>5} faces in "
-            f"{p.photos} photos ({p.enrolled} enrolled, {p.confirmed} confirmed, {p.proposed} proposed, "
+            f"{_person_label(p.id, p.name) + (' [hidden]' if p.hidden else ''):<32} {p.distinct_faces:>5} faces"
+            + (f" (+{p.faces - p.distinct_faces} copies)" if p.faces > p.distinct_faces else "")
+            + f" in {p.photos} photos ({p.enrolled} enrolled, {p.confirmed} confirmed, {p.proposed} proposed, "
             f"{p.clustered} clustered)  e.g. face {p.representative_face_id} in {p.representative_photo}"
         )
 

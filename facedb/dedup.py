@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -80,6 +81,41 @@ def same_picture(a: tuple[str | None, int | None], b: tuple[str | None, int | No
     if hash_a is not None and hash_a == hash_b:
         return True
     return phash_a is not None and phash_b is not None and hamming(phash_a, phash_b) <= SAME_PICTURE_BITS
+
+
+def picture_pairs(photos: Sequence[tuple[int, str | None, int | None]]) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, of entries (photo id, sha256, perceptual hash) whose photos differ
+    but are copies of one picture (same_picture). Perceptual hashes are compared within
+    buckets of 13 bits, five a hash, so that two hashes at most SAME_PICTURE_BITS apart always
+    share one; the same bytes are paired directly."""
+    pairs: set[tuple[int, int]] = set()
+    by_hash: dict[str, list[int]] = {}
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, (photo_id, sha, phash) in enumerate(photos):
+        if sha is not None:
+            for j in by_hash.setdefault(sha, []):
+                if photos[j][0] != photo_id:
+                    pairs.add((j, i))
+            by_hash[sha].append(i)
+        if phash is not None:
+            bits = phash & ((1 << 64) - 1)
+            for part in range(5):
+                bucket = buckets.setdefault((part, (bits >> (13 * part)) & 0x1FFF), [])
+                for j in bucket:
+                    if photos[j][0] != photo_id and same_picture((None, photos[j][2]), (None, phash)):
+                        pairs.add((j, i))
+                bucket.append(i)
+    return sorted(pairs)
+
+
+def distinct_count(n: int, same: Iterable[tuple[int, int]]) -> int:
+    """How many of n things are left when each pair in `same` counts as one."""
+    groups = UnionFind()
+    for i in range(n):
+        groups.find(i)
+    for a, b in same:
+        groups.union(a, b)
+    return len({groups.find(i) for i in range(n)})
 
 
 class UnionFind:

@@ -16,7 +16,8 @@ external one fetched); a sidecar larger than MAX_SIDECAR_BYTES is not read at al
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -231,7 +232,10 @@ def _write_tags(photo: Path, named, orientation: int, width: int, height: int, e
     if not stale and not values:
         return target, False
     folder = target.parent
-    handle, scratch = tempfile.mkstemp(prefix=".facedb-", suffix=target.suffix or ".xmp", dir=folder)
+    # a new file gets what the umask leaves of 0666 (as any program's would), an old one keeps its mode
+    mode = stat.S_IMODE(os.stat(target).st_mode) if target.exists() else 0o666
+    scratch = str(folder / f".facedb-{secrets.token_hex(8)}{target.suffix or '.xmp'}")
+    handle = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(handle, "wb") as out:
             if target.exists():
@@ -248,6 +252,8 @@ def _write_tags(photo: Path, named, orientation: int, width: int, height: int, e
             os.fsync(written.fileno())
         if target.exists() and target.read_bytes() == result:
             return target, False  # already so: the file is left alone (its time too)
+        if target.exists():
+            os.chmod(scratch, mode)  # the umask may have taken bits the photo had
         os.replace(scratch, target)
     except RuntimeError as exc:
         raise FaceTagError(f"{target}: cannot write XMP: {one_line(str(exc))}") from None

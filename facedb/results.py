@@ -237,7 +237,8 @@ class PersonSummary(Result):
     id: int
     name: str | None
     hidden: bool  # set aside (`facedb hide`): left out of the lists unless asked for
-    faces: int
+    faces: int  # stored faces, copies included
+    distinct_faces: int  # a face and its copies (the same picture, as dedup's tiers 1-2) counted once
     enrolled: int  # faces given by `enroll`
     confirmed: int  # faces a person placed or accepted (naming, `move`, `confirm`)
     proposed: int

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,7 @@ def test_names_written_back_are_read_by_exiftool_merged_and_idempotent(tagged_ar
     written = facedb.write_face_tags([tagged_archive])
     assert written.failures == [] and written.photos == 3 and written.faces == 5
     sidecars = {Path(p).name for p in written.written}
+    assert all(Path(p).stat().st_mode & 0o044 for p in written.written)  # readable by the others, as files are
     assert sidecars == {"group.jpg.xmp", "franck.xmp", "turned.jpg.xmp"}  # the existing sidecars, else photo.ext.xmp
     assert group.read_bytes() == (tagged_archive / "group.jpg").read_bytes()  # the photo itself untouched
 
@@ -216,6 +218,8 @@ def test_tags_written_into_the_photo_keep_it_indexed_as_it_is(tagged_archive, ma
     facedb = make_facedb()
     facedb.index([tagged_archive])
     group = tagged_archive / "group.jpg"
+    group.chmod(0o640)
+    mode = stat.S_IMODE(group.stat().st_mode)
     done = subprocess.run(
         [sys.executable, "-m", "facedb", "--database-url", facedb.settings.database_url, "tags", "write", str(group)]
         + ["--embedded", "--json"],
@@ -227,6 +231,7 @@ def test_tags_written_into_the_photo_keep_it_indexed_as_it_is(tagged_archive, ma
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["written"] == [str(group)] and result["faces"] == 2 and result["failures"] == []
+    assert stat.S_IMODE(group.stat().st_mode) == mode  # the photo keeps its permissions
     (info,) = json.loads(_exiftool("-j", "-struct", "-XMP:all", str(group)))
     # facedb's names, and the region it does not know (exiftool wrote it there) kept
     assert sorted(r["Name"] for r in info["RegionInfo"]["RegionList"]) == ["Ada Lovelace", "Bob", "Ghost"]

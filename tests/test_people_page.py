@@ -24,7 +24,8 @@ def archive_service(tmp_path_factory, new_database_url, models):
     facedb.index([folder])
     facedb.cluster()
     _, admin_key = facedb.api_keys.create("page", "admin")  # admin: the indexing page too
-    yield facedb, create_app(facedb, [folder]), admin_key, folder
+    _, read_key = facedb.api_keys.create("looker", "read")
+    yield facedb, create_app(facedb, [folder]), admin_key, read_key, folder
     facedb.close()
 
 
@@ -33,7 +34,7 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    facedb, app, key, folder = archive_service
+    facedb, app, key, read_key, folder = archive_service
     people = sorted(facedb.people(), key=lambda p: (-p.faces, p.id))
     first, second, third = people[0], people[1], people[2]
     assert first.name is None and len(people) >= 4
@@ -54,11 +55,14 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
             return set(driver.execute_script(script))
 
         def card_ids() -> set[int]:
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#people .card") or "Nobody" in d.page_source)
+            """The people shown, once the grid is drawn (cards, or the line that says there are none)."""
+            wait.until(
+                lambda d: ids("#people .card", "person") or text_of("people").startswith(("Nobody", "No people"))
+            )
             return ids("#people .card", "person")
 
         def face_ids() -> set[int]:
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#faces .face") or "Every face" in d.page_source)
+            wait.until(lambda d: ids("#faces .face", "face") or "Every face" in text_of("faces"))
             return ids("#faces .face", "face")
 
         def open_page(fragment: str, element_id: str) -> None:
@@ -174,5 +178,16 @@ def test_the_people_workflow_in_a_browser(archive_service, tmp_path):
         until_text("faces", "Franck")
         shots["who"] = screenshot(driver, "who")
         assert severe_errors(driver) == []
+
+        # a read key sees and cannot change: the page says why, and nothing changed
+        open_page("/people", "signout")
+        driver.find_element(By.ID, "signout").click()
+        driver.find_element(By.ID, "key").send_keys(read_key + "\n")
+        open_page(f"/person/{first.id}", "rename")
+        driver.find_element(By.ID, "rename").clear()
+        driver.find_element(By.ID, "rename").send_keys("Not allowed")
+        driver.find_element(By.ID, "do-rename").click()
+        wait.until(lambda d: "write" in text_of("error"))
+        assert facedb.person(first.id).name == "Franck"
     for name, path in shots.items():
         print(f"screenshot of the {name} page: {path}")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import Connection, text
 
+from ..dedup import SAME_FACE_DISTANCE, distinct_count, picture_pairs
 from ..faces import Box
 from ..people import ClusterInputs, PersonFace
 from ..records import EMBEDDING_DIMENSION
@@ -139,7 +140,51 @@ class PeopleStore:
                     {"ids": [r.representative_face_id for r in rows if r.representative_face_id]},
                 ).all()
             )
-        return [PersonSummary(**r._mapping, representative_photo=paths.get(r.representative_face_id)) for r in rows]
+            distinct = self._distinct_faces(conn)
+        return [
+            PersonSummary(
+                **r._mapping,
+                distinct_faces=distinct.get(r.id, 0),
+                representative_photo=paths.get(r.representative_face_id),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _distinct_faces(conn: Connection) -> dict[int, int]:
+        """Per person, their faces with a face and its copies counted once: faces in photos that
+        are copies of one picture (dedup's tiers 1-2) and nearly the same face (within
+        SAME_FACE_DISTANCE, as clustering's copies). Embeddings are read only for such pairs."""
+        faces: dict[int, list[tuple[int, int, str | None, int | None]]] = {}
+        for r in conn.execute(
+            text(
+                "SELECT fi.identity_id, f.id, f.photo_id, p.content_hash, p.phash FROM face_identities fi "
+                "JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id ORDER BY f.id"
+            )
+        ):
+            faces.setdefault(r.identity_id, []).append((r.id, r.photo_id, r.content_hash, r.phash))
+        candidates = {
+            person: picture_pairs([(photo, sha, phash) for _, photo, sha, phash in members])
+            for person, members in faces.items()
+        }
+        wanted = sorted({faces[p][i][0] for p, pairs in candidates.items() for pair in pairs for i in pair})
+        vectors = {
+            r.id: decode_vector_send(r.raw)
+            for r in conn.execute(
+                text("SELECT id, vector_send(embedding) AS raw FROM faces WHERE id = ANY(:ids)"), {"ids": wanted}
+            )
+        }
+        return {
+            person: distinct_count(
+                len(members),
+                (
+                    (a, b)
+                    for a, b in candidates[person]
+                    if float(np.linalg.norm(vectors[members[a][0]] - vectors[members[b][0]])) <= SAME_FACE_DISTANCE
+                ),
+            )
+            for person, members in faces.items()
+        }
 
     def person_faces(self, identity_id: int) -> list[PersonFace]:
         with self.engine.connect() as conn:
