@@ -25,7 +25,7 @@ from .align import crop_face, thumbnail
 from .db.store import Store
 from .detect import Detector
 from .embed import Embedder
-from .errors import ImageError
+from .errors import ImageError, one_line
 from .face_tags import FaceTagError, match, read_tags
 from .faces import Detection, Face
 from .images import DecodedPhoto, PhotoMeta, decode, read_file
@@ -207,6 +207,7 @@ class Indexer:
         within: Sequence[Path] | None,
     ) -> IndexSummary:
         started = time.monotonic()
+        self._warnings = []
         # Two walks of the folders, so that memory does not grow with the archive: the first
         # only counts (for progress and ETA), the second feeds the batches.
         total = sum(1 for _ in scan(paths, within))
@@ -389,6 +390,9 @@ class Indexer:
             tags = read_tags(data, Path(path), meta.orientation, meta.width, meta.height)
         except FaceTagError as exc:
             self._warn(path, str(exc))
+            return {}
+        except Exception as exc:  # noqa: BLE001 - odd metadata must not cost the photo or the run
+            self._warn(path, one_line(f"face tags not read: {type(exc).__name__}: {exc}")[:300])
             return {}
         named, unmatched = match(tags, [(place, face.box) for place, face in enumerate(faces)])
         for tag in unmatched:
