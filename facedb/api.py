@@ -767,6 +767,9 @@ class FaceDB:
         return result
 
     # ---- reports ------------------------------------------------------------------------
+    def database_answers(self) -> bool:
+        return self.store.answers()
+
     def status(self, *, with_failures: bool = False) -> Status:
         """Counts of photos, faces and identities, the threshold in force, and (with_failures)
         every file that failed with its reason."""

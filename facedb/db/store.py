@@ -358,6 +358,11 @@ class Store:
             ).first()
         return None if row is None else (bytes(row.thumbnail), row.path)
 
+    def answers(self) -> bool:
+        """The database takes a query (`/healthz`): one round trip, whatever the archive's size."""
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT 1")).scalar() == 1
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             row = conn.execute(
