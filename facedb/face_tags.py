@@ -209,7 +209,10 @@ def write_tags(
     facedb's faces; every other property stays. Writing the same twice changes nothing.
     Returns the file, and whether it changed."""
     with _EXIV2:
-        return _write_tags(photo, named, orientation, width, height, embedded)
+        try:
+            return _write_tags(photo, named, orientation, width, height, embedded)
+        except OSError as exc:  # a folder that cannot be written, a disk that is full
+            raise FaceTagError(f"{photo}: cannot write its XMP: {exc.strerror or exc}") from None
 
 
 def _write_tags(photo: Path, named, orientation: int, width: int, height: int, embedded: bool) -> tuple[Path, bool]:

@@ -275,3 +275,22 @@ def test_metadata_that_breaks_the_reader_costs_neither_the_photo_nor_the_run(mak
     assert summary.failed == 0 and summary.faces == 1
     (warning,) = summary.warnings
     assert warning.message == "face tags not read: ValueError: a value exiv2 did not expect"
+
+
+@needs_exiftool
+def test_sidecars_that_cannot_be_written_are_one_line_failures(tagged_archive, make_facedb, monkeypatch):
+    facedb = make_facedb()
+    facedb.index([tagged_archive])
+    before = {p.name: p.read_bytes() for p in tagged_archive.iterdir() if p.is_file()}
+    real_open = face_tags.os.open
+
+    def refuse_new_files(path, *args, **kwargs):
+        if ".facedb-" in str(path):  # the file a sidecar is written into before it replaces the old one
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(face_tags.os, "open", refuse_new_files)
+    written = facedb.write_face_tags([tagged_archive])
+    assert written.written == [] and len(written.failures) == 3 == written.photos
+    assert {f.reason for f in written.failures} == {"cannot write its XMP: Permission denied"}
+    assert {p.name: p.read_bytes() for p in tagged_archive.iterdir() if p.is_file()} == before  # nothing touched
