@@ -140,7 +140,7 @@ class FaceDB:
     def extractor(self) -> FaceExtractor:
         return FaceExtractor(self.detector, self.embedder, self.settings.face_margin)
 
-    def _indexer(self) -> Indexer:
+    def _indexer(self, read_face_tags: bool | None = None) -> Indexer:
         s = self.settings
         return Indexer(
             self.store,
@@ -150,7 +150,7 @@ class FaceDB:
             batch_photos=s.write_batch_photos,
             read_workers=s.read_workers,
             detect_workers=s.detect_workers,
-            read_face_tags=s.read_face_tags,
+            read_face_tags=s.read_face_tags if read_face_tags is None else read_face_tags,
         )
 
     # ---- faces of photos that are not stored ---------------------------------------------
@@ -247,10 +247,7 @@ class FaceDB:
             )
         roots = None if within is None else [Path(os.path.realpath(root)) for root in within]
         started = time.monotonic()
-        indexer = self._indexer()
-        if read_face_tags is not None:
-            indexer.read_face_tags = read_face_tags
-        summary = indexer.run(
+        summary = self._indexer(read_face_tags).run(
             paths,
             retry_failed=retry_failed,
             on_progress=on_progress,

@@ -178,16 +178,12 @@ def copies_of_one_face(inputs: ClusterInputs, neighbours: tuple[np.ndarray, np.n
     indices, distances = neighbours
     n = len(inputs.face_ids)
     copies = UnionFind()
-    if inputs.photo_hashes and inputs.photo_phashes:
-        for r in range(n):
-            for j, d in zip(indices[r], distances[r]):
-                if d > SAME_FACE_DISTANCE:
-                    break
-                j = int(j)
-                if inputs.photo_ids[r] != inputs.photo_ids[j] and same_picture(
-                    (inputs.photo_hashes[r], inputs.photo_phashes[r]), (inputs.photo_hashes[j], inputs.photo_phashes[j])
-                ):
-                    copies.union(r, j)
+    for r in range(n):
+        for j, d in zip(indices[r], distances[r]):
+            if d > SAME_FACE_DISTANCE:
+                break
+            if inputs.photo_ids[r] != inputs.photo_ids[j] and _one_picture(inputs, r, int(j)):
+                copies.union(r, int(j))
     return np.array([copies.find(r) for r in range(n)], np.int64)
 
 

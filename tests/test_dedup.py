@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM_FLAGS
 from PIL import Image
 
 from facedb import report as report_files
@@ -213,14 +214,7 @@ def _open_in_browser(page: Path, screenshot: Path) -> str:
     done = subprocess.run(
         [
             _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
             "--enable-logging=stderr",
             "--v=0",

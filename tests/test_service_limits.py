@@ -9,13 +9,13 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import browser
 import httpx
 import psutil
 import pytest
@@ -50,12 +50,6 @@ class GatedDetector:
         self.entered.set()
         assert self.open.wait(120), "the test never opened the gate"
         return self.inner.detect(rgb)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +88,10 @@ def served(tmp_path_factory, new_database_url, models):
     facedb.index([outside])  # stored through the CLI, from outside every served root
     keys = facedb.api_keys
     made = {scope: keys.create(f"test {scope}", scope)[1] for scope in ("read", "write", "admin")}
-    import uvicorn
-
     app = create_app(facedb, [root], max_upload_bytes=5 * 2**20)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    yield url, app, facedb, gated, made, root, outside
-    gated.open.set()
-    server.should_exit = True
-    thread.join(timeout=20)
+    with browser.served(app) as url:
+        yield url, app, facedb, gated, made, root, outside
+        gated.open.set()  # let held requests finish before the server stops
     facedb.close()
 
 
@@ -359,7 +341,7 @@ def test_sigterm_stops_serve_and_its_embedded_postgresql(tmp_path):
     """Item 5: systemd and Docker stop a service with SIGTERM; the embedded PostgreSQL that
     `facedb serve` started must stop with it (it did with SIGINT only)."""
     home = tmp_path / "home"
-    port = _free_port()
+    port = browser.free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     server = subprocess.Popen(
         [sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
