@@ -1,4 +1,6 @@
-"""Face crops as FaceNet 20180408-102900 was trained on them: MTCNN box plus margin, 160x160.
+"""Face crops as FaceNet was trained on them: MTCNN box plus margin, 160x160. Both models get
+the same crop (0.2 of the box on each side is the tutorial's 44 px margin at LFW's scale); they
+differ in standardisation (embed.py).
 
 FaceNet's own alignment is a crop, not a rotation: the model learned from unrotated crops.
 """
@@ -16,9 +18,12 @@ CROP_SIZE = 160
 THUMBNAIL_SIZE = 96
 
 
-def preprocessing_name(margin: float) -> str:
+STANDARDISATIONS = {"fixed": "(x-127.5)/128", "prewhiten": "prewhiten"}
+
+
+def preprocessing_name(margin: float, standardisation: str = "fixed") -> str:
     """Recorded with every embedding, so embeddings made differently are never mixed up."""
-    return f"mtcnn-box+{margin:g}margin/bilinear{CROP_SIZE}/(x-127.5)/128"
+    return f"mtcnn-box+{margin:g}margin/bilinear{CROP_SIZE}/{STANDARDISATIONS[standardisation]}"
 
 
 def crop_face(rgb: np.ndarray, detection: Detection, margin: float = 0.2, size: int = CROP_SIZE) -> np.ndarray:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .align import preprocessing_name
 from .cluster import ClusterParams
-from .config import DEFAULT_THRESHOLD, Settings
+from .config import Settings
 from .db.apikeys import ApiKeys
 from .db.calibrations import CalibrationStore
 from .db.database import Database
 from .db.dedup import DedupStore
+from .db.embeddings import EmbeddingStore
 from .db.integrity import IntegrityStore
 from .db.people import PeopleStore
 from .db.store import Store
@@ -25,11 +25,11 @@ from .dedup_report import dedup_report
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
-from .faces import Face, box_iou
+from .faces import Detection, Face, box_iou
 from .images import decode, pixel_count, read_file
 from .people import person_name, plan_clustering, split_faces
 from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
-from .records import EMBEDDING_DIMENSION, StoredFace
+from .records import StoredFace
 from .results import (
     CalibrationResult,
     CheckResult,
@@ -37,6 +37,7 @@ from .results import (
     CompareAnswer,
     ComparedFace,
     Confirmed,
+    DefaultModel,
     EnrollResult,
     FaceAnswer,
     FaceListing,
@@ -49,11 +50,13 @@ from .results import (
     IdentityMatch,
     IndexSummary,
     Merged,
+    ModelInfo,
     Moved,
     PersonDetail,
     PersonSummary,
     PhotoError,
     PhotoFaces,
+    ReembedSummary,
     Rejected,
     Renamed,
     SchemaRevision,
@@ -66,20 +69,28 @@ from .results import (
     WhoAnswer,
 )
 from .scan import scan
+from .weights import default_embedder, embedder_spec, embedder_specs, weights_path
 
 
 class FaceDB:
     """Open lazily: nothing heavy (database, TensorFlow) happens until a method needs it."""
 
     def __init__(
-        self, settings: Settings | None = None, *, detector: Detector | None = None, embedder: Embedder | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        detector: Detector | None = None,
+        embedder: Embedder | None = None,
+        embedders: Sequence[Embedder] = (),
     ) -> None:
         self.settings = settings or Settings.load()
         self._database: Database | None = None
         self._store: Store | None = None
         self._detector = detector
-        self._embedder = embedder
-        self._embedding_model_id: int | None = None
+        # loaded models by the manifest's key; others are made from the settings when needed
+        self._embedders: dict[str, Embedder] = {e.model: e for e in [*embedders, *([embedder] if embedder else [])]}
+        self._embedding_model_ids: dict[str, int] = {}
+        self._model: str | None = None
 
     # ---- parts, created on first use ------------------------------------------------------
     @property
@@ -106,23 +117,42 @@ class FaceDB:
         return self._detector
 
     @property
+    def model(self) -> str:
+        """The embedding model this FaceDB uses: the setting (--model, FACEDB_MODEL), else the
+        database's default (`facedb models default`). A database that does not exist yet is
+        not created to ask (`compare` needs none): it would start with the manifest's default."""
+        if self._model is None:
+            chosen = self.settings.model
+            exists = self._database is not None or self.settings.database_url or self.settings.pgdata.exists()
+            if chosen is None and exists:
+                chosen = EmbeddingStore(self.store).default_model()
+            self._model = embedder_spec(chosen or default_embedder())["key"]
+        return self._model
+
+    def embedder_of(self, model: str) -> Embedder:
+        if model not in self._embedders:
+            self._embedders[model] = FacenetEmbedder.from_settings(self.settings, model=embedder_spec(model)["key"])
+        return self._embedders[model]
+
+    @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = FacenetEmbedder.from_settings(self.settings)
-        return self._embedder
+        return self.embedder_of(self.model)
 
     @property
     def preprocessing(self) -> str:
-        return preprocessing_name(self.settings.face_margin)
+        return self.embedder.preprocessing(self.settings.face_margin)
+
+    def embedding_model_id_of(self, model: str) -> int:
+        if model not in self._embedding_model_ids:
+            e = self.embedder_of(model)
+            self._embedding_model_ids[model] = self.store.embedding_model_id(
+                e.name, e.version, e.sha256, e.preprocessing(self.settings.face_margin), e.dimension, e.runtime
+            )
+        return self._embedding_model_ids[model]
 
     @property
     def embedding_model_id(self) -> int:
-        if self._embedding_model_id is None:
-            e = self.embedder
-            self._embedding_model_id = self.store.embedding_model_id(
-                e.name, e.version, e.sha256, self.preprocessing, e.dimension, e.runtime
-            )
-        return self._embedding_model_id
+        return self.embedding_model_id_of(self.model)
 
     def close(self) -> None:
         if self._database is not None:
@@ -146,6 +176,7 @@ class FaceDB:
             self.store,
             self.extractor,
             self.embedding_model_id,
+            self.model,
             max_pixels=s.max_pixels,
             batch_photos=s.write_batch_photos,
             read_workers=s.read_workers,
@@ -215,7 +246,7 @@ class FaceDB:
 
     def compare_faces(self, results: list[PhotoFaces]) -> CompareAnswer:
         faces = [(r.path, i, f) for r in results for i, f in enumerate(r.faces)]
-        vectors = np.stack([f.vector for _, _, f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
+        vectors = np.stack([f.vector for _, _, f in faces]) if faces else np.zeros((0, 0), np.float32)
         distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=-1) if faces else np.zeros((0, 0))
         return CompareAnswer(
             faces=[ComparedFace(photo=p, face=i, box=f.box, score=f.detection.score) for p, i, f in faces],
@@ -330,7 +361,7 @@ class FaceDB:
         calibration = CalibrationStore(self.store).latest(e.name, e.version, e.sha256, self.preprocessing)
         if calibration is not None:
             return ThresholdInForce(value=calibration.threshold, source="calibrated", calibration=calibration)
-        return ThresholdInForce(value=DEFAULT_THRESHOLD, source="default")
+        return ThresholdInForce(value=float(embedder_spec(self.model)["default_threshold"]), source="default")
 
     def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
         """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
@@ -372,8 +403,13 @@ class FaceDB:
     def search(self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None) -> list[IdentityMatch]:
         """The identity search alone, for an embedding made elsewhere (no detection)."""
         threshold = self.threshold().value if threshold is None else threshold
-        nearest = self.store.nearest_identities(embedding, top_k)
-        counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold)
+        model = self.model
+        if len(embedding) != self.embedder.dimension:
+            raise FaceDBError(
+                f"the embedding has {len(embedding)} values; model {model} makes {self.embedder.dimension}"
+            )
+        nearest = self.store.nearest_identities(embedding, top_k, model)
+        counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold, model)
         matches = []
         for c in nearest:
             within, faces = counts.get(c.identity_id, (0, 0))
@@ -435,7 +471,7 @@ class FaceDB:
     # ---- people -------------------------------------------------------------------------
     @property
     def people_store(self) -> PeopleStore:
-        return PeopleStore(self.store)
+        return PeopleStore(self.store, self.model)
 
     def cluster(self, *, dry_run: bool = False, params: ClusterParams | None = None) -> ClusterResult:
         """Group faces nobody placed into people; see facedb.cluster for the rules."""
@@ -493,7 +529,8 @@ class FaceDB:
         """A person and every face of theirs: photo, box, how assigned, distance to their centre."""
         identity_id, name = self.people_store.resolve(person)
         faces = self.people_store.person_faces(identity_id)
-        centre = np.mean([f.vector for f in faces], axis=0) if faces else None
+        vectors = [f.vector for f in faces if f.vector is not None]
+        centre = np.mean(vectors, axis=0) if vectors else None
         shown = [
             FaceOfPerson(
                 face_id=f.face_id,
@@ -502,7 +539,9 @@ class FaceDB:
                 taken_at=f.taken_at,
                 box=f.box,
                 source=f.source,
-                distance_to_centre=float(np.linalg.norm(f.vector - centre)),
+                distance_to_centre=(
+                    None if f.vector is None or centre is None else float(np.linalg.norm(f.vector - centre))
+                ),
             )
             for f in faces
         ]
@@ -510,7 +549,7 @@ class FaceDB:
             id=identity_id,
             name=name,
             hidden=self.people_store.is_hidden(identity_id),
-            faces=sorted(shown, key=lambda f: f.distance_to_centre),
+            faces=sorted(shown, key=lambda f: (f.distance_to_centre is None, f.distance_to_centre or 0.0)),
         )
 
     def contact_sheet(self, person: str | int, out_path: str | os.PathLike) -> Path:
@@ -637,7 +676,7 @@ class FaceDB:
         Nothing is deleted. `paths` limits it to photos under those files or folders."""
         prefixes = [os.path.abspath(os.fspath(p)) for p in paths]
         return dedup_report(
-            DedupStore(self.store),
+            DedupStore(self.store, self.model, self.embedder.dimension),
             prefixes,
             thresholds or DedupThresholds(),
             tiers,
@@ -672,7 +711,7 @@ class FaceDB:
         return self.store.photo_path(photo_id)
 
     def dedup_face_thumbnails(self, face_ids: list[int]) -> dict[int, bytes]:
-        return DedupStore(self.store).thumbnails(face_ids)
+        return DedupStore(self.store, self.model, self.embedder.dimension).thumbnails(face_ids)
 
     def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
         """A face's thumbnail (JPEG) and the path of the photo it was cut from."""
@@ -687,20 +726,24 @@ class FaceDB:
         far: float = 1e-3,
         plot: str | os.PathLike | None = None,
         on_progress: Callable[[str], None] | None = None,
+        models: Sequence[str] = (),
     ) -> dict:
         """LFW's verification protocol and leave-one-out identification on root/<person>/<photos>;
-        with `strangers`, how many faces of people not in root would be named."""
+        with `strangers`, how many faces of people not in root would be named. With several
+        `models`, each on the same photos and pairs: {"models": [...], "plot"}."""
         from .evaluate import evaluate_folders
 
+        keys = self._eval_models(models)
         try:
             return evaluate_folders(
-                self.extractor,
+                FaceExtractor(self.detector, self.embedder_of(keys[0]), self.settings.face_margin),
                 self.settings,
                 root,
                 strangers,
                 far=far,
                 plot=plot,
                 say=on_progress or (lambda message: None),
+                embedders=[self.embedder_of(k) for k in keys],
             )
         except ValueError as exc:  # too few pairs for the protocol, and the like
             raise FaceDBError(f"{root}: {exc}") from None
@@ -716,12 +759,19 @@ class FaceDB:
         """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg."""
         from .evaluate import evaluate_lfw
 
+        extractor = FaceExtractor(self.detector, self.embedder_of(self._eval_models(())[0]), self.settings.face_margin)
         try:
             return evaluate_lfw(
-                self.extractor, self.settings, pairs_file, images, plot=plot, say=on_progress or (lambda message: None)
+                extractor, self.settings, pairs_file, images, plot=plot, say=on_progress or (lambda message: None)
             )
         except ValueError as exc:
             raise FaceDBError(f"{pairs_file}: {exc}") from None
+
+    def _eval_models(self, models: Sequence[str]) -> list[str]:
+        """The models to evaluate: those asked for, else the setting, else the manifest's
+        default (eval opens no database, so not the database's default)."""
+        asked = list(models) or [self.settings.model or default_embedder()]
+        return list(dict.fromkeys(embedder_spec(m)["key"] for m in asked))
 
     # ---- backups ------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> dict:
@@ -752,7 +802,7 @@ class FaceDB:
     # ---- integrity ----------------------------------------------------------------------
     def check(self, *, fix: bool = False) -> CheckResult:
         """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""
-        integrity = IntegrityStore(self.store)
+        integrity = IntegrityStore(self.store, {key: int(spec["dimension"]) for key, spec in embedder_specs().items()})
         problems = integrity.problems()
         result = CheckResult(problems={k: v for k, v in problems.items() if v})
         if fix and result.problems:
@@ -762,6 +812,128 @@ class FaceDB:
         if schema[0] != schema[1]:
             result.problems["schema_revision"] = [f"{schema[0]} (newest {schema[1]})"]
         return result
+
+    # ---- models -------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        """Every model the manifest pins, with how many faces carry its embedding."""
+        embeddings = EmbeddingStore(self.store)
+        faces, by_model = embeddings.counts()
+        default = embeddings.default_model() or default_embedder()
+        listed = []
+        for key, spec in embedder_specs().items():
+            listed.append(
+                ModelInfo(
+                    model=key,
+                    name=spec["name"],
+                    dimension=int(spec["dimension"]),
+                    trained_on=spec["trained_on"],
+                    published_lfw_accuracy=float(spec["published_lfw_accuracy"]),
+                    preprocessing=self.embedder_of(key).preprocessing(self.settings.face_margin),
+                    sha256=spec["sha256"],
+                    weights_present=weights_path(self.settings.model_cache, key).is_file(),
+                    default=key == default,
+                    faces=by_model.get(key, 0),
+                    faces_without=faces - by_model.get(key, 0),
+                )
+            )
+        return listed
+
+    def set_default_model(self, model: str) -> DefaultModel:
+        """Make `model` the database's default; refused while faces lack its embedding."""
+        key = embedder_spec(model)["key"]
+        embeddings = EmbeddingStore(self.store)
+        lacking, photos = embeddings.lacking(key)
+        if lacking:
+            raise FaceDBError(
+                f"{lacking} faces (in {photos} photos) have no embedding of {key}: "
+                f"run `facedb reembed --model {key}` first"
+            )
+        previous = embeddings.default_model()
+        embeddings.set_default_model(key)
+        if self.settings.model is None:
+            self._model = None
+        return DefaultModel(model=key, previous=previous)
+
+    def reembed(
+        self,
+        model: str | None = None,
+        *,
+        batch: int = 64,
+        on_progress: ProgressCallback | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> ReembedSummary:
+        """Give every stored face an embedding of `model`, cut again from its original photo as
+        that model wants its crops. Batches of about `batch` faces (whole photos) are written
+        in one transaction each, so an interrupted run resumes where it stopped; faces that
+        have one already are skipped. A photo that is gone, unreadable or changed since it was
+        indexed is a failure of its faces, reported, and the run goes on. People, confirmations
+        and rejections belong to the faces and stay as they are."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .align import crop_face
+        from .db.codec import EmbeddingRow
+        from .pipeline import ProgressEvent, StopAfterBatch
+
+        if batch < 1:
+            raise FaceDBError("--batch must be at least 1")
+        key = embedder_spec(model or self.model)["key"]
+        embeddings = EmbeddingStore(self.store)
+        _, by_model = embeddings.counts()
+        todo, _ = embeddings.lacking(key)
+        embedder = self.embedder_of(key)
+        model_id = self.embedding_model_id_of(key)
+        summary = ReembedSummary(model=key, already=by_model.get(key, 0))
+        margin, max_pixels = self.settings.face_margin, self.settings.max_pixels
+
+        def crops_of(photo) -> tuple[list[int], list[np.ndarray], str | None]:
+            try:
+                data, digest = read_file(Path(photo.path))
+                if photo.content_hash and digest != photo.content_hash:
+                    raise ImageError("changed since it was indexed (run `facedb index` on it again)")
+                rgb = decode(data, max_pixels).rgb
+            except ImageError as exc:
+                return [], [], str(exc)
+            detections = [
+                Detection(face.box, tuple(zip(face.landmarks[0::2], face.landmarks[1::2])), face.score)  # type: ignore[arg-type]
+                for face in photo.faces
+            ]
+            return [f.face_id for f in photo.faces], [crop_face(rgb, d, margin) for d in detections], None
+
+        started = time.monotonic()
+        after, handled = 0, 0
+        with StopAfterBatch() as stop, ThreadPoolExecutor(max(1, self.settings.read_workers)) as pool:
+            while True:
+                photos = embeddings.photos_lacking(key, after, batch)
+                if not photos:
+                    break
+                after = photos[-1].photo_id
+                ids: list[int] = []
+                crops: list[np.ndarray] = []
+                for photo, (face_ids, photo_crops, error) in zip(photos, pool.map(crops_of, photos)):
+                    handled += len(photo.faces)
+                    if error is not None:
+                        summary.failures.append(FileFailure(path=photo.path, reason=error))
+                        if on_failure:
+                            on_failure(photo.path, error)
+                        continue
+                    ids += face_ids
+                    crops += photo_crops
+                    summary.photos += 1
+                vectors = embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dimension), np.float32)
+                summary.faces += embeddings.write(
+                    [EmbeddingRow(i, key, model_id, vector) for i, vector in zip(ids, vectors)]
+                )
+                if on_progress:
+                    on_progress(
+                        ProgressEvent(handled, todo, summary.faces, len(summary.failures), time.monotonic() - started)
+                    )
+                if stop.requested:
+                    summary.interrupted = True
+                    break
+        summary.seconds = time.monotonic() - started
+        summary.faces_per_second = summary.faces / summary.seconds if summary.seconds > 0 else 0.0
+        summary.left = embeddings.lacking(key)[0]
+        return summary
 
     # ---- reports ------------------------------------------------------------------------
     def database_answers(self) -> bool:
@@ -773,6 +945,7 @@ class FaceDB:
         return Status(
             database=self.database.describe(),
             **self.store.counts(),
+            model=self.model,
             threshold=self.threshold(),
             failures=self.failures() if with_failures else None,
         )

@@ -154,12 +154,26 @@ class ProgressPrinter:
             click.echo(line, err=True)
 
 
+def _choose_model(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(Context).settings_overrides["model"] = value
+
+
+model_option = click.option(
+    "--model",
+    callback=_choose_model,
+    expose_value=False,
+    help="The embedding model (`facedb models` lists them) [default: the database's; env FACEDB_MODEL].",
+)
+
+
 # ---- commands ---------------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@model_option
 @pass_context
 def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
     """Euclidean distances between all faces in IMAGES (FaceNet's compare)."""
@@ -193,6 +207,7 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
     help="Let the photos' XMP face tags (digiKam, Lightroom, ...) name the faces they overlap "
     "[default: yes; env FACEDB_READ_FACE_TAGS].",
 )
+@model_option
 @pass_context
 def index(
     context: Context, paths: tuple[str, ...], retry_failed: bool, as_json: bool, quiet: bool, face_tags: bool | None
@@ -239,6 +254,7 @@ def index(
     help="DIR/<person>/<photos>: enrol every person folder under DIR.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@model_option
 @pass_context
 def enroll(
     context: Context, name: str | None, images: tuple[str, ...], from_folders: str | None, as_json: bool
@@ -280,6 +296,7 @@ def enroll(
     type=click.Path(file_okay=False),
     help="Also write each photo with faces boxed and named into this folder.",
 )
+@model_option
 @pass_context
 def who(
     context: Context, images: tuple[str, ...], top_k: int, threshold: float | None, as_json: bool, annotate: str | None
@@ -315,6 +332,7 @@ def who(
 )
 @click.option("--min-size", type=click.IntRange(2, 10_000), help="Fewest faces that make a new person.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@model_option
 @pass_context
 def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | None, as_json: bool) -> None:
     """Group faces that belong to nobody into people (unnamed until you name them)."""
@@ -569,6 +587,7 @@ def forget(context: Context, person: str, photos: bool, yes: bool) -> None:
 @click.option("--same-picture-bits", type=click.IntRange(0, 32), help="Perceptual-hash bits a copy may differ by [4].")
 @click.option("--burst-seconds", type=click.FloatRange(0), help="Capture times this close make a burst [10].")
 @click.option("--same-face-distance", type=click.FloatRange(0, 2), help="Faces this close are the same shot [0.35].")
+@model_option
 @pass_context
 def dedup(
     context: Context,
@@ -641,6 +660,7 @@ def status(context: Context, errors: bool, as_json: bool) -> None:
     click.echo(f"photos:     {status.photos} ({status.indexed} indexed, {status.failed} failed)")
     click.echo(f"faces:      {status.faces} ({status.assigned_faces} with an identity)")
     click.echo(f"identities: {status.identities}")
+    click.echo(f"model:      {status.model}")
     click.echo(f"threshold:  {_threshold_label(status.threshold)}")
     for failure in status.failures or []:
         click.echo(f"failed: {failure.path}: {failure.reason}")
@@ -677,6 +697,7 @@ def _threshold_label(threshold: ThresholdInForce) -> str:
     help="Count faces of nobody as strangers too (only where they are not your people, unnamed).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@model_option
 @pass_context
 def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool, as_json: bool) -> None:
     """Choose the who-is-this threshold from your own people: same-person pairs of the faces you
@@ -867,14 +888,62 @@ def _print_evaluation(result: dict) -> None:
         click.echo(f"plot: {result['plot']}")
 
 
+def _print_models_side_by_side(results: list[dict]) -> None:
+    """Several models' evaluations of the same photos, a column each."""
+    rows = [
+        ("faces", lambda r: str(r["faces"])),
+        (
+            "accuracy (10 folds)",
+            lambda r: f"{r['verification']['accuracy']:.4f} +- {r['verification']['accuracy_std']:.4f}",
+        ),
+        ("AUC", lambda r: f"{r['verification']['auc']:.4f}"),
+        ("VAL at FAR 0.001", lambda r: f"{r['verification']['val_at_far_0.001']:.4f}"),
+        ("EER", lambda r: f"{r['verification']['eer']:.4f}"),
+        ("best threshold", lambda r: f"{r['verification']['best_threshold']:.2f}"),
+        ("rank-1", lambda r: f"{r['identification']['rank1']:.4f}" if r.get("identification") else "-"),
+        ("rank-5", lambda r: f"{r['identification']['rank5']:.4f}" if r.get("identification") else "-"),
+        ("threshold for the FAR", lambda r: f"{r['calibration']['threshold']:.4f}" if r.get("calibration") else "-"),
+        (
+            "strangers named (default)",
+            lambda r: (
+                f"{r['open_set']['at_default']['named']}/{r['open_set']['strangers']}" if r.get("open_set") else "-"
+            ),
+        ),
+        (
+            "strangers named (calibrated)",
+            lambda r: (
+                f"{r['open_set']['at_calibrated']['named']}/{r['open_set']['strangers']}" if r.get("open_set") else "-"
+            ),
+        ),
+        ("seconds per face (embed)", lambda r: f"{r['seconds_per_face']:.4f}"),
+    ]
+    first = results[0]
+    click.echo(f"{first['photos']} photos of {first['people']} people, the same pairs for every model")
+    width = max(len(label) for label, _ in rows) + 2
+    names = [r["model"].split()[-1] for r in results]  # the versions tell them apart
+    columns = [max(len(n), 16) + 2 for n in names]
+    click.echo("".ljust(width) + "".join(n.rjust(c) for n, c in zip(names, columns)))
+    for label, cell in rows:
+        click.echo(label.ljust(width) + "".join(cell(r).rjust(c) for r, c in zip(results, columns)))
+
+
 def _report_evaluation(evaluate, as_json: bool) -> None:
     """Runs `evaluate(on_progress)`, prints its result as text or JSON, exit 1 when files failed."""
     result = evaluate(None if as_json else lambda message: click.echo(f"eval: {message}", err=True))
     if as_json:
         _print_json(result)
+    elif "models" in result:
+        _print_models_side_by_side(result["models"])
+        for path in result["models"][0]["no_face"]:
+            click.echo(f"facedb: no face found in {path}", err=True)
+        for failure in result["models"][0]["failed"]:
+            _report_failure(failure["path"], failure["reason"])
+        if result.get("plot"):
+            click.echo(f"plot: {result['plot']}")
     else:
         _print_evaluation(result)
-    if result.get("failed") or result.get("missing") or (result.get("open_set") or {}).get("failed"):
+    first = result["models"][0] if "models" in result else result
+    if first.get("failed") or first.get("missing") or (first.get("open_set") or {}).get("failed"):
         sys.exit(EXIT_FILES_FAILED)
 
 
@@ -890,15 +959,32 @@ def _report_evaluation(evaluate, as_json: bool) -> None:
     type=click.FloatRange(1e-6, 0.5, min_open=False),
     help="False-accept rate of the calibrated threshold.",
 )
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Write the ROC curve and distance histograms (PNG); with several models, their ROC curves in one.",
+)
+@click.option(
+    "--model",
+    "models",
+    help="The model, or several separated by commas to compare them side by side on the same photos "
+    "(`facedb models` lists them) [default: the database's].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def eval_folders(
-    context: Context, root: str, strangers: str | None, far: float, plot: str | None, as_json: bool
+    context: Context, root: str, strangers: str | None, far: float, plot: str | None, models: str | None, as_json: bool
 ) -> None:
     """Verification (LFW's 10-fold protocol) and identification on ROOT/<person>/<photos>."""
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else []
+    if len(chosen) == 1:
+        context.settings_overrides["model"] = chosen[0]
+        chosen = []
     _report_evaluation(
-        lambda progress: context.facedb.eval_folders(root, strangers, far=far, plot=plot, on_progress=progress), as_json
+        lambda progress: context.facedb.eval_folders(
+            root, strangers, far=far, plot=plot, on_progress=progress, models=chosen
+        ),
+        as_json,
     )
 
 
@@ -918,12 +1004,91 @@ def eval_folders(
 )
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@model_option
 @pass_context
 def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, as_json: bool) -> None:
     """LFW's verification protocol with its pairs file: accuracy as the papers report it."""
     _report_evaluation(
         lambda progress: context.facedb.eval_lfw(pairs_file, images, plot=plot, on_progress=progress), as_json
     )
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """The embedding models: dimension, training set, published LFW accuracy, preprocessing,
+    weights, which is the database's default, and how many faces carry an embedding of each."""
+    if ctx.invoked_subcommand is not None:
+        return
+    listed = ctx.ensure_object(Context).facedb.models()
+    if as_json:
+        _print_json(listed)
+        return
+    for m in listed:
+        click.echo(
+            f"{m.model}{'  (default)' if m.default else ''}\n"
+            f"    {m.name}, {m.dimension}-d, trained on {m.trained_on}, LFW {m.published_lfw_accuracy:.4f} "
+            f"(published)\n"
+            f"    preprocessing {m.preprocessing}\n"
+            f"    sha256 {m.sha256}, weights {'present' if m.weights_present else 'fetched on first use'}\n"
+            f"    faces with its embedding: {m.faces}" + (f" ({m.faces_without} without)" if m.faces_without else "")
+        )
+
+
+@models.command("default")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def models_default(context: Context, model: str, as_json: bool) -> None:
+    """Make MODEL the database's default (refused while faces lack its embedding)."""
+    result = context.facedb.set_default_model(model)
+    _answer(result, as_json, f"default model: {result.model} (was {result.previous or 'none'})")
+
+
+class ReembedProgress(ProgressPrinter):
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        final = event.done == event.total
+        if not self.tty and not final and now - self.last < self.every:
+            return
+        self.last = now
+        eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
+        rate = event.faces / event.elapsed if event.elapsed > 0 else 0.0
+        line = f"{event.done}/{event.total} faces  {event.failed} photos failed  {rate:.1f} faces/s  ETA {eta}"
+        if self.tty:
+            click.echo("\r" + line.ljust(78), err=True, nl=final)
+        else:
+            click.echo(line, err=True)
+
+
+@cli.command()
+@click.option("--model", "model", required=True, help="The model to embed every stored face with (`facedb models`).")
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1, 100_000), help="Faces a transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@pass_context
+def reembed(context: Context, model: str, batch: int, as_json: bool, quiet: bool) -> None:
+    """Embed every stored face with MODEL from its original photo, skipping faces that have one;
+    people and decisions stay with the faces. Resumable: run it again after an interruption."""
+    summary = context.facedb.reembed(
+        model, batch=batch, on_progress=ReembedProgress(quiet or as_json), on_failure=_report_failure
+    )
+    if as_json:
+        _print_json(summary)
+    else:
+        click.echo(
+            f"{summary.model}: {summary.faces} faces embedded from {summary.photos} photos in {summary.seconds:.1f}s "
+            f"({summary.faces_per_second:.1f} faces/s); {summary.already} had one already, "
+            f"{len(summary.failures)} photos failed, {summary.left} faces still without one"
+        )
+    if summary.interrupted:
+        click.echo("facedb: interrupted; run the same command again to continue.", err=True)
+        sys.exit(130)
+    if summary.failures:
+        sys.exit(EXIT_FILES_FAILED)
 
 
 @cli.group()
@@ -936,6 +1101,7 @@ def bench() -> None:
 @click.option("--limit", type=click.IntRange(1), help="Only the first N photos (by path).")
 @click.option("--detect-max-side", type=click.IntRange(64), help="Override FACEDB_DETECT_MAX_SIDE for this run.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@model_option
 @pass_context
 def bench_ingest(
     context: Context, paths: tuple[str, ...], limit: int | None, detect_max_side: int | None, json_file: str | None

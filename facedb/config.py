@@ -40,6 +40,9 @@ class Settings:
     home: Path = field(default_factory=_default_home)
     database_url: str | None = None
     model_cache: Path = field(default_factory=_default_model_cache)
+    # The embedding model (a key of models/manifest.json, `facedb models`); None: the database's
+    # default (`facedb models default NAME`), which a new database takes from the manifest.
+    model: str | None = None
     # What runs the models: "onnxruntime" (the networks converted once from the pinned
     # TensorFlow models; starts in about a second) or "tensorflow" (the models as published).
     runtime: str = "onnxruntime"

@@ -33,3 +33,7 @@ class TooLarge(FaceDBError):
 
 class SettingError(FaceDBError, ValueError):
     """A setting (flag or FACEDB_* variable) whose value cannot be used."""
+
+
+class UnknownModel(SettingError):
+    """A model name the manifest does not pin."""

@@ -7,33 +7,40 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import evaluation
-from .config import DEFAULT_THRESHOLD, Settings
+from .config import Settings
+from .embed import Embedder
 from .errors import FaceDBError, ImageError
 from .faces import Detection, Face
 from .images import decode, read_file
 from .pipeline import FaceExtractor, bounded_map
-from .records import EMBEDDING_DIMENSION
 from .scan import scan
+from .weights import embedder_spec
 
 CHUNK = 64  # photos detected, then embedded together; only their vectors are kept
 
 
 @dataclass
 class Embedded:
-    """One vector per photo that had a face; the others, with why."""
+    """One vector per photo that had a face (per model: the same crops embedded by each); the
+    others, with why."""
 
     paths: list[str]
-    vectors: np.ndarray
+    vectors: np.ndarray  # the first model's
     no_face: list[str]
     failed: list[tuple[str, str]]
+    by_model: dict[str, np.ndarray] = field(default_factory=dict)
+    embed_seconds: dict[str, float] = field(default_factory=dict)  # each model's embedding time alone
+
+    def of(self, model: str) -> Embedded:
+        return Embedded(self.paths, self.by_model[model], self.no_face, self.failed)
 
 
 def main_face(detections: list[Detection], width: int, height: int) -> Detection | None:
@@ -57,11 +64,17 @@ def embed_photos(
     say: Callable[[str], None] = lambda message: None,
     *,
     every_face: bool = False,
+    embedders: Sequence[Embedder] = (),
 ) -> Embedded:
     """The main face of every photo (or every face), embedded in chunks: memory holds one
-    chunk of crops."""
+    chunk of crops. Detected once; with `embedders`, each of them embeds the same crops."""
     paths = list(paths)
-    found_paths, vectors, no_face, failed = [], [], [], []
+    embedders = list(embedders) or [extractor.embedder]
+    found_paths: list[str] = []
+    no_face: list[str] = []
+    failed: list[tuple[str, str]] = []
+    vectors: dict[str, list[np.ndarray]] = {e.model: [] for e in embedders}
+    seconds = dict.fromkeys(vectors, 0.0)
 
     def analyse(path: str) -> tuple[str, list[Face], str | None]:
         try:
@@ -78,25 +91,30 @@ def embed_photos(
     with ThreadPoolExecutor(max_workers=max(1, settings.detect_workers), thread_name_prefix="facedb-eval") as pool:
         for start in range(0, len(paths), CHUNK):
             results = list(bounded_map(pool, analyse, paths[start : start + CHUNK], ahead=2 * settings.detect_workers))
-            extractor.embed([face for _, faces, _ in results for face in faces])
+            crops = [face.crop for _, faces, _ in results for face in faces]
+            for embedder in embedders:
+                if crops:
+                    embedder.load()
+                    began = time.perf_counter()
+                    vectors[embedder.model].extend(embedder.embed(np.stack(crops)))
+                    seconds[embedder.model] += time.perf_counter() - began
             for path, faces, error in results:
                 if error is not None:
                     failed.append((path, error))
                 elif not faces:
                     no_face.append(path)
-                for face in faces:
-                    found_paths.append(path)
-                    vectors.append(face.vector)
+                found_paths.extend(path for _ in faces)
             done += len(results)
             rate = done / max(time.monotonic() - started, 1e-9)
             say(
                 f"{done}/{len(paths)} photos  {len(found_paths)} faces  {len(no_face)} without a face  "
                 f"{rate:.1f} photos/s  ETA {(len(paths) - done) / rate:.0f}s"
             )
-    dimension = getattr(extractor.embedder, "dimension", EMBEDDING_DIMENSION)
-    return Embedded(
-        found_paths, np.stack(vectors) if vectors else np.zeros((0, dimension), np.float32), no_face, failed
-    )
+    by_model = {
+        e.model: np.stack(vectors[e.model]) if vectors[e.model] else np.zeros((0, e.dimension), np.float32)
+        for e in embedders
+    }
+    return Embedded(found_paths, by_model[embedders[0].model], no_face, failed, by_model, seconds)
 
 
 def people_folders(root: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -138,53 +156,73 @@ def evaluate_folders(
     seed: int = 0,
     plot: str | os.PathLike | None = None,
     say: Callable[[str], None] = lambda m: None,
+    embedders: Sequence[Embedder] = (),
 ) -> dict:
+    """One model's evaluation; with several `embedders`, {"models": [one per model], "plot"}:
+    the same photos, detected once, the same pairs, each model's figures and its seconds per
+    face, and both ROC curves in one PNG."""
     _check_plot_target(plot)
+    embedders = list(embedders) or [extractor.embedder]
     paths, labels = people_folders(root)
     label_of = dict(zip(paths, labels))
     say(f"{len(paths)} photos of {len(set(labels))} people")
-    embedded = embed_photos(extractor, paths, settings, say)
+    embedded = embed_photos(extractor, paths, settings, say, embedders=embedders)
     found_labels = [label_of[p] for p in embedded.paths]
     i, j, same = evaluation.pairs_from_labels(found_labels, seed=seed)
     if not same.any():
         raise FaceDBError(f"{root}: no person has two photos with a face: nothing to verify")
-    distances = evaluation.pair_distances(embedded.vectors, i, embedded.vectors, j)
-    verification = evaluation.verification(distances, same, evaluation.seeded_folds(len(same), seed=seed))
-    calibrated = evaluation.threshold_for_far(distances[same], distances[~same], far)
-    result = {
-        "model": _model(extractor),
-        "photos": len(paths),
-        "people": len(set(labels)),
-        "faces": len(embedded.paths),
-        "verification": verification,
-        "identification": evaluation.identification(embedded.vectors, found_labels),
-        "open_set": None,
-        "calibration": calibrated,
-        "no_face": embedded.no_face,
-        "failed": [{"path": p, "reason": r} for p, r in embedded.failed],
-    }
+    asked = None
     if strangers is not None:
-        result["open_set"] = _open_set(extractor, settings, strangers, embedded, calibrated["threshold"], say)
+        files = [c.path for c in scan([strangers]) if c.error is None]
+        if not files:
+            raise FaceDBError(f"{strangers}: no photos of strangers")
+        say(f"{len(files)} photos of strangers")
+        asked = embed_photos(extractor, files, settings, say, every_face=True, embedders=embedders)
+    results: list[dict] = []
+    curves: list[tuple[str, np.ndarray, np.ndarray, float]] = []
+    for embedder in embedders:
+        vectors = embedded.by_model[embedder.model]
+        distances = evaluation.pair_distances(vectors, i, vectors, j)
+        verification = evaluation.verification(distances, same, evaluation.seeded_folds(len(same), seed=seed))
+        calibrated = evaluation.threshold_for_far(distances[same], distances[~same], far)
+        result = {
+            "model": _model(embedder),
+            "photos": len(paths),
+            "people": len(set(labels)),
+            "faces": len(embedded.paths),
+            "seconds_per_face": round(embedded.embed_seconds[embedder.model] / max(1, len(embedded.paths)), 5),
+            "verification": verification,
+            "identification": evaluation.identification(vectors, found_labels),
+            "open_set": None,
+            "calibration": calibrated,
+            "no_face": embedded.no_face,
+            "failed": [{"path": p, "reason": r} for p, r in embedded.failed],
+        }
+        if asked is not None:
+            result["open_set"] = _open_set(
+                embedded.of(embedder.model),
+                asked.of(embedder.model),
+                calibrated["threshold"],
+                _default(settings, embedder),
+            )
+        results.append(result)
+        curves.append((_model(embedder), distances, same, _default(settings, embedder)))
+    if len(embedders) == 1:
+        result = results[0]
+        if plot:
+            _plot(distances, same, _default(settings, embedders[0]), plot, f"{Path(root).name}: {result['model']}")
+            result["plot"] = str(plot)
+        return result
     if plot:
-        _plot(distances, same, _default_threshold(settings), plot, f"{Path(root).name}: {_model(extractor)}")
-        result["plot"] = str(plot)
-    return result
+        try:
+            evaluation.plot_models(curves, Path(plot), title=f"{Path(root).name}: {len(paths)} photos")
+        except OSError as exc:
+            raise FaceDBError(f"{plot}: cannot write the plot: {exc.strerror or exc}") from None
+    return {"models": results} | ({"plot": str(plot)} if plot else {})
 
 
-def _open_set(
-    extractor: FaceExtractor,
-    settings: Settings,
-    strangers: str | os.PathLike,
-    gallery: Embedded,
-    calibrated: float,
-    say: Callable[[str], None],
-) -> dict:
+def _open_set(gallery: Embedded, asked: Embedded, calibrated: float, default: float) -> dict:
     """Every face in the strangers' photos asked against everyone's photos: how many would be named."""
-    files = [c.path for c in scan([strangers]) if c.error is None]
-    if not files:
-        raise FaceDBError(f"{strangers}: no photos of strangers")
-    say(f"{len(files)} photos of strangers")
-    asked = embed_photos(extractor, files, settings, say, every_face=True)
     nearest = (
         np.array([np.linalg.norm(gallery.vectors - v, axis=1).min() for v in asked.vectors])
         if len(gallery.vectors)
@@ -198,7 +236,7 @@ def _open_set(
 
     return {
         "strangers": n,
-        "at_default": named(_default_threshold(settings)),
+        "at_default": named(default),
         "at_calibrated": named(calibrated),
         "nearest_distance_min": round(float(nearest.min()), 4) if n else None,
         "no_face": asked.no_face,
@@ -248,9 +286,15 @@ def evaluate_lfw(
     distances = evaluation.pair_distances(embedded.vectors, i[usable], embedded.vectors, j[usable])
     verification = evaluation.verification(distances, same[usable], folds[usable])
     if plot:
-        _plot(distances, same[usable], _default_threshold(settings), plot, f"LFW pairs: {_model(extractor)}")
+        _plot(
+            distances,
+            same[usable],
+            _default(settings, extractor.embedder),
+            plot,
+            f"LFW pairs: {_model(extractor.embedder)}",
+        )
     return {
-        "model": _model(extractor),
+        "model": _model(extractor.embedder),
         "pairs_file": str(pairs_file),
         "folds": int(folds.max() + 1),
         "verification": verification,
@@ -261,11 +305,12 @@ def evaluate_lfw(
     } | ({"plot": str(plot)} if plot else {})
 
 
-def _default_threshold(settings: Settings) -> float:
+def _default(settings: Settings, embedder: Embedder) -> float:
     """The threshold a user gets without calibrating (eval opens no database to read one)."""
-    return DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold
+    if settings.threshold is not None:
+        return settings.threshold
+    return float(embedder_spec(embedder.model)["default_threshold"])
 
 
-def _model(extractor: FaceExtractor) -> str:
-    embedder = extractor.embedder
+def _model(embedder: Embedder) -> str:
     return f"{embedder.name} {getattr(embedder, 'version', '')}".strip()

@@ -427,3 +427,54 @@ def plot(distances: np.ndarray, same: np.ndarray, threshold: float, path: Path, 
         figure.savefig(path, dpi=110)
     finally:
         plt.close(figure)
+
+
+def plot_models(curves: list[tuple[str, np.ndarray, np.ndarray, float]], path: Path, title: str = "") -> None:
+    """Several models' ROC curves on the same pairs in one PNG (model, distances, same, the
+    threshold to mark), beside their distance histograms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    checked = [(name, *_checked_pairs(distances, same), threshold) for name, distances, same, threshold in curves]
+    left = 1e-4
+    for _, distances, same, _ in checked:
+        far = roc_points(distances, same)[0]
+        if (far > 0).any():
+            left = min(left, float(far[far > 0].min()))
+    figure, (roc_axes, histogram_axes) = plt.subplots(1, 2, figsize=(12, 5))
+    bins = np.linspace(0.0, 2.0, 81)
+    for (model, distances, same, threshold), colour in zip(checked, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        name = model.split()[-1]  # the version tells the models apart
+        far, tar, _ = roc_points(distances, same)
+        roc_axes.plot(np.maximum(far, left), tar, color=colour, label=f"{name} (AUC {auc(distances, same):.4f})")
+        roc_axes.plot(
+            [max(float(np.mean(distances[~same] <= threshold)), left)],
+            [np.mean(distances[same] <= threshold)],
+            "o",
+            color=colour,
+        )
+        histogram_axes.hist(distances[same], bins=bins, density=True, alpha=0.35, color=colour, label=f"{name}: same")
+        histogram_axes.hist(
+            distances[~same], bins=bins, density=True, histtype="step", color=colour, label=f"{name}: different"
+        )
+    roc_axes.set(
+        xscale="log",
+        xlim=(left, 1.0),
+        ylim=(0.0, 1.01),
+        xlabel="false accept rate (FAR)",
+        ylabel="true accept rate (TAR)",
+        title="ROC (dots: each model's default threshold)",
+    )
+    roc_axes.grid(True, which="both", alpha=0.3)
+    roc_axes.legend(loc="lower right")
+    histogram_axes.set(xlabel="distance", ylabel="density", title="Distances")
+    histogram_axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=110)
+    finally:
+        plt.close(figure)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import WeightsUnavailable, one_line
-from .weights import manifest
+from .weights import FROZEN_GRAPH_MODEL, embedder_spec, manifest
 
 OPSET = 17
 TOLERANCE = 1e-5  # largest |difference| from TensorFlow's outputs on the fixed inputs
@@ -53,7 +53,8 @@ def cache_folder(cache_dir: Path) -> Path:
     """One folder per (pinned weights, converter, facedb's way of converting)."""
     spec = manifest()
     sources = json.dumps(
-        [spec["embedder"]["sha256"], spec["detector"]["files"], OPSET, FORMAT, _version("tf2onnx")], sort_keys=True
+        [embedder_spec(FROZEN_GRAPH_MODEL)["sha256"], spec["detector"]["files"], OPSET, FORMAT, _version("tf2onnx")],
+        sort_keys=True,
     )
     return cache_dir / "onnx" / hashlib.sha256(sources.encode()).hexdigest()[:16]
 
@@ -92,7 +93,7 @@ def ensure(cache_dir: Path, say=None) -> OnnxModels:
         # the pinned weights first, here: a missing or wrong file is the usual one-line error
         from .weights import embedder_weights, verify_detector_weights
 
-        embedder_weights(cache_dir)
+        embedder_weights(cache_dir, FROZEN_GRAPH_MODEL)
         verify_detector_weights()
         (say or _say)(
             "facedb: converting the models for ONNX Runtime (once per machine; about a minute, "
@@ -115,6 +116,46 @@ def ensure(cache_dir: Path, say=None) -> OnnxModels:
             )
         (say or _say)(f"facedb: models converted in {time.monotonic() - started:.0f} s")
         return found
+
+
+def embedder_path(cache_dir: Path, model: str) -> Path:
+    """The ONNX file of an embedding model, converting it first if this cache has none."""
+    if model == FROZEN_GRAPH_MODEL:
+        return ensure(cache_dir).path("facenet")
+    folder = _embedder_folder(cache_dir, model)
+    path = folder / "facenet.onnx"
+    if path.is_file() and (folder / "checked.json").is_file():
+        return path
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _in_process, open(folder.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file() and (folder / "checked.json").is_file():
+            return path
+        from .weights import embedder_weights
+
+        embedder_weights(cache_dir, model)
+        _say(f"facedb: converting model {model} for ONNX Runtime (once per machine; TensorFlow is needed for it)")
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "facedb.onnx_models", str(cache_dir), model],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
+        )
+        if done.returncode != 0 or not path.is_file():
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+            raise WeightsUnavailable(
+                f"converting model {model} for ONNX Runtime failed: {one_line(reason)}"
+                " (FACEDB_RUNTIME=tensorflow runs it on TensorFlow instead)"
+            )
+        _say(f"facedb: model {model} converted in {time.monotonic() - started:.0f} s")
+        return path
+
+
+def _embedder_folder(cache_dir: Path, model: str) -> Path:
+    sources = json.dumps([embedder_spec(model)["sha256"], OPSET, FORMAT, _version("tf2onnx")], sort_keys=True)
+    return cache_dir / "onnx" / f"{model}-{hashlib.sha256(sources.encode()).hexdigest()[:16]}"
 
 
 def _say(message: str) -> None:
@@ -160,7 +201,7 @@ def convert(cache_dir: Path) -> Path:
 
     # FaceNet, from its frozen graph at any batch size
     graph_def = facenet_graph_def(cache_dir)
-    size = int(manifest()["embedder"]["input_size"])
+    size = int(embedder_spec(FROZEN_GRAPH_MODEL)["input_size"])
 
     def facenet(images):
         (out,) = tf.compat.v1.import_graph_def(
@@ -199,6 +240,49 @@ def convert(cache_dir: Path) -> Path:
     return folder
 
 
+def convert_keras_embedder(cache_dir: Path, model: str) -> Path:
+    """An embedding model published as a Keras file: built by inception_resnet_v1.py, converted,
+    checked against Keras on fixed crops."""
+    from . import tfruntime
+
+    tfruntime.configure()
+    import tensorflow as tf
+    import tf2onnx
+
+    from .inception_resnet_v1 import build
+    from .weights import embedder_weights
+
+    network = build(embedder_weights(cache_dir, model))
+    size = int(embedder_spec(model)["input_size"])
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+    graph = tf.function(lambda x: network(x, training=False), input_signature=signature)
+    proto, _ = tf2onnx.convert.from_function(graph, input_signature=signature, opset=OPSET)
+    rng = np.random.default_rng(20170512)
+    inputs = [rng.standard_normal((n, size, size, 3)).astype(np.float32) for n in (1, 5)]
+    data = proto.SerializeToString()
+    difference = max(float(np.max(np.abs(np.asarray(graph(tf.constant(x))) - _run_onnx(data, x)[0]))) for x in inputs)
+    if not difference <= TOLERANCE:
+        raise SystemExit(f"{model}: ONNX Runtime differs from Keras by {difference:.2e} (> {TOLERANCE:g})")
+    folder = _embedder_folder(cache_dir, model)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        staged = Path(scratch) / folder.name
+        staged.mkdir()
+        (staged / "facenet.onnx").write_bytes(data)
+        record = {
+            "converter": f"tf2onnx {_version('tf2onnx')}",
+            "tensorflow": _version("tensorflow-cpu"),
+            "opset": OPSET,
+            "tolerance": TOLERANCE,
+            "networks": {"facenet": {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}},
+        }
+        (staged / "checked.json").write_text(json.dumps(record, indent=2))
+        if folder.exists():
+            os.rename(folder, Path(scratch) / "old")
+        os.rename(staged, folder)
+    return folder
+
+
 def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
@@ -227,6 +311,9 @@ if __name__ == "__main__":
     from .errors import FaceDBError
 
     try:
-        convert(Path(sys.argv[1]))
+        if len(sys.argv) > 2:
+            convert_keras_embedder(Path(sys.argv[1]), sys.argv[2])
+        else:
+            convert(Path(sys.argv[1]))
     except FaceDBError as exc:
         sys.exit(str(exc))

@@ -12,7 +12,7 @@ import numpy as np
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
 from .dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
 from .errors import FaceDBError
-from .records import EMBEDDING_DIMENSION, HUMAN_SOURCES
+from .records import HUMAN_SOURCES
 from .results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
 
 NEW = "new-"  # keys of people the plan creates
@@ -40,7 +40,7 @@ class PersonFace:
     path: str
     box: tuple[float, float, float, float]
     source: str
-    vector: np.ndarray
+    vector: np.ndarray | None  # None: no embedding of the model asked for (`facedb reembed` makes one)
     taken_at: datetime | None = None
 
 
@@ -256,7 +256,8 @@ def split_faces(faces: list[PersonFace], params: ClusterParams, join_within: flo
     offered only if the parts left are well apart: their mean silhouette (a face's mean
     distance to the nearest other part against its own part's, -1..1) is at least
     SPLIT_SILHOUETTE; otherwise the whole is one part and the verdict says why."""
-    vectors = np.stack([f.vector for f in faces]) if faces else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
+    faces = [f for f in faces if f.vector is not None]  # the others stay where they are
+    vectors = np.stack([f.vector for f in faces if f.vector is not None]) if faces else np.zeros((0, 0), np.float32)
     ids = [f.face_id for f in faces]
     spread_whole = _spread(vectors, [list(range(len(faces)))])
     whole = SplitPlan([ids], None, spread_whole, spread_whole, "")

@@ -91,7 +91,7 @@ def bounded_map(executor: Executor, function: Callable[[T], R], items: Iterable[
         yield result
 
 
-class _StopAfterBatch:
+class StopAfterBatch:
     """The first Ctrl-C (SIGINT) asks indexing to stop once the batch in hand is stored; a
     second one stops at once (the open transaction is rolled back, so nothing half-written
     stays). Only in the main thread, where Python delivers signals."""
@@ -100,7 +100,7 @@ class _StopAfterBatch:
         self.requested = False
         self._previous: Any = None  # whatever SIGINT's handler was
 
-    def __enter__(self) -> _StopAfterBatch:
+    def __enter__(self) -> StopAfterBatch:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -163,6 +163,7 @@ class Indexer:
         store: Store,
         extractor: FaceExtractor,
         embedding_model_id: int,
+        model: str,
         *,
         max_pixels: int,
         batch_photos: int = 32,
@@ -173,6 +174,7 @@ class Indexer:
         self.store = store
         self.extractor = extractor
         self.embedding_model_id = embedding_model_id
+        self.model = model
         self.max_pixels = max_pixels
         self.batch_photos = batch_photos
         self.read_workers = read_workers
@@ -193,7 +195,7 @@ class Indexer:
     ) -> IndexSummary:
         """`within`: real folders that every file read must really lie in (the REST service's roots).
         `on_warning(path, message)`: a photo indexed with something to say (its face tags)."""
-        with _StopAfterBatch() as stop:
+        with StopAfterBatch() as stop:
             return self._run(paths, retry_failed, on_progress, on_failure, on_warning, stop, within)
 
     def _run(
@@ -203,7 +205,7 @@ class Indexer:
         on_progress,
         on_failure,
         on_warning,
-        stop: _StopAfterBatch,
+        stop: StopAfterBatch,
         within: Sequence[Path] | None,
     ) -> IndexSummary:
         started = time.monotonic()
@@ -227,7 +229,9 @@ class Indexer:
                 summary.files += len(batch)
                 total = max(total, done + len(batch))  # files added since the count
                 outcomes = self._process(batch, pool, (detection, embedding), clock, retry_failed, summary, within)
-                summary.photo_ids.update(clock.timed("write", self.store.write, outcomes, self.embedding_model_id))
+                summary.photo_ids.update(
+                    clock.timed("write", self.store.write, outcomes, self.embedding_model_id, self.model)
+                )
                 warnings, self._warnings = self._warnings, []
                 summary.warnings.extend(warnings)
                 if on_warning:

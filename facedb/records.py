@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from .faces import Face
 from .images import PhotoMeta
 
-EMBEDDING_DIMENSION = 512  # FaceNet's; the faces.embedding column and its search index are sized by it
 INDEXED, FAILED = PHOTO_STATUSES = ("indexed", "failed")
 # Set by a person (never undone by clustering) and set by the system (recomputed by clustering).
 HUMAN_SOURCES = ("enrolled", "confirmed")

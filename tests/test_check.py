@@ -24,8 +24,8 @@ def _search_plan(facedb) -> str:
     with facedb.database.engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         query = (
-            "EXPLAIN SELECT id FROM faces ORDER BY embedding::halfvec(512) <-> "
-            "(SELECT embedding FROM faces LIMIT 1)::halfvec(512) LIMIT 3"
+            "EXPLAIN SELECT face_id FROM face_embeddings WHERE model = '20180408-102900' "
+            "ORDER BY embedding::halfvec(512) <-> (SELECT embedding FROM face_embeddings LIMIT 1)::halfvec(512) LIMIT 3"
         )
         return " ".join(r[0] for r in conn.execute(text(query)))
 
@@ -41,7 +41,11 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     with facedb.database.engine.begin() as conn:
         conn.execute(text("UPDATE photos SET face_count = 7 WHERE path LIKE '%sample1.jpg'"))
         conn.execute(text("INSERT INTO identities (name) VALUES (NULL)"))
-        conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'faces_embedding_hnsw'::regclass"))
+        conn.execute(
+            text(
+                "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'face_embeddings_hnsw_20180408_102900'::regclass"
+            )
+        )
     (tmp_path / "cage.jpg").unlink()
     before = _counts(facedb)
     report = facedb.check()
@@ -49,7 +53,7 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     problems = report.problems
     assert [c for _, c, _ in problems["wrong_face_count"]] == [7]
     assert len(problems["empty_unnamed_people"]) == 1
-    assert problems["invalid_indexes"] == ["faces_embedding_hnsw"]
+    assert problems["invalid_indexes"] == ["face_embeddings_hnsw_20180408_102900"]
     assert [p for _, p in problems["missing_files"]] == [str(tmp_path / "cage.jpg")]
 
     fixed = facedb.check(fix=True)
@@ -60,7 +64,7 @@ def test_check_reports_then_fix_repairs_what_is_safe(make_facedb, tmp_path):
     facedb.enroll("Barack Obama", [tmp_path / "obama.jpg"])
     (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])
     assert [face.identity for face in answer.faces] == ["Barack Obama"]
-    assert "faces_embedding_hnsw" in _search_plan(facedb)
+    assert "face_embeddings_hnsw_20180408_102900" in _search_plan(facedb)
 
 
 def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
@@ -70,13 +74,18 @@ def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
     shutil.copy(photos.path("face_api/sample1.jpg"), tmp_path)
     facedb.index([tmp_path])
     with facedb.database.engine.begin() as conn:
-        conn.execute(text("DROP INDEX faces_embedding_hnsw"))
-        conn.execute(text("CREATE INDEX faces_embedding_hnsw ON faces USING hnsw (embedding vector_l2_ops)"))
+        conn.execute(text("DROP INDEX face_embeddings_hnsw_20180408_102900"))
+        conn.execute(
+            text(
+                "CREATE INDEX face_embeddings_hnsw_20180408_102900 ON face_embeddings USING hnsw "
+                "((embedding::vector(512)) vector_l2_ops) WHERE model = '20180408-102900'"
+            )
+        )
     assert list(facedb.check().problems) == ["wrong_embedding_index"]
     assert facedb.check(fix=True).repaired == {"wrong_embedding_index": 1}
     assert facedb.check().problems == {}
-    assert "faces_embedding_hnsw" in _search_plan(facedb)
+    assert "face_embeddings_hnsw_20180408_102900" in _search_plan(facedb)
     with facedb.database.engine.begin() as conn:
-        conn.execute(text("DROP INDEX faces_embedding_hnsw"))
+        conn.execute(text("DROP INDEX face_embeddings_hnsw_20180408_102900"))
     assert facedb.check(fix=True).repaired == {"missing_embedding_index": 1}
     assert facedb.check().problems == {}

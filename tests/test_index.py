@@ -48,7 +48,10 @@ def test_group_photos_give_the_right_number_of_faces(make_facedb, tmp_path):
     counts = dict(_rows(facedb, "SELECT path, face_count FROM photos"))
     for name, expected in photos.GROUPS.items():
         assert counts[str(tmp_path / name.replace("/", "__"))] == expected, name
-    stored = _rows(facedb, "SELECT count(*), min(vector_dims(embedding)), min(score) FROM faces")[0]
+    stored = _rows(
+        facedb,
+        "SELECT count(*), min(vector_dims(e.embedding)), min(score) FROM faces f JOIN face_embeddings e ON e.face_id = f.id",
+    )[0]
     assert stored[0] == sum(photos.GROUPS.values()) == summary.faces
     assert stored[1] == 512 and stored[2] >= facedb.settings.min_face_score
     model = _rows(facedb, "SELECT name, version, sha256, preprocessing FROM embedding_models")
@@ -114,7 +117,8 @@ def test_changed_copied_and_moved_files(make_facedb, tmp_path):
     assert paths == {str(folder / "a.jpg"): 1, str(folder / "a-copy.jpg"): 1, str(folder / "b-moved.jpg"): 1}
     same = _rows(
         facedb,
-        "SELECT count(DISTINCT embedding::text) FROM faces f JOIN photos p ON p.id = f.photo_id "
+        "SELECT count(DISTINCT e.embedding::text) FROM faces f JOIN photos p ON p.id = f.photo_id "
+        "JOIN face_embeddings e ON e.face_id = f.id "
         "WHERE p.path = ANY(:paths)",
         paths=[str(folder / "a.jpg"), str(folder / "a-copy.jpg")],
     )[0][0]

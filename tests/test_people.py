@@ -306,7 +306,9 @@ def test_forget_leaves_nothing_derived_about_the_person(make_facedb, indexed_tem
     facedb.cluster()
     cage_id, _ = facedb.people_store.resolve("Nicolas Cage")
     faces = [r[0] for r in _rows(facedb, "SELECT face_id FROM face_identities WHERE identity_id = :i", i=cage_id)]
-    embeddings = [r[0] for r in _rows(facedb, "SELECT embedding::text FROM faces WHERE id = ANY(:f)", f=faces)]
+    embeddings = [
+        r[0] for r in _rows(facedb, "SELECT embedding::text FROM face_embeddings WHERE face_id = ANY(:f)", f=faces)
+    ]
     photo_ids = [r[0] for r in _rows(facedb, "SELECT DISTINCT photo_id FROM faces WHERE id = ANY(:f)", f=faces)]
     facedb.reject(_face_of(facedb, "franck_01829.jpg"), "Nicolas Cage")
     assert len(faces) >= 3
@@ -334,7 +336,9 @@ def test_forget_leaves_nothing_derived_about_the_person(make_facedb, indexed_tem
         == 0
     )
     assert _rows(facedb, "SELECT count(*) FROM faces WHERE id = ANY(:f)", f=faces)[0][0] == 0
-    assert _rows(facedb, "SELECT count(*) FROM faces WHERE embedding::text = ANY(:e)", e=embeddings)[0][0] == 0
+    assert (
+        _rows(facedb, "SELECT count(*) FROM face_embeddings WHERE embedding::text = ANY(:e)", e=embeddings)[0][0] == 0
+    )
     # the photos stay indexed, with no faces left in them
     assert [r.face_count for r in _rows(facedb, "SELECT face_count FROM photos WHERE id = ANY(:p)", p=photo_ids)] == [
         0

@@ -112,7 +112,8 @@ def test_each_embedding_records_the_runtime_that_made_it(make_facedb, tensorflow
         rows = conn.execute(
             text(
                 "SELECT p.path, m.runtime FROM faces f JOIN photos p ON p.id = f.photo_id "
-                "JOIN embedding_models m ON m.id = f.embedding_model_id ORDER BY p.path"
+                "JOIN face_embeddings e ON e.face_id = f.id "
+                "JOIN embedding_models m ON m.id = e.embedding_model_id ORDER BY p.path"
             )
         ).all()
     assert [(Path(p).name, r.split()[0]) for p, r in rows] == [("a.jpg", "onnxruntime"), ("b.jpg", "tensorflow")]

@@ -6,14 +6,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from facedb.config import Settings
-from facedb.db.codec import FaceRow, copy_faces, decode_vector_send
+from facedb.db.codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, decode_vector_send, face_ids
 from facedb.db.database import Database
 from facedb.db.schema import Base
-from facedb.db.sql import SCHEMA_HEAD
+from facedb.db.sql import SCHEMA_HEAD, embedding_index
+from facedb.weights import embedder_specs
 
 TABLES = {
     "photos",
     "faces",
+    "face_embeddings",
+    "database_settings",
     "identities",
     "face_identities",
     "face_rejections",
@@ -38,10 +41,17 @@ def test_upgrade_from_empty_downgrade_and_upgrade_again(new_database_url):
         with database.engine.connect() as conn:
             # the migrated schema is exactly what the typed models describe
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
-            index = conn.execute(
-                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'faces_embedding_hnsw'")
-            ).scalar()
-        assert "hnsw" in index and "halfvec_l2_ops" in index
+            indexes = dict(
+                conn.execute(
+                    text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'face_embeddings_hnsw_%'")
+                ).all()
+            )
+        # one search index per model of the manifest, at its dimension, on its rows only
+        assert set(indexes) == {embedding_index(m) for m in embedder_specs()}
+        for model, spec in embedder_specs().items():
+            index = indexes[embedding_index(model)]
+            assert "hnsw" in index and "halfvec_l2_ops" in index and f"halfvec({spec['dimension']})" in index
+            assert f"model = '{model}'" in index
         database.downgrade("0006")  # a database one revision behind is brought up when opened
         database.close()
         database = Database.open(Settings.load(database_url=database.url))
@@ -77,11 +87,18 @@ def test_deleting_a_photo_deletes_its_faces_and_their_identities(new_database_ur
             ).scalar()
             face = conn.execute(
                 text(
-                    "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id) "
-                    "VALUES (:p, 0, 0, 1, 1, '{}', 1, :e, :m) RETURNING id"
+                    "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score) "
+                    "VALUES (:p, 0, 0, 1, 1, '{}', 1) RETURNING id"
                 ),
-                {"p": photo, "e": "[" + ",".join(["0"] * 511 + ["1"]) + "]", "m": model},
+                {"p": photo},
             ).scalar()
+            conn.execute(
+                text(
+                    "INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding) "
+                    "VALUES (:f, '1', :m, :e)"
+                ),
+                {"f": face, "e": "[" + ",".join(["0"] * 511 + ["1"]) + "]", "m": model},
+            )
             person = conn.execute(text("INSERT INTO identities (name) VALUES ('Ada') RETURNING id")).scalar()
             conn.execute(
                 text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'enrolled')"),
@@ -90,11 +107,11 @@ def test_deleting_a_photo_deletes_its_faces_and_their_identities(new_database_ur
             conn.execute(text("DELETE FROM photos WHERE id = :p"), {"p": photo})
             left = conn.execute(
                 text(
-                    "SELECT (SELECT count(*) FROM faces), (SELECT count(*) FROM face_identities), "
-                    "(SELECT count(*) FROM identities)"
+                    "SELECT (SELECT count(*) FROM faces), (SELECT count(*) FROM face_embeddings), "
+                    "(SELECT count(*) FROM face_identities), (SELECT count(*) FROM identities)"
                 )
             ).one()
-        assert tuple(left) == (0, 0, 1)  # the person stays; what was derived from the photo goes
+        assert tuple(left) == (0, 0, 0, 1)  # the person stays; what was derived from the photo goes
     finally:
         database.close()
 
@@ -114,30 +131,28 @@ def test_binary_copy_stores_every_field_exactly(new_database_url):
             photo = conn.execute(
                 text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
             ).scalar()
+            cursor = conn.connection.dbapi_connection.cursor()
+            ids = face_ids(cursor, 3)
             rows = [
-                FaceRow(
-                    photo,
-                    (1.5, 2.25, 30.0, 40.5),
-                    [float(v) for v in range(10)],
-                    0.99,
-                    embeddings[0],
-                    model,
-                    b"\x00\t\n\\\xff",
-                ),
-                FaceRow(photo, (0, 0, 1, 1), [], 1.0, embeddings[1], model),
-                FaceRow(photo, (-3.5, 7, 1e6, 2), [0.125] * 10, 0.5, embeddings[2], model, b""),
+                FaceRow(ids[0], photo, (1.5, 2.25, 30.0, 40.5), [float(v) for v in range(10)], 0.99, b"\x00\t\n\\\xff"),
+                FaceRow(ids[1], photo, (0, 0, 1, 1), [], 1.0),
+                FaceRow(ids[2], photo, (-3.5, 7, 1e6, 2), [0.125] * 10, 0.5, b""),
             ]
-            copy_faces(conn.connection.dbapi_connection.cursor(), rows)
+            copy_faces(cursor, rows)
+            copy_embeddings(cursor, [EmbeddingRow(i, "1", model, e) for i, e in zip(ids, embeddings)])
             stored = conn.execute(
                 text(
-                    "SELECT box_x, box_y, box_w, box_h, landmarks, score, vector_send(embedding), "
-                    "embedding_model_id, thumbnail FROM faces ORDER BY id"
+                    "SELECT f.id, box_x, box_y, box_w, box_h, landmarks, score, vector_send(embedding), e.model, "
+                    "embedding_model_id, thumbnail FROM faces f JOIN face_embeddings e ON e.face_id = f.id ORDER BY id"
                 )
             ).all()
-        for row, (x, y, w, h, landmarks, score, raw, model_id, thumbnail) in zip(rows, stored):
+        assert [r[0] for r in stored] == ids
+        for row, vector, (_, x, y, w, h, landmarks, score, raw, key, model_id, thumbnail) in zip(
+            rows, embeddings, stored
+        ):
             assert (x, y, w, h) == tuple(np.float32(v) for v in row.box)
             assert landmarks == [np.float32(v) for v in row.landmarks] and score == np.float32(row.score)
-            assert np.array_equal(decode_vector_send(raw), row.embedding) and model_id == model
+            assert np.array_equal(decode_vector_send(raw), vector) and model_id == model and key == "1"
             assert (None if thumbnail is None else bytes(thumbnail)) == row.thumbnail
     finally:
         database.close()
@@ -148,6 +163,7 @@ def test_downgrading_0007_merges_the_runtimes_of_a_model(new_database_url):
     database = Database.open(Settings.load(database_url=new_database_url()))
     vector = "[" + ",".join(["0.044"] * 512) + "]"
     try:
+        database.downgrade("0008")  # faces with their one embedding, as 0007 knew them
         with database.engine.begin() as conn:
             models = [
                 conn.execute(
@@ -185,5 +201,60 @@ def test_downgrading_0007_merges_the_runtimes_of_a_model(new_database_url):
             assert conn.execute(text("SELECT count(*) FROM faces")).scalar() == 2  # no face lost
         database.upgrade()
         assert database.stored_revision() == SCHEMA_HEAD
+    finally:
+        database.close()
+
+
+def test_0009_moves_the_embeddings_without_recomputing_them_and_back(new_database_url):
+    """An archive at 0008 (one 512-d embedding a face) is upgraded in place: each vector is in
+    face_embeddings under its model, exactly; people stay on the faces; the default model is
+    the one it had. Downgrading puts them back."""
+    database = Database.open(Settings.load(database_url=new_database_url()))
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(3, 512)).astype(np.float32)
+    try:
+        database.downgrade("0008")
+        with database.engine.begin() as conn:
+            model = conn.execute(
+                text(
+                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
+                    "VALUES ('facenet', '20180408-102900', 'x', 'p', 512, 'onnxruntime') RETURNING id"
+                )
+            ).scalar()
+            photo = conn.execute(
+                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
+            ).scalar()
+            faces = [
+                conn.execute(
+                    text(
+                        "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, "
+                        "embedding_model_id) VALUES (:p, 0, 0, 1, 1, '{}', 1, CAST(:v AS vector), :m) RETURNING id"
+                    ),
+                    {"p": photo, "v": "[" + ",".join(f"{x:.9g}" for x in v) + "]", "m": model},
+                ).scalar()
+                for v in vectors
+            ]
+            person = conn.execute(text("INSERT INTO identities (name) VALUES ('Ada') RETURNING id")).scalar()
+            conn.execute(
+                text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'confirmed')"),
+                {"f": faces[0], "i": person},
+            )
+        database.upgrade()
+        with database.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT face_id, model, embedding_model_id, vector_send(embedding) FROM face_embeddings ORDER BY 1"
+                )
+            ).all()
+            assert [(r[0], r[1], r[2]) for r in rows] == [(f, "20180408-102900", model) for f in faces]
+            assert all(np.array_equal(decode_vector_send(r[3]), v) for r, v in zip(rows, vectors))
+            assert conn.execute(text("SELECT face_id FROM face_identities")).scalars().all() == [faces[0]]
+            assert conn.execute(text("SELECT value FROM database_settings")).scalars().all() == ["20180408-102900"]
+        database.downgrade("0008")
+        with database.engine.connect() as conn:
+            back = conn.execute(text("SELECT id, vector_send(embedding) FROM faces ORDER BY id")).all()
+        assert [r[0] for r in back] == faces
+        assert all(np.array_equal(decode_vector_send(r[1]), v) for r, v in zip(back, vectors))
+        database.upgrade()
     finally:
         database.close()

@@ -18,9 +18,11 @@ from ..config import Settings
 from ..db import synthetic
 from ..db.database import Database
 from ..db.store import Store
-from ..records import EMBEDDING_DIMENSION
+from ..weights import embedder_spec
 
 load = synthetic.load_faces
+MODEL = synthetic.SYNTHETIC_MODEL
+EMBEDDING_DIMENSION = int(embedder_spec(MODEL)["dimension"])
 
 
 def run(
@@ -124,11 +126,11 @@ def measure(
     for probe, exact_faces in zip(probes, exact):
         exact_person = person[exact_faces[0]]
         started = time.perf_counter()
-        candidates = store.nearest_identities(probe, 3, ef_search=ef_search)
+        candidates = store.nearest_identities(probe, 3, MODEL, ef_search=ef_search)
         latencies.append(time.perf_counter() - started)
         if candidates and identity_of[candidates[0].identity_id] == f"person {exact_person}":
             identity_hits += 1
-        found = store.nearest_faces(probe, 10, ef_search=ef_search)
+        found = store.nearest_faces(probe, 10, MODEL, ef_search=ef_search)
         face_recall.append(len(set(found) & set(face_ids[exact_faces].tolist())) / 10)
     ordered = sorted(latencies)
     return {

@@ -9,8 +9,11 @@ then one object per line, each with a "type":
     photo            {"id", "path", "content_hash", "size", "mtime_ns", "width", "height", "format", "taken_at",
                       "camera", "gps_lat", "gps_lon", "status", "error", "face_count", "phash"}
     identity         {"id", "name"}
-    face             {"id", "photo", "box": [x, y, w, h], "landmarks": [...10], "score", "model",
-                      "embedding": base64 of little-endian float32, "thumbnail": base64 JPEG or null}
+    face             {"id", "photo", "box": [x, y, w, h], "landmarks": [...10], "score",
+                      "thumbnail": base64 JPEG or null}
+                     (up to version 3 also "model" and "embedding", its one embedding)
+    embedding        {"face", "model": an embedding_model's id, "embedding": base64 of little-endian
+                      float32}  (version 4 on: a face has one per model it was embedded with)
     assignment       {"face", "identity", "source"}
     rejection        {"face", "identity"}
     calibration      {"model", "threshold", "far_target", "evidence", "created_at"}  (version 2 on)
@@ -43,8 +46,8 @@ from .codec import decode_vector_send, vector_literal
 from .store import Store
 
 FORMAT = "facedb-export"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # 2 added calibrations, 3 hidden people
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # 2 added calibrations, 3 hidden people, 4 embeddings of several models
 
 
 def export(store: Store, path: Path) -> dict:
@@ -53,6 +56,7 @@ def export(store: Store, path: Path) -> dict:
         "photo": 0,
         "identity": 0,
         "face": 0,
+        "embedding": 0,
         "assignment": 0,
         "rejection": 0,
         "calibration": 0,
@@ -65,6 +69,7 @@ def export(store: Store, path: Path) -> dict:
                 "photo": "photos",
                 "identity": "identities",
                 "face": "faces",
+                "embedding": "face_embeddings",
                 "assignment": "face_identities",
                 "rejection": "face_rejections",
                 "calibration": "calibrations",
@@ -96,11 +101,9 @@ def export(store: Store, path: Path) -> dict:
                 write({"type": "identity", **r._mapping})
             for r in conn.execute(
                 text(
-                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding_model_id, "
-                    "vector_send(embedding) AS raw, thumbnail FROM faces ORDER BY id"
+                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, landmarks, score, thumbnail FROM faces ORDER BY id"
                 )
             ).yield_per(2000):
-                vector = decode_vector_send(r.raw).astype("<f4")
                 write(
                     {
                         "type": "face",
@@ -109,9 +112,22 @@ def export(store: Store, path: Path) -> dict:
                         "box": [r.box_x, r.box_y, r.box_w, r.box_h],
                         "landmarks": list(r.landmarks),
                         "score": r.score,
+                        "thumbnail": base64.b64encode(bytes(r.thumbnail)).decode() if r.thumbnail else None,
+                    }
+                )
+            for r in conn.execute(
+                text(
+                    "SELECT face_id, embedding_model_id, vector_send(embedding) AS raw FROM face_embeddings "
+                    "ORDER BY face_id, model"
+                )
+            ).yield_per(2000):
+                vector = decode_vector_send(r.raw).astype("<f4")
+                write(
+                    {
+                        "type": "embedding",
+                        "face": r.face_id,
                         "model": r.embedding_model_id,
                         "embedding": base64.b64encode(vector.tobytes()).decode(),
-                        "thumbnail": base64.b64encode(bytes(r.thumbnail)).decode() if r.thumbnail else None,
                     }
                 )
             for r in conn.execute(text("SELECT face_id, identity_id, source FROM face_identities ORDER BY face_id")):
@@ -205,9 +221,15 @@ class FaceRecord(_Record):
     box: Annotated[list[Annotated[float, Field(ge=-1e9, le=1e9)]], Field(min_length=4, max_length=4)]
     landmarks: Annotated[list[Annotated[float, Field(ge=-1e9, le=1e9)]], Field(min_length=10, max_length=10)]
     score: Annotated[float, Field(ge=0, le=1)]
+    model: BigInt | None = None  # versions 1-3
+    embedding: str | None = None
+    thumbnail: str | None = None
+
+
+class EmbeddingRecord(_Record):
+    face: BigInt
     model: BigInt
     embedding: str
-    thumbnail: str | None = None
 
 
 class AssignmentRecord(_Record):
@@ -234,6 +256,7 @@ RECORDS: dict[str, type[_Record]] = {
     "photo": PhotoRecord,
     "identity": IdentityRecord,
     "face": FaceRecord,
+    "embedding": EmbeddingRecord,
     "assignment": AssignmentRecord,
     "rejection": RejectionRecord,
     "calibration": CalibrationRecord,
@@ -255,6 +278,7 @@ def import_(store: Store, path: Path) -> dict:
         "skipped_photo": 0,
         "face": 0,
         "skipped_face": 0,
+        "embedding": 0,
         "identity": 0,
         "assignment": 0,
         "rejection": 0,
@@ -414,14 +438,9 @@ class _Importer:
             raise _Refused(f"face {r.id} appears twice")
         if r.photo not in self.photos:
             raise _Refused(f"face {r.id} belongs to photo {r.photo}, which the file does not hold before it")
-        if r.model not in self.models:
-            raise _Refused(f"face {r.id} was made by embedding model {r.model}, which the file does not hold before it")
-        model, dimension = self.models[r.model]
-        vector = np.frombuffer(_base64(r.embedding, f"face {r.id} embedding"), dtype="<f4")
-        if vector.size != dimension or len(r.embedding) > 8 * dimension:
-            raise _Refused(f"face {r.id} embedding: {vector.size} values, the model makes {dimension}")
-        if not np.isfinite(vector).all() or np.abs(vector).max() > HALF_PRECISION_MAX:
-            raise _Refused(f"face {r.id} embedding: values must be finite and within +-{HALF_PRECISION_MAX:g}")
+        if (r.model is None) != (r.embedding is None):
+            raise _Refused(f"face {r.id}: a model without an embedding or an embedding without a model")
+        embedding = self._vector(r.id, r.model, r.embedding) if r.model is not None and r.embedding else None
         thumbnail = None
         if r.thumbnail:
             thumbnail = _base64(r.thumbnail, f"face {r.id} thumbnail")
@@ -431,11 +450,10 @@ class _Importer:
         if photo is None:
             self.faces[r.id] = None  # its photo was already here, with its own faces
             return ["skipped_face"]
-        self.faces[r.id] = self.conn.execute(
+        face_id = self.conn.execute(
             text("""
-            INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding,
-                               embedding_model_id, thumbnail)
-            VALUES (:photo, :x, :y, :w, :h, :landmarks, :score, CAST(:embedding AS vector), :model, :thumb)
+            INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, thumbnail)
+            VALUES (:photo, :x, :y, :w, :h, :landmarks, :score, :thumb)
             RETURNING id"""),
             {
                 "photo": photo,
@@ -445,12 +463,47 @@ class _Importer:
                 "h": r.box[3],
                 "landmarks": r.landmarks,
                 "score": r.score,
-                "embedding": vector_literal(vector),
-                "model": model,
                 "thumb": thumbnail,
             },
         ).scalar_one()
+        self.faces[r.id] = face_id
+        if embedding is not None:
+            self._insert_embedding(face_id, *embedding)
         return ["face"]
+
+    def embedding(self, r: EmbeddingRecord) -> list[str]:
+        if r.face not in self.faces:
+            raise _Refused(f"embedding of face {r.face}, which the file does not hold before it")
+        model_id, vector = self._vector(r.face, r.model, r.embedding)
+        face_id = self.faces[r.face]
+        if face_id is None:
+            return []  # skipped with its face
+        self._insert_embedding(face_id, model_id, vector)
+        return ["embedding"]
+
+    def _vector(self, face: int, model: int, encoded: str) -> tuple[int, np.ndarray]:
+        if model not in self.models:
+            raise _Refused(
+                f"face {face} was embedded by embedding model {model}, which the file does not hold before it"
+            )
+        model_id, dimension = self.models[model]
+        vector = np.frombuffer(_base64(encoded, f"face {face} embedding"), dtype="<f4")
+        if vector.size != dimension or len(encoded) > 8 * dimension:
+            raise _Refused(f"face {face} embedding: {vector.size} values, the model makes {dimension}")
+        if not np.isfinite(vector).all() or np.abs(vector).max() > HALF_PRECISION_MAX:
+            raise _Refused(f"face {face} embedding: values must be finite and within +-{HALF_PRECISION_MAX:g}")
+        return model_id, vector
+
+    def _insert_embedding(self, face_id: int, model_id: int, vector: np.ndarray) -> None:
+        inserted = self.conn.execute(
+            text("""
+            INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding)
+            SELECT :face, version, id, CAST(:embedding AS vector) FROM embedding_models WHERE id = :model
+            ON CONFLICT DO NOTHING"""),
+            {"face": face_id, "model": model_id, "embedding": vector_literal(vector)},
+        ).rowcount
+        if not inserted:
+            raise _Refused(f"face {face_id}: two embeddings of one model")
 
     def _decision(self, kind: str, face_id: int, identity_id: int) -> tuple[int | None, int]:
         if face_id not in self.faces:

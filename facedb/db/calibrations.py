@@ -6,7 +6,6 @@ import numpy as np
 from sqlalchemy import text
 
 from ..calibrate import FaceSample
-from ..records import EMBEDDING_DIMENSION
 from ..results import StoredCalibration
 from .codec import decode_vector_send
 from .sql import HUMAN_SOURCES_SQL
@@ -14,7 +13,7 @@ from .store import Store
 
 # The faces of a model whichever runtime made them: the runtimes give the same embeddings
 # (within 1e-5, onnx_models.py), so a calibration holds for all of them.
-_SAME_MODEL = """f.embedding_model_id IN (
+_SAME_MODEL = """e.embedding_model_id IN (
     SELECT o.id FROM embedding_models o JOIN embedding_models m
       ON (o.name, o.version, o.sha256, o.preprocessing) = (m.name, m.version, m.sha256, m.preprocessing)
     WHERE m.id = :model)"""
@@ -32,8 +31,8 @@ class CalibrationStore:
             rows = conn.execute(
                 text(f"""
                 SELECT f.id, coalesce(fi.identity_id, -1) AS identity_id, p.content_hash,
-                       vector_send(f.embedding) AS raw
-                FROM faces f JOIN photos p ON p.id = f.photo_id
+                       vector_send(e.embedding) AS raw
+                FROM faces f JOIN face_embeddings e ON e.face_id = f.id JOIN photos p ON p.id = f.photo_id
                 LEFT JOIN face_identities fi ON fi.face_id = f.id
                 LEFT JOIN identities i ON i.id = fi.identity_id
                 WHERE {_SAME_MODEL} AND {where}
@@ -67,8 +66,9 @@ class CalibrationStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(f"""
-                SELECT f.id, r.identity_id, p.content_hash, vector_send(f.embedding) AS raw
+                SELECT f.id, r.identity_id, p.content_hash, vector_send(e.embedding) AS raw
                 FROM face_rejections r JOIN faces f ON f.id = r.face_id JOIN photos p ON p.id = f.photo_id
+                JOIN face_embeddings e ON e.face_id = f.id
                 WHERE {_SAME_MODEL}
                 ORDER BY md5(f.id::text || r.identity_id::text || :seed) LIMIT :limit"""),
                 {"model": model_id, "seed": seed, "limit": limit},
@@ -114,5 +114,5 @@ def _face_sample(rows) -> FaceSample:
         np.array([r.id for r in rows], np.int64),
         np.array([r.identity_id for r in rows], np.int64),
         [r.content_hash for r in rows],
-        np.stack([decode_vector_send(r.raw) for r in rows]) if rows else np.zeros((0, EMBEDDING_DIMENSION), np.float32),
+        np.stack([decode_vector_send(r.raw) for r in rows]) if rows else np.zeros((0, 0), np.float32),
     )

@@ -17,18 +17,26 @@ def vector_literal(vector: np.ndarray) -> str:
 
 @dataclass
 class FaceRow:
+    id: int  # taken from the faces' sequence beforehand, so that its embeddings can name it
     photo_id: int
     box: tuple[float, float, float, float]
     landmarks: Sequence[float]
     score: float
-    embedding: np.ndarray
-    embedding_model_id: int
     thumbnail: bytes | None = None
+
+
+@dataclass
+class EmbeddingRow:
+    face_id: int
+    model: str
+    embedding_model_id: int
+    embedding: np.ndarray
 
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _FLOAT4_OID = 700
-FACE_COLUMNS = "photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id, thumbnail"
+FACE_COLUMNS = "id, photo_id, box_x, box_y, box_w, box_h, landmarks, score, thumbnail"
+EMBEDDING_COLUMNS = "face_id, model, embedding_model_id, embedding"
 
 
 def encode_face_rows(rows: Iterable[FaceRow]) -> bytes:
@@ -37,8 +45,7 @@ def encode_face_rows(rows: Iterable[FaceRow]) -> bytes:
     parts = [_COPY_HEADER]
     for row in rows:
         landmarks = np.asarray(row.landmarks, ">f4")
-        embedding = np.asarray(row.embedding, ">f4")
-        parts.append(struct.pack(">hiq", 10, 8, row.photo_id))
+        parts.append(struct.pack(">hiqiq", 9, 8, row.id, 8, row.photo_id))
         parts.append(
             struct.pack(
                 ">ififififi",
@@ -62,9 +69,7 @@ def encode_face_rows(rows: Iterable[FaceRow]) -> bytes:
         elements = np.full(2 * len(landmarks), 4, ">i4")  # each element: its length (4), then the float4
         elements[1::2] = landmarks.view(">i4")
         parts.append(elements.tobytes())
-        parts.append(struct.pack(">ifihh", 4, row.score, 4 + 4 * len(embedding), len(embedding), 0))
-        parts.append(embedding.tobytes())
-        parts.append(struct.pack(">ih", 2, row.embedding_model_id))
+        parts.append(struct.pack(">if", 4, row.score))
         if row.thumbnail is None:
             parts.append(struct.pack(">i", -1))
         else:
@@ -73,10 +78,37 @@ def encode_face_rows(rows: Iterable[FaceRow]) -> bytes:
     return b"".join(parts)
 
 
+def encode_embedding_rows(rows: Iterable[EmbeddingRow]) -> bytes:
+    parts = [_COPY_HEADER]
+    for row in rows:
+        model = row.model.encode()
+        embedding = np.asarray(row.embedding, ">f4")
+        parts.append(struct.pack(">hiqi", 4, 8, row.face_id, len(model)) + model)
+        parts.append(struct.pack(">ihihh", 2, row.embedding_model_id, 4 + 4 * len(embedding), len(embedding), 0))
+        parts.append(embedding.tobytes())
+    parts.append(struct.pack(">h", -1))
+    return b"".join(parts)
+
+
 def copy_faces(cursor, rows: Iterable[FaceRow]) -> None:
     cursor.copy_expert(
         f"COPY faces ({FACE_COLUMNS}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(encode_face_rows(rows))
     )
+
+
+def copy_embeddings(cursor, rows: Iterable[EmbeddingRow]) -> None:
+    cursor.copy_expert(
+        f"COPY face_embeddings ({EMBEDDING_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
+        io.BytesIO(encode_embedding_rows(rows)),
+    )
+
+
+def face_ids(cursor, count: int) -> list[int]:
+    """`count` new ids from the faces' sequence (one round trip)."""
+    if count == 0:
+        return []
+    cursor.execute("SELECT nextval(pg_get_serial_sequence('faces', 'id')) FROM generate_series(1, %s)", (count,))
+    return [row[0] for row in cursor.fetchall()]
 
 
 def decode_vector_send(raw: bytes | memoryview) -> np.ndarray:

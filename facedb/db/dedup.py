@@ -9,14 +9,16 @@ from sqlalchemy import text
 from ..dedup import DedupFace, DedupPhoto
 from .codec import decode_vector_send
 from .sql import INDEXED_SQL
-from .store import Store, nearest_to
+from .store import Store, nearest_to, of_model
 
 
 class DedupStore:
     """Candidate pairs for the dedup report, found with indexes rather than all pairs."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, model: str, dimension: int) -> None:
         self.engine = store.engine
+        self.model = model  # faces are compared by this model's embeddings
+        self.dimension = dimension
 
     @staticmethod
     def _scope(alias: str, prefixes: Sequence[str]) -> str:
@@ -114,10 +116,12 @@ class DedupStore:
             rows = conn.execute(
                 text(f"""
                 SELECT f.id, n.id, n.d FROM faces f JOIN photos p ON p.id = f.photo_id
+                JOIN face_embeddings e ON e.face_id = f.id AND {of_model("e", self.model)}
                 CROSS JOIN LATERAL (
-                    SELECT g.id, g.embedding <-> f.embedding AS d FROM faces g JOIN photos q ON q.id = g.photo_id
-                    WHERE g.photo_id <> f.photo_id {self._scope("q", prefixes)}
-                    ORDER BY {nearest_to("g.embedding", "f.embedding")} LIMIT :k) n
+                    SELECT g.id, h.embedding <-> e.embedding AS d
+                    FROM face_embeddings h JOIN faces g ON g.id = h.face_id JOIN photos q ON q.id = g.photo_id
+                    WHERE {of_model("h", self.model)} AND g.photo_id <> f.photo_id {self._scope("q", prefixes)}
+                    ORDER BY {nearest_to("h.embedding", "e.embedding", self.dimension)} LIMIT :k) n
                 WHERE n.d <= :radius {self._scope("p", prefixes)}"""),
                 self._params(prefixes) | {"k": k, "radius": radius},
             ).all()
@@ -132,10 +136,11 @@ class DedupStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, vector_send(embedding) AS raw FROM faces "
+                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, vector_send(e.embedding) AS raw FROM faces f "
+                    "JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model "
                     "WHERE photo_id = ANY(:photos) OR id = ANY(:faces) ORDER BY id"
                 ),
-                {"photos": list(photo_ids), "faces": list(face_ids)},
+                {"photos": list(photo_ids), "faces": list(face_ids), "model": self.model},
             ).all()
         return [
             DedupFace(r.id, r.photo_id, (r.box_x, r.box_y, r.box_w, r.box_h), decode_vector_send(r.raw)) for r in rows

@@ -6,18 +6,18 @@ import os
 
 from sqlalchemy import text
 
-from ..records import EMBEDDING_DIMENSION
-from .sql import EMBEDDING_INDEX, EMBEDDING_INDEX_DDL, EMBEDDING_INDEX_PARTS, FAILED_SQL, INDEXED_SQL
+from .sql import FAILED_SQL, INDEXED_SQL, embedding_index, embedding_index_ddl, embedding_index_parts
 from .store import Store
 
 
 class IntegrityStore:
     """`facedb check`: what is wrong with the store, and the repairs that are safe."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, models: dict[str, int]) -> None:
         self.engine = store.engine
+        self.models = models  # model key -> dimension: each has its search index
 
-    def problems(self, expected_dimension: int = EMBEDDING_DIMENSION) -> dict[str, list]:
+    def problems(self) -> dict[str, list]:
         with self.engine.connect() as conn:
             found = {
                 "faces_without_photo": [
@@ -29,13 +29,22 @@ class IntegrityStore:
                 "wrong_dimension": [
                     r[0]
                     for r in conn.execute(
-                        text("SELECT id FROM faces WHERE vector_dims(embedding) <> :d"), {"d": expected_dimension}
+                        text(
+                            "SELECT e.face_id FROM face_embeddings e JOIN embedding_models m "
+                            "ON m.id = e.embedding_model_id WHERE vector_dims(e.embedding) <> m.dimension "
+                            "OR e.model <> m.version ORDER BY e.face_id"
+                        )
                     )
                 ],
                 # FaceNet embeddings are unit length; anything else was not made by it (or is damaged)
                 "not_unit_length": [
                     r[0]
-                    for r in conn.execute(text("SELECT id FROM faces WHERE abs(vector_norm(embedding) - 1) > 0.01"))
+                    for r in conn.execute(
+                        text(
+                            "SELECT DISTINCT face_id FROM face_embeddings "
+                            "WHERE abs(vector_norm(embedding) - 1) > 0.01 ORDER BY face_id"
+                        )
+                    )
                 ],
                 "wrong_face_count": [
                     tuple(r)
@@ -67,21 +76,23 @@ class IntegrityStore:
                         text("""
                     SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
                     JOIN pg_class t ON t.oid = x.indrelid
-                    WHERE t.relname IN ('photos', 'faces', 'identities', 'face_identities', 'face_rejections')
+                    WHERE t.relname IN ('photos', 'faces', 'face_embeddings', 'identities', 'face_identities',
+                                        'face_rejections')
                     AND NOT (x.indisvalid AND x.indisready)""")
                     )
                 ],
             }
-            definition = conn.execute(
-                text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": EMBEDDING_INDEX}
-            ).scalar()
-            found["missing_embedding_index"] = [] if definition is not None else [EMBEDDING_INDEX]
-            # an index of the same name on another expression leaves every search a sequential scan
-            found["wrong_embedding_index"] = (
-                [definition]
-                if definition is not None and not all(part in definition for part in EMBEDDING_INDEX_PARTS)
-                else []
-            )
+            found["missing_embedding_index"] = []
+            found["wrong_embedding_index"] = []
+            for model, dimension in self.models.items():
+                definition = conn.execute(
+                    text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": embedding_index(model)}
+                ).scalar()
+                if definition is None:
+                    found["missing_embedding_index"].append(embedding_index(model))
+                # an index of the same name on another expression leaves every search a sequential scan
+                elif not all(part in definition for part in embedding_index_parts(model, dimension)):
+                    found["wrong_embedding_index"].append(definition)
             paths = conn.execute(text(f"SELECT id, path FROM photos WHERE status = {INDEXED_SQL} ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
         return found
@@ -107,12 +118,15 @@ class IntegrityStore:
                 done["empty_unnamed_people"] = conn.execute(
                     text("DELETE FROM identities WHERE id = ANY(:ids)"), {"ids": problems["empty_unnamed_people"]}
                 ).rowcount
+            broken = " ".join(problems.get("missing_embedding_index", []) + problems.get("wrong_embedding_index", []))
+            for model, dimension in self.models.items():
+                if embedding_index(model) in broken:
+                    conn.execute(text(f"DROP INDEX IF EXISTS {embedding_index(model)}"))
+                    conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+                    conn.execute(text(embedding_index_ddl(model, dimension)))
             for kind in ("missing_embedding_index", "wrong_embedding_index"):
                 if problems.get(kind):
-                    conn.execute(text(f"DROP INDEX IF EXISTS {EMBEDDING_INDEX}"))
-                    conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
-                    conn.execute(text(EMBEDDING_INDEX_DDL))
-                    done[kind] = 1
+                    done[kind] = len(problems[kind])
         for name in problems["invalid_indexes"]:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text(f'REINDEX INDEX "{name}"'))  # a name read from pg_class, not from a user

@@ -10,7 +10,6 @@ from sqlalchemy import Connection, text
 from ..dedup import SAME_FACE_DISTANCE, distinct_count, picture_pairs
 from ..faces import Box
 from ..people import ClusterInputs, PersonFace
-from ..records import EMBEDDING_DIMENSION
 from ..results import ListedFace, PersonSummary
 from .codec import decode_vector_send
 from .sql import SYSTEM_SOURCES_SQL
@@ -20,17 +19,20 @@ from .store import Store
 class PeopleStore:
     """Queries for people: clustering input and output, naming, merging, forgetting."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, model: str) -> None:
         self.engine = store.engine
+        self.model = model  # whose embeddings clustering, centres and copies are measured with
 
     def cluster_inputs(self) -> ClusterInputs:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("""
-                SELECT f.id, f.photo_id, vector_send(f.embedding) AS raw, fi.identity_id, fi.source,
+                SELECT f.id, f.photo_id, vector_send(e.embedding) AS raw, fi.identity_id, fi.source,
                        p.content_hash, p.phash
-                FROM faces f JOIN photos p ON p.id = f.photo_id LEFT JOIN face_identities fi ON fi.face_id = f.id
-                ORDER BY f.id""")
+                FROM faces f JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model
+                JOIN photos p ON p.id = f.photo_id LEFT JOIN face_identities fi ON fi.face_id = f.id
+                ORDER BY f.id"""),
+                {"model": self.model},
             ).all()
             rejections = [
                 (r.face_id, r.identity_id)
@@ -38,11 +40,7 @@ class PeopleStore:
             ]
             identities = conn.execute(text("SELECT id, name, hidden FROM identities")).all()
         names: dict[int, str | None] = {r.id: r.name for r in identities}
-        vectors = (
-            np.stack([decode_vector_send(r.raw) for r in rows])
-            if rows
-            else np.zeros((0, EMBEDDING_DIMENSION), np.float32)
-        )
+        vectors = np.stack([decode_vector_send(r.raw) for r in rows]) if rows else np.zeros((0, 0), np.float32)
         return ClusterInputs(
             face_ids=np.array([r.id for r in rows], np.int64),
             photo_ids=np.array([r.photo_id for r in rows], np.int64),
@@ -115,8 +113,9 @@ class PeopleStore:
             rows = conn.execute(
                 text("""
                 WITH members AS (
-                    SELECT fi.identity_id, fi.source, f.id AS face_id, f.photo_id, f.embedding
-                    FROM face_identities fi JOIN faces f ON f.id = fi.face_id),
+                    SELECT fi.identity_id, fi.source, f.id AS face_id, f.photo_id, e.embedding
+                    FROM face_identities fi JOIN faces f ON f.id = fi.face_id
+                    LEFT JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model),
                 centres AS (SELECT identity_id, avg(embedding) AS centre FROM members GROUP BY identity_id)
                 SELECT i.id, i.name, i.hidden,
                        count(m.face_id) AS faces,
@@ -132,7 +131,7 @@ class PeopleStore:
                 LEFT JOIN centres c ON c.identity_id = i.id
                 WHERE :include_hidden OR NOT i.hidden
                 GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id"""),
-                {"include_hidden": include_hidden},
+                {"include_hidden": include_hidden, "model": self.model},
             ).all()
             paths: dict[int, str] = dict(
                 conn.execute(
@@ -140,7 +139,7 @@ class PeopleStore:
                     {"ids": [r.representative_face_id for r in rows if r.representative_face_id]},
                 ).all()
             )
-            distinct = self._distinct_faces(conn)
+            distinct = self._distinct_faces(conn, self.model)
         return [
             PersonSummary(
                 **r._mapping,
@@ -151,7 +150,7 @@ class PeopleStore:
         ]
 
     @staticmethod
-    def _distinct_faces(conn: Connection) -> dict[int, int]:
+    def _distinct_faces(conn: Connection, model: str) -> dict[int, int]:
         """Per person, their faces with a face and its copies counted once: faces in photos that
         are copies of one picture (dedup's tiers 1-2) and nearly the same face (within
         SAME_FACE_DISTANCE, as clustering's copies). Embeddings are read only for such pairs."""
@@ -171,7 +170,11 @@ class PeopleStore:
         vectors = {
             r.id: decode_vector_send(r.raw)
             for r in conn.execute(
-                text("SELECT id, vector_send(embedding) AS raw FROM faces WHERE id = ANY(:ids)"), {"ids": wanted}
+                text(
+                    "SELECT face_id AS id, vector_send(embedding) AS raw FROM face_embeddings "
+                    "WHERE face_id = ANY(:ids) AND model = :model"
+                ),
+                {"ids": wanted, "model": model},
             )
         }
         return {
@@ -180,7 +183,9 @@ class PeopleStore:
                 (
                     (a, b)
                     for a, b in candidates[person]
-                    if float(np.linalg.norm(vectors[members[a][0]] - vectors[members[b][0]])) <= SAME_FACE_DISTANCE
+                    if members[a][0] in vectors
+                    and members[b][0] in vectors
+                    and float(np.linalg.norm(vectors[members[a][0]] - vectors[members[b][0]])) <= SAME_FACE_DISTANCE
                 ),
             )
             for person, members in faces.items()
@@ -191,10 +196,11 @@ class PeopleStore:
             rows = conn.execute(
                 text("""
                 SELECT f.id, f.photo_id, p.path, f.box_x, f.box_y, f.box_w, f.box_h, fi.source,
-                       vector_send(f.embedding) AS raw, p.taken_at
+                       vector_send(e.embedding) AS raw, p.taken_at
                 FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
+                LEFT JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model
                 WHERE fi.identity_id = :id ORDER BY f.id"""),
-                {"id": identity_id},
+                {"id": identity_id, "model": self.model},
             ).all()
         return [
             PersonFace(
@@ -203,7 +209,7 @@ class PeopleStore:
                 r.path,
                 (r.box_x, r.box_y, r.box_w, r.box_h),
                 r.source,
-                decode_vector_send(r.raw),
+                None if r.raw is None else decode_vector_send(r.raw),
                 r.taken_at,
             )
             for r in rows

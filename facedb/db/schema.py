@@ -31,8 +31,9 @@ from sqlalchemy import Identity as Generated
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ..records import EMBEDDING_DIMENSION, HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-from .sql import sql_list
+from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
+from ..weights import embedder_specs
+from .sql import embedding_index, model_literal, sql_list
 
 
 class Base(DeclarativeBase):
@@ -105,22 +106,45 @@ class Face(Base):
     box_h: Mapped[float] = mapped_column(REAL)
     landmarks: Mapped[list[float]] = mapped_column(ARRAY(REAL))  # x1, y1, ... x5, y5
     score: Mapped[float] = mapped_column(REAL)
-    embedding = mapped_column(Vector(EMBEDDING_DIMENSION), nullable=False)
-    embedding_model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id"))
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     photo: Mapped[Photo] = relationship(back_populates="faces")
 
-    __table_args__ = (
-        # Searched at half precision (migration 0005 says why); see db/store.py's nearest_to.
-        Index(
-            "faces_embedding_hnsw",
-            cast(embedding, HALFVEC(EMBEDDING_DIMENSION)).label("embedding"),
-            postgresql_using="hnsw",
-            postgresql_with={"m": 16, "ef_construction": 64},
-            postgresql_ops={"embedding": "halfvec_l2_ops"},
-        ),
+
+class FaceEmbedding(Base):
+    """A face's embedding by one model (the manifest's key); a face has one per model it was
+    embedded with (migration 0009). `embedding_model_id` says which runtime made it."""
+
+    __tablename__ = "face_embeddings"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(Text, primary_key=True)
+    embedding_model_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("embedding_models.id"))
+    embedding = mapped_column(Vector(), nullable=False)
+
+    __table_args__ = (Index("ix_face_embeddings_model", "model", "face_id"),)
+
+
+# One search index per model, at its dimension and half precision (migration 0005 says why); a
+# query uses it when it names the model and orders by the same cast (store.py's nearest_to).
+for _model, _spec in embedder_specs().items():
+    Index(
+        embedding_index(_model),
+        cast(FaceEmbedding.embedding, HALFVEC(int(_spec["dimension"]))).label("embedding"),
+        postgresql_using="hnsw",
+        postgresql_with={"m": 16, "ef_construction": 64},
+        postgresql_ops={"embedding": "halfvec_l2_ops"},
+        postgresql_where=text(f"model = {model_literal(_model)}"),
     )
+
+
+class DatabaseSetting(Base):
+    """What a database decides for itself, whoever opens it: its default model."""
+
+    __tablename__ = "database_settings"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Identity(Base):

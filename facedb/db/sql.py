@@ -3,11 +3,13 @@ revision: what the queries share, without the ORM models of schema.py."""
 
 from __future__ import annotations
 
-from ..records import EMBEDDING_DIMENSION, HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
+import re
+
+from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
 
 # The newest migration (migrations/versions/); tests/test_schema.py checks it is Alembic's head.
 # A database at this revision is opened without loading Alembic (0.35 s of every start).
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 
 
 def sql_list(words: tuple[str, ...]) -> str:
@@ -19,17 +21,32 @@ INDEXED_SQL, FAILED_SQL = (f"'{status}'" for status in PHOTO_STATUSES)  # as SQL
 HUMAN_SOURCES_SQL = sql_list(HUMAN_SOURCES)
 SYSTEM_SOURCES_SQL = sql_list(SYSTEM_SOURCES)
 
-# The search index, as migration 0005 built it and `facedb check --fix` rebuilds it; `check`
-# compares the live definition with these parts.
-EMBEDDING_INDEX = "faces_embedding_hnsw"
-EMBEDDING_INDEX_DDL = (
-    f"CREATE INDEX {EMBEDDING_INDEX} ON faces USING hnsw "
-    f"((embedding::halfvec({EMBEDDING_DIMENSION})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64)"
-)
-EMBEDDING_INDEX_PARTS = (
-    "USING hnsw",
-    f"::halfvec({EMBEDDING_DIMENSION})",
-    "halfvec_l2_ops",
-    "m='16'",
-    "ef_construction='64'",
-)
+# One search index per model over face_embeddings (migration 0009): partial, on the rows of
+# that model, at its dimension cast to half precision. `facedb check --fix` rebuilds them and
+# compares the live definitions with these parts.
+_MODEL_KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
+
+
+def model_literal(model: str) -> str:
+    """A model key of the manifest as an SQL literal (the partial index is used only when the
+    query names the model as a constant). Never for user text: keys are checked anyway."""
+    if not _MODEL_KEY.fullmatch(model):
+        raise ValueError(f"not a model key: {model!r}")
+    return f"'{model}'"
+
+
+def embedding_index(model: str) -> str:
+    model_literal(model)
+    return "face_embeddings_hnsw_" + re.sub(r"[^0-9A-Za-z]", "_", model)
+
+
+def embedding_index_ddl(model: str, dimension: int) -> str:
+    return (
+        f"CREATE INDEX {embedding_index(model)} ON face_embeddings USING hnsw "
+        f"((embedding::halfvec({int(dimension)})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64) "
+        f"WHERE model = {model_literal(model)}"
+    )
+
+
+def embedding_index_parts(model: str, dimension: int) -> tuple[str, ...]:
+    return ("USING hnsw", f"::halfvec({int(dimension)})", "halfvec_l2_ops", "m='16'", "ef_construction='64'", model)

