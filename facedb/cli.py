@@ -143,15 +143,17 @@ class ProgressPrinter:
         if not self.tty and not final and now - self.last < self.every:
             return
         self.last = now
-        eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
-        line = (
-            f"{event.done}/{event.total} files  {event.faces} faces  {event.failed} failed  "
-            f"{event.rate:.1f} files/s  ETA {eta}"
-        )
+        line = self.line(event, f"{event.eta:.0f}s" if event.eta is not None else "?")
         if self.tty:
             click.echo("\r" + line.ljust(78), err=True, nl=final)
         else:
             click.echo(line, err=True)
+
+    def line(self, event, eta: str) -> str:
+        return (
+            f"{event.done}/{event.total} files  {event.faces} faces  {event.failed} failed  "
+            f"{event.rate:.1f} files/s  ETA {eta}"
+        )
 
 
 def _choose_model(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -1047,21 +1049,9 @@ def models_default(context: Context, model: str, as_json: bool) -> None:
 
 
 class ReembedProgress(ProgressPrinter):
-    def __call__(self, event) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        final = event.done == event.total
-        if not self.tty and not final and now - self.last < self.every:
-            return
-        self.last = now
-        eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
+    def line(self, event, eta: str) -> str:
         rate = event.faces / event.elapsed if event.elapsed > 0 else 0.0
-        line = f"{event.done}/{event.total} faces  {event.failed} photos failed  {rate:.1f} faces/s  ETA {eta}"
-        if self.tty:
-            click.echo("\r" + line.ljust(78), err=True, nl=final)
-        else:
-            click.echo(line, err=True)
+        return f"{event.done}/{event.total} faces  {event.failed} photos failed  {rate:.1f} faces/s  ETA {eta}"
 
 
 @cli.command()

@@ -383,94 +383,70 @@ def lfw_image_path(images_dir: Path, name: str, number: int) -> Path:
     return Path(images_dir) / name / f"{name}_{number:04d}.jpg"
 
 
+def _left_edge(curves) -> float:
+    """Where the log FAR axis starts: 1e-4, or further left for a smaller positive FAR."""
+    left = 1e-4
+    for _, distances, same, _ in curves:
+        far = roc_points(distances, same)[0]
+        if (far > 0).any():
+            left = min(left, float(far[far > 0].min()))
+    return left
+
+
 def plot(distances: np.ndarray, same: np.ndarray, threshold: float, path: Path, title: str = "") -> None:
     """One PNG: the ROC with the chosen threshold marked, and both distance histograms with it drawn in."""
+    plot_models([("", distances, same, threshold)], path, title)
+
+
+def plot_models(curves: list[tuple[str, np.ndarray, np.ndarray, float]], path: Path, title: str = "") -> None:
+    """One PNG: each model's ROC (model, distances, same, threshold marked) on the same pairs,
+    beside their distance histograms. One curve: its threshold drawn in, the two histograms
+    green and red."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server, and no window to block on
     import matplotlib.pyplot as plt
 
-    distances, same = _checked_pairs(distances, same)
-    far, tar, _ = roc_points(distances, same)
-    positive_far = far[far > 0]
-    left = min(1e-4, float(positive_far.min())) if positive_far.size else 1e-4
-    figure, (roc_axes, histogram_axes) = plt.subplots(1, 2, figsize=(12, 5))
-    roc_axes.plot(np.maximum(far, left), tar, color="tab:blue")  # FAR 0 drawn at the left edge of the log axis
-    marked_far = max(float(np.mean(distances[~same] <= threshold)), left)
-    roc_axes.plot(
-        [marked_far],
-        [np.mean(distances[same] <= threshold)],
-        "o",
-        color="tab:orange",
-        label=f"threshold {threshold:.3f}",
-    )
-    roc_axes.set(
-        xscale="log",
-        xlim=(left, 1.0),
-        ylim=(0.0, 1.01),
-        xlabel="false accept rate (FAR)",
-        ylabel="true accept rate (TAR)",
-        title="ROC",
-    )
-    roc_axes.grid(True, which="both", alpha=0.3)
-    roc_axes.legend(loc="lower right")
-    bins = np.linspace(0.0, 2.0, 81)
-    for flags, colour, label in ((same, "tab:green", "same person"), (~same, "tab:red", "different people")):
-        histogram_axes.hist(distances[flags], bins=bins, density=True, alpha=0.55, color=colour, label=label)
-    histogram_axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
-    histogram_axes.set(xlabel="distance", ylabel="density", title="Distances")
-    histogram_axes.legend()
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    try:
-        figure.savefig(path, dpi=110)
-    finally:
-        plt.close(figure)
-
-
-def plot_models(curves: list[tuple[str, np.ndarray, np.ndarray, float]], path: Path, title: str = "") -> None:
-    """Several models' ROC curves on the same pairs in one PNG (model, distances, same, the
-    threshold to mark), beside their distance histograms."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     checked = [(name, *_checked_pairs(distances, same), threshold) for name, distances, same, threshold in curves]
-    left = 1e-4
-    for _, distances, same, _ in checked:
-        far = roc_points(distances, same)[0]
-        if (far > 0).any():
-            left = min(left, float(far[far > 0].min()))
+    left = _left_edge(checked)
     figure, (roc_axes, histogram_axes) = plt.subplots(1, 2, figsize=(12, 5))
     bins = np.linspace(0.0, 2.0, 81)
+    alone = len(checked) == 1
     for (model, distances, same, threshold), colour in zip(checked, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-        name = model.split()[-1]  # the version tells the models apart
+        name = model.split()[-1] if model else ""  # the version tells the models apart
         far, tar, _ = roc_points(distances, same)
-        roc_axes.plot(np.maximum(far, left), tar, color=colour, label=f"{name} (AUC {auc(distances, same):.4f})")
+        label = f"{name} (AUC {auc(distances, same):.4f})" if name else None
+        roc_axes.plot(np.maximum(far, left), tar, color=colour, label=label)  # FAR 0 drawn at the left edge
         roc_axes.plot(
             [max(float(np.mean(distances[~same] <= threshold)), left)],
             [np.mean(distances[same] <= threshold)],
             "o",
-            color=colour,
+            color="tab:orange" if alone else colour,
+            label=f"threshold {threshold:.3f}" if alone else None,
         )
-        histogram_axes.hist(distances[same], bins=bins, density=True, alpha=0.35, color=colour, label=f"{name}: same")
-        histogram_axes.hist(
-            distances[~same], bins=bins, density=True, histtype="step", color=colour, label=f"{name}: different"
-        )
+        if alone:
+            for flags, shade, what in ((same, "tab:green", "same person"), (~same, "tab:red", "different people")):
+                histogram_axes.hist(distances[flags], bins=bins, density=True, alpha=0.55, color=shade, label=what)
+            histogram_axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+        else:
+            histogram_axes.hist(
+                distances[same], bins=bins, density=True, alpha=0.35, color=colour, label=f"{name}: same"
+            )
+            histogram_axes.hist(
+                distances[~same], bins=bins, density=True, histtype="step", color=colour, label=f"{name}: different"
+            )
     roc_axes.set(
         xscale="log",
         xlim=(left, 1.0),
         ylim=(0.0, 1.01),
         xlabel="false accept rate (FAR)",
         ylabel="true accept rate (TAR)",
-        title="ROC (dots: each model's default threshold)",
+        title="ROC" if alone else "ROC (dots: each model's default threshold)",
     )
     roc_axes.grid(True, which="both", alpha=0.3)
     roc_axes.legend(loc="lower right")
     histogram_axes.set(xlabel="distance", ylabel="density", title="Distances")
-    histogram_axes.legend(fontsize="small")
+    histogram_axes.legend(fontsize="medium" if alone else "small")
     if title:
         figure.suptitle(title)
     figure.tight_layout()

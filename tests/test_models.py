@@ -336,3 +336,42 @@ def test_cli_models_and_side_by_side_eval(labelled_folders, tmp_path, new_databa
     assert done.returncode == 0, done.stderr
     header = next(line for line in done.stdout.splitlines() if DEFAULT in line)
     assert TUTORIAL in header and "seconds per face" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_every_command_takes_the_model(tmp_path, new_database_url):
+    """index, enroll, reembed, who, cluster, dedup, calibrate and status with --model, through
+    the CLI: each works on that model's embeddings."""
+    url = new_database_url()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _enrolled_archive(archive)
+    shutil.copy(photos.path("face_recognition/obama2.jpg"), archive / "obama2.jpg")
+
+    def facedb(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "facedb", "--database-url", url, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    assert facedb("index", "-q", "--model", TUTORIAL, str(archive)).returncode == 0
+    assert facedb("enroll", "--model", TUTORIAL, "Barack Obama", str(archive / "Barack_Obama.jpg")).returncode == 0
+    assert facedb("reembed", "--model", DEFAULT, "-q").returncode == 0
+    for model in (DEFAULT, TUTORIAL):
+        who = json.loads(facedb("who", "--model", model, "--json", str(archive / "obama2.jpg")).stdout)
+        assert who[0]["faces"][0]["identity"] == "Barack Obama"
+        clustered = json.loads(facedb("cluster", "--model", model, "--dry-run", "--json").stdout)
+        assert "merge_suggestions" in clustered
+        report = json.loads(facedb("dedup", "--model", model, "--json", "-").stdout)
+        assert "groups" in report
+        calibration = facedb("calibrate", "--model", model, "--dry-run", "--json")
+        measured = json.loads(calibration.stdout)  # too few pairs here to store one (exit 1)
+        assert measured["stored"] is False and measured["in_force"]["value"] == {DEFAULT: 1.0, TUTORIAL: 0.95}[model]
+        status = json.loads(facedb("status", "--json").stdout)
+        assert status["model"] == DEFAULT
+    assert json.loads(facedb("--home", str(tmp_path), "status", "--json").stdout)["model"] == DEFAULT
+    refused = facedb("who", "--model", "nope", str(archive / "obama2.jpg"))
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("facedb: error: no model 'nope'")

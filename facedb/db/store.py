@@ -234,9 +234,9 @@ class Store:
         )
         cursor.execute("SELECT id FROM faces WHERE photo_id = %s ORDER BY id", (source_id,))
         sources = [row[0] for row in cursor.fetchall()]
-        copies = face_ids(cursor, len(sources))
         if not sources:
             return
+        copies = face_ids(cursor, len(sources))
         cursor.execute(
             """
             INSERT INTO faces (id, photo_id, box_x, box_y, box_w, box_h, landmarks, score, thumbnail)
