@@ -375,3 +375,39 @@ def test_every_command_takes_the_model(tmp_path, new_database_url):
     assert json.loads(facedb("--home", str(tmp_path), "status", "--json").stdout)["model"] == DEFAULT
     refused = facedb("who", "--model", "nope", str(archive / "obama2.jpg"))
     assert refused.returncode == 2 and refused.stderr.strip().startswith("facedb: error: no model 'nope'")
+
+
+@pytest.mark.reliability
+def test_reembed_ctrl_c_stops_after_the_batch_then_continues(two_models, tmp_path):
+    facedb = two_models()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in photos.GROUPS:
+        shutil.copy(photos.path(name), archive / name.replace("/", "_"))
+    facedb.index([archive])
+    url = facedb.settings.database_url
+    faces_total = len(_rows(facedb, "SELECT id FROM faces"))
+    run = _reembed(url, "--batch", "1")
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            with engine.connect() as conn:
+                if conn.execute(
+                    text("SELECT count(*) FROM face_embeddings WHERE model = :m"), {"m": TUTORIAL}
+                ).scalar():
+                    break
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        engine.dispose()
+    assert run.returncode == 130, err
+    assert "stopping after the current batch" in err and "run the same command again" in err
+    assert "faces/s" in err and "ETA" in err  # the progress line
+    partial = len(_embeddings(facedb, TUTORIAL))
+    assert 0 < partial < faces_total
+    resumed = _reembed(url, "--json")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["faces"] == faces_total - partial and len(_embeddings(facedb, TUTORIAL)) == faces_total
