@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -70,6 +71,9 @@ from .results import (
 )
 from .scan import scan
 from .weights import default_embedder, embedder_spec, embedder_specs, weights_path
+
+if TYPE_CHECKING:
+    from .distributed import RayAnalysis
 
 
 class FaceDB:
@@ -170,7 +174,7 @@ class FaceDB:
     def extractor(self) -> FaceExtractor:
         return FaceExtractor(self.detector, self.embedder, self.settings.face_margin)
 
-    def _indexer(self, read_face_tags: bool | None = None) -> Indexer:
+    def _indexer(self, read_face_tags: bool | None = None, remote: RayAnalysis | None = None) -> Indexer:
         s = self.settings
         return Indexer(
             self.store,
@@ -182,6 +186,7 @@ class FaceDB:
             read_workers=s.read_workers,
             detect_workers=s.detect_workers,
             read_face_tags=s.read_face_tags if read_face_tags is None else read_face_tags,
+            remote=remote,
         )
 
     # ---- faces of photos that are not stored ---------------------------------------------
@@ -266,10 +271,13 @@ class FaceDB:
         on_warning: FailureCallback | None = None,
         within: Sequence[str | os.PathLike] | None = None,
         read_face_tags: bool | None = None,
+        ray: str | None = None,
     ) -> IndexSummary:
         """Index files and folders. A path that does not exist is a mistake in the command, not a
         photo that failed: nothing is indexed and nothing recorded. With `within` (the service's
-        roots), files and links that lead outside those folders are recorded as failed, unread."""
+        roots), files and links that lead outside those folders are recorded as failed, unread.
+        With `ray` (or FACEDB_RAY_ADDRESS: "local", "auto" or the head's host:port) the model
+        work runs on a Ray cluster (facedb.distributed); the result is the same."""
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
         if missing:
             raise FaceDBError(
@@ -278,14 +286,28 @@ class FaceDB:
             )
         roots = None if within is None else [Path(os.path.realpath(root)) for root in within]
         started = time.monotonic()
-        summary = self._indexer(read_face_tags).run(
-            paths,
-            retry_failed=retry_failed,
-            on_progress=on_progress,
-            on_failure=on_failure,
-            on_warning=on_warning,
-            within=roots,
-        )
+        address = ray or self.settings.ray_address
+        remote = None
+        if address:
+            from .distributed import RayAnalysis, connect
+
+            connect(address)  # before any work: a missing Ray or an unreachable cluster is one line
+            remote = RayAnalysis(self.settings, self.model, address, self.settings.ray_actors)
+        try:
+            summary = self._indexer(read_face_tags, remote).run(
+                paths,
+                retry_failed=retry_failed,
+                on_progress=on_progress,
+                on_failure=on_failure,
+                on_warning=on_warning,
+                within=roots,
+            )
+        finally:
+            if remote is not None:
+                remote.close()
+        if remote is not None:
+            summary.ray_workers = sorted(remote.workers)
+            summary.retried_chunks = remote.retried_chunks
         summary.wall_seconds = time.monotonic() - started
         return summary
 

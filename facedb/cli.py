@@ -209,10 +209,27 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
     help="Let the photos' XMP face tags (digiKam, Lightroom, ...) name the faces they overlap "
     "[default: yes; env FACEDB_READ_FACE_TAGS].",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Do the model work on a Ray cluster: its head's host:port, `auto` (the cluster this machine is in), "
+    "or no value to start Ray here. The photos must be at the same paths on every worker. "
+    "Needs pip install 'facedb[ray]' [env FACEDB_RAY_ADDRESS].",
+)
 @model_option
 @pass_context
 def index(
-    context: Context, paths: tuple[str, ...], retry_failed: bool, as_json: bool, quiet: bool, face_tags: bool | None
+    context: Context,
+    paths: tuple[str, ...],
+    retry_failed: bool,
+    as_json: bool,
+    quiet: bool,
+    face_tags: bool | None,
+    ray_address: str | None,
 ) -> None:
     """Find, embed and store every face in PATHS (files or folders, recursively)."""
     summary = context.facedb.index(
@@ -222,6 +239,7 @@ def index(
         on_failure=_report_failure,
         on_warning=_report_warning,
         read_face_tags=face_tags,
+        ray=ray_address,
     )
     if summary.interrupted:
         click.echo(
@@ -1091,10 +1109,25 @@ def bench() -> None:
 @click.option("--limit", type=click.IntRange(1), help="Only the first N photos (by path).")
 @click.option("--detect-max-side", type=click.IntRange(64), help="Override FACEDB_DETECT_MAX_SIDE for this run.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Instead: a local run against one on this Ray cluster (no value: start Ray here), the workers' stage "
+    "times and the database's write rate.",
+)
 @model_option
 @pass_context
 def bench_ingest(
-    context: Context, paths: tuple[str, ...], limit: int | None, detect_max_side: int | None, json_file: str | None
+    context: Context,
+    paths: tuple[str, ...],
+    limit: int | None,
+    detect_max_side: int | None,
+    json_file: str | None,
+    ray_address: str | None,
 ) -> None:
     """Indexing speed on the photos in PATHS against the tutorial's way and the stage limits,
     in a temporary embedded database (your database is not touched)."""
@@ -1106,8 +1139,19 @@ def bench_ingest(
     settings = Settings.load(**context.settings_overrides)
     if detect_max_side:
         settings = replace(settings, detect_max_side=detect_max_side)
-    result = ingest.run(list(paths), settings, limit=limit, say=lambda m: click.echo(m, err=True))
-    click.echo(ingest.table(result))
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    if ray_address:
+        from .bench import distributed
+        from .errors import FaceDBError
+
+        files = ingest.photo_files(list(paths), limit)
+        if not files:
+            raise FaceDBError("no photos to benchmark in " + ", ".join(paths))
+        result = distributed.run(files, settings, ray_address, say=say)
+        click.echo(distributed.table(result))
+    else:
+        result = ingest.run(list(paths), settings, limit=limit, say=say)
+        click.echo(ingest.table(result))
     if json_file:
         Path(json_file).write_text(json.dumps(result, indent=2))
     click.echo(json.dumps(result))

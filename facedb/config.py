@@ -68,6 +68,13 @@ class Settings:
     # as digiKam, Lightroom and others write them) confirm the detected faces they overlap.
     read_face_tags: bool = True
 
+    # `facedb index --ray`: the Ray cluster that does the model work. None: none (a local run);
+    # "local": start Ray on this machine; "auto": join the cluster this machine belongs to; or
+    # the head's address (host:port).
+    ray_address: str | None = None
+    # Ray actors (each loads the models once and takes one CPU); None: one per CPU of the cluster.
+    ray_actors: int | None = None
+
     # The REST service: folders it may index and serve photos from (os.pathsep-separated),
     # and the largest upload it takes.
     serve_roots: str = ""

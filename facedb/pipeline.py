@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .images import DecodedPhoto, PhotoMeta, decode, read_file
 from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
 from .results import FileFailure, FileWarning, IndexSummary
 from .scan import ScannedPath, scan
+
+if TYPE_CHECKING:
+    from .distributed import RayAnalysis
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -170,8 +173,10 @@ class Indexer:
         read_workers: int = 2,
         detect_workers: int = 1,
         read_face_tags: bool = True,
+        remote: RayAnalysis | None = None,
     ) -> None:
         self.store = store
+        self.remote = remote  # the model stage on Ray's actors instead of this process's threads
         self.extractor = extractor
         self.embedding_model_id = embedding_model_id
         self.model = model
@@ -325,9 +330,22 @@ class Indexer:
                 continue
             to_decode.append((stat, data))
         if to_decode and not self._models_loaded:
-            summary.model_load_seconds = self.extractor.load()
+            if self.remote is not None:
+                summary.model_load_seconds = self.remote.load()
+                self.remote.check_readable([stat.path for stat, _ in to_decode])
+            else:
+                summary.model_load_seconds = self.extractor.load()
             self._models_loaded = True
-        for outcome in self._analyse(to_decode, *analysis, clock):
+        if self.remote is not None:
+            analysed, warnings, seconds = self.remote.analyse(
+                [stat for stat, _ in to_decode], self.read_face_tags, list(within) if within else None
+            )
+            self._warnings.extend(warnings)
+            for stage, busy in seconds.items():
+                clock.add(stage, busy)
+        else:
+            analysed = self._analyse(to_decode, *analysis, clock)
+        for outcome in analysed:
             if isinstance(outcome, Indexed):
                 if outcome.file.path in known:
                     summary.reindexed += 1
@@ -346,22 +364,9 @@ class Indexer:
         chunk = getattr(self.extractor.embedder, "batch_size", 32)
 
         def analyse_one(item: tuple[FileStat, bytes]) -> Failed | Indexed:
-            """decode -> detect -> crop (-> the face tags of its XMP); the full-resolution pixels
-            are gone when it returns."""
-            stat, data = item
-            try:
-                photo = clock.timed("decode", decode, data, self.max_pixels)
-            except ImageError as exc:
-                return Failed(stat, str(exc))
-            try:
-                detections = clock.timed("detect", self.extractor.detector.detect, photo.rgb)
-                faces = clock.timed("align", self.extractor.align, photo, detections)
-            except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
-                return Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300])
-            tagged: dict[int, str] = {}
-            if self.read_face_tags:
-                tagged = clock.timed("tags", self._tags_of, stat.path, data, photo.meta, faces)
-            return Indexed(stat, photo.meta, faces, tagged)
+            outcome, warnings = analyse_photo(self.extractor, *item, self.max_pixels, self.read_face_tags, clock)
+            self._warnings.extend(warnings)
+            return outcome
 
         def embed(faces: list[Face]) -> None:
             clock.timed("embed", self.extractor.embed, faces)
@@ -384,22 +389,43 @@ class Indexer:
         outcomes.extend(photos)
         return outcomes
 
-    def _warn(self, path: str, message: str) -> None:
-        self._warnings.append(FileWarning(path=path, message=message))
 
-    def _tags_of(self, path: str, data: bytes, meta: PhotoMeta, faces: list[Face]) -> dict[int, str]:
-        """The names the photo's XMP face tags give its faces (by their place in `faces`); a tag
-        on no detected face, or XMP that cannot be read, is a warning: the photo is indexed."""
-        try:
-            tags = read_tags(data, Path(path), meta.orientation, meta.width, meta.height)
-        except FaceTagError as exc:
-            self._warn(path, str(exc))
-            return {}
-        except Exception as exc:  # noqa: BLE001 - odd metadata must not cost the photo or the run
-            self._warn(path, one_line(f"face tags not read: {type(exc).__name__}: {exc}")[:300])
-            return {}
-        named, unmatched = match(tags, [(place, face.box) for place, face in enumerate(faces)])
-        for tag in unmatched:
-            x, y, w, h = (round(v) for v in tag.box)
-            self._warn(path, f"face tag {tag.name!r} ({tag.found_in}) at {x},{y} {w}x{h} names no detected face")
-        return named
+def analyse_photo(
+    extractor: FaceExtractor, stat: FileStat, data: bytes, max_pixels: int, read_face_tags: bool, clock: StageClock
+) -> tuple[Failed | Indexed, list[FileWarning]]:
+    """decode -> detect -> crop (-> the face tags of its XMP) of one photo, not yet embedded; the
+    full-resolution pixels are gone when it returns. Used by the local indexer and by Ray's workers."""
+    try:
+        photo = clock.timed("decode", decode, data, max_pixels)
+    except ImageError as exc:
+        return Failed(stat, str(exc)), []
+    try:
+        detections = clock.timed("detect", extractor.detector.detect, photo.rgb)
+        faces = clock.timed("align", extractor.align, photo, detections)
+    except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
+        return Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300]), []
+    tagged: dict[int, str] = {}
+    warnings: list[FileWarning] = []
+    if read_face_tags:
+        tagged, warnings = clock.timed("tags", face_tags_of, stat.path, data, photo.meta, faces)
+    return Indexed(stat, photo.meta, faces, tagged), warnings
+
+
+def face_tags_of(
+    path: str, data: bytes, meta: PhotoMeta, faces: list[Face]
+) -> tuple[dict[int, str], list[FileWarning]]:
+    """The names the photo's XMP face tags give its faces (by their place in `faces`); a tag
+    on no detected face, or XMP that cannot be read, is a warning: the photo is indexed."""
+    try:
+        tags = read_tags(data, Path(path), meta.orientation, meta.width, meta.height)
+    except FaceTagError as exc:
+        return {}, [FileWarning(path=path, message=str(exc))]
+    except Exception as exc:  # noqa: BLE001 - odd metadata must not cost the photo or the run
+        return {}, [FileWarning(path=path, message=one_line(f"face tags not read: {type(exc).__name__}: {exc}")[:300])]
+    named, unmatched = match(tags, [(place, face.box) for place, face in enumerate(faces)])
+    warnings = []
+    for tag in unmatched:
+        x, y, w, h = (round(v) for v in tag.box)
+        message = f"face tag {tag.name!r} ({tag.found_in}) at {x},{y} {w}x{h} names no detected face"
+        warnings.append(FileWarning(path=path, message=message))
+    return named, warnings

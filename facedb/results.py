@@ -158,6 +158,8 @@ class IndexSummary(Result):
     failures: list[FileFailure] = []
     tagged_faces: int = 0  # faces named by their photo's XMP face tags (confirmed)
     warnings: list[FileWarning] = []  # face tags that named no detected face, or could not be read
+    ray_workers: list[str] = []  # with --ray: the workers (host:pid) that did the model work
+    retried_chunks: int = 0  # with --ray: chunks of photos sent again after their worker was lost
     photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
 
 

@@ -1,0 +1,248 @@
+"""Indexing on a Ray cluster (`facedb index --ray [ADDRESS]`).
+
+The driver does everything a local run does but the model work: it walks the folders, skips
+unchanged files without reading them, reads and hashes the others to recognise copies and
+moves, and writes every batch to PostgreSQL in one transaction (pipeline.Indexer). What needs
+the models (read, decode, detect, align, face tags, embed) runs in Ray actors that each load
+the models once, reading the photos at the same paths: the files must be on a file system the
+workers share. At most two chunks of photos are in flight per actor. A chunk lost with a dead
+worker is sent again (the actor is restarted by Ray, or replaced); results are written only by
+the driver, once, so a retried chunk is never stored twice.
+
+Ray is an optional extra: only this module imports it, and only when `--ray` is given.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Settings
+from .errors import FaceDBError, ImageError, one_line
+from .images import MAX_FILE_BYTES, read_file
+from .records import Failed, FileStat, Indexed, Outcome
+from .results import FileWarning
+
+INSTALL_HINT = "indexing on Ray needs Ray: pip install 'facedb[ray]'"
+LOCAL = "local"  # FACEDB_RAY_ADDRESS / --ray with no address: start a Ray instance on this machine
+CHUNK_PHOTOS = 4  # photos a task: small enough that a lost task costs little, large enough to batch the embedder
+IN_FLIGHT_PER_ACTOR = 2  # one running, one waiting: the actor never idles between chunks
+RESTART_SECONDS = 120  # a restarted actor loads the models again (seconds) before it answers
+ATTEMPTS = 4  # a chunk is given up (and the run stops, nothing of the batch stored) after this many lost workers
+
+
+def _ray():
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise FaceDBError(INSTALL_HINT) from None
+    return ray
+
+
+def connect(address: str) -> None:
+    """Join the cluster at `address` ("auto": the one this machine belongs to), or start one
+    here (LOCAL)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if address == LOCAL:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise FaceDBError(f"cannot join the Ray cluster at {address}: {one_line(exc)}") from None
+    _cluster_messages_to_stderr(ray)
+
+
+def _cluster_messages_to_stderr(ray) -> None:
+    """Ray prints the cluster's messages to the driver ("a worker died ...") on stdout, where
+    `facedb index --json` writes its JSON: they go to stderr instead."""
+    module = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(module, "print_to_stdstream", None)
+    if module is None or original is None or getattr(original, "facedb_stderr", False):
+        return
+
+    def to_stderr(data, *args, **kwargs):
+        return original({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr.facedb_stderr = True  # type: ignore[attr-defined]
+    module.print_to_stdstream = to_stderr
+
+
+class PhotoWorker:
+    """A Ray actor: facedb's detector and embedder loaded once, photos read at their paths."""
+
+    def __init__(self, settings: Settings, model: str) -> None:
+        from .detect import MtcnnDetector
+        from .embed import FacenetEmbedder
+        from .pipeline import FaceExtractor
+
+        # one photo at a time per actor: the cluster's parallelism is its actors
+        self.settings = settings
+        self.extractor = FaceExtractor(
+            MtcnnDetector.from_settings(settings, workers=1),
+            FacenetEmbedder.from_settings(settings, model=model),
+            settings.face_margin,
+        )
+        self.load_seconds = self.extractor.load()
+        self.host = socket.gethostname()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def unreadable(self, paths: list[str]) -> list[str]:
+        return [path for path in paths if not os.access(path, os.R_OK)]
+
+    def analyse(self, files: list[FileStat], read_face_tags: bool, within: list[Path] | None) -> ChunkResult:
+        from .pipeline import StageClock, analyse_photo
+
+        clock = StageClock()
+        result = ChunkResult(worker=f"{self.host}:{os.getpid()}")
+        for stat in files:
+            try:
+                data, digest = clock.timed("worker read", read_file, Path(stat.path), MAX_FILE_BYTES, within)
+            except ImageError as exc:
+                result.outcomes.append(Failed(stat, f"{exc} (read on the Ray worker {self.host})"))
+                continue
+            if stat.content_hash and digest != stat.content_hash:
+                result.outcomes.append(Failed(stat, "the file changed while it was being indexed: index it again"))
+                continue
+            outcome, warnings = analyse_photo(
+                self.extractor, stat, data, self.settings.max_pixels, read_face_tags, clock
+            )
+            result.outcomes.append(outcome)
+            result.warnings.extend(warnings)
+        faces = [face for outcome in result.outcomes if isinstance(outcome, Indexed) for face in outcome.faces]
+        clock.timed("embed", self.extractor.embed, faces)
+        for face in faces:
+            face.crop = np.zeros((0, 0, 3), np.uint8)  # the driver stores the thumbnail and the vector only
+        result.stage_seconds = clock.seconds
+        return result
+
+
+@dataclass
+class ChunkResult:
+    worker: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    warnings: list[FileWarning] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class RayAnalysis:
+    """The model stage of pipeline.Indexer on Ray actors."""
+
+    def __init__(self, settings: Settings, model: str, address: str, actors: int | None = None) -> None:
+        self.settings = replace(settings, ray_address=None)
+        self.model = model
+        self.address = address
+        self.wanted_actors = actors
+        self._actor_class: Any = None
+        self._actors: list[Any] = []
+        self.retried_chunks = 0
+        self.workers: set[str] = set()
+
+    def load(self) -> float:
+        """Start the actors and wait until each has loaded the models; returns the seconds."""
+        started = time.monotonic()
+        ray = _ray()
+        connect(self.address)
+        if not self._actors:
+            self._actor_class = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=0)(PhotoWorker)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            count = self.wanted_actors or max(1, cpus)
+            self._actors = [self._new_actor() for _ in range(count)]
+            try:
+                ray.get([actor.pid.remote() for actor in self._actors])
+            except ray.exceptions.RayError as exc:
+                raise FaceDBError(f"the Ray workers could not load facedb's models: {one_line(exc)}") from None
+        return time.monotonic() - started
+
+    def _new_actor(self):
+        return self._actor_class.remote(self.settings, self.model)
+
+    def _revive(self, slot: int) -> None:
+        """After a lost task: the actor Ray restarts answers again; one it gave up on (or that
+        does not come back) is replaced, its resources freed first."""
+        ray = _ray()
+        actor = self._actors[slot]
+        try:
+            ray.get(actor.pid.remote(), timeout=RESTART_SECONDS)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            ray.kill(actor, no_restart=True)
+            self._actors[slot] = self._new_actor()
+
+    def check_readable(self, paths: list[str]) -> None:
+        """Every actor must read the files at the paths the driver sees (a shared file system)."""
+        if not paths:
+            return
+        ray = _ray()
+        sample = paths[:20]
+        for missing in ray.get([actor.unreadable.remote(sample) for actor in self._actors]):
+            if missing:
+                raise FaceDBError(
+                    f"{missing[0]}: not readable by the Ray workers at that path; indexing on Ray needs the "
+                    "photos on a file system every worker mounts at the same path"
+                )
+
+    def analyse(
+        self, files: list[FileStat], read_face_tags: bool, within: list[Path] | None
+    ) -> tuple[list[Outcome], list[FileWarning], dict[str, float]]:
+        """Outcomes in the order of `files`, the warnings, and the workers' busy seconds per stage."""
+        ray = _ray()
+        lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError)
+        chunks = [files[i : i + CHUNK_PHOTOS] for i in range(0, len(files), CHUNK_PHOTOS)]
+        results: list[ChunkResult | None] = [None] * len(chunks)
+        attempts = [0] * len(chunks)
+        waiting = deque(range(len(chunks)))
+        running: dict[Any, tuple[int, int]] = {}  # task -> (chunk, actor's place)
+        while waiting or running:
+            load = [0] * len(self._actors)
+            for place in running.values():
+                load[place[1]] += 1
+            while waiting and min(load) < IN_FLIGHT_PER_ACTOR:
+                slot = load.index(min(load))  # the least busy actor
+                chunk = waiting.popleft()
+                attempts[chunk] += 1
+                running[self._actors[slot].analyse.remote(chunks[chunk], read_face_tags, within)] = (chunk, slot)
+                load[slot] += 1
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            chunk, slot = running.pop(done)
+            try:
+                results[chunk] = ray.get(done)
+            except lost as exc:
+                if attempts[chunk] >= ATTEMPTS:
+                    raise FaceDBError(
+                        f"{chunks[chunk][0].path} and the photos beside it were lost with {attempts[chunk]} Ray "
+                        f"workers in turn ({one_line(exc)}); nothing of this batch was stored"
+                    ) from None
+                self.retried_chunks += 1
+                waiting.appendleft(chunk)
+                self._revive(slot)
+            except ray.exceptions.RayTaskError as exc:
+                raise FaceDBError(f"a Ray worker failed on {chunks[chunk][0].path}: {one_line(exc.cause)}") from None
+        outcomes: list[Outcome] = []
+        warnings: list[FileWarning] = []
+        seconds: dict[str, float] = {}
+        for result in results:
+            assert result is not None
+            outcomes.extend(result.outcomes)
+            warnings.extend(result.warnings)
+            self.workers.add(result.worker)
+            for stage, value in result.stage_seconds.items():
+                seconds[stage] = seconds.get(stage, 0.0) + value
+        return outcomes, warnings, seconds
+
+    def close(self) -> None:
+        ray = _ray()
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
