@@ -6,8 +6,8 @@ moves, and writes every batch to PostgreSQL in one transaction (pipeline.Indexer
 the models (read, decode, detect, align, face tags, embed) runs in Ray actors that each load
 the models once, reading the photos at the same paths: the files must be on a file system the
 workers share. At most two chunks of photos are in flight per actor. A chunk lost with a dead
-worker is sent again (the actor is restarted by Ray, or replaced); results are written only by
-the driver, once, so a retried chunk is never stored twice.
+worker is sent again, and the worker replaced; results are written only by the driver, once,
+so a retried chunk is never stored twice.
 
 Ray is an optional extra: only this module imports it, and only when `--ray` is given.
 """
@@ -34,7 +34,7 @@ INSTALL_HINT = "indexing on Ray needs Ray: pip install 'facedb[ray]'"
 LOCAL = "local"  # FACEDB_RAY_ADDRESS / --ray with no address: start a Ray instance on this machine
 CHUNK_PHOTOS = 4  # photos a task: small enough that a lost task costs little, large enough to batch the embedder
 IN_FLIGHT_PER_ACTOR = 2  # one running, one waiting: the actor never idles between chunks
-RESTART_SECONDS = 120  # a restarted actor loads the models again (seconds) before it answers
+RESTART_SECONDS = 120  # a new actor loads the models (seconds) before it answers; longer: no CPU for it
 ATTEMPTS = 4  # a chunk is given up (and the run stops, nothing of the batch stored) after this many lost workers
 
 
@@ -156,7 +156,7 @@ class RayAnalysis:
         ray = _ray()
         connect(self.address)
         if not self._actors:
-            self._actor_class = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=0)(PhotoWorker)
+            self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(PhotoWorker)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             count = self.wanted_actors or max(1, cpus)
             self._actors = [self._new_actor() for _ in range(count)]
@@ -169,16 +169,26 @@ class RayAnalysis:
     def _new_actor(self):
         return self._actor_class.remote(self.settings, self.model)
 
-    def _revive(self, slot: int) -> None:
-        """After a lost task: the actor Ray restarts answers again; one it gave up on (or that
-        does not come back) is replaced, its resources freed first."""
+    def _replace(self, dead: Any) -> None:
+        """A lost actor gives way to a new one (Ray does not restart ours: a retry is the
+        driver's, so that it knows which chunk to send again). A new one that cannot start,
+        say because its node is gone and no CPU is free, is left out; without any actor the
+        run stops."""
         ray = _ray()
-        actor = self._actors[slot]
+        if dead not in self._actors:
+            return  # replaced already, when its other chunk came back lost
+        self._actors.remove(dead)
+        ray.kill(dead)
+        fresh = self._new_actor()
         try:
-            ray.get(actor.pid.remote(), timeout=RESTART_SECONDS)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            ray.kill(actor, no_restart=True)
-            self._actors[slot] = self._new_actor()
+            ray.get(fresh.pid.remote(), timeout=RESTART_SECONDS)
+            self._actors.append(fresh)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            ray.kill(fresh)
+        if not self._actors:
+            raise FaceDBError(
+                "every Ray worker was lost and none could be started again; nothing of this batch was stored"
+            )
 
     def check_readable(self, paths: list[str]) -> None:
         """Every actor must read the files at the paths the driver sees (a shared file system)."""
@@ -198,24 +208,30 @@ class RayAnalysis:
     ) -> tuple[list[Outcome], list[FileWarning], dict[str, float]]:
         """Outcomes in the order of `files`, the warnings, and the workers' busy seconds per stage."""
         ray = _ray()
-        lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError)
+        lost = (
+            ray.exceptions.RayActorError,  # ActorDiedError, ActorUnavailableError
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.ObjectLostError,
+            getattr(ray.exceptions, "NodeDiedError", ray.exceptions.RayActorError),
+        )
         chunks = [files[i : i + CHUNK_PHOTOS] for i in range(0, len(files), CHUNK_PHOTOS)]
         results: list[ChunkResult | None] = [None] * len(chunks)
         attempts = [0] * len(chunks)
         waiting = deque(range(len(chunks)))
-        running: dict[Any, tuple[int, int]] = {}  # task -> (chunk, actor's place)
+        running: dict[Any, tuple[int, Any]] = {}  # task -> (chunk, actor)
         while waiting or running:
-            load = [0] * len(self._actors)
-            for place in running.values():
-                load[place[1]] += 1
-            while waiting and min(load) < IN_FLIGHT_PER_ACTOR:
-                slot = load.index(min(load))  # the least busy actor
+            load = {id(actor): 0 for actor in self._actors}
+            for _, actor in running.values():
+                if id(actor) in load:
+                    load[id(actor)] += 1
+            while waiting and min(load.values()) < IN_FLIGHT_PER_ACTOR:
+                actor = min(self._actors, key=lambda a: load[id(a)])  # the least busy
                 chunk = waiting.popleft()
                 attempts[chunk] += 1
-                running[self._actors[slot].analyse.remote(chunks[chunk], read_face_tags, within)] = (chunk, slot)
-                load[slot] += 1
+                running[actor.analyse.remote(chunks[chunk], read_face_tags, within)] = (chunk, actor)
+                load[id(actor)] += 1
             (done,), _ = ray.wait(list(running), num_returns=1)
-            chunk, slot = running.pop(done)
+            chunk, actor = running.pop(done)
             try:
                 results[chunk] = ray.get(done)
             except lost as exc:
@@ -226,7 +242,7 @@ class RayAnalysis:
                     ) from None
                 self.retried_chunks += 1
                 waiting.appendleft(chunk)
-                self._revive(slot)
+                self._replace(actor)
             except ray.exceptions.RayTaskError as exc:
                 raise FaceDBError(f"a Ray worker failed on {chunks[chunk][0].path}: {one_line(exc.cause)}") from None
         outcomes: list[Outcome] = []
