@@ -53,6 +53,8 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address not in (LOCAL, "auto"):
+        _head_answers(address)
     try:
         if address == LOCAL:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -61,6 +63,20 @@ def connect(address: str) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise FaceDBError(f"cannot join the Ray cluster at {address}: {one_line(exc)}") from None
     _cluster_messages_to_stderr(ray)
+
+
+def _head_answers(address: str, seconds: float = 10.0) -> None:
+    """Ray waits for an unreachable head for minutes, retrying: a refused or silent port is
+    one line at once instead."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("ray://"):
+        host = host[len("ray://") :]
+    if not host or not port.isdigit():
+        raise FaceDBError(f"--ray {address}: give the Ray head as host:port, or auto, or no value to start Ray here")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise FaceDBError(f"cannot reach the Ray cluster's head at {address}: {exc.strerror or exc}") from None
 
 
 def _cluster_messages_to_stderr(ray) -> None:
