@@ -300,6 +300,7 @@ def test_eval_folders_puts_both_models_side_by_side(two_models, labelled_folders
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result["plot"] == str(plot)
 
 
+@pytest.mark.needs_models  # its facedb processes load the models
 def test_cli_models_and_side_by_side_eval(labelled_folders, tmp_path, new_database_url):
     url = new_database_url()
     done = subprocess.run(
@@ -338,6 +339,7 @@ def test_cli_models_and_side_by_side_eval(labelled_folders, tmp_path, new_databa
     assert TUTORIAL in header and "seconds per face" in done.stdout and "Traceback" not in done.stderr
 
 
+@pytest.mark.needs_models  # its facedb processes load the models
 def test_every_command_takes_the_model(tmp_path, new_database_url):
     """index, enroll, reembed, who, cluster, dedup, calibrate and status with --model, through
     the CLI: each works on that model's embeddings."""
