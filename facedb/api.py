@@ -124,7 +124,8 @@ class FaceDB:
     def model(self) -> str:
         """The embedding model this FaceDB uses: the setting (--model, FACEDB_MODEL), else the
         database's default (`facedb models default`). A database that does not exist yet is
-        not created to ask (`compare` needs none): it would start with the manifest's default."""
+        not created to ask: it would start with the manifest's default. (So `compare` opens the
+        database when there is one; --model spares it that.)"""
         if self._model is None:
             chosen = self.settings.model
             exists = self._database is not None or self.settings.database_url or self.settings.pgdata.exists()
@@ -132,6 +133,11 @@ class FaceDB:
                 chosen = EmbeddingStore(self.store).default_model()
             self._model = embedder_spec(chosen or default_embedder())["key"]
         return self._model
+
+    @property
+    def default_model(self) -> str:
+        """The database's default model (`facedb models default`)."""
+        return EmbeddingStore(self.store).default_model() or default_embedder()
 
     def embedder_of(self, model: str) -> Embedder:
         if model not in self._embedders:

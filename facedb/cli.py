@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .config import DEFAULT_THRESHOLD
 from .errors import FaceDBError
 
 if TYPE_CHECKING:
@@ -165,7 +164,8 @@ model_option = click.option(
     "--model",
     callback=_choose_model,
     expose_value=False,
-    help="The embedding model (`facedb models` lists them) [default: the database's; env FACEDB_MODEL].",
+    help="The embedding model (`facedb models` lists them) [default: the database's, for eval the manifest's; "
+    "env FACEDB_MODEL].",
 )
 
 
@@ -217,8 +217,9 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
     default=None,
     metavar="[ADDRESS]",
     help="Do the model work on a Ray cluster: its head's host:port, `auto` (the cluster this machine is in), "
-    "or no value to start Ray here. The photos must be at the same paths on every worker. "
-    "Needs pip install 'facedb[ray]' [env FACEDB_RAY_ADDRESS].",
+    "or no value to start Ray here (then put --ray after the paths, or it takes the first as its address). "
+    "The photos must be at the same paths on every worker. Needs pip install 'facedb[ray]' "
+    "[env FACEDB_RAY_ADDRESS].",
 )
 @model_option
 @pass_context
@@ -241,6 +242,14 @@ def index(
         read_face_tags=face_tags,
         ray=ray_address,
     )
+    facedb = context.facedb
+    if summary.new + summary.reindexed and facedb.model != facedb.default_model:
+        click.echo(
+            f"facedb: warning: these faces have embeddings of {facedb.model} only; `who`, `cluster` and `dedup` "
+            f"without --model use the database's default {facedb.default_model} and do not see them until "
+            f"`facedb reembed --model {facedb.default_model}`",
+            err=True,
+        )
     if summary.interrupted:
         click.echo(
             "facedb: interrupted; every photo stored so far is complete. Run the same command again to "
@@ -308,7 +317,8 @@ def enroll(
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 4),
-    help=f"Largest distance still called a match [default: the calibrated one, else {DEFAULT_THRESHOLD}].",
+    help="Largest distance still called a match [default: the one calibrated for the model, else the model's "
+    "default: 1.0, or 0.95 for 20170512-110547].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one entry per photo, in the order given).")
 @click.option(
@@ -988,7 +998,7 @@ def _report_evaluation(evaluate, as_json: bool) -> None:
     "--model",
     "models",
     help="The model, or several separated by commas to compare them side by side on the same photos "
-    "(`facedb models` lists them) [default: the database's].",
+    "(`facedb models` lists them) [default: FACEDB_MODEL, else the manifest's: eval opens no database].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context

@@ -57,7 +57,7 @@ class Settings:
     # faces to embed after the last photo of a batch is detected than 32 (42 photos: 5.44 s vs 5.66 s).
     embed_batch_size: int = 16
     face_margin: float = 0.2
-    # None: the threshold `facedb calibrate` stored for the model, else DEFAULT_THRESHOLD.
+    # None: the threshold `facedb calibrate` stored for the model, else the model's default (models/manifest.json).
     threshold: float | None = None
     max_pixels: int = 120_000_000
     read_workers: int = 2

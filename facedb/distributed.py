@@ -157,7 +157,10 @@ class RayAnalysis:
     """The model stage of pipeline.Indexer on Ray actors."""
 
     def __init__(self, settings: Settings, model: str, address: str, actors: int | None = None) -> None:
-        self.settings = replace(settings, ray_address=None)
+        if actors is not None and actors < 1:
+            raise FaceDBError(f"FACEDB_RAY_ACTORS must be at least 1, not {actors}")
+        # the workers never open the database: its URL (and password) stays with the driver
+        self.settings = replace(settings, ray_address=None, database_url=None)
         self.model = model
         self.address = address
         self.wanted_actors = actors
@@ -170,16 +173,26 @@ class RayAnalysis:
         """Start the actors and wait until each has loaded the models; returns the seconds."""
         started = time.monotonic()
         ray = _ray()
-        connect(self.address)
         if not self._actors:
             self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(PhotoWorker)
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            count = self.wanted_actors or max(1, cpus)
-            self._actors = [self._new_actor() for _ in range(count)]
-            try:
-                ray.get([actor.pid.remote() for actor in self._actors])
-            except ray.exceptions.RayError as exc:
-                raise FaceDBError(f"the Ray workers could not load facedb's models: {one_line(exc)}") from None
+            free = int(ray.available_resources().get("CPU", 0))  # CPUs other jobs hold are not ours
+            answers = {
+                actor.pid.remote(): actor
+                for actor in (self._new_actor() for _ in range(self.wanted_actors or max(1, free)))
+            }
+            ready, _ = ray.wait(list(answers), num_returns=len(answers), timeout=RESTART_SECONDS)
+            why = f"none started within {RESTART_SECONDS} s ({free} CPUs of the cluster were free; each needs one)"
+            for answer, actor in answers.items():
+                try:
+                    if answer in ready:
+                        ray.get(answer)
+                        self._actors.append(actor)
+                        continue
+                except ray.exceptions.RayError as exc:
+                    why = f"they could not start: {one_line(exc, 200)}"
+                ray.kill(actor)  # no CPU came free for it, or it could not load the models
+            if not self._actors:
+                raise FaceDBError(f"no Ray worker to index with: {why}")
         return time.monotonic() - started
 
     def _new_actor(self):
@@ -212,7 +225,13 @@ class RayAnalysis:
             return
         ray = _ray()
         sample = paths[:20]
-        for missing in ray.get([actor.unreadable.remote(sample) for actor in self._actors]):
+        try:
+            answers = ray.get([actor.unreadable.remote(sample) for actor in self._actors], timeout=RESTART_SECONDS)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
+            raise FaceDBError(
+                f"the Ray workers did not answer whether they can read the photos: {one_line(exc)}"
+            ) from None
+        for missing in answers:
             if missing:
                 raise FaceDBError(
                     f"{missing[0]}: not readable by the Ray workers at that path; indexing on Ray needs the "
@@ -222,7 +241,10 @@ class RayAnalysis:
     def analyse(
         self, files: list[FileStat], read_face_tags: bool, within: list[Path] | None
     ) -> tuple[list[Outcome], list[FileWarning], dict[str, float]]:
-        """Outcomes in the order of `files`, the warnings, and the workers' busy seconds per stage."""
+        """Outcomes in the order of `files`, the warnings, and the workers' busy seconds per stage.
+        A chunk lost with its worker goes again; lost twice, its photos go again one by one, and
+        a photo whose worker dies ATTEMPTS times (one that crashes the decoder, say) is a failure
+        of that photo, not of the run."""
         ray = _ray()
         lost = (
             ray.exceptions.RayActorError,  # ActorDiedError, ActorUnavailableError
@@ -230,48 +252,53 @@ class RayAnalysis:
             ray.exceptions.ObjectLostError,
             getattr(ray.exceptions, "NodeDiedError", ray.exceptions.RayActorError),
         )
-        chunks = [files[i : i + CHUNK_PHOTOS] for i in range(0, len(files), CHUNK_PHOTOS)]
-        results: list[ChunkResult | None] = [None] * len(chunks)
-        attempts = [0] * len(chunks)
-        waiting = deque(range(len(chunks)))
-        running: dict[Any, tuple[int, Any]] = {}  # task -> (chunk, actor)
+        waiting: deque[tuple[list[FileStat], int]] = deque(
+            (files[i : i + CHUNK_PHOTOS], 0) for i in range(0, len(files), CHUNK_PHOTOS)
+        )  # (photos, times lost so far)
+        running: dict[Any, tuple[list[FileStat], int, Any]] = {}  # task -> (photos, times lost, actor)
+        done: list[ChunkResult] = []
+        failed: list[Outcome] = []
         while waiting or running:
             load = {id(actor): 0 for actor in self._actors}
-            for _, actor in running.values():
+            for *_, actor in running.values():
                 if id(actor) in load:
                     load[id(actor)] += 1
             while waiting and min(load.values()) < IN_FLIGHT_PER_ACTOR:
                 actor = min(self._actors, key=lambda a: load[id(a)])  # the least busy
-                chunk = waiting.popleft()
-                attempts[chunk] += 1
-                running[actor.analyse.remote(chunks[chunk], read_face_tags, within)] = (chunk, actor)
+                chunk, times = waiting.popleft()
+                running[actor.analyse.remote(chunk, read_face_tags, within)] = (chunk, times, actor)
                 load[id(actor)] += 1
-            (done,), _ = ray.wait(list(running), num_returns=1)
-            chunk, actor = running.pop(done)
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            chunk, times, actor = running.pop(ready)
             try:
-                results[chunk] = ray.get(done)
+                done.append(ray.get(ready))
             except lost as exc:
-                if attempts[chunk] >= ATTEMPTS:
-                    raise FaceDBError(
-                        f"{chunks[chunk][0].path} and the photos beside it were lost with {attempts[chunk]} Ray "
-                        f"workers in turn ({one_line(exc)}); nothing of this batch was stored"
-                    ) from None
                 self.retried_chunks += 1
-                waiting.appendleft(chunk)
                 self._replace(actor)
+                times += 1
+                if len(chunk) > 1 and times >= 2:
+                    waiting.extendleft(([stat], times) for stat in reversed(chunk))
+                elif times >= ATTEMPTS:
+                    reason = f"its Ray worker died {times} times while analysing it ({one_line(exc, 120)})"
+                    failed.extend(Failed(stat, reason) for stat in chunk)
+                else:
+                    waiting.appendleft((chunk, times))
             except ray.exceptions.RayTaskError as exc:
-                raise FaceDBError(f"a Ray worker failed on {chunks[chunk][0].path}: {one_line(exc.cause)}") from None
-        outcomes: list[Outcome] = []
+                raise FaceDBError(f"a Ray worker failed on {chunk[0].path}: {one_line(exc.cause)}") from None
+            except ray.exceptions.RayError as exc:  # out of memory or disk, a worker that cannot start, ...
+                raise FaceDBError(
+                    f"Ray failed on {chunk[0].path}: {one_line(exc)}; nothing of this batch was stored"
+                ) from None
+        by_path: dict[str, Outcome] = {outcome.file.path: outcome for outcome in failed}
         warnings: list[FileWarning] = []
         seconds: dict[str, float] = {}
-        for result in results:
-            assert result is not None
-            outcomes.extend(result.outcomes)
+        for result in done:
+            by_path.update((outcome.file.path, outcome) for outcome in result.outcomes)
             warnings.extend(result.warnings)
             self.workers.add(result.worker)
             for stage, value in result.stage_seconds.items():
                 seconds[stage] = seconds.get(stage, 0.0) + value
-        return outcomes, warnings, seconds
+        return [by_path[stat.path] for stat in files], warnings, seconds
 
     def close(self) -> None:
         ray = _ray()

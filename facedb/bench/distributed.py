@@ -26,7 +26,7 @@ def run(files: list[str], settings: Settings, address: str, say: Callable[[str],
     runs: dict[str, dict] = {}
     for name, ray in (("local", None), ("ray", address)):
         with tempfile.TemporaryDirectory(prefix="facedb-bench-") as home:
-            facedb = FaceDB(replace(settings, home=Path(home), database_url=None))
+            facedb = FaceDB(replace(settings, home=Path(home), database_url=None, ray_address=ray))
             facedb.status()  # the database starts outside the clock
             say(f"facedb index {'on Ray at ' + address if ray else 'locally'} ...")
             summary = facedb.index(files, ray=ray)
