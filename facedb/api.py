@@ -130,7 +130,7 @@ class FaceDB:
             chosen = self.settings.model
             exists = self._database is not None or self.settings.database_url or self.settings.pgdata.exists()
             if chosen is None and exists:
-                chosen = EmbeddingStore(self.store).default_model()
+                chosen = self.default_model
             self._model = embedder_spec(chosen or default_embedder())["key"]
         return self._model
 

@@ -81,41 +81,26 @@ _in_process = threading.Lock()
 def ensure(cache_dir: Path, say=None) -> OnnxModels:
     """The converted models, converting them first if this cache has none."""
     folder = cache_folder(cache_dir)
-    found = _complete(folder)
-    if found is not None:
-        return found
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _in_process, open(folder.parent / ".convert.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting: wait for it
-        found = _complete(folder)
-        if found is not None:
-            return found
+
+    def fetch_weights() -> None:
         # the pinned weights first, here: a missing or wrong file is the usual one-line error
         from .weights import embedder_weights, verify_detector_weights
 
         embedder_weights(cache_dir, FROZEN_GRAPH_MODEL)
         verify_detector_weights()
-        (say or _say)(
-            "facedb: converting the models for ONNX Runtime (once per machine; about a minute, "
-            "TensorFlow is needed for it)"
-        )
-        started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "facedb.onnx_models", str(cache_dir)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
-        )
-        found = _complete(folder)
-        if done.returncode != 0 or found is None:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else f"exit status {done.returncode}"
-            raise WeightsUnavailable(
-                f"converting the models for ONNX Runtime failed: {one_line(reason)}"
-                " (FACEDB_RUNTIME=tensorflow runs them on TensorFlow instead)"
-            )
-        (say or _say)(f"facedb: models converted in {time.monotonic() - started:.0f} s")
-        return found
+
+    found = _convert_once(
+        folder,
+        lambda: _complete(folder),
+        fetch_weights,
+        [str(cache_dir)],
+        "the models",
+        "them",
+        "about a minute, ",
+        say or _say,
+    )
+    assert found is not None
+    return found
 
 
 def embedder_path(cache_dir: Path, model: str) -> Path:
@@ -124,33 +109,51 @@ def embedder_path(cache_dir: Path, model: str) -> Path:
         return ensure(cache_dir).path("facenet")
     folder = _embedder_folder(cache_dir, model)
     path = folder / "facenet.onnx"
-    if path.is_file() and (folder / "checked.json").is_file():
-        return path
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _in_process, open(folder.parent / ".convert.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file() and (folder / "checked.json").is_file():
-            return path
+
+    def converted() -> Path | None:
+        return path if path.is_file() and (folder / "checked.json").is_file() else None
+
+    def fetch_weights() -> None:
         from .weights import embedder_weights
 
         embedder_weights(cache_dir, model)
-        _say(f"facedb: converting model {model} for ONNX Runtime (once per machine; TensorFlow is needed for it)")
+
+    found = _convert_once(folder, converted, fetch_weights, [str(cache_dir), model], f"model {model}", "it", "", _say)
+    assert found is not None
+    return found
+
+
+def _convert_once(folder: Path, done, fetch_weights, arguments: list[str], what: str, it: str, how_long: str, say):
+    """Convert in a child process (`python -m facedb.onnx_models ARGUMENTS`) unless `done()`
+    finds it converted, under a lock so that two processes starting together convert once."""
+    found = done()
+    if found is not None:
+        return found
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _in_process, open(folder.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting: wait for it
+        found = done()
+        if found is not None:
+            return found
+        fetch_weights()
+        say(f"facedb: converting {what} for ONNX Runtime (once per machine; {how_long}TensorFlow is needed for it)")
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "facedb.onnx_models", str(cache_dir), model],
+        run = subprocess.run(
+            [sys.executable, "-m", "facedb.onnx_models", *arguments],
             capture_output=True,
             text=True,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
         )
-        if done.returncode != 0 or not path.is_file():
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else f"exit status {done.returncode}"
+        found = done()
+        if run.returncode != 0 or found is None:
+            lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {run.returncode}"
             raise WeightsUnavailable(
-                f"converting model {model} for ONNX Runtime failed: {one_line(reason)}"
-                " (FACEDB_RUNTIME=tensorflow runs it on TensorFlow instead)"
+                f"converting {what} for ONNX Runtime failed: {one_line(reason)}"
+                f" (FACEDB_RUNTIME=tensorflow runs {it} on TensorFlow instead)"
             )
-        _say(f"facedb: model {model} converted in {time.monotonic() - started:.0f} s")
-        return path
+        say(f"facedb: {what} converted in {time.monotonic() - started:.0f} s")
+        return found
 
 
 def _embedder_folder(cache_dir: Path, model: str) -> Path:
@@ -220,6 +223,12 @@ def convert(cache_dir: Path) -> Path:
         patches = [rng.uniform(-1, 1, (n, patch, patch, 3)).astype(np.float32) for n in (1, 37)]
         convert_one(name, stage.network, [tf.TensorSpec([None, patch, patch, 3], tf.float32)], patches)
 
+    _store(folder, models, checked)
+    return folder
+
+
+def _store(folder: Path, models: dict[str, bytes], checked: dict[str, dict]) -> None:
+    """The converted networks and what they were checked against, in place all at once."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         staged = Path(scratch) / folder.name
@@ -237,7 +246,6 @@ def convert(cache_dir: Path) -> Path:
         if folder.exists():  # an incomplete earlier attempt
             os.rename(folder, Path(scratch) / "old")
         os.rename(staged, folder)
-    return folder
 
 
 def convert_keras_embedder(cache_dir: Path, model: str) -> Path:
@@ -264,22 +272,11 @@ def convert_keras_embedder(cache_dir: Path, model: str) -> Path:
     if not difference <= TOLERANCE:
         raise SystemExit(f"{model}: ONNX Runtime differs from Keras by {difference:.2e} (> {TOLERANCE:g})")
     folder = _embedder_folder(cache_dir, model)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-        staged = Path(scratch) / folder.name
-        staged.mkdir()
-        (staged / "facenet.onnx").write_bytes(data)
-        record = {
-            "converter": f"tf2onnx {_version('tf2onnx')}",
-            "tensorflow": _version("tensorflow-cpu"),
-            "opset": OPSET,
-            "tolerance": TOLERANCE,
-            "networks": {"facenet": {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}},
-        }
-        (staged / "checked.json").write_text(json.dumps(record, indent=2))
-        if folder.exists():
-            os.rename(folder, Path(scratch) / "old")
-        os.rename(staged, folder)
+    _store(
+        folder,
+        {"facenet": data},
+        {"facenet": {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}},
+    )
     return folder
 
 

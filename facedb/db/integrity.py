@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from sqlalchemy import text
 
@@ -118,7 +119,13 @@ class IntegrityStore:
                 done["empty_unnamed_people"] = conn.execute(
                     text("DELETE FROM identities WHERE id = ANY(:ids)"), {"ids": problems["empty_unnamed_people"]}
                 ).rowcount
-            broken = " ".join(problems.get("missing_embedding_index", []) + problems.get("wrong_embedding_index", []))
+            # missing: the index names; wrong: their definitions, "CREATE INDEX <name> ON ..."
+            broken = set(problems.get("missing_embedding_index", []))
+            broken |= {
+                found.group(1)
+                for definition in problems.get("wrong_embedding_index", [])
+                if (found := re.search(r"INDEX (\S+) ON", definition))
+            }
             for model, dimension in self.models.items():
                 if embedding_index(model) in broken:
                     conn.execute(text(f"DROP INDEX IF EXISTS {embedding_index(model)}"))
