@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .calibrate import METHOD as CALIBRATION_METHOD
 from .cluster import ClusterParams
 from .config import Settings
 from .db.apikeys import ApiKeys
@@ -386,10 +387,18 @@ class FaceDB:
         if self.settings.threshold is not None:
             return ThresholdInForce(value=self.settings.threshold, source="setting")
         e = self.embedder
+        default = float(embedder_spec(self.model)["default_threshold"])
         calibration = CalibrationStore(self.store).latest(e.name, e.version, e.sha256, self.preprocessing)
-        if calibration is not None:
-            return ThresholdInForce(value=calibration.threshold, source="calibrated", calibration=calibration)
-        return ThresholdInForce(value=float(embedder_spec(self.model)["default_threshold"]), source="default")
+        if calibration is None:
+            return ThresholdInForce(value=default, source="default")
+        if calibration.evidence.get("method") != CALIBRATION_METHOD and calibration.threshold > default:
+            note = (
+                f"the calibration of {calibration.created_at} ({calibration.threshold:.4f}) is not used: it was "
+                f"measured on pairs, not on searches of everyone, and would loosen the default; "
+                f"run facedb calibrate again"
+            )
+            return ThresholdInForce(value=default, source="default", note=note)
+        return ThresholdInForce(value=calibration.threshold, source="calibrated", calibration=calibration)
 
     def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
         """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
@@ -461,11 +470,12 @@ class FaceDB:
         dry_run: bool = False,
         with_unlabelled: bool = False,
         seed: int = 0,
-        max_faces: int = 50_000,
+        max_faces: int = 100_000,
     ) -> CalibrationResult:
-        """Choose the threshold that keeps false accepts at `far` on this archive's own people
-        (see facedb.calibrate; with_unlabelled: faces of nobody count as strangers too) and,
-        unless dry_run or with too few pairs, store it as the threshold for the model."""
+        """Choose the who threshold that names at most `far` of strangers' searches, estimated
+        on this archive's own people searched against each other (see facedb.calibrate;
+        with_unlabelled: faces of nobody are strangers too), and store it as the model's, unless
+        dry_run or the evidence is too thin to move the default."""
         from .calibrate import calibrate
 
         if not 0 < far < 0.5:
@@ -475,14 +485,19 @@ class FaceDB:
         placed = faces.placed_faces(model, max_faces, str(seed))
         rejected = faces.rejected_faces(model, max_faces, str(seed))
         nobody = faces.faces_of_nobody(model, max_faces, str(seed)) if with_unlabelled else None
-        measured = calibrate(placed, rejected, nobody, far, seed)
-        usable = measured["enough"] and measured["threshold"] is not None and 0 < measured["threshold"] <= 2
-        if measured["enough"] and not usable:
-            measured |= {
-                "enough": False,
-                "reason": "the pairs give no usable threshold (same and different people are not apart)",
-            }
-        stored = bool(usable and not dry_run)
+        measured = calibrate(
+            placed,
+            rejected,
+            nobody,
+            far,
+            float(embedder_spec(self.model)["default_threshold"]),
+            unnamed_people_available=0 if with_unlabelled else faces.unnamed_people(),
+            seed=seed,
+        )
+        names = faces.identity_names([c["nearest_identity_id"] for c in measured["closest_impostors"]])
+        for closest in measured["closest_impostors"]:
+            closest["nearest_name"] = names.get(closest["nearest_identity_id"])
+        stored = measured["decision"] != "kept the default" and not dry_run
         calibration_id = faces.save(model, measured["threshold"], far, measured) if stored else None
         return CalibrationResult(
             **measured, stored=stored, calibration_id=calibration_id, dry_run=dry_run, in_force=self.threshold()

@@ -701,15 +701,23 @@ def _threshold_label(threshold: ThresholdInForce) -> str:
     if threshold.source == "setting":
         return f"{value} (set by FACEDB_THRESHOLD)"
     if threshold.source == "default" or threshold.calibration is None:
-        return f"{value} (the default; `facedb calibrate` chooses one from your people)"
+        note = f"; {threshold.note}" if threshold.note else ""
+        return f"{value} (the default; `facedb calibrate` chooses one from your people{note})"
     c = threshold.calibration
     e = c.evidence
-    low, high = e["miss_rate_ci"]
+    if e.get("method") != "open-set identification":  # an older calibration on pairs (never looser than the default)
+        return f"{value} (calibrated {c.created_at} on pairs, for FAR {c.far_target:g})"
+    low, high = e["fpir_ci"]
     return (
-        f"{value} (calibrated {c.created_at} for FAR {c.far_target:g} on {e['genuine_pairs']} "
-        f"genuine and {e['impostor_pairs']} impostor pairs; expected miss rate {e['miss_rate']:.3f}, 95% CI "
-        f"{low:.3f}-{high:.3f})"
+        f"{value} ({e['decision']} {c.created_at} for FPIR {c.far_target:g}: {e['false_identifications']} of "
+        f"{e['probes']} searches of {e['identities']} people named someone else, 95% CI {low:.4f}-{high:.4f})"
     )
+
+
+def _share(count: int, total: int, ci: tuple[float, float] | None) -> str:
+    if not total or ci is None:
+        return f"{count} of {total}"
+    return f"{count} of {total} ({count / total:.4f}, 95% CI {ci[0]:.4f}-{ci[1]:.4f})"
 
 
 @cli.command()
@@ -718,56 +726,59 @@ def _threshold_label(threshold: ThresholdInForce) -> str:
     default=1e-3,
     show_default=True,
     type=click.FloatRange(1e-6, 0.5, max_open=True),
-    help="The false-accept rate to allow: the share of stranger pairs that may be called a match.",
+    help="The false positive identification rate to allow: the share of searches by people who are not "
+    "enrolled that may name somebody.",
 )
 @click.option("--dry-run", is_flag=True, help="Measure and show the threshold, store nothing.")
 @click.option(
     "--with-unlabelled",
     is_flag=True,
-    help="Count faces of nobody as strangers too (only where they are not your people, unnamed).",
+    help="Count faces of nobody as strangers too, each unnamed cluster as one more person (only where they "
+    "are not your people, unnamed).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @model_option
 @pass_context
 def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool, as_json: bool) -> None:
-    """Choose the who-is-this threshold from your own people: same-person pairs of the faces you
-    enrolled or confirmed, against pairs of different people and of faces you rejected."""
+    """Choose the who-is-this threshold from your own people: every face you enrolled or
+    confirmed is searched against everyone else (as a stranger's search would be), and so are
+    faces you rejected; the threshold names at most --far of those searches. With too few
+    people to know what strangers look like, the model's default stays (or only tightens)."""
     result = context.facedb.calibrate(far=far, dry_run=dry_run, with_unlabelled=with_unlabelled)
     if as_json:
         _print_json(result)
     else:
         nobody = (
-            f"{result.impostor_pairs_against_nobody} against {result.faces_of_nobody} faces of nobody, "
-            f"{result.same_shot_pairs_left_out} same-shot pairs left out"
-            if result.faces_of_nobody is not None
+            f"{result.probes_of_nobody} faces of nobody ({result.unnamed_people} unnamed people and "
+            f"{result.unassigned_faces} unassigned faces; {result.same_shot_left_out} same-shot faces left out)"
+            if result.unnamed_people is not None
             else "faces of nobody not counted: --with-unlabelled"
         )
         click.echo(
-            f"{result.genuine_pairs} same-person pairs ({result.placed_faces} faces of "
-            f"{result.identities} people); {result.impostor_pairs} impostor pairs "
-            f"({result.impostor_pairs_across_identities} across people, "
-            f"{result.impostor_pairs_against_rejected} against rejected faces, {nobody})"
+            f"{result.probes} searches by people who are not there: {result.probes_of_people} faces of "
+            f"{result.people} named people against everyone else, {result.probes_rejected} rejected faces, {nobody}"
         )
-        if result.threshold is not None and result.miss_rate_ci is not None:
-            low, high = result.miss_rate_ci
+        if result.measured_threshold is not None:
+            click.echo(f"the searches alone put the threshold for FPIR {far:g} at {result.measured_threshold:.4f}")
+        fpir = _share(result.false_identifications, result.probes, result.fpir_ci)
+        found = _share(round((result.recall or 0) * result.genuine_probes), result.genuine_probes, result.recall_ci)
+        click.echo(
+            f"threshold {result.threshold:.4f} ({result.decision}): strangers named {fpir}; people found {found}"
+        )
+        if result.threshold != result.default_threshold:
+            at_default = _share(result.false_identifications_at_default, result.probes, result.fpir_at_default_ci)
+            click.echo(f"at the default {result.default_threshold:g}: strangers named {at_default}")
+        for closest in result.closest_impostors[:1]:
             click.echo(
-                f"threshold {result.threshold:.4f} for FAR {far:g} (observed {result.far_observed:.5f}): "
-                f"expected miss rate {result.miss_rate:.4f} (95% CI {low:.4f}-{high:.4f})"
+                f"closest: face {closest.face_id} ({closest.kind}) at {closest.distance:.4f} from face "
+                f"{closest.nearest_face_id} of {closest.nearest_name or f'person #{closest.nearest_identity_id}'}"
             )
         if result.reason:
-            click.echo(f"not calibrated: {result.reason}")
-        elif not result.enough:
-            needed = result.needed
-            click.echo(
-                f"not enough to calibrate for FAR {far:g}: it needs {needed.genuine_pairs} same-person pairs "
-                f"and {needed.impostor_pairs} impostor pairs (have {result.genuine_pairs} and "
-                f"{result.impostor_pairs}); enrol or confirm more photos of more people, reject wrong "
-                f"proposals, or ask for a larger --far"
-            )
+            click.echo(result.reason)
         if result.stored:
             click.echo("stored: who and dedup's same-person tier use it from now on, clustering proposals 0.1 under it")
         click.echo(f"threshold in force: {_threshold_label(result.in_force)}")
-    if not result.enough:
+    if result.decision == "kept the default":
         sys.exit(EXIT_FILES_FAILED)
 
 
@@ -880,6 +891,11 @@ def _print_evaluation(result: dict) -> None:
         f"verification over {v['pairs']} pairs ({v['genuine_pairs']} same person, {v['impostor_pairs']} "
         f"different): accuracy {v['accuracy']:.4f} +- {v['accuracy_std']:.4f} (10 folds), AUC {v['auc']:.4f}, "
         f"VAL {v['val_at_far_0.001']:.4f} at FAR 0.001, EER {v['eer']:.4f}, best threshold {v['best_threshold']:.2f}"
+        + (
+            f"; accuracy {v['accuracy_at_default']:.4f} at the default threshold {v['default_threshold']:g}"
+            if "accuracy_at_default" in v
+            else ""
+        )
     )
     if result.get("identification"):
         i = result["identification"]
@@ -889,13 +905,9 @@ def _print_evaluation(result: dict) -> None:
     if result.get("calibration"):
         c = result["calibration"]
         click.echo(
-            f"threshold for FAR {c['far_target']:g}: {c['threshold']:.4f} (miss rate {c['miss_rate']:.4f}"
-            + (
-                ""
-                if c["enough"]
-                else f"; too few pairs to rely on, {c['needed']['impostor_pairs']} impostor "
-                f"and {c['needed']['genuine_pairs']} genuine pairs needed"
-            )
+            f"calibrate with these people enrolled, for FPIR {c['far_target']:g}: {c['threshold']:.4f} "
+            f"({c['decision']}; the searches alone: "
+            + ("-" if c["measured_threshold"] is None else f"{c['measured_threshold']:.4f}")
             + ")"
         )
     if result.get("open_set"):
@@ -930,9 +942,13 @@ def _print_models_side_by_side(results: list[dict]) -> None:
         ("VAL at FAR 0.001", lambda r: f"{r['verification']['val_at_far_0.001']:.4f}"),
         ("EER", lambda r: f"{r['verification']['eer']:.4f}"),
         ("best threshold", lambda r: f"{r['verification']['best_threshold']:.2f}"),
+        ("accuracy at the default threshold", lambda r: f"{r['verification']['accuracy_at_default']:.4f}"),
         ("rank-1", lambda r: f"{r['identification']['rank1']:.4f}" if r.get("identification") else "-"),
         ("rank-5", lambda r: f"{r['identification']['rank5']:.4f}" if r.get("identification") else "-"),
-        ("threshold for the FAR", lambda r: f"{r['calibration']['threshold']:.4f}" if r.get("calibration") else "-"),
+        (
+            "threshold calibrate would choose",
+            lambda r: f"{r['calibration']['threshold']:.4f}" if r.get("calibration") else "-",
+        ),
         (
             "strangers named (default)",
             lambda r: (

@@ -184,8 +184,11 @@ def evaluate_folders(
     for embedder in embedders:
         vectors = embedded.by_model[embedder.model]
         distances = evaluation.pair_distances(vectors, i, vectors, j)
-        verification = evaluation.verification(distances, same, evaluation.seeded_folds(len(same), seed=seed))
-        calibrated = evaluation.threshold_for_far(distances[same], distances[~same], far)
+        default = _default(settings, embedder)
+        verification = evaluation.verification(
+            distances, same, evaluation.seeded_folds(len(same), seed=seed), default_threshold=default
+        )
+        calibrated = _calibrate(vectors, embedded.paths, found_labels, far, default, seed)
         result = {
             "model": _model(embedder),
             "photos": len(paths),
@@ -204,10 +207,10 @@ def evaluate_folders(
                 embedded.of(embedder.model),
                 asked.of(embedder.model),
                 calibrated["threshold"],
-                _default(settings, embedder),
+                default,
             )
         results.append(result)
-        curves.append((_model(embedder), distances, same, _default(settings, embedder)))
+        curves.append((_model(embedder), distances, same, default))
     if len(embedders) == 1:
         result = results[0]
         if plot:
@@ -220,6 +223,20 @@ def evaluate_folders(
         except OSError as exc:
             raise FaceDBError(f"{plot}: cannot write the plot: {exc.strerror or exc}") from None
     return {"models": results} | ({"plot": str(plot)} if plot else {})
+
+
+def _calibrate(vectors: np.ndarray, paths: list[str], labels: list[str], far: float, default: float, seed: int) -> dict:
+    """What `facedb calibrate` would choose with these people enrolled: each person's photos
+    searched against everyone else's (the strangers of --strangers are the test, never used)."""
+    from .calibrate import FaceSample, calibrate
+
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    ids = np.arange(len(paths))
+    placed = FaceSample(ids, codes.astype(np.int64), list(paths), vectors)
+    nobody = FaceSample(ids[:0], ids[:0], [], vectors[:0])
+    result = calibrate(placed, nobody, None, far, default, seed=seed)
+    result.pop("closest_impostors")  # face ids of a database that eval has not got
+    return result
 
 
 def _open_set(gallery: Embedded, asked: Embedded, calibrated: float, default: float) -> dict:
@@ -285,7 +302,9 @@ def evaluate_lfw(
             f"{images}, {len(embedded.no_face)} without a face)"
         )
     distances = evaluation.pair_distances(embedded.vectors, i[usable], embedded.vectors, j[usable])
-    verification = evaluation.verification(distances, same[usable], folds[usable])
+    verification = evaluation.verification(
+        distances, same[usable], folds[usable], default_threshold=_default(settings, extractor.embedder)
+    )
     if plot:
         _plot(
             distances,

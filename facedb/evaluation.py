@@ -20,10 +20,6 @@ import numpy as np
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 
-# A calibrated threshold stays this far below the first impostor it must reject, so that the
-# same pair measured again in float32 (pgvector) cannot slip under it.
-CALIBRATION_MARGIN = 1e-6
-
 _WILSON_Z = 1.959963984540054  # two-sided 95%
 _QUERY_BLOCK = 1024  # queries per distance block in identification: 1024 x 20,000 float32 is 80 MB
 
@@ -57,7 +53,13 @@ def seeded_folds(n_pairs: int, folds: int = 10, seed: int = 0) -> np.ndarray:
     return result
 
 
-def verification(distances: np.ndarray, same: np.ndarray, folds: np.ndarray, far_target: float = 1e-3) -> dict:
+def verification(
+    distances: np.ndarray,
+    same: np.ndarray,
+    folds: np.ndarray,
+    far_target: float = 1e-3,
+    default_threshold: float | None = None,
+) -> dict:
     """Cross-validated accuracy and VAL@FAR (FaceNet's protocol) plus AUC, EER and a threshold to use.
 
     A pair is accepted when distance < threshold, as FaceNet's np.less. Accuracy: per fold, the
@@ -65,7 +67,8 @@ def verification(distances: np.ndarray, same: np.ndarray, folds: np.ndarray, far
     np.argmax), scored on the fold. VAL: per fold, the threshold where the other folds' FAR on
     VAL_THRESHOLDS meets `far_target` (see `_threshold_at_far`), or 0.0 when it never does.
     `best_threshold` is the ACCURACY_THRESHOLDS value with the best accuracy on all pairs: the one
-    a user would set.
+    a user would set. With `default_threshold`, also the accuracy a user gets at it, tuned on
+    nothing (accept d <= t, as who does).
     """
     distances, same = _checked_pairs(distances, same)
     if not 0 < far_target < 1:
@@ -95,7 +98,14 @@ def verification(distances: np.ndarray, same: np.ndarray, folds: np.ndarray, far
         "far": float(np.nanmean(far)),
         "eer": eer(distances, same),
         "best_threshold": float(ACCURACY_THRESHOLDS[np.argmax(_accuracies(distances, same, ACCURACY_THRESHOLDS))]),
-    }
+    } | (
+        {}
+        if default_threshold is None
+        else {
+            "default_threshold": float(default_threshold),
+            "accuracy_at_default": float(np.mean((distances <= default_threshold) == same)),
+        }
+    )
 
 
 def _checked_pairs(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -271,57 +281,6 @@ def _sampled_impostor_keys(codes: np.ndarray, wanted: int, rng: np.random.Genera
         drawn = drawn[~np.isin(drawn, keys)]
         keys = np.concatenate([keys, drawn[: wanted - keys.size]])
     return keys
-
-
-def threshold_for_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> dict:
-    """The largest threshold (accept d <= t) at which impostors are accepted at most at rate `far`.
-
-    With k = floor(far * impostors), t must stay below the (k+1)-th smallest impostor distance s:
-    t = s - CALIBRATION_MARGIN, raised to the largest impostor distance below s if that lies in the
-    margin. So FAR(t) <= far always, and the next impostor above t is s, which would break it.
-    The figures say whether there were enough pairs for a FAR this small to be observed at all.
-    """
-    genuine = np.asarray(genuine, dtype=np.float64)
-    impostor = np.sort(np.asarray(impostor, dtype=np.float64))
-    if not 0 < far < 1:
-        raise ValueError(f"far must lie between 0 and 1, not {far}")
-    if genuine.size == 0 or impostor.size == 0:
-        raise ValueError("calibration needs both genuine and impostor distances")
-    allowed = _allowed_false_accepts(far, impostor.size)
-    first_rejected = impostor[allowed]
-    below = impostor[impostor < first_rejected]
-    threshold = first_rejected - CALIBRATION_MARGIN
-    if below.size:
-        threshold = max(threshold, float(below[-1]))
-    misses = int((genuine > threshold).sum())
-    needed = pairs_needed(far)
-    return {
-        "threshold": float(threshold),
-        "far_target": far,
-        "far_observed": float((impostor <= threshold).sum() / impostor.size),
-        "miss_rate": misses / genuine.size,
-        "miss_rate_ci": wilson_interval(misses, genuine.size),
-        "genuine_pairs": int(genuine.size),
-        "impostor_pairs": int(impostor.size),
-        "enough": genuine.size >= needed["genuine_pairs"] and impostor.size >= needed["impostor_pairs"],
-        "needed": needed,
-    }
-
-
-def pairs_needed(far: float) -> dict:
-    """The fewest pairs that make a calibration for `far` mean something: with no false accept
-    among n impostor pairs, the 95% upper bound on the rate is about 3 / n (rule of three)."""
-    return {"genuine_pairs": 20, "impostor_pairs": math.ceil(3 / far - 1e-9)}
-
-
-def _allowed_false_accepts(far: float, n: int) -> int:
-    # floor(far * n), corrected so that k / n <= far holds in the float division callers use.
-    k = math.floor(far * n)
-    while (k + 1) / n <= far:
-        k += 1
-    while k / n > far:
-        k -= 1
-    return k
 
 
 def wilson_interval(successes: int, trials: int, z: float = _WILSON_Z) -> list[float]:

@@ -203,31 +203,70 @@ class ThresholdInForce(Result):
     value: Annotated[float, _rounded(4)]
     source: Literal["setting", "calibrated", "default"]
     calibration: StoredCalibration | None = None
+    # why a stored calibration is not in force (one made on pairs, before 1:N calibration, that loosens)
+    note: str | None = None
 
 
-class PairsNeeded(Result):
-    genuine_pairs: int
-    impostor_pairs: int
+class CalibrationNeeds(Result):
+    """What a calibration must rest on before it may loosen the model's default."""
+
+    identities: int  # people: named ones, and unnamed clusters used as strangers
+    probes: int  # searches by people who are not there, for the asked rate to be seen at all
+    genuine_probes: int  # faces with another photo of their own person, to price the threshold
+
+
+class ClosestImpostor(Result):
+    """One of the searches that came nearest to naming someone the face is not."""
+
+    face_id: int
+    kind: Literal["placed", "rejected", "nobody"]  # a named person's face, a rejected one, a face of nobody
+    nearest_face_id: int
+    nearest_identity_id: int
+    nearest_name: str | None = None
+    distance: Distance
+
+
+Rate = Annotated[float | None, _rounded_or_none(6)]
+Interval = Annotated[
+    tuple[float, float] | None,
+    PlainSerializer(lambda v: None if v is None else [round(x, 6) for x in v], when_used="json"),
+]
 
 
 class CalibrationResult(Result):
-    threshold: float | None
-    far_target: float
-    far_observed: float | None
-    miss_rate: float | None
-    miss_rate_ci: tuple[float, float] | None
-    genuine_pairs: int
-    impostor_pairs: int
-    enough: bool
-    needed: PairsNeeded
-    identities: int
+    """`facedb calibrate`: the threshold for a false positive identification rate (FPIR, the
+    share of strangers' searches that name somebody), what it costs, and what it rests on."""
+
+    method: Literal["open-set identification"]
+    threshold: Distance  # chosen: stored unless dry_run or kept the default
+    measured_threshold: Annotated[float | None, _rounded_or_none(4)]  # the searches' own, for the rate
+    default_threshold: Distance
+    decision: Literal["calibrated", "tightened", "kept the default"]
+    reason: str | None  # one line: why the default was kept or only tightened
+    far_target: float  # the asked FPIR
+    enough: bool  # evidence enough to loosen the default
+    needed: CalibrationNeeds
+    people: int  # named people whose placed faces were searched
+    unnamed_people: int | None  # unnamed clusters counted as strangers (None: not asked)
+    unassigned_faces: int | None  # faces of nobody in no cluster, counted as strangers
+    identities: int  # people plus unnamed people
     placed_faces: int
-    impostor_pairs_across_identities: int
-    impostor_pairs_against_rejected: int
-    faces_of_nobody: int | None  # None: faces of nobody were not counted
-    impostor_pairs_against_nobody: int
-    same_shot_pairs_left_out: int
-    reason: str | None = None  # why nothing was stored although there were pairs enough
+    probes: int
+    probes_of_people: int  # placed faces, each against every other named person
+    probes_of_nobody: int
+    probes_rejected: int  # rejected faces against the people they are not
+    same_shot_left_out: int  # faces of nobody within the same-shot distance of a placed face
+    false_identifications: int  # probes within the threshold of someone they are not
+    fpir: Rate
+    fpir_ci: Interval  # 95% (Wilson)
+    false_identifications_at_default: int
+    fpir_at_default: Rate
+    fpir_at_default_ci: Interval
+    genuine_probes: int  # placed faces with another photo of their own person
+    recall: Rate  # of them, found: their own person nearest and within the threshold
+    recall_ci: Interval
+    recall_at_default: Rate
+    closest_impostors: list[ClosestImpostor]
     stored: bool
     calibration_id: int | None
     dry_run: bool

@@ -77,7 +77,9 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     source.hide([p for p in source.people() if p.name is None][-1].id)  # a decision the backup carries
     from facedb.db.calibrations import CalibrationStore
 
-    CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
+    CalibrationStore(source.store).save(
+        source.embedding_model_id, 1.05, 0.001, {"method": "open-set identification", "probes": 4000}
+    )
     before = _snapshot(source)
     assert before["faces"] and before["people"] and before["rejections"]
     assert any(hidden for *_, hidden in before["people"])
@@ -93,7 +95,10 @@ def test_round_trip_preserves_everything(make_facedb, tmp_path):
     assert added["face"] == len(before["faces"]) and added["skipped_photo"] == 0
     assert _snapshot(target) == before  # embeddings compared as text: bit for bit
     assert added["calibration"] == 1 and target.threshold().source == "calibrated"
-    assert target.threshold().value == 1.05 and target.threshold().calibration.evidence == {"genuine_pairs": 40}
+    assert target.threshold().value == 1.05 and target.threshold().calibration.evidence == {
+        "method": "open-set identification",
+        "probes": 4000,
+    }
     again = target.import_(tmp_path / "backup.facedb.gz")  # importing twice adds nothing twice
     assert again["photo"] == 0 and again["face"] == 0 and again["calibration"] == 0
     assert _snapshot(target)["faces"] == before["faces"]
@@ -205,7 +210,9 @@ def test_tampered_exports_fail_whole_with_one_line_naming_the_line(make_facedb, 
     source.enroll("Nicolas Cage", [folder / "cage.jpg"])
     from facedb.db.calibrations import CalibrationStore
 
-    CalibrationStore(source.store).save(source.embedding_model_id, 1.05, 0.001, {"genuine_pairs": 40})
+    CalibrationStore(source.store).save(
+        source.embedding_model_id, 1.05, 0.001, {"method": "open-set identification", "probes": 4000}
+    )
     source.export(tmp_path / "good.gz")
     with gzip.open(tmp_path / "good.gz", "rt", encoding="utf-8") as f:
         good = [json.loads(line) for line in f]

@@ -36,6 +36,10 @@ def test_eval_folders_gives_the_published_figures_and_stores_nothing(offline_fac
     assert open_set["strangers"] >= 30  # every face of the group photos, not one a photo
     assert open_set["at_default"]["threshold"] == DEFAULT_THRESHOLD
     assert open_set["at_default"]["named"] == 0
+    # what calibrate would do with these five people enrolled: keep the default, naming none
+    assert result["calibration"]["decision"] == "kept the default" and result["calibration"]["probes"] == 20
+    assert open_set["at_calibrated"]["named"] == 0 and open_set["at_calibrated"]["threshold"] == DEFAULT_THRESHOLD
+    assert v["default_threshold"] == DEFAULT_THRESHOLD and v["accuracy_at_default"] >= 0.95
     assert result["no_face"] == [] and result["failed"] == []
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "home").exists()

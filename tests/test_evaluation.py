@@ -19,7 +19,6 @@ from facedb.evaluation import (
     parse_lfw_pairs,
     roc_points,
     seeded_folds,
-    threshold_for_far,
     verification,
     wilson_interval,
 )
@@ -277,57 +276,7 @@ def test_pairs_from_labels_samples_a_large_set():
     assert (~same).sum() == 2 * same.sum()
 
 
-# --- threshold_for_far ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("far", [1e-3, 0.01, 0.05, 0.1, 0.37])
-def test_threshold_for_far_keeps_far_and_is_maximal(far):
-    rng = np.random.default_rng(int(far * 1e4))
-    impostor = np.round(rng.normal(1.2, 0.15, 2000), 3)  # rounded: ties among impostors
-    genuine = rng.normal(0.8, 0.15, 400)
-    result = threshold_for_far(genuine, impostor, far)
-    t = result["threshold"]
-    assert np.mean(impostor <= t) <= far
-    assert result["far_observed"] == np.mean(impostor <= t)
-    next_impostor = impostor[impostor > t].min()
-    assert np.mean(impostor <= next_impostor) > far
-    assert t >= next_impostor - evaluation.CALIBRATION_MARGIN
-    assert result["miss_rate"] == np.mean(genuine > t)
-
-
-def test_threshold_for_far_on_a_hand_case():
-    genuine = [0.2, 0.4, 0.6, 0.8, 1.0]
-    impostor = [0.5, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8]
-    result = threshold_for_far(genuine, impostor, 0.1)  # one false accept allowed: 0.5, not 0.9
-    assert result["threshold"] == pytest.approx(0.9 - 1e-6)
-    assert result["far_observed"] == 0.1
-    assert result["miss_rate"] == 0.2  # only 1.0 is missed
-    assert result["miss_rate_ci"] == pytest.approx([0.0362, 0.6245], abs=1e-4)
-    assert (result["genuine_pairs"], result["impostor_pairs"]) == (5, 10)
-    assert result["enough"] is False
-    assert result["needed"] == {"genuine_pairs": 20, "impostor_pairs": 30}
-
-
-def test_threshold_for_far_below_tied_impostors():
-    result = threshold_for_far([0.1, 0.2], [0.3, 0.3, 0.8, 0.9], 0.25)  # one allowed, but 0.3 is two
-    assert result["threshold"] == pytest.approx(0.3 - 1e-6)
-    assert result["far_observed"] == 0.0
-
-
-def test_threshold_for_far_keeps_an_impostor_inside_the_margin():
-    result = threshold_for_far([0.1], [0.5, 0.5000004, 0.9], 0.34)  # one allowed: 0.5
-    assert result["threshold"] == 0.5
-
-
-@pytest.mark.parametrize("far, impostors", [(1e-3, 3000), (0.01, 300), (1e-4, 30000), (0.05, 60)])
-def test_threshold_for_far_needs_three_over_far_impostors(far, impostors):
-    rng = np.random.default_rng(0)
-    genuine = rng.uniform(0.3, 0.9, 20)
-    just = threshold_for_far(genuine, rng.uniform(1.0, 2.0, impostors), far)
-    short = threshold_for_far(genuine, rng.uniform(1.0, 2.0, impostors - 1), far)
-    assert just["needed"] == short["needed"] == {"genuine_pairs": 20, "impostor_pairs": impostors}
-    assert just["enough"] is True and short["enough"] is False
-    assert threshold_for_far(genuine[:19], rng.uniform(1.0, 2.0, impostors), far)["enough"] is False
+# --- intervals ------------------------------------------------------------------------------------
 
 
 def test_wilson_interval_known_values():

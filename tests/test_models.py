@@ -179,7 +179,9 @@ def test_thresholds_are_calibrated_per_model(two_models, tmp_path):
     facedb.index([archive])
     facedb.reembed(TUTORIAL)
     tutorial = two_models(facedb.settings.database_url, model=TUTORIAL)
-    CalibrationStore(facedb.store).save(tutorial.embedding_model_id, 1.07, 0.001, {"genuine_pairs": 40})
+    CalibrationStore(facedb.store).save(
+        tutorial.embedding_model_id, 1.07, 0.001, {"method": "open-set identification", "probes": 4000}
+    )
     assert tutorial.threshold().source == "calibrated" and tutorial.threshold().value == 1.07
     assert facedb.threshold().source == "default" and facedb.threshold().value == 1.0
 

@@ -75,6 +75,23 @@ class CalibrationStore:
             ).all()
         return _face_sample(rows)
 
+    def unnamed_people(self) -> int:
+        """Unnamed people (clusters) with faces: strangers `--with-unlabelled` could count."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT count(*) FROM identities i WHERE i.name IS NULL "
+                    "AND EXISTS (SELECT 1 FROM face_identities fi WHERE fi.identity_id = i.id)"
+                )
+            ).scalar_one()
+
+    def identity_names(self, ids: list[int]) -> dict[int, str | None]:
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, name FROM identities WHERE id = ANY(:ids)"), {"ids": list(ids)})
+            return {r.id: r.name for r in rows}
+
     def save(self, model_id: int, threshold: float, far_target: float, evidence: dict) -> int:
         import json
 
