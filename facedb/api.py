@@ -770,10 +770,12 @@ class FaceDB:
         plot: str | os.PathLike | None = None,
         on_progress: Callable[[str], None] | None = None,
         models: Sequence[str] = (),
+        causes: bool = False,
     ) -> dict:
         """LFW's verification protocol and leave-one-out identification on root/<person>/<photos>;
         with `strangers`, how many faces of people not in root would be named. With several
-        `models`, each on the same photos and pairs: {"models": [...], "plot"}."""
+        `models`, each on the same photos and pairs: {"models": [...], "plot"}. The pairs judged
+        wrong at the default threshold are listed; with `causes`, each with why (pair_errors.py)."""
         from .evaluate import evaluate_folders
 
         keys = self._eval_models(models)
@@ -787,6 +789,7 @@ class FaceDB:
                 plot=plot,
                 say=on_progress or (lambda message: None),
                 embedders=[self.embedder_of(k) for k in keys],
+                causes=causes,
             )
         except ValueError as exc:  # too few pairs for the protocol, and the like
             raise FaceDBError(f"{root}: {exc}") from None
@@ -798,14 +801,22 @@ class FaceDB:
         *,
         plot: str | os.PathLike | None = None,
         on_progress: Callable[[str], None] | None = None,
+        causes: bool = False,
     ) -> dict:
-        """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg."""
+        """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg; the pairs
+        judged wrong at the default threshold, with `causes` each with why."""
         from .evaluate import evaluate_lfw
 
         extractor = FaceExtractor(self.detector, self.embedder_of(self._eval_models(())[0]), self.settings.face_margin)
         try:
             return evaluate_lfw(
-                extractor, self.settings, pairs_file, images, plot=plot, say=on_progress or (lambda message: None)
+                extractor,
+                self.settings,
+                pairs_file,
+                images,
+                plot=plot,
+                say=on_progress or (lambda message: None),
+                causes=causes,
             )
         except ValueError as exc:
             raise FaceDBError(f"{pairs_file}: {exc}") from None
@@ -862,6 +873,7 @@ class FaceDB:
         embeddings = EmbeddingStore(self.store)
         faces, by_model = embeddings.counts()
         default = embeddings.default_model() or default_embedder()
+        margin = self.settings.face_margin
         listed = []
         for key, spec in embedder_specs().items():
             listed.append(
@@ -876,7 +888,7 @@ class FaceDB:
                     weights_present=weights_path(self.settings.model_cache, key).is_file(),
                     default=key == default,
                     faces=by_model.get(key, 0),
-                    faces_without=faces - by_model.get(key, 0),
+                    faces_without=embeddings.lacking(key, self.embedder_of(key).preprocessing(margin))[0],
                 )
             )
         return listed
@@ -885,10 +897,10 @@ class FaceDB:
         """Make `model` the database's default; refused while faces lack its embedding."""
         key = embedder_spec(model)["key"]
         embeddings = EmbeddingStore(self.store)
-        lacking, photos = embeddings.lacking(key)
+        lacking, photos = embeddings.lacking(key, self.embedder_of(key).preprocessing(self.settings.face_margin))
         if lacking:
             raise FaceDBError(
-                f"{lacking} faces (in {photos} photos) have no embedding of {key}: "
+                f"{lacking} faces (in {photos} photos) have no embedding of {key} made as facedb makes it now: "
                 f"run `facedb reembed --model {key}` first"
             )
         previous = embeddings.default_model()
@@ -908,9 +920,10 @@ class FaceDB:
         """Give every stored face an embedding of `model`, cut again from its original photo as
         that model wants its crops. Batches of about `batch` faces (whole photos) are written
         in one transaction each, so an interrupted run resumes where it stopped; faces that
-        have one already are skipped. A photo that is gone, unreadable or changed since it was
-        indexed is a failure of its faces, reported, and the run goes on. People, confirmations
-        and rejections belong to the faces and stay as they are."""
+        have one made as facedb makes it now are skipped (one made with an older crop is
+        replaced). A photo that is gone, unreadable or changed since it was indexed is a failure
+        of its faces, reported, and the run goes on. People, confirmations and rejections belong
+        to the faces and stay as they are."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .align import crop_face
@@ -921,12 +934,13 @@ class FaceDB:
             raise FaceDBError("--batch must be at least 1")
         key = embedder_spec(model or self.model)["key"]
         embeddings = EmbeddingStore(self.store)
-        _, by_model = embeddings.counts()
-        todo, _ = embeddings.lacking(key)
         embedder = self.embedder_of(key)
-        model_id = self.embedding_model_id_of(key)
-        summary = ReembedSummary(model=key, already=by_model.get(key, 0))
         margin, max_pixels = self.settings.face_margin, self.settings.max_pixels
+        preprocessing = embedder.preprocessing(margin)
+        faces, _ = embeddings.counts()
+        todo, _ = embeddings.lacking(key, preprocessing)
+        model_id = self.embedding_model_id_of(key)
+        summary = ReembedSummary(model=key, already=faces - todo)
 
         def crops_of(photo) -> tuple[list[int], list[np.ndarray], str | None]:
             try:
@@ -946,7 +960,7 @@ class FaceDB:
         after, handled = 0, 0
         with StopAfterBatch() as stop, ThreadPoolExecutor(max(1, self.settings.read_workers)) as pool:
             while True:
-                photos = embeddings.photos_lacking(key, after, batch)
+                photos = embeddings.photos_lacking(key, preprocessing, after, batch)
                 if not photos:
                     break
                 after = photos[-1].photo_id
@@ -964,7 +978,7 @@ class FaceDB:
                     summary.photos += 1
                 vectors = embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dimension), np.float32)
                 summary.faces += embeddings.write(
-                    [EmbeddingRow(i, key, model_id, vector) for i, vector in zip(ids, vectors)]
+                    [EmbeddingRow(i, key, model_id, vector) for i, vector in zip(ids, vectors)], replace=True
                 )
                 if on_progress:
                     on_progress(
@@ -975,7 +989,7 @@ class FaceDB:
                     break
         summary.seconds = time.monotonic() - started
         summary.faces_per_second = summary.faces / summary.seconds if summary.seconds > 0 else 0.0
-        summary.left = embeddings.lacking(key)[0]
+        summary.left = embeddings.lacking(key, preprocessing)[0]
         return summary
 
     # ---- reports ------------------------------------------------------------------------

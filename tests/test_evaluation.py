@@ -331,3 +331,56 @@ def test_plot_writes_a_png(tmp_path):
     evaluation.plot(distances, same, 1.0, path, title="test")
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
+# --- why a pair was misjudged (pair_errors.py) ------------------------------------------------
+
+
+def _views(**changes):
+    from facedb.pair_errors import Views
+
+    base = dict(tutorial_box=np.zeros(2), tutorial_crop=np.zeros(2), tutorial=np.zeros(2), same_face=True, face_px=100)
+    return Views(**(base | changes))
+
+
+def test_the_misjudged_pairs_are_those_on_the_wrong_side_of_the_threshold():
+    from facedb.pair_errors import misjudged
+
+    paths = ["a", "b", "c"]
+    i, j = np.array([0, 0, 1, 1]), np.array([1, 2, 2, 2])
+    distances = np.array([1.0, 0.99, 1.2, 0.5])
+    same = np.array([True, False, True, True])
+    errors = misjudged(paths, i, j, distances, same, 1.0)  # d <= 1.0 is the same person, as who judges
+    assert errors == [
+        {"left": "a", "right": "c", "same": False, "distance": 0.99},
+        {"left": "b", "right": "c", "same": True, "distance": 1.2},
+    ]
+
+
+def test_each_cause_is_the_first_stage_whose_swap_alone_judges_the_pair_right():
+    from facedb.pair_errors import cause_of
+
+    far, near = np.array([2.0, 0.0]), np.array([0.5, 0.0])  # 2.0 and 0.5 from np.zeros(2)
+    same = True  # a same-person pair at 1.3 that facedb rejected at 1.0
+    assert cause_of(1.0, same, _views(tutorial=None, tutorial_box=None), _views())[0] == "face not found by mtcnn"
+    assert cause_of(1.0, same, _views(same_face=False), _views())[0] == "face chosen"
+    assert cause_of(1.0, same, _views(tutorial_box=near, tutorial_crop=near), _views())[0] == "detection box"
+    cause, distances = cause_of(1.0, same, _views(tutorial_box=far, tutorial_crop=near), _views())
+    assert cause == "crop and margin" and distances == {"tutorial_box": 2.0, "tutorial_crop": 0.5, "tutorial": 0.0}
+    every_swap_wrong = dict(tutorial_box=far, tutorial_crop=far, tutorial=far)
+    assert cause_of(1.0, same, _views(**every_swap_wrong, face_px=40), _views())[0] == "small face"
+    assert cause_of(1.0, same, _views(**every_swap_wrong), _views())[0] == "the model"
+    # a different-people pair accepted at 0.5: a swap that moves it to 2.0 judges it right
+    assert cause_of(1.0, False, _views(tutorial_box=near, tutorial_crop=far), _views())[0] == "crop and margin"
+
+
+def test_the_tutorials_crop_is_the_box_and_16_px_on_each_side_clipped():
+    from facedb.faces import Detection
+    from facedb.pair_errors import tutorial_crop
+
+    rgb = np.zeros((200, 300, 3), np.uint8)
+    rgb[84:116, 134:166] = 255  # the box 150..150+0 grown by 16 px: (134, 84) to (166, 116)
+    crop = tutorial_crop(rgb, Detection((150.0, 100.0, 0.0, 0.0), ((0.0, 0.0),) * 5, 1.0))  # type: ignore[arg-type]
+    assert crop.shape == (160, 160, 3) and crop.min() == 255
+    edge = tutorial_crop(rgb, Detection((0.0, 0.0, 40.0, 40.0), ((0.0, 0.0),) * 5, 1.0))  # type: ignore[arg-type]
+    assert edge.shape == (160, 160, 3)  # clipped at the photo's corner, not padded

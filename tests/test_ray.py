@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -149,9 +150,15 @@ def _stored(url: str) -> dict:
     return {"photos": photos_, "faces": faces, "doubled": doubled}
 
 
+def _steady(photos_: list[tuple]) -> list[tuple]:
+    """libheif (pillow-heif 1.9) names a different "file position" for corrupted.hif on each read."""
+    return [(p, s, re.sub(r"file position \d+", "file position N", e or "") or e, *rest) for p, s, e, *rest in photos_]
+
+
 def _assert_same(ray_run: dict, local_run: dict) -> None:
     assert sum(status == "failed" for _, status, *_ in ray_run["photos"]) == local_run["failed"]
-    assert ray_run["photos"] == local_run["photos"]  # the same files, statuses, reasons, face counts
+    # the same files, statuses, reasons, face counts
+    assert _steady(ray_run["photos"]) == _steady(local_run["photos"])
     assert ray_run["doubled"] == 0 and len(ray_run["faces"]) == len(local_run["faces"]) > 40
     for a, b in zip(ray_run["faces"], local_run["faces"]):
         assert a[:7] == b[:7]  # path, box, score, model: detection is the same code on the same pixels

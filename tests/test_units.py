@@ -287,3 +287,17 @@ def test_second_looks_share_a_pixel_budget():
     assert entered.wait(5)
     waiting.join()
     assert budget.in_use == 0
+
+
+def test_the_crop_is_black_where_the_margin_runs_past_the_edge_and_keeps_the_faces_scale():
+    from facedb.align import crop_face
+    from facedb.faces import Detection
+
+    rgb = np.full((100, 100, 3), 200, np.uint8)
+    face = Detection((0.0, 0.0, 100.0, 100.0), ((0.0, 0.0),) * 5, 1.0)  # type: ignore[arg-type]  # fills the photo
+    crop = crop_face(rgb, face, margin=0.2, size=140)  # 140 px across 0.2 + 1 + 0.2 boxes: 20 px a margin
+    assert crop.shape == (140, 140, 3)
+    assert crop[:18].max() == 0 and crop[:, :18].max() == 0 and crop[122:].max() == 0 and crop[:, 122:].max() == 0
+    assert crop[22:118, 22:118].min() == 200  # the photo, at its own scale, in the middle
+    inside = Detection((40.0, 40.0, 20.0, 20.0), ((0.0, 0.0),) * 5, 1.0)  # type: ignore[arg-type]
+    assert crop_face(rgb, inside).min() == 200  # a face well inside: no black

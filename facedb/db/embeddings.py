@@ -57,27 +57,32 @@ class EmbeddingStore:
             }
         return faces, by_model
 
-    def lacking(self, model: str) -> tuple[int, int]:
-        """(faces without an embedding of `model`, photos they are in)."""
+    def lacking(self, model: str, preprocessing: str) -> tuple[int, int]:
+        """(faces without an embedding of `model` made with `preprocessing`, photos they are in):
+        an embedding made with another (an older facedb's crop) is due for `reembed` too."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 text("""
                 SELECT count(*) AS faces, count(DISTINCT f.photo_id) AS photos FROM faces f
-                WHERE NOT EXISTS (SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model = :model)"""),
-                {"model": model},
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
+                    WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)"""),
+                {"model": model, "preprocessing": preprocessing},
             ).one()
         return row.faces, row.photos
 
-    def photos_lacking(self, model: str, after_photo: int, faces: int) -> list[PhotoToEmbed]:
+    def photos_lacking(self, model: str, preprocessing: str, after_photo: int, faces: int) -> list[PhotoToEmbed]:
         """The next photos (by id, after `after_photo`) with faces that have no embedding of
-        `model`, about `faces` faces in all (whole photos: each is decoded once)."""
+        `model` made with `preprocessing`, about `faces` faces in all (whole photos: each is
+        decoded once)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("""
                 WITH wanted AS (
                     SELECT f.photo_id, count(*) AS n FROM faces f
                     WHERE f.photo_id > :after AND NOT EXISTS (
-                        SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model = :model)
+                        SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
+                        WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)
                     GROUP BY f.photo_id ORDER BY f.photo_id LIMIT :faces),
                 taken AS (
                     SELECT photo_id FROM (
@@ -87,9 +92,11 @@ class EmbeddingStore:
                        f.landmarks, f.score
                 FROM taken t JOIN photos p ON p.id = t.photo_id
                 JOIN faces f ON f.photo_id = p.id
-                WHERE NOT EXISTS (SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model = :model)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
+                    WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)
                 ORDER BY p.id, f.id"""),
-                {"model": model, "after": after_photo, "faces": faces},
+                {"model": model, "preprocessing": preprocessing, "after": after_photo, "faces": faces},
             ).all()
         photos: dict[int, PhotoToEmbed] = {}
         for r in rows:
@@ -99,10 +106,11 @@ class EmbeddingStore:
             )
         return list(photos.values())
 
-    def write(self, rows: Sequence[EmbeddingRow]) -> int:
+    def write(self, rows: Sequence[EmbeddingRow], replace: bool = False) -> int:
         """Store embeddings in one transaction; a face that already has one of the model keeps
-        it (a resumed or repeated run writes nothing twice), a face deleted meanwhile is left out.
-        Returns how many were written."""
+        it (a resumed or repeated run writes nothing twice), unless `replace` (an embedding made
+        with an older preprocessing); a face deleted meanwhile is left out. Returns how many
+        were written."""
         if not rows:
             return 0
         with self.engine.begin() as conn:
@@ -118,7 +126,12 @@ class EmbeddingStore:
                 cursor.execute(
                     "INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding) "
                     "SELECT s.face_id, s.model, s.embedding_model_id, s.embedding FROM staged_embeddings s "
-                    "JOIN faces f ON f.id = s.face_id ON CONFLICT (face_id, model) DO NOTHING"
+                    "JOIN faces f ON f.id = s.face_id ON CONFLICT (face_id, model) "
+                    + (
+                        "DO UPDATE SET embedding = EXCLUDED.embedding, embedding_model_id = EXCLUDED.embedding_model_id"
+                        if replace
+                        else "DO NOTHING"
+                    )
                 )
                 return cursor.rowcount
             finally:
