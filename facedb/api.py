@@ -27,7 +27,7 @@ from .dedup_report import dedup_report
 from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
-from .faces import Detection, Face, box_iou
+from .faces import Detection, Face, box_iou, main_face
 from .images import decode, pixel_count, read_file
 from .people import person_name, plan_clustering, split_faces
 from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
@@ -321,7 +321,8 @@ class FaceDB:
     def enroll(
         self, name: str, paths: Sequence[str | os.PathLike], *, on_failure: FailureCallback | None = None
     ) -> EnrollResult:
-        """Add the largest face of each photo to the identity `name` (created if new)."""
+        """Add the face of each photo to the identity `name` (created if new): its only face, or
+        the one FaceNet's alignment takes (faces.main_face: the largest, near the middle)."""
         name = person_name(name)
         summary = self.index(paths, on_failure=on_failure)
         result = EnrollResult(name=name, failures=list(summary.failures))
@@ -340,12 +341,17 @@ class FaceDB:
             if not faces:
                 result.failures.append(FileFailure(path=path, reason="no face found"))
                 continue
-            largest = max(faces, key=lambda f: f.box[2] * f.box[3])
+            main = main_face(faces, *self.store.photo_size(photo_id))
+            assert main is not None
             if len(faces) > 1:
                 result.warnings.append(
-                    FileWarning(path=path, message=f"{len(faces)} faces in the photo; enrolled the largest")
+                    FileWarning(
+                        path=path,
+                        message=f"{len(faces)} faces in the photo; enrolled the largest near the middle, "
+                        f"at {', '.join(str(round(v)) for v in main.box)}",
+                    )
                 )
-            chosen.append(largest.id)
+            chosen.append(main.id)
             result.enrolled.append(path)
         if chosen:
             result.identity_id = self.store.assign(name, chosen, "enrolled")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -53,15 +55,25 @@ class Face:
         return self.embedding
 
 
-def main_face(detections: list[Detection], width: int, height: int) -> Detection | None:
+class Boxed(Protocol):
+    @property
+    def box(self) -> Box: ...
+
+
+FaceT = TypeVar("FaceT", bound=Boxed)
+
+
+def main_face(faces: Sequence[FaceT], width: int | None, height: int | None) -> FaceT | None:
     """FaceNet's align_dataset_mtcnn rule for a photo of one person: the largest box, less twice
-    the squared distance of its centre from the photo's centre."""
-    if not detections:
+    the squared distance of its centre from the photo's centre (the largest, where the photo's
+    size is not known). A larger face cut off at the edge loses to the one in the middle."""
+    if not faces:
         return None
 
-    def merit(d: Detection) -> float:
-        x, y, w, h = d.box
-        offset = (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
-        return w * h - 2.0 * offset
+    def merit(face: Boxed) -> float:
+        x, y, w, h = face.box
+        if width is None or height is None:
+            return w * h
+        return w * h - 2.0 * ((x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2)
 
-    return max(detections, key=merit)
+    return max(faces, key=merit)

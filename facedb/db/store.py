@@ -262,6 +262,12 @@ class Store:
                 {"size": size, "mtime": mtime_ns, "hash": content_hash, "id": photo_id},
             )
 
+    def photo_size(self, photo_id: int) -> tuple[int | None, int | None]:
+        """(width, height) of the photo as its faces' boxes see it (upright)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT width, height FROM photos WHERE id = :id"), {"id": photo_id}).one()
+            return row.width, row.height
+
     def faces_of_photo(self, photo_id: int) -> list[StoredFace]:
         with self.engine.connect() as conn:
             rows = conn.execute(
