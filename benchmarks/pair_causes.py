@@ -111,6 +111,7 @@ def evaluate(facedb: FaceDB, folder: Path, strangers: Path) -> dict:
         "accuracy_at_default": round(v["accuracy_at_default"], 4),
         "auc": round(v["auc"], 4),
         "misjudged": m["pairs"],
+        "different_accepted": m["different_accepted"],
         "by_cause": {k: n for k, n in (m["by_cause"] or {}).items() if n},
     }
 
@@ -133,7 +134,7 @@ def main() -> None:
     print(f"pair sets under {out}")
     print(
         f"{'set':10}{'crop':32}{'faces':>6}{'pairs':>7}{'acc (10 folds)':>18}{'acc at 1.0':>12}{'AUC':>8}"
-        f"{'strangers named':>17}{'nearest':>9}  misjudged"
+        f"{'strangers named':>17}{'nearest':>9}  misjudged (different people accepted)"
     )
     for kind in SETS:
         for label, by_set in results.items():
@@ -143,7 +144,7 @@ def main() -> None:
                 f"{kind:10}{label:32}{r['faces']:>6}{r['pairs']:>7}"
                 f"{r['accuracy']:>10.4f} +- {r['accuracy_std']:.3f}{r['accuracy_at_default']:>12.4f}{r['auc']:>8.4f}"
                 f"{r['strangers_named_at_default']:>10} of {r['strangers']:<3}{r['nearest_stranger']:>9.3f}"
-                f"  {r['misjudged']}" + (f" ({causes})" if causes else "")
+                f"  {r['misjudged']} ({r['different_accepted']})" + (f": {causes}" if causes else "")
             )
     line = json.dumps(results)
     print(line)
