@@ -23,8 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FaceDBError, one_line
+from .errors import FaceDBError, ImageError, one_line
 from .faces import Box, box_iou
+from .images import open_regular
 
 MAX_SIDECAR_BYTES = 4 * 2**20
 MATCHING_OVERLAP = 0.3  # a tag names the detected face it overlaps most, at least this much (IoU)
@@ -112,16 +113,23 @@ def stored_box(shown: Box, orientation: int, width: int, height: int) -> tuple[f
 
 
 # ---- reading ---------------------------------------------------------------------------------
-def read_tags(data: bytes, photo: Path, orientation: int, width: int, height: int) -> list[FaceTag]:
+def read_tags(
+    data: bytes, photo: Path, orientation: int, width: int, height: int, within: Sequence[Path] | None = None
+) -> list[FaceTag]:
     """The named face regions of a photo (its bytes `data`, shown `width` x `height`): from its
     embedded XMP, then from its sidecars; a region given twice (both schemas, or embedded and
-    in a sidecar) counts once. FaceTagError names the file and the reason."""
+    in a sidecar) counts once. A sidecar is read as a photo is: a regular file, and with `within`
+    one that really lies in those folders (a link out of them is refused). FaceTagError names the
+    file and the reason."""
     found: list[FaceTag] = []
     sources: list[tuple[str, bytes]] = [("embedded", data)]
     for sidecar in sidecars(photo):
         try:
-            with open(sidecar, "rb") as handle:
+            handle, _ = open_regular(sidecar, within)
+            with handle:
                 raw = handle.read(MAX_SIDECAR_BYTES + 1)
+        except ImageError as exc:
+            raise FaceTagError(f"{sidecar}: {exc}") from None
         except OSError as exc:
             raise FaceTagError(f"{sidecar}: cannot read: {exc.strerror or exc}") from None
         if len(raw) > MAX_SIDECAR_BYTES:

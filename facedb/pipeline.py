@@ -344,7 +344,7 @@ class Indexer:
             for stage, busy in seconds.items():
                 clock.add(stage, busy)
         else:
-            analysed = self._analyse(to_decode, *analysis, clock)
+            analysed = self._analyse(to_decode, *analysis, clock, within)
         for outcome in analysed:
             if isinstance(outcome, Indexed):
                 if outcome.file.path in known:
@@ -355,7 +355,12 @@ class Indexer:
         return outcomes
 
     def _analyse(
-        self, files: list[tuple[FileStat, bytes]], detection: Executor, embedding: Executor, clock: StageClock
+        self,
+        files: list[tuple[FileStat, bytes]],
+        detection: Executor,
+        embedding: Executor,
+        clock: StageClock,
+        within: Sequence[Path] | None,
     ) -> list[Outcome]:
         photos: list[Indexed] = []
         outcomes: list[Outcome] = []
@@ -364,7 +369,9 @@ class Indexer:
         chunk = getattr(self.extractor.embedder, "batch_size", 32)
 
         def analyse_one(item: tuple[FileStat, bytes]) -> Failed | Indexed:
-            outcome, warnings = analyse_photo(self.extractor, *item, self.max_pixels, self.read_face_tags, clock)
+            outcome, warnings = analyse_photo(
+                self.extractor, *item, self.max_pixels, self.read_face_tags, clock, within
+            )
             self._warnings.extend(warnings)
             return outcome
 
@@ -391,10 +398,17 @@ class Indexer:
 
 
 def analyse_photo(
-    extractor: FaceExtractor, stat: FileStat, data: bytes, max_pixels: int, read_face_tags: bool, clock: StageClock
+    extractor: FaceExtractor,
+    stat: FileStat,
+    data: bytes,
+    max_pixels: int,
+    read_face_tags: bool,
+    clock: StageClock,
+    within: Sequence[Path] | None = None,
 ) -> tuple[Failed | Indexed, list[FileWarning]]:
     """decode -> detect -> crop (-> the face tags of its XMP) of one photo, not yet embedded; the
-    full-resolution pixels are gone when it returns. Used by the local indexer and by Ray's workers."""
+    full-resolution pixels are gone when it returns. Used by the local indexer and by Ray's workers.
+    `within`: the folders its sidecars must really lie in, as the photo must."""
     try:
         photo = clock.timed("decode", decode, data, max_pixels)
     except ImageError as exc:
@@ -407,17 +421,17 @@ def analyse_photo(
     tagged: dict[int, str] = {}
     warnings: list[FileWarning] = []
     if read_face_tags:
-        tagged, warnings = clock.timed("tags", face_tags_of, stat.path, data, photo.meta, faces)
+        tagged, warnings = clock.timed("tags", face_tags_of, stat.path, data, photo.meta, faces, within)
     return Indexed(stat, photo.meta, faces, tagged), warnings
 
 
 def face_tags_of(
-    path: str, data: bytes, meta: PhotoMeta, faces: list[Face]
+    path: str, data: bytes, meta: PhotoMeta, faces: list[Face], within: Sequence[Path] | None = None
 ) -> tuple[dict[int, str], list[FileWarning]]:
     """The names the photo's XMP face tags give its faces (by their place in `faces`); a tag
     on no detected face, or XMP that cannot be read, is a warning: the photo is indexed."""
     try:
-        tags = read_tags(data, Path(path), meta.orientation, meta.width, meta.height)
+        tags = read_tags(data, Path(path), meta.orientation, meta.width, meta.height, within)
     except FaceTagError as exc:
         return {}, [FileWarning(path=path, message=str(exc))]
     except Exception as exc:  # noqa: BLE001 - odd metadata must not cost the photo or the run

@@ -43,6 +43,15 @@ CSV_FIELDS = [
 ]
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection):
+# a person named =HYPERLINK(...) would be a live link. Such text cells get a leading quote.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def write_csv(report: dict, out) -> None:
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
     writer.writeheader()
@@ -57,22 +66,20 @@ def write_csv(report: dict, out) -> None:
         }
         for member in _members(group):
             photo = member.get("photo") or {}
-            writer.writerow(
-                common
-                | {
-                    "keep": member["keep"],
-                    "member": member["label"],
-                    "path": photo.get("path"),
-                    "face_id": member.get("face_id"),
-                    "person_id": member.get("person_id"),
-                    "name": member.get("name"),
-                    "width": photo.get("width"),
-                    "height": photo.get("height"),
-                    "format": photo.get("format"),
-                    "size": photo.get("size"),
-                    "taken_at": photo.get("taken_at"),
-                }
-            )
+            row = common | {
+                "keep": member["keep"],
+                "member": member["label"],
+                "path": photo.get("path"),
+                "face_id": member.get("face_id"),
+                "person_id": member.get("person_id"),
+                "name": member.get("name"),
+                "width": photo.get("width"),
+                "height": photo.get("height"),
+                "format": photo.get("format"),
+                "size": photo.get("size"),
+                "taken_at": photo.get("taken_at"),
+            }
+            writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
 
 
 def _members(group: dict) -> list[dict]:

