@@ -29,7 +29,8 @@ from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Detection, Face, box_iou, main_face
 from .images import decode, pixel_count, read_file
-from .people import person_name, plan_clustering, split_faces
+from .names import person_name
+from .people import plan_clustering, split_faces
 from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
 from .records import StoredFace
 from .results import (

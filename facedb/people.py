@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +10,6 @@ import numpy as np
 
 from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
 from .dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
-from .errors import FaceDBError
 from .records import HUMAN_SOURCES
 from .results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
 
@@ -42,18 +40,6 @@ class PersonFace:
     source: str
     vector: np.ndarray | None  # None: no embedding of the model asked for (`facedb reembed` makes one)
     taken_at: datetime | None = None
-
-
-def person_name(name: str) -> str:
-    """A name as stored: trimmed, not empty, and without control characters (a terminal would
-    run them: `\r` rewrites the line, ESC sequences recolour or move it; NUL ends C strings)."""
-    name = name.strip()
-    if not name:
-        raise FaceDBError("a name cannot be empty")
-    bad = sorted({repr(c) for c in name if unicodedata.category(c) == "Cc"})
-    if bad:
-        raise FaceDBError(f"a name cannot hold control characters ({', '.join(bad)})")
-    return name
 
 
 @dataclass

@@ -25,10 +25,11 @@ from .align import crop_face, thumbnail
 from .db.store import Store
 from .detect import Detector
 from .embed import Embedder
-from .errors import ImageError, one_line
+from .errors import FaceDBError, ImageError, one_line
 from .face_tags import FaceTagError, match, read_tags
 from .faces import Detection, Face
 from .images import DecodedPhoto, PhotoMeta, decode, read_file
+from .names import person_name
 from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
 from .results import FileFailure, FileWarning, IndexSummary
 from .scan import ScannedPath, scan
@@ -438,6 +439,13 @@ def face_tags_of(
         return {}, [FileWarning(path=path, message=one_line(f"face tags not read: {type(exc).__name__}: {exc}")[:300])]
     named, unmatched = match(tags, [(place, face.box) for place, face in enumerate(faces)])
     warnings = []
+    for place, name in list(named.items()):
+        try:
+            named[place] = person_name(name)
+        except FaceDBError as exc:  # the same rule as a name typed in: the face stays unnamed
+            del named[place]
+            shown = name[:80] + ("..." if len(name) > 80 else "")
+            warnings.append(FileWarning(path=path, message=f"face tag {shown!r} not taken: {exc}"))
     for tag in unmatched:
         x, y, w, h = (round(v) for v in tag.box)
         message = f"face tag {tag.name!r} ({tag.found_in}) at {x},{y} {w}x{h} names no detected face"

@@ -33,7 +33,7 @@ from .api import FaceDB
 from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
-from .people import person_name
+from .names import person_name
 from .results import (
     ClusterResult,
     CompareAnswer,

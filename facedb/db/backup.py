@@ -40,7 +40,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import FaceDBError, one_line
-from ..people import person_name
+from ..names import person_name
 from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
 from .codec import decode_vector_send, vector_literal
 from .store import Store
