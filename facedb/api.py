@@ -878,7 +878,7 @@ class FaceDB:
     def models(self) -> list[ModelInfo]:
         """Every model the manifest pins, with how many faces carry its embedding."""
         embeddings = EmbeddingStore(self.store)
-        faces, by_model = embeddings.counts()
+        _, by_model = embeddings.counts()
         default = embeddings.default_model() or default_embedder()
         margin = self.settings.face_margin
         listed = []
