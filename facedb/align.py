@@ -33,10 +33,13 @@ def preprocessing_name(margin: float, standardisation: str = "fixed") -> str:
     return f"mtcnn-box+{margin:g}margin/black-beyond-edge/bilinear{CROP_SIZE}/{STANDARDISATIONS[standardisation]}"
 
 
-def crop_face(rgb: np.ndarray, detection: Detection, margin: float = 0.2, size: int = CROP_SIZE) -> np.ndarray:
-    """The box grown by `margin` of it on every side, black where that runs past the photo."""
+def crop_face(
+    rgb: np.ndarray, detection: Detection, margin: float = 0.2, size: int = CROP_SIZE, *, scale: float = 1.0
+) -> np.ndarray:
+    """The box grown by `margin` of it on every side, black where that runs past the photo.
+    `scale`: pixels of `rgb` per pixel of the box (a photo decoded smaller than it is)."""
     height, width = rgb.shape[:2]
-    x, y, w, h = detection.box
+    x, y, w, h = (value * scale for value in detection.box)
     left, top = int(round(x - margin * w)), int(round(y - margin * h))
     right, bottom = int(round(x + w + margin * w)), int(round(y + h + margin * h))
     inside = max(0, left), max(0, top), min(width, right), min(height, bottom)

@@ -14,8 +14,9 @@ KNOWN = (46, 204, 113)
 UNKNOWN = (231, 76, 60)
 
 
-def annotate(rgb, faces: Sequence[FaceAnswer], out_path: Path) -> Path:
-    """Writes the photo with each face boxed and named as a JPEG and returns its path."""
+def annotate(rgb, faces: Sequence[FaceAnswer], out_path: Path, scale: float = 1.0) -> Path:
+    """Writes the photo with each face boxed and named as a JPEG and returns its path.
+    `scale`: pixels of `rgb` per pixel of the boxes (a photo decoded smaller than it is)."""
     image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     line = max(2, round(max(image.size) / 400))
@@ -24,7 +25,7 @@ def annotate(rgb, faces: Sequence[FaceAnswer], out_path: Path) -> Path:
     except TypeError:  # Pillow < 10.1 has no sized default font
         font = ImageFont.load_default()
     for face in faces:
-        x, y, w, h = face.box
+        x, y, w, h = (value * scale for value in face.box)
         colour = UNKNOWN if face.unknown else KNOWN
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
         label = "unknown" if face.unknown else str(face.identity)

@@ -190,6 +190,7 @@ class FaceDB:
             self.embedding_model_id,
             self.model,
             max_pixels=s.max_pixels,
+            max_decoded_pixels=s.max_decoded_pixels,
             batch_photos=s.write_batch_photos,
             read_workers=s.read_workers,
             detect_workers=s.detect_workers,
@@ -236,7 +237,7 @@ class FaceDB:
         for name, data, error in sources:
             if error is None:
                 try:
-                    photo = decode(data, self.settings.max_pixels)
+                    photo = decode(data, self.settings.max_pixels, self.settings.max_decoded_pixels)
                 except ImageError as exc:
                     error = str(exc)
             if error is not None:
@@ -387,7 +388,7 @@ class FaceDB:
             for answer, photo in zip(answers, found):
                 if photo.photo is not None:
                     target = Path(annotate_into) / (Path(answer.photo).stem + ".annotated.jpg")
-                    answer.annotated = str(annotate(photo.photo.rgb, answer.faces, target))
+                    answer.annotated = str(annotate(photo.photo.rgb, answer.faces, target, photo.photo.scale))
         return answers
 
     def threshold(self) -> ThresholdInForce:
@@ -942,7 +943,11 @@ class FaceDB:
         key = embedder_spec(model or self.model)["key"]
         embeddings = EmbeddingStore(self.store)
         embedder = self.embedder_of(key)
-        margin, max_pixels = self.settings.face_margin, self.settings.max_pixels
+        margin, max_pixels, max_decoded = (
+            self.settings.face_margin,
+            self.settings.max_pixels,
+            self.settings.max_decoded_pixels,
+        )
         preprocessing = embedder.preprocessing(margin)
         faces, _ = embeddings.counts()
         todo, _ = embeddings.lacking(key, preprocessing)
@@ -954,14 +959,15 @@ class FaceDB:
                 data, digest = read_file(Path(photo.path))
                 if photo.content_hash and digest != photo.content_hash:
                     raise ImageError("changed since it was indexed (run `facedb index` on it again)")
-                rgb = decode(data, max_pixels).rgb
+                photo_pixels = decode(data, max_pixels, max_decoded)
             except ImageError as exc:
                 return [], [], str(exc)
             detections = [
                 Detection(face.box, tuple(zip(face.landmarks[0::2], face.landmarks[1::2])), face.score)  # type: ignore[arg-type]
                 for face in photo.faces
             ]
-            return [f.face_id for f in photo.faces], [crop_face(rgb, d, margin) for d in detections], None
+            crops = [crop_face(photo_pixels.rgb, d, margin, scale=photo_pixels.scale) for d in detections]
+            return [f.face_id for f in photo.faces], crops, None
 
         started = time.monotonic()
         after, handled = 0, 0

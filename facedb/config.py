@@ -60,6 +60,11 @@ class Settings:
     # None: the threshold `facedb calibrate` stored for the model, else the model's default (models/manifest.json).
     threshold: float | None = None
     max_pixels: int = 120_000_000
+    # Photos with more pixels are decoded smaller, to this many (a JPEG while decoding, at 1/2,
+    # 1/4 or 1/8): memory for a 100 MP photo is then that of a 50 MP one. Faces are still found
+    # (detection looks at 12 MP at most) but a small face's crop has fewer pixels to come from
+    # (docs/indexing.md); 0: every photo at its full size.
+    max_decoded_pixels: int = 50_000_000
     read_workers: int = 2
     # Photos detected at once (the threads share MTCNN's graphs); two beat one on 2 cores (3.5 s vs 4.2 s).
     detect_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))

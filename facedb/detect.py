@@ -4,23 +4,24 @@ run on ONNX Runtime (onnx_models.py, mtcnn_stages.py) or on TensorFlow (mtcnn's 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from .config import RUNTIMES, Settings
 from .faces import Detection, box_intersection, box_iou
+from .images import PixelBudget, resized
 from .onnx_models import runtime_version
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 
 # O-Net's threshold. mtcnn 1.0's detect_faces keeps scores over 0.8, FaceNet's own alignment
 # (align_dataset_mtcnn, the tutorial's) over 0.7: at 0.7 facedb keeps the faces of both.
 MTCNN_SCORE = 0.7
+# An input this large (a strip of a big photo's second look; a 640 px copy's levels are 5 MB)
+# returns its memory after the call.
+SHRINK_AFTER_BYTES = 8 << 20
 
 
 class Mtcnn(Protocol):
@@ -96,7 +97,7 @@ class MtcnnDetector:
         self.workers = max(1, workers)
         self.policy = policy or DetectionPolicy()
         self._slots = threading.Semaphore(self.workers)
-        self._full_look = _PixelBudget(self.policy.full_look_max_pixels)
+        self._full_look = PixelBudget(self.policy.full_look_max_pixels)
         self._lock = threading.Lock()
         self._mtcnn: Mtcnn | None = None
         self.retries = {"full_resolution": 0, "border": 0}  # how often each second look was taken
@@ -134,7 +135,11 @@ class MtcnnDetector:
         def network(name: str, threads: int):
             session = onnx_models.new_session(models.path(name), threads)
             input_name = session.get_inputs()[0].name
-            return lambda x: session.run(None, {input_name: x})
+            shrink = onnx_models.arena_shrinkage()
+            # ONNX Runtime's arena keeps what the largest call needed (0.4 GB after a 12 MP
+            # look): a large call gives it back; small ones reuse it (shrinking after every
+            # call made detection 20% slower).
+            return lambda x: session.run(None, {input_name: x}, shrink if x.nbytes >= SHRINK_AFTER_BYTES else None)
 
         # One thread a call: a photo's pyramid levels already run in two threads (mtcnn_stages),
         # and photos detected at once share the cores (two threads a call: no faster index).
@@ -175,9 +180,8 @@ class MtcnnDetector:
         if scale < 1.0 and self._copy_may_miss_faces(found, scale):
             self._count("full_resolution")
             full = min(1.0, (self.policy.full_look_max_pixels / (height * width)) ** 0.5)
-            look = _resized(rgb, full)
-            with self._full_look.holding(look.shape[0] * look.shape[1]):
-                found = union(self._detect_scaled(look, full), found)
+            with self._full_look.holding(round(width * full) * round(height * full)):
+                found = union(self._detect_scaled(_resized(rgb, full), full), found)
         if not found:
             self._count("border")
             found = self._detect_in_border(copy, scale, width, height)
@@ -233,33 +237,11 @@ class MtcnnDetector:
         return faces
 
 
-class _PixelBudget:
-    """Second looks at full resolution run at once while their pixels together stay within
-    the budget: one 12 MP look at a time, or several of an archive's 3 MP photos."""
-
-    def __init__(self, pixels: int) -> None:
-        self.pixels, self.in_use = pixels, 0
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def holding(self, pixels: int) -> Iterator[None]:
-        with self._changed:
-            self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + pixels <= self.pixels)
-            self.in_use += pixels
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.in_use -= pixels
-                self._changed.notify_all()
-
-
 def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return rgb
     height, width = rgb.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+    return resized(rgb, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
 def _in_batches(network, size: int = 512):

@@ -133,7 +133,13 @@ class PhotoWorker:
                 result.outcomes.append(Failed(stat, "the file changed while it was being indexed: index it again"))
                 continue
             outcome, warnings = analyse_photo(
-                self.extractor, stat, data, self.settings.max_pixels, read_face_tags, clock, within
+                self.extractor,
+                stat,
+                data,
+                (self.settings.max_pixels, self.settings.max_decoded_pixels),
+                read_face_tags,
+                clock,
+                within,
             )
             result.outcomes.append(outcome)
             result.warnings.extend(warnings)

@@ -66,10 +66,10 @@ def embed_photos(
 
     def analyse(path: str) -> tuple[str, list[Face], str | None]:
         try:
-            photo = decode(read_file(Path(path))[0], settings.max_pixels)
+            photo = decode(read_file(Path(path))[0], settings.max_pixels, settings.max_decoded_pixels)
         except ImageError as exc:
             return path, [], str(exc)
-        detections = extractor.detector.detect(photo.rgb)
+        detections = extractor.detect(photo)
         if not every_face:
             chosen = main_face(detections, photo.meta.width, photo.meta.height)
             detections = [chosen] if chosen else []

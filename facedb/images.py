@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import stat
 import struct
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageError, one_line
 
@@ -82,6 +84,9 @@ class DecodedPhoto:
 
     rgb: np.ndarray
     meta: PhotoMeta
+    # Pixels of `rgb` per pixel of the photo: below 1 where the photo was decoded smaller than
+    # it is (boxes, landmarks and the meta's size are always in the photo's own pixels).
+    scale: float = 1.0
 
 
 # No photo is larger; a file that is (or that keeps growing, like /dev/zero) is refused.
@@ -166,7 +171,12 @@ def _file_kind(mode: int) -> str:
     return "not a file"
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_decoded_pixels: int | None = None) -> DecodedPhoto:
+    """The photo's upright RGB pixels; one with more than `max_decoded_pixels` comes back
+    smaller, with at most that many (a JPEG already while decoding, at 1/2, 1/4 or 1/8 of its
+    size), and its `scale` says by how much. The meta's width and height are the photo's own.
+    However many threads decode at once, their pixels together stay within DECODING (one
+    photo of any allowed size still decodes)."""
     _allow_pixels(max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
@@ -181,9 +191,15 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
                 f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,} "
                 "(possible decompression bomb; raise FACEDB_MAX_PIXELS to allow)"
             )
-        image.load()
-        meta = _metadata(image)
-        rgb = _to_rgb8(ImageOps.exif_transpose(image))
+        target = _decoded_size(width, height, max_decoded_pixels)
+        if target != (width, height):
+            image.draft(None, target)  # JPEG: decoded at the smallest DCT scale that is not below target
+        with DECODING.holding(image.size[0] * image.size[1]):
+            image.load()
+            meta = _metadata(image)  # after load: a PNG's EXIF may follow its pixels
+            rgb = _to_rgb8(image, target)
+            del image
+        rgb = _upright(rgb, meta.get("orientation", 1))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -207,8 +223,62 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
         AttributeError,
     ) as exc:
         raise ImageError(one_line(f"cannot decode: {type(exc).__name__}: {exc}")) from None
-    h, w = rgb.shape[:2]
-    return DecodedPhoto(rgb=rgb, meta=PhotoMeta(width=w, height=h, phash=perceptual_hash(rgb), **meta))
+    upright_width, upright_height = (height, width) if meta.get("orientation", 1) in _SIDEWAYS else (width, height)
+    return DecodedPhoto(
+        rgb=rgb,
+        meta=PhotoMeta(width=upright_width, height=upright_height, phash=perceptual_hash(rgb), **meta),
+        scale=rgb.shape[1] / upright_width,
+    )
+
+
+class PixelBudget:
+    """Work on images runs at once while their pixels together stay within the budget; one
+    image larger than the budget runs alone."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels, self.in_use = pixels, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def holding(self, pixels: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + pixels <= self.pixels)
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= pixels
+                self._changed.notify_all()
+
+
+# Decoding holds up to 7 bytes a pixel (Pillow's 4 and the array's 3) until the photo is
+# reduced or converted: one 120 MP photo, or many ordinary ones, decode at once, whatever the
+# number of threads or requests that want to.
+DECODING = PixelBudget(DEFAULT_MAX_PIXELS)
+
+_SIDEWAYS = (5, 6, 7, 8)
+
+
+def _decoded_size(width: int, height: int, max_decoded_pixels: int | None) -> tuple[int, int]:
+    if not max_decoded_pixels or width * height <= max_decoded_pixels:
+        return width, height
+    factor = (max_decoded_pixels / (width * height)) ** 0.5
+    return max(1, int(width * factor)), max(1, int(height * factor))
+
+
+def _upright(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as they are shown, EXIF orientation applied (as Pillow's exif_transpose)."""
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return rgb if turned is None else np.ascontiguousarray(turned(rgb))
 
 
 def exif_orientation(path: Path) -> int:
@@ -245,7 +315,7 @@ def perceptual_hash(rgb: np.ndarray) -> int:
     """pHash: the signs of the 8x8 lowest frequencies of a 32x32 greyscale DCT, against their
     median, as a signed 64-bit integer. Re-encoding, resizing and format changes move a few
     bits at most; a different picture moves about half of them."""
-    grey = Image.fromarray(rgb).convert("L").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    grey = _greyscale(rgb).resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = np.asarray(grey, dtype=np.float64)
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8].ravel()
     bits = low > np.median(low)
@@ -253,13 +323,54 @@ def perceptual_hash(rgb: np.ndarray) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The pixels resized to `size` (width, height), bilinear. A large image is resized a strip
+    of rows at a time: Pillow's copy of all of it took 4 bytes a pixel (200 MB for 50 MP),
+    and the strips differ from one resize by 1 in about 1 value in 20,000."""
+    height, width = rgb.shape[:2]
+    if height * width < STRIPS_FROM_PIXELS:
+        return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+    out_width, out_height = size
+    rows_per_row = height / out_height
+    margin = math.ceil(rows_per_row) + 2  # the filter's reach beyond a strip's rows
+    out = np.empty((out_height, out_width, 3), np.uint8)
+    rows = max(1, _CONVERT_PIXELS // max(width, out_width))
+    for top in range(0, out_height, rows):
+        bottom = min(out_height, top + rows)
+        first, last = top * rows_per_row, bottom * rows_per_row
+        start, stop = max(0, int(first) - margin), min(height, math.ceil(last) + margin)
+        part = Image.fromarray(rgb[start:stop])
+        box = (0.0, first - start, float(width), last - start)
+        out[top:bottom] = np.asarray(part.resize((out_width, bottom - top), Image.Resampling.BILINEAR, box=box))
+    return out
+
+
+# Smaller images are resized at once, as they always were (strips differ in a few values).
+STRIPS_FROM_PIXELS = 16_000_000
+
+
+def _greyscale(rgb: np.ndarray) -> Image.Image:
+    """Pillow's greyscale of the pixels, made a strip at a time (at once, Pillow's own copy of
+    them took 4 bytes a pixel)."""
+    height, width = rgb.shape[:2]
+    grey = Image.new("L", (width, height))
+    rows = max(1, _CONVERT_PIXELS // width)
+    for top in range(0, height, rows):
+        grey.paste(Image.fromarray(rgb[top : top + rows]).convert("L"), (0, top))
+    return grey
+
+
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & ((1 << 64) - 1)).bit_count()
 
 
-def _to_rgb8(image: Image.Image) -> np.ndarray:
+def _to_rgb8(image: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """8-bit RGB pixels of the image, resized to `size` (bilinear) where that differs."""
+    size = size or image.size
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        if size != image.size:
+            image = image.convert("F").resize(size, Image.Resampling.BILINEAR)
         # 16-bit and float greyscale: scale the real range to 0..255 instead of clipping at 255.
         values = np.asarray(image, dtype=np.float64)
         low, high = float(np.nanmin(values)), float(np.nanmax(values))
@@ -273,9 +384,28 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    elif mode in ("1", "P") and size != image.size:
+        image = image.convert("RGB")  # Pillow resizes these by the nearest pixel only
+    # A strip of rows at a time into one array: converting (and resizing) the whole image at
+    # once held it up to four times over (Pillow's RGB at 4 bytes a pixel, its bytes, the
+    # array): 1.4 GB for a 110 MP PNG. A strip resized from its box of the image reads the
+    # pixels around the box too, so strips meet without seams.
+    width, height = size
+    rows_per_row = image.size[1] / height
+    rgb = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _CONVERT_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        if size == image.size:
+            strip = image.crop((0, top, width, bottom))
+        else:
+            box = (0.0, top * rows_per_row, float(image.size[0]), bottom * rows_per_row)
+            strip = image.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+        rgb[top:bottom] = np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB"), dtype=np.uint8)
+    return rgb
+
+
+_CONVERT_PIXELS = 1 << 20
 
 
 _EXIF_IFD = 0x8769

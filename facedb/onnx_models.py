@@ -289,6 +289,15 @@ def _run_onnx(model: bytes, x: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: x})
 
 
+def arena_shrinkage():
+    """Run options that give the session's memory arena back to the system after the call."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def new_session(model: Path | bytes, threads: int = 0):
     """An ONNX Runtime session on the CPU; threads 0: one per core (the default)."""
     import onnxruntime as ort

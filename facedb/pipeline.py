@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .align import crop_face, thumbnail
-from .db.store import Store
+from .db.store import Claims, Store
 from .detect import Detector
 from .embed import Embedder
 from .errors import FaceDBError, ImageError, one_line
@@ -137,12 +137,18 @@ class FaceExtractor:
 
     def faces_in(self, photo: DecodedPhoto) -> list[Face]:
         """Detect and crop (not yet embedded)."""
-        return self.align(photo, self.detector.detect(photo.rgb))
+        return self.align(photo, self.detect(photo))
+
+    def detect(self, photo: DecodedPhoto) -> list[Detection]:
+        """The photo's faces, in its own pixels (also where it was decoded smaller)."""
+        found = self.detector.detect(photo.rgb)
+        return found if photo.scale == 1.0 else [d.scaled(1 / photo.scale) for d in found]
 
     def align(self, photo: DecodedPhoto, detections: list[Detection]) -> list[Face]:
+        """Crops of the faces at `detections` (in the photo's own pixels)."""
         faces = []
         for detection in detections:
-            crop = crop_face(photo.rgb, detection, self.margin)
+            crop = crop_face(photo.rgb, detection, self.margin, scale=photo.scale)
             faces.append(Face(detection=detection, crop=crop, thumbnail=thumbnail(crop)))
         return faces
 
@@ -170,6 +176,7 @@ class Indexer:
         model: str,
         *,
         max_pixels: int,
+        max_decoded_pixels: int | None = None,
         batch_photos: int = 32,
         read_workers: int = 2,
         detect_workers: int = 1,
@@ -182,6 +189,7 @@ class Indexer:
         self.embedding_model_id = embedding_model_id
         self.model = model
         self.max_pixels = max_pixels
+        self.max_decoded_pixels = max_decoded_pixels
         self.batch_photos = batch_photos
         self.read_workers = read_workers
         self.detect_workers = max(1, detect_workers)
@@ -201,8 +209,8 @@ class Indexer:
     ) -> IndexSummary:
         """`within`: real folders that every file read must really lie in (the REST service's roots).
         `on_warning(path, message)`: a photo indexed with something to say (its face tags)."""
-        with StopAfterBatch() as stop:
-            return self._run(paths, retry_failed, on_progress, on_failure, on_warning, stop, within)
+        with StopAfterBatch() as stop, self.store.claims() as claims:
+            return self._run(paths, retry_failed, on_progress, on_failure, on_warning, stop, within, claims)
 
     def _run(
         self,
@@ -213,6 +221,7 @@ class Indexer:
         on_warning,
         stop: StopAfterBatch,
         within: Sequence[Path] | None,
+        claims: Claims,
     ) -> IndexSummary:
         started = time.monotonic()
         self._warnings = []
@@ -223,21 +232,35 @@ class Indexer:
         clock = StageClock()
         done = 0
         candidates = scan(paths, within)
+        # Photos another run (another process, the service's index jobs) has claimed: done
+        # once this run has been through the rest, after waiting for that run's batch.
+        deferred: list[ScannedPath] = []
         with (
             ThreadPoolExecutor(max_workers=max(1, self.read_workers), thread_name_prefix="facedb-read") as pool,
             ThreadPoolExecutor(max_workers=self.detect_workers, thread_name_prefix="facedb-detect") as detection,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-embed") as embedding,
         ):
-            while batch := list(islice(candidates, self.batch_photos)):
+            while True:
+                batch = list(islice(candidates, self.batch_photos))
+                if not batch:
+                    if not deferred:
+                        break
+                    batch, deferred = deferred[: self.batch_photos], deferred[self.batch_photos :]
+                    claims.wait([item.path for item in batch])
+                else:
+                    summary.files += len(batch)
                 if stop.requested:
                     summary.interrupted = True
                     break
-                summary.files += len(batch)
-                total = max(total, done + len(batch))  # files added since the count
+                taken = claims.take([item.path for item in batch])
+                deferred += [item for item in batch if item.path not in taken]
+                batch = [item for item in batch if item.path in taken]
+                total = max(total, done + len(batch) + len(deferred))  # files added since the count
                 outcomes = self._process(batch, pool, (detection, embedding), clock, retry_failed, summary, within)
                 summary.photo_ids.update(
                     clock.timed("write", self.store.write, outcomes, self.embedding_model_id, self.model)
                 )
+                claims.give_up()
                 warnings, self._warnings = self._warnings, []
                 summary.warnings.extend(warnings)
                 if on_warning:
@@ -371,7 +394,7 @@ class Indexer:
 
         def analyse_one(item: tuple[FileStat, bytes]) -> Failed | Indexed:
             outcome, warnings = analyse_photo(
-                self.extractor, *item, self.max_pixels, self.read_face_tags, clock, within
+                self.extractor, *item, (self.max_pixels, self.max_decoded_pixels), self.read_face_tags, clock, within
             )
             self._warnings.extend(warnings)
             return outcome
@@ -402,20 +425,21 @@ def analyse_photo(
     extractor: FaceExtractor,
     stat: FileStat,
     data: bytes,
-    max_pixels: int,
+    pixel_limits: tuple[int, int | None],
     read_face_tags: bool,
     clock: StageClock,
     within: Sequence[Path] | None = None,
 ) -> tuple[Failed | Indexed, list[FileWarning]]:
     """decode -> detect -> crop (-> the face tags of its XMP) of one photo, not yet embedded; the
     full-resolution pixels are gone when it returns. Used by the local indexer and by Ray's workers.
-    `within`: the folders its sidecars must really lie in, as the photo must."""
+    `pixel_limits`: decode's max_pixels and max_decoded_pixels. `within`: the folders its
+    sidecars must really lie in, as the photo must."""
     try:
-        photo = clock.timed("decode", decode, data, max_pixels)
+        photo = clock.timed("decode", decode, data, *pixel_limits)
     except ImageError as exc:
         return Failed(stat, str(exc)), []
     try:
-        detections = clock.timed("detect", extractor.detector.detect, photo.rgb)
+        detections = clock.timed("detect", extractor.detect, photo)
         faces = clock.timed("align", extractor.align, photo, detections)
     except Exception as exc:  # noqa: BLE001 - one odd photo must not stop the run
         return Failed(stat, f"face detection failed: {type(exc).__name__}: {exc}"[:300]), []

@@ -27,7 +27,7 @@ SUPPRESS_ACROSS_LEVELS = 0.7
 LEVELS_PER_CALL = 12  # a 640 x 640 photo has 11 with a 12 px smallest face; more take two calls
 # P-Net's intermediates take about 230 bytes a level pixel, so a level larger than this (a
 # second look at a big photo) runs in strips of rows, which give the same cells.
-PIXELS_PER_CALL = 1_000_000
+PIXELS_PER_CALL = 250000
 
 
 def pyramid_scales(width: int, height: int, min_face: int) -> list[float]:

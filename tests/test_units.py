@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from facedb.cluster import ClusterParams
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
 from facedb.db.codec import vector_literal
 from facedb.db.database import normalise_url, safe_url
 from facedb.errors import DatabaseUnavailable, ImageError
-from facedb.images import decode, read_file
+from facedb.images import decode, hamming, read_file
 from facedb.scan import scan
 
 
@@ -97,6 +98,71 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # stored rotated: displayed after a 90° clockwise turn
     photo = decode(_encode(image, "JPEG", exif=exif))
     assert photo.rgb.shape[:2] == (60, 20)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_the_pixels_as_pillow_does(orientation):
+    rng = np.random.default_rng(orientation)
+    image = Image.fromarray(rng.integers(0, 256, (30, 70, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(image, "PNG", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    photo = decode(data)
+    assert np.array_equal(photo.rgb, expected)
+    assert (photo.meta.width, photo.meta.height) == (expected.shape[1], expected.shape[0])
+
+
+def test_a_photo_over_max_decoded_pixels_is_decoded_smaller_and_its_size_is_its_own():
+    """Issue 27 (2): a 110 MP PNG held 1.4 GB while it decoded; past max_decoded_pixels a
+    photo is decoded smaller (a JPEG while decoding), strip by strip without seams, and its
+    meta keeps the photo's own upright size, which boxes are in."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (75, 100, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # sideways: shown 3000 wide, 4000 high
+    for fmt in ("JPEG", "PNG"):
+        data = _encode(image, fmt, exif=exif)
+        full = decode(data)
+        reduced = decode(data, max_decoded_pixels=1_000_000)
+        assert (full.meta.width, full.meta.height) == (reduced.meta.width, reduced.meta.height) == (3000, 4000)
+        height, width = reduced.rgb.shape[:2]
+        assert width * height <= 1_000_000 and (width, height) == (866, 1154), fmt
+        assert reduced.scale == pytest.approx(866 / 3000) and full.scale == 1.0
+        whole = np.asarray(Image.fromarray(full.rgb).resize((width, height), Image.Resampling.BILINEAR), np.int16)
+        assert np.abs(reduced.rgb.astype(np.int16) - whole).mean() < 2.0, fmt  # strips meet: no seams
+        assert hamming(reduced.meta.phash, full.meta.phash) <= 4
+
+
+def test_decoding_threads_keep_their_pixels_together_within_the_budget(monkeypatch):
+    """However many threads decode at once, the pixels they decode together stay within the
+    process's budget (a photo larger than it decodes alone)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facedb import images
+
+    budget = images.PixelBudget(3_000_000)
+    monkeypatch.setattr(images, "DECODING", budget)
+    seen, lock = set(), threading.Lock()
+    original = budget.holding
+
+    @contextmanager
+    def watched(pixels):
+        with original(pixels):
+            with lock:
+                seen.add(budget.in_use)
+            yield
+
+    monkeypatch.setattr(budget, "holding", watched)
+    data = _encode(Image.new("RGB", (1500, 1000), (9, 9, 9)), "PNG")  # 1.5 MP each
+    big = _encode(Image.new("RGB", (2500, 2000), (9, 9, 9)), "PNG")  # 5 MP: over the budget
+    with ThreadPoolExecutor(8) as pool:
+        shapes = list(pool.map(lambda d: decode(d).rgb.shape, [data] * 12 + [big] * 2 + [data] * 6))
+    assert shapes == [(1000, 1500, 3)] * 12 + [(2000, 2500, 3)] * 2 + [(1000, 1500, 3)] * 6
+    assert seen <= {1_500_000, 3_000_000, 5_000_000} and 5_000_000 in seen  # the big ones alone
+    assert budget.in_use == 0
 
 
 def test_exif_metadata_capture_time_camera_gps():
@@ -270,9 +336,9 @@ def test_second_looks_share_a_pixel_budget():
     than what is left waits, and one larger than the whole budget runs alone."""
     import threading
 
-    from facedb.detect import _PixelBudget
+    from facedb.images import PixelBudget
 
-    budget = _PixelBudget(12)
+    budget = PixelBudget(12)
     with budget.holding(5), budget.holding(5):  # both fit: neither waits
         assert budget.in_use == 10
         entered = threading.Event()

@@ -4,7 +4,8 @@ facedb/db/ is the only package that talks to the database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -56,10 +57,54 @@ def of_model(alias: str, model: str) -> str:
     return f"{alias}.model = {model_literal(model)}"
 
 
+class Claims:
+    """The photos one indexing run is working on, claimed in PostgreSQL (an advisory lock on
+    each path's hash, held by a connection of the run's own), so that another run at the same
+    time (another process, the service's index jobs) leaves them to it and comes back once the
+    claim is given up: nobody does the work twice, and nobody replaces the faces another run
+    stored (their ids stay). A run that dies gives its claims up with its connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def take(self, paths: Sequence[str]) -> set[str]:
+        """Claims what nobody else holds now; returns the paths claimed."""
+        if not paths:
+            return set()
+        rows = self._conn.execute(
+            text(
+                "SELECT p FROM unnest(CAST(:paths AS text[])) AS p WHERE pg_try_advisory_lock(hashtextextended(p, 0))"
+            ),
+            {"paths": list(paths)},
+        )
+        return {r.p for r in rows}
+
+    def wait(self, paths: Sequence[str]) -> None:
+        """Claims them, waiting for whoever holds them (one at a time, in order: two runs
+        waiting for each other's claims would otherwise wait for ever)."""
+        for path in sorted(set(paths)):
+            self._conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:p, 0))"), {"p": path})
+
+    def give_up(self) -> None:
+        self._conn.execute(text("SELECT pg_advisory_unlock_all()"))
+
+
 class Store:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.engine = database.engine
+
+    @contextmanager
+    def claims(self) -> Iterator[Claims]:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            try:
+                yield Claims(conn)
+            finally:
+                if not conn.closed and not conn.invalidated:
+                    try:
+                        conn.execute(text("SELECT pg_advisory_unlock_all()"))  # the pool keeps the connection
+                    except Exception:  # noqa: BLE001 - a lost connection gave its locks up already
+                        conn.invalidate()
 
     # ---- models -------------------------------------------------------------------------
     def embedding_model_id(

@@ -190,17 +190,31 @@ def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(archive, clean_resu
 
 
 def test_two_indexers_over_overlapping_folders(archive, clean_result, new_database_url):
-    """One run over the whole folder, one over most of its files, at the same time."""
+    """One run over the whole folder, one over most of its files, at the same time. Issue 27
+    (6): each photo is analysed by one run only (the other skips it, and comes back to it when
+    the first has stored it), and no run replaces faces another stored: face ids never change."""
     overlap = [str(p) for p in sorted(archive.iterdir())[3:]]
     url = new_database_url()
     runs = [
-        _facedb("--database-url", url, "index", str(archive), "--quiet"),
-        _facedb("--database-url", url, "index", *overlap, "--quiet"),
+        _facedb("--database-url", url, "index", str(archive), "--json"),
+        _facedb("--database-url", url, "index", *overlap, "--json"),
     ]
+    summaries = []
     for run in runs:
         out, err = run.communicate(timeout=600)
         assert run.returncode in (0, 1), err
+        summaries.append(json.loads(out))
     assert _stored(url) == clean_result
+    photos_in_archive = len(ARCHIVE) + 1  # and one broken file
+    assert sum(s["new"] + s["reindexed"] + s["failed"] for s in summaries) == photos_in_archive, summaries
+    assert summaries[1]["unchanged"] + summaries[1]["new"] + summaries[1]["failed"] == len(overlap)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            low, high, count = conn.execute(text("SELECT min(id), max(id), count(*) FROM faces")).one()
+    finally:
+        engine.dispose()
+    assert high - low + 1 == count  # no face was stored twice (and then replaced)
 
 
 def test_database_going_away_mid_run_then_coming_back(archive, clean_result, tmp_path):
