@@ -95,6 +95,11 @@ class Settings:
     # Runtime; TensorFlow 10.8 against 8.7), docs/service.md.
     serve_model_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     serve_waiting_requests: int = 8
+    # Slow clients (slowloris): a request's headers must arrive within this many seconds, and
+    # its body must start within them and then come at 500 bytes a second or more (408
+    # otherwise); at most serve_max_connections are open at once (503 beyond).
+    serve_client_seconds: float = 20.0
+    serve_max_connections: int = 512
     cluster_eps: float = DEFAULT_CLUSTER_EPS
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES
     cluster_min_size: int = DEFAULT_CLUSTER_MIN_SIZE

@@ -30,6 +30,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api import FaceDB
+from .config import Settings
+from .connections import paced, with_header_deadline
 from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .images import MAX_FILE_BYTES, is_within, open_regular
@@ -172,8 +174,9 @@ class RequestGate:
     Content-Length, or counted as it streams). Every response says nosniff: a stored file that
     is not an image must never run in a browser as HTML."""
 
-    def __init__(self, app, keys: ApiKeys, json_limit: int, upload_limit: int) -> None:
+    def __init__(self, app, keys: ApiKeys, json_limit: int, upload_limit: int, body_grace: float) -> None:
         self.app, self.keys, self.json_limit, self.upload_limit = app, keys, json_limit, upload_limit
+        self.body_grace = body_grace
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -204,10 +207,11 @@ class RequestGate:
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await _answer(send_nosniff, 413, too_large)
         received = 0
+        receive_paced = paced(receive, self.body_grace)
 
         async def receive_bounded():
             nonlocal received
-            message = await receive()
+            message = await receive_paced()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -303,7 +307,11 @@ def create_app(
     app.state.facedb, app.state.jobs, app.state.model_work = facedb, jobs, model_work
     # multipart framing around max_files uploads stays far under the extra MiB
     app.add_middleware(
-        RequestGate, keys=keys, json_limit=settings.max_json_bytes, upload_limit=max_files * max_upload_bytes + 2**20
+        RequestGate,
+        keys=keys,
+        json_limit=settings.max_json_bytes,
+        upload_limit=max_files * max_upload_bytes + 2**20,
+        body_grace=settings.serve_client_seconds,
     )
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": Error},
@@ -630,4 +638,14 @@ def serve(facedb: FaceDB, roots: list[str], host: str, port: int) -> None:
         f"facedb: models and database ready in {time.monotonic() - started:.1f} s; serving http://{host}:{port}/",
         flush=True,
     )
-    uvicorn.run(create_app(facedb, roots), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(facedb, roots), host=host, port=port, **uvicorn_options(facedb.settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the app: slow clients bounded (connections.py)."""
+    return {
+        "log_level": "warning",
+        "http": with_header_deadline(settings.serve_client_seconds),
+        "limit_concurrency": settings.serve_max_connections,
+        "timeout_keep_alive": 5,
+    }

@@ -44,8 +44,12 @@ def served(app) -> Iterator[str]:
     """The app on a free loopback port, in a thread; yields its base URL."""
     import uvicorn
 
+    from facedb.server import uvicorn_options
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_options(app.state.facedb.settings))
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(100):
