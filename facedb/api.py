@@ -536,8 +536,10 @@ class FaceDB:
                 entry.person_id = created[key]
         return result
 
-    def people(self, *, include_hidden: bool = False) -> list[PersonSummary]:
-        return self.people_store.people(include_hidden=include_hidden)
+    def people(self, *, include_hidden: bool = False, within: Sequence[str] | None = None) -> list[PersonSummary]:
+        """`within`: folders (path prefixes) the representative faces' photos must lie in (the
+        service's: a face it may not show makes a poor representative); none where no face does."""
+        return self.people_store.people(include_hidden=include_hidden, within=within)
 
     def hide(self, person: str | int, hidden: bool = True) -> HiddenChange:
         """Set a person aside (or show them again): a hidden person keeps their faces, so that

@@ -880,7 +880,13 @@ def import_command(context: Context, file: str, as_json: bool) -> None:
 
 
 def _counted(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in counts.items())
+    return ", ".join(f"{n} {_plural(kind.replace('_', ' '), n)}" for kind, n in counts.items())
+
+
+def _plural(noun: str, count: int) -> str:
+    if count == 1:
+        return noun
+    return noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
 
 
 @cli.group("eval")

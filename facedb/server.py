@@ -57,6 +57,10 @@ from .results import (
 )
 
 T = TypeVar("T")
+ShownFaces = TypeVar("ShownFaces", PersonDetail, FaceListing)
+
+# In answers, instead of the path of a stored photo outside the served folders.
+NOT_SHOWN = "(outside the folders this service serves)"
 
 API_KEY_HEADER = "X-API-Key"
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="a key from `facedb apikey create`")
@@ -168,11 +172,20 @@ class _BodyTooLarge(StarletteHTTPException):
     """Raised while a body is received, as an HTTPException so that FastAPI passes it on as 413."""
 
 
+# Nothing is sniffed into HTML, and no page of the service runs inside another site's frame
+# (clickjacking: its buttons under a page that is not its own).
+SAFETY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+]
+
+
 class RequestGate:
     """Plain ASGI, in front of everything: every /v1/ request needs a valid key before a byte of
     its body is read, and a body may not exceed its kind's limit (said up front by
-    Content-Length, or counted as it streams). Every response says nosniff: a stored file that
-    is not an image must never run in a browser as HTML."""
+    Content-Length, or counted as it streams). Every response says nosniff (a stored file that
+    is not an image must never run in a browser as HTML) and may not be framed (SAFETY_HEADERS)."""
 
     def __init__(self, app, keys: ApiKeys, json_limit: int, upload_limit: int, body_grace: float) -> None:
         self.app, self.keys, self.json_limit, self.upload_limit = app, keys, json_limit, upload_limit
@@ -182,30 +195,30 @@ class RequestGate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
-        async def send_nosniff(message) -> None:
+        async def send_guarded(message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+                message["headers"] = [*message.get("headers", []), *SAFETY_HEADERS]
             await send(message)
 
         if not scope["path"].startswith("/v1/"):
-            return await self.app(scope, receive, send_nosniff)
+            return await self.app(scope, receive, send_guarded)
         headers = Headers(scope=scope)
         key = headers.get(API_KEY_HEADER)
         if not key:
-            return await _answer(send_nosniff, 401, f"an API key is needed in the {API_KEY_HEADER} header")
+            return await _answer(send_guarded, 401, f"an API key is needed in the {API_KEY_HEADER} header")
         try:
             info = await anyio.to_thread.run_sync(self.keys.check, key)
         except SQLAlchemyError:
-            return await _answer(send_nosniff, 503, "the database is unavailable; retry shortly")
+            return await _answer(send_guarded, 503, "the database is unavailable; retry shortly")
         if info is None:
-            return await _answer(send_nosniff, 401, "unknown or revoked API key")
+            return await _answer(send_guarded, 401, "unknown or revoked API key")
         scope.setdefault("state", {})["api_key"] = info
         multipart = headers.get("content-type", "").startswith("multipart/form-data")
         limit = self.upload_limit if multipart else self.json_limit
         too_large = f"the body is larger than this service takes ({limit:,} bytes{' for uploads' if multipart else ''})"
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            return await _answer(send_nosniff, 413, too_large)
+            return await _answer(send_guarded, 413, too_large)
         received = 0
         receive_paced = paced(receive, self.body_grace)
 
@@ -218,7 +231,7 @@ class RequestGate:
                     raise _BodyTooLarge(413, too_large)
             return message
 
-        await self.app(scope, receive_bounded, send_nosniff)
+        await self.app(scope, receive_bounded, send_guarded)
 
 
 async def _answer(send, status: int, error: str) -> None:
@@ -301,6 +314,23 @@ def create_app(
     uploads = settings.home / "uploads"
     served_roots = [Path(os.path.realpath(r)) for r in roots]
     allowed_roots = served_roots + [Path(os.path.realpath(uploads))]
+    # Stored paths a read key may see: inside the served folders (as given or as resolved)
+    # as they are, enrolled uploads by their name; the rest of the machine's layout never.
+    showable = sorted({os.path.abspath(r) for r in roots} | {str(r) for r in served_roots})
+    upload_folders = sorted({os.path.abspath(uploads), os.path.realpath(uploads)})
+
+    def shown(path: str | None) -> str | None:
+        if path is None or any(path.startswith(os.path.join(root, "")) for root in showable):
+            return path
+        for folder in upload_folders:
+            if path.startswith(os.path.join(folder, "")):
+                return "uploads/" + path[len(os.path.join(folder, "")) :]
+        return NOT_SHOWN
+
+    def shown_faces(answer: ShownFaces) -> ShownFaces:
+        faces = [face.model_copy(update={"photo": shown(face.photo)}) for face in answer.faces]
+        return answer.model_copy(update={"faces": faces})
+
     keys = facedb.api_keys
     jobs = Jobs(facedb)
     model_work = ModelWork(settings.serve_model_workers, settings.serve_waiting_requests)
@@ -426,11 +456,14 @@ def create_app(
 
     @app.get("/v1/people", response_model=list[PersonSummary], responses=errors, tags=["people"])
     def people(hidden: bool = False, _: KeyInfo = read_key) -> list[PersonSummary]:
-        return facedb.people(include_hidden=hidden)
+        return [
+            p.model_copy(update={"representative_photo": shown(p.representative_photo)})
+            for p in facedb.people(include_hidden=hidden, within=showable)
+        ]
 
     @app.get("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
     def person(person_id: int, _: KeyInfo = read_key) -> PersonDetail:
-        return facedb.person(_person_id(person_id))
+        return shown_faces(facedb.person(_person_id(person_id)))
 
     @app.patch("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
     def change_person(person_id: int, body: PersonChange, _: KeyInfo = write_key) -> PersonDetail:
@@ -439,7 +472,7 @@ def create_app(
             facedb.name(person_id, body.name)
         if body.hidden is not None:
             facedb.hide(person_id, hidden=body.hidden)
-        return facedb.person(person_id)
+        return shown_faces(facedb.person(person_id))
 
     @app.post("/v1/people/{person_id}/confirm", response_model=Confirmed, responses=errors, tags=["people"])
     def confirm(person_id: int, _: KeyInfo = write_key) -> Confirmed:
@@ -454,7 +487,9 @@ def create_app(
         offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
         _: KeyInfo = read_key,
     ) -> FaceListing:
-        return facedb.faces(person=person, unassigned=unassigned, photo_id=photo_id, limit=limit, offset=offset)
+        return shown_faces(
+            facedb.faces(person=person, unassigned=unassigned, photo_id=photo_id, limit=limit, offset=offset)
+        )
 
     @app.post("/v1/faces/{face_id}/move", response_model=Moved, responses=errors, tags=["people"])
     def move(face_id: int, body: FaceToPerson, _: KeyInfo = write_key) -> Moved:
@@ -511,7 +546,8 @@ def create_app(
             if not target.exists():
                 target.write_bytes(data)
             paths.append(target)
-        return facedb.enroll(name, paths)
+        enrolled = facedb.enroll(name, paths)
+        return enrolled.model_copy(update={"enrolled": [shown(path) for path in enrolled.enrolled]})
 
     @app.post("/v1/index", response_model=Job, status_code=202, responses=errors, tags=["indexing"])
     def index(body: IndexRequest, _: KeyInfo = admin_key) -> Job:

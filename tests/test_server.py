@@ -15,7 +15,7 @@ from PIL import Image
 
 from facedb import FaceDB, Settings
 from facedb import samples as photos
-from facedb.server import create_app
+from facedb.server import NOT_SHOWN, create_app
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,10 @@ def test_people_work_over_http(service):
     moved = client.post(f"/v1/faces/{face_b['face_id']}/move", headers=write, json={"person": a})
     assert moved.status_code == 200 and moved.json() == {"face_id": face_b["face_id"], "person_id": a}
     listing = client.get("/v1/faces", headers=read, params={"person": a}).json()
-    assert listing == facedb.faces(person=a).to_json() and listing["total"] == 2
+    expected = facedb.faces(person=a).to_json()
+    for face in expected["faces"]:  # enrolled by the Python API from outside the service's root
+        face["photo"] = NOT_SHOWN
+    assert listing == expected and listing["total"] == 2
     assert {f["source"] for f in listing["faces"]} == {"enrolled", "confirmed"}
     rejected = client.post(f"/v1/faces/{face_b['face_id']}/reject", headers=write, json={"person": "Franck at work"})
     assert rejected.json() == {"face_id": face_b["face_id"], "rejected_from": a}

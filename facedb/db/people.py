@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -105,16 +106,20 @@ class PeopleStore:
             raise NotFound(f"no person {key!r} (give an id from `facedb people` or an exact name)")
         return row.id, row.name
 
-    def people(self, *, include_hidden: bool = False) -> list[PersonSummary]:
+    def people(self, *, include_hidden: bool = False, within: Sequence[str] | None = None) -> list[PersonSummary]:
         """Every person (hidden ones only when asked) with face counts by how they were
         assigned, and a representative face: the one nearest the person's centre (pgvector's
-        avg of the embeddings)."""
+        avg of the embeddings), with `within` of those whose photos lie in those folders."""
+        prefixes = None if within is None else [os.path.join(folder, "") for folder in within]
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("""
                 WITH members AS (
-                    SELECT fi.identity_id, fi.source, f.id AS face_id, f.photo_id, e.embedding
-                    FROM face_identities fi JOIN faces f ON f.id = fi.face_id
+                    SELECT fi.identity_id, fi.source, f.id AS face_id, f.photo_id, e.embedding,
+                           (CAST(:prefixes AS text[]) IS NULL OR EXISTS (
+                                SELECT 1 FROM unnest(CAST(:prefixes AS text[])) AS r WHERE starts_with(p.path, r)
+                           )) AS shown
+                    FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
                     LEFT JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model),
                 centres AS (SELECT identity_id, avg(embedding) AS centre FROM members GROUP BY identity_id)
                 SELECT i.id, i.name, i.hidden,
@@ -124,14 +129,14 @@ class PeopleStore:
                        count(*) FILTER (WHERE m.source = 'proposed') AS proposed,
                        count(*) FILTER (WHERE m.source = 'clustered') AS clustered,
                        count(DISTINCT m.photo_id) AS photos,
-                       (SELECT m2.face_id FROM members m2 WHERE m2.identity_id = i.id
+                       (SELECT m2.face_id FROM members m2 WHERE m2.identity_id = i.id AND m2.shown
                         ORDER BY m2.embedding <-> c.centre, m2.face_id LIMIT 1) AS representative_face_id
                 FROM identities i
                 LEFT JOIN members m ON m.identity_id = i.id
                 LEFT JOIN centres c ON c.identity_id = i.id
                 WHERE :include_hidden OR NOT i.hidden
                 GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id"""),
-                {"include_hidden": include_hidden, "model": self.model},
+                {"include_hidden": include_hidden, "model": self.model, "prefixes": prefixes},
             ).all()
             paths: dict[int, str] = dict(
                 conn.execute(
