@@ -252,6 +252,14 @@ def test_reembed_killed_then_resumed_equals_a_clean_run(two_models, tmp_path):
         engine.dispose()
     partial = len(_embeddings(facedb, TUTORIAL))
     assert 0 < partial < faces_total
+    check = subprocess.run(
+        [sys.executable, "-m", "facedb", "--database-url", url, "check", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0 and json.loads(check.stdout)["problems"] == {}, check.stdout + check.stderr
     resumed = _reembed(url, "--json")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err

