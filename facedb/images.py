@@ -380,15 +380,12 @@ def _to_rgb8(image: Image.Image, size: tuple[int, int] | None = None) -> np.ndar
             else ((values - low) * (255.0 / (high - low))).astype(np.uint8)
         )
         return np.ascontiguousarray(np.stack([scaled] * 3, axis=-1))
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    elif mode in ("1", "P") and size != image.size:
-        image = image.convert("RGB")  # Pillow resizes these by the nearest pixel only
+    transparent = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    if mode in ("1", "P", "PA") and size != image.size:  # Pillow resizes these by the nearest pixel only
+        image = image.convert("RGBA" if transparent else "RGB")
     # A strip of rows at a time into one array: converting (and resizing) the whole image at
     # once held it up to four times over (Pillow's RGB at 4 bytes a pixel, its bytes, the
-    # array): 1.4 GB for a 110 MP PNG. A strip resized from its box of the image reads the
+    # array): 1.2 GB for a 110 MP PNG. A strip resized from its box of the image reads the
     # pixels around the box too, so strips meet without seams.
     width, height = size
     rows_per_row = image.size[1] / height
@@ -401,6 +398,9 @@ def _to_rgb8(image: Image.Image, size: tuple[int, int] | None = None) -> np.ndar
         else:
             box = (0.0, top * rows_per_row, float(image.size[0]), bottom * rows_per_row)
             strip = image.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+        if transparent:  # onto white
+            strip = strip.convert("RGBA")
+            strip = Image.alpha_composite(Image.new("RGBA", strip.size, (255, 255, 255, 255)), strip)
         rgb[top:bottom] = np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB"), dtype=np.uint8)
     return rgb
 

@@ -458,7 +458,7 @@ def create_app(
     def people(hidden: bool = False, _: KeyInfo = read_key) -> list[PersonSummary]:
         return [
             p.model_copy(update={"representative_photo": shown(p.representative_photo)})
-            for p in facedb.people(include_hidden=hidden, within=showable)
+            for p in facedb.people(include_hidden=hidden, within=showable + upload_folders)
         ]
 
     @app.get("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
