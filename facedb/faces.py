@@ -46,7 +46,7 @@ class Detection:
 class Face:
     detection: Detection
     crop: np.ndarray  # uint8 [size, size, 3], as the embedder wants it
-    thumbnail: bytes = b""  # small JPEG for people to look at
+    thumbnail: bytes = b""  # small WebP for people to look at (align.thumbnail)
     embedding: np.ndarray | None = field(default=None, repr=False)
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .align import thumbnail_media_type
 from .errors import ImageError
 from .images import decode, read_file
 
@@ -138,7 +139,8 @@ def render_html(report: dict, face_thumbnails: dict[int, bytes]) -> str:
     def photo_card(photo: dict, keep: bool, face_id: int | None = None) -> str:
         src: str | None
         if face_id is not None and face_id in face_thumbnails:
-            src = "data:image/jpeg;base64," + base64.b64encode(face_thumbnails[face_id]).decode()
+            data = face_thumbnails[face_id]
+            src = f"data:{thumbnail_media_type(data)};base64," + base64.b64encode(data).decode()
         else:
             if photo["path"] not in thumbs:
                 thumbs[photo["path"]] = _photo_thumbnail(photo["path"])

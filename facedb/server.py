@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .align import thumbnail_media_type
 from .api import FaceDB
 from .config import Settings
 from .connections import paced, with_header_deadline
@@ -560,7 +561,7 @@ def create_app(
 
     @app.get(
         "/v1/faces/{face_id}/thumbnail",
-        responses=errors | {200: {"content": {"image/jpeg": {}}}},
+        responses=errors | {200: {"content": {"image/webp": {}, "image/jpeg": {}}}},
         response_class=Response,
         tags=["faces"],
     )
@@ -570,7 +571,7 @@ def create_app(
             raise HTTPException(404, f"no face {face_id}")
         data, photo_path = found
         _inside_roots(photo_path, allowed_roots, must_exist=False)  # the crop's pixels are the photo's
-        return Response(data, media_type="image/jpeg")
+        return Response(data, media_type=thumbnail_media_type(data))
 
     @app.get(
         "/v1/photos/{photo_id}",

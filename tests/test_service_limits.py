@@ -276,7 +276,7 @@ def test_every_endpoint_that_returns_pixels_keeps_to_the_roots(served, tmp_path)
         obama = next(p for p in person if p["name"] == "Barack Obama")
         inside_face = obama["representative_face_id"]
         thumb = http.get(f"{url}/v1/faces/{inside_face}/thumbnail", headers=_h(keys, "read"))
-        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
 
         # a photo replaced by a FIFO after it was indexed: refused, and the worker is not stuck
         swapped = root / "swapped.jpg"

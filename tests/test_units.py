@@ -445,3 +445,13 @@ def test_export_and_import_summaries_count_in_english():
     assert _counted({"photo": 1, "face": 3, "identity": 2, "assignment": 0}) == (
         "1 photo, 3 faces, 2 identities, 0 assignments"
     )
+
+
+def test_thumbnails_are_webp_and_older_jpeg_ones_are_still_served_as_jpeg():
+    from facedb.align import thumbnail, thumbnail_media_type
+
+    crop = np.random.default_rng(3).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    made = thumbnail(crop)
+    assert thumbnail_media_type(made) == "image/webp" and Image.open(io.BytesIO(made)).size == (96, 96)
+    older = _encode(Image.fromarray(crop).resize((96, 96)), "JPEG", quality=85)
+    assert thumbnail_media_type(older) == "image/jpeg"

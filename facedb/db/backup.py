@@ -10,7 +10,7 @@ then one object per line, each with a "type":
                       "camera", "gps_lat", "gps_lon", "status", "error", "face_count", "phash"}
     identity         {"id", "name"}
     face             {"id", "photo", "box": [x, y, w, h], "landmarks": [...10], "score",
-                      "thumbnail": base64 JPEG or null}
+                      "thumbnail": base64 WebP (or JPEG) or null}
                      (up to version 3 also "model" and "embedding", its one embedding)
     embedding        {"face", "model": an embedding_model's id, "embedding": base64 of little-endian
                       float32}  (version 4 on: a face has one per model it was embedded with)
