@@ -45,6 +45,13 @@ def run(
                 f"{timings['index_build_s']:.1f} s (maintenance_work_mem {timings['maintenance_work_mem_mb']} MB), "
                 f"index {timings['index_mb']:.0f} MB, table {timings['table_mb']:.0f} MB"
             )
+            per_face = {
+                name: round(size / len(vectors)) for name, size in synthetic.relation_sizes(database).items() if size
+            }
+            figures(
+                f"bytes a face: {sum(per_face.values()):,} in all; "
+                + ", ".join(f"{name} {size:,}" for name, size in sorted(per_face.items(), key=lambda kv: -kv[1]))
+            )
             rows = []
             for ef in ef_values:
                 result = measure(database, vectors, person, centres, queries=queries, ef_search=ef)
@@ -55,7 +62,13 @@ def run(
                 )
         finally:
             database.close()
-    return {"faces": faces, "per_person": per_person, **{k: round(v, 2) for k, v in timings.items()}, "runs": rows}
+    return {
+        "faces": faces,
+        "per_person": per_person,
+        **{k: round(v, 2) for k, v in timings.items()},
+        "bytes_per_face": per_face,
+        "runs": rows,
+    }
 
 
 def synthetic_faces(

@@ -18,9 +18,17 @@ from .sql import embedding_index
 SYNTHETIC_MODEL = FROZEN_GRAPH_MODEL
 
 
+# What an archive's rows hold besides the embedding, measured on the test photos: faces per
+# photo, and the face thumbnails' bytes (96 px WebP: mean 1,217, 95th percentile 1,608).
+FACES_PER_PHOTO = 2
+THUMBNAIL_BYTES = (1217, 250)  # mean, standard deviation
+
+
 def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=print, chunk: int = 50_000) -> dict:
-    """COPY the faces (and one photo per face, and the identities) in, then build the index:
-    one build after the load is faster than growing the graph one row at a time."""
+    """COPY the faces in with rows like an archive's (a photo for every FACES_PER_PHOTO faces,
+    with a path, hashes, EXIF and size; a box, landmarks and a thumbnail of a real one's size
+    for each face; its person), then build the index: one build after the load is faster than
+    growing the graph one row at a time. Faces get the ids 1..n in the order of `vectors`."""
     timings: dict[str, float] = {}
     engine = database.engine
     index = embedding_index(SYNTHETIC_MODEL)
@@ -35,21 +43,37 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
             {"version": SYNTHETIC_MODEL, "dimension": int(embedder_spec(SYNTHETIC_MODEL)["dimension"])},
         ).scalar_one()
     started = time.perf_counter()
+    rng = np.random.default_rng(0)
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         n = len(vectors)
-        cursor.copy_expert(
-            "COPY photos (path, status, face_count) FROM STDIN",
-            io.StringIO("".join(f"/synthetic/{i}.jpg\tindexed\t1\n" for i in range(n))),
-        )
+        photos = -(-n // FACES_PER_PHOTO)
+        for start in range(0, photos, chunk):
+            cursor.copy_expert(
+                "COPY photos (path, content_hash, size, mtime_ns, width, height, format, taken_at, camera, "
+                "status, face_count, phash) FROM STDIN",
+                io.StringIO("".join(_photo_line(i, rng) for i in range(start, min(photos, start + chunk)))),
+            )
         cursor.execute("SELECT min(id) FROM photos")
         (first_photo,) = cursor.fetchone() or (1,)
-        landmarks = [0.0] * 10
         for start in range(0, n, chunk):
             rows = range(start, min(n, start + chunk))
             # a fresh database: the faces take ids 1..n (the sequence moved past them below)
-            copy_faces(cursor, (FaceRow(i + 1, first_photo + i, (0.0, 0.0, 1.0, 1.0), landmarks, 1.0) for i in rows))
+            copy_faces(
+                cursor,
+                (
+                    FaceRow(
+                        i + 1,
+                        first_photo + i // FACES_PER_PHOTO,
+                        (1200.0 + i % 7, 900.0, 180.0, 220.0),
+                        rng.uniform(900, 1400, 10).round(1).tolist(),
+                        0.999,
+                        _thumbnail(rng),
+                    )
+                    for i in rows
+                ),
+            )
             copy_embeddings(cursor, (EmbeddingRow(i + 1, SYNTHETIC_MODEL, model, vectors[i]) for i in rows))
             say(f"loaded {min(n, start + chunk)}/{n} faces")
         cursor.execute("SELECT setval(pg_get_serial_sequence('faces', 'id'), %s)", (max(n, 1),))
@@ -57,14 +81,18 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
         cursor.copy_expert(
             "COPY identities (name) FROM STDIN", io.StringIO("".join(f"person {p}\n" for p in range(people)))
         )
-        cursor.execute(
-            """
-            INSERT INTO face_identities (face_id, identity_id, source)
-            SELECT f.id, i.id, 'enrolled' FROM faces f
-            JOIN photos p ON p.id = f.photo_id
-            JOIN identities i ON i.name = 'person ' || ((substring(p.path from '/synthetic/([0-9]+)')::int) / %s)""",
-            (len(vectors) // people,),
-        )
+        cursor.execute("SELECT min(id) FROM identities")
+        (first_identity,) = cursor.fetchone() or (1,)
+        for start in range(0, n, chunk):
+            cursor.copy_expert(
+                "COPY face_identities (face_id, identity_id, source) FROM STDIN",
+                io.StringIO(
+                    "".join(
+                        f"{i + 1}\t{first_identity + person[i]}\tenrolled\n"
+                        for i in range(start, min(n, start + chunk))
+                    )
+                ),
+            )
         raw.commit()
     finally:
         raw.close()
@@ -78,26 +106,54 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
         conn.execute(text("ANALYZE"))
     timings["index_build_s"] = time.perf_counter() - started
     timings["maintenance_work_mem_mb"] = memory
-    with engine.connect() as conn:
-        timings["index_mb"] = (
-            conn.execute(text("SELECT pg_relation_size(CAST(:name AS regclass))"), {"name": index}).scalar_one() / 2**20
-        )
-        timings["table_mb"] = (
+    sizes = relation_sizes(database)
+    timings["index_mb"] = sizes[index] / 2**20
+    timings["table_mb"] = (sum(sizes.values()) - sizes[index]) / 2**20
+    return timings
+
+
+def _photo_line(i: int, rng: np.random.Generator) -> str:
+    year, month, day = 2005 + i % 20, 1 + i % 12, 1 + i % 28
+    path = f"/home/user/Pictures/{year}/{year}-{month:02d}-{day:02d} Holiday/IMG_{i:08d}.jpg"
+    digest = rng.bytes(32).hex()
+    taken = f"{year}-{month:02d}-{day:02d} 12:{i % 60:02d}:{i // 60 % 60:02d}"
+    phash = int(rng.integers(-(2**63), 2**63 - 1))
+    size, mtime = 3_000_000 + i % 4_000_000, 1_500_000_000_000_000_000 + i
+    return f"{path}\t{digest}\t{size}\t{mtime}\t4000\t3000\tJPEG\t{taken}\tCanon EOS 5D Mark IV\tindexed\t{FACES_PER_PHOTO}\t{phash}\n"
+
+
+def _thumbnail(rng: np.random.Generator) -> bytes:
+    """Bytes of a real thumbnail's size (WebP does not compress further, nor do these)."""
+    size = int(np.clip(rng.normal(*THUMBNAIL_BYTES), 400, 4000))
+    return b"RIFF" + (size - 8).to_bytes(4, "little") + b"WEBP" + rng.bytes(size - 12)
+
+
+ARCHIVE_TABLES = ("photos", "faces", "face_embeddings", "face_identities", "identities")
+
+
+def relation_sizes(database: Database) -> dict[str, int]:
+    """Bytes on disk of each table of the archive (with its TOAST, free space and visibility
+    maps) and, separately, of each of their indexes."""
+    with database.engine.connect() as conn:
+        tables = {
+            name: conn.execute(text("SELECT pg_table_size(CAST(:t AS regclass))"), {"t": name}).scalar_one()
+            for name in ARCHIVE_TABLES
+        }
+        indexes: dict[str, int] = dict(
             conn.execute(
                 text(
-                    "SELECT pg_total_relation_size('faces') + pg_total_relation_size('face_embeddings') "
-                    "- pg_relation_size(CAST(:name AS regclass))"
+                    "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE i.indrelid = ANY(CAST(:tables AS regclass[]))"
                 ),
-                {"name": index},
-            ).scalar_one()
-            / 2**20
+                {"tables": list(ARCHIVE_TABLES)},
+            ).all()
         )
-    return timings
+    return tables | indexes
 
 
 def face_ids_in_load_order(database: Database) -> list[int]:
     with database.engine.connect() as conn:
-        return [r[0] for r in conn.execute(text("SELECT id FROM faces ORDER BY photo_id"))]
+        return [r[0] for r in conn.execute(text("SELECT id FROM faces ORDER BY id"))]
 
 
 def identity_names(database: Database) -> dict[int, str | None]:
