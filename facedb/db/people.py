@@ -121,7 +121,14 @@ class PeopleStore:
                            )) AS shown
                     FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
                     LEFT JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model),
-                centres AS (SELECT identity_id, avg(embedding) AS centre FROM members GROUP BY identity_id)
+                centres AS (SELECT identity_id, avg(embedding) AS centre FROM members GROUP BY identity_id),
+                -- one pass over the members (a subquery per person scanned all of them for each:
+                -- 91 s for 10,000 people of 100,000 faces)
+                representatives AS (
+                    SELECT DISTINCT ON (m.identity_id) m.identity_id, m.face_id
+                    FROM members m JOIN centres c ON c.identity_id = m.identity_id
+                    WHERE m.shown
+                    ORDER BY m.identity_id, m.embedding <-> c.centre, m.face_id)
                 SELECT i.id, i.name, i.hidden,
                        count(m.face_id) AS faces,
                        count(*) FILTER (WHERE m.source = 'enrolled') AS enrolled,
@@ -129,13 +136,12 @@ class PeopleStore:
                        count(*) FILTER (WHERE m.source = 'proposed') AS proposed,
                        count(*) FILTER (WHERE m.source = 'clustered') AS clustered,
                        count(DISTINCT m.photo_id) AS photos,
-                       (SELECT m2.face_id FROM members m2 WHERE m2.identity_id = i.id AND m2.shown
-                        ORDER BY m2.embedding <-> c.centre, m2.face_id LIMIT 1) AS representative_face_id
+                       r.face_id AS representative_face_id
                 FROM identities i
                 LEFT JOIN members m ON m.identity_id = i.id
-                LEFT JOIN centres c ON c.identity_id = i.id
+                LEFT JOIN representatives r ON r.identity_id = i.id
                 WHERE :include_hidden OR NOT i.hidden
-                GROUP BY i.id, c.centre ORDER BY count(m.face_id) DESC, i.id"""),
+                GROUP BY i.id, r.face_id ORDER BY count(m.face_id) DESC, i.id"""),
                 {"include_hidden": include_hidden, "model": self.model, "prefixes": prefixes},
             ).all()
             paths: dict[int, str] = dict(
