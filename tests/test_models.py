@@ -61,11 +61,11 @@ def _rows(facedb: FaceDB, sql: str, **params):
 
 
 def _embeddings(facedb: FaceDB, model: str) -> dict[int, np.ndarray]:
-    from facedb.db.codec import decode_vector_send
+    from facedb.db.codec import decode_halfvec_send
 
     return {
-        r[0]: decode_vector_send(r[1])
-        for r in _rows(facedb, "SELECT face_id, vector_send(embedding) FROM face_embeddings WHERE model = :m", m=model)
+        r[0]: decode_halfvec_send(r[1])
+        for r in _rows(facedb, "SELECT face_id, halfvec_send(embedding) FROM face_embeddings WHERE model = :m", m=model)
     }
 
 
@@ -444,7 +444,7 @@ def test_embeddings_made_with_an_older_crop_are_due_for_reembed_and_replaced(two
             text("UPDATE embedding_models SET preprocessing = 'mtcnn-box+0.2margin/bilinear160/(x-127.5)/128'")
         )
         stale = "[" + ",".join(["0.044"] * 512) + "]"  # any other vector: reembed must replace it
-        conn.execute(text("UPDATE face_embeddings SET embedding = CAST(:v AS vector)"), {"v": stale})
+        conn.execute(text("UPDATE face_embeddings SET embedding = CAST(:v AS halfvec)"), {"v": stale})
     facedb = two_models(facedb.settings.database_url)  # this facedb opens the older one's database
     listed = {m.model: m for m in facedb.models()}
     assert listed[DEFAULT].faces == len(fresh) and listed[DEFAULT].faces_without == len(fresh)

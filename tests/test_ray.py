@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from facedb import samples as photos
-from facedb.db.codec import decode_vector_send
+from facedb.db.codec import decode_halfvec_send
 
 ray = pytest.importorskip("ray", reason="the Ray tests need `pip install 'facedb[ray]'` (the test extra has it)")
 
@@ -135,7 +135,7 @@ def _stored(url: str) -> dict:
             )
             faces = conn.execute(
                 text(
-                    "SELECT p.path, f.box_x, f.box_y, f.box_w, f.box_h, f.score, e.model, vector_send(e.embedding) "
+                    "SELECT p.path, f.box_x, f.box_y, f.box_w, f.box_h, f.score, e.model, halfvec_send(e.embedding) "
                     "FROM faces f JOIN photos p ON p.id = f.photo_id JOIN face_embeddings e ON e.face_id = f.id "
                     "ORDER BY p.path, f.box_x, f.box_y"
                 )
@@ -162,7 +162,7 @@ def _assert_same(ray_run: dict, local_run: dict) -> None:
     assert ray_run["doubled"] == 0 and len(ray_run["faces"]) == len(local_run["faces"]) > 40
     for a, b in zip(ray_run["faces"], local_run["faces"]):
         assert a[:7] == b[:7]  # path, box, score, model: detection is the same code on the same pixels
-        assert np.abs(decode_vector_send(a[7]) - decode_vector_send(b[7])).max() < 1e-5
+        assert np.abs(decode_halfvec_send(a[7]) - decode_halfvec_send(b[7])).max() < 1e-5
 
 
 @pytest.fixture(scope="module")

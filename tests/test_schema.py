@@ -6,7 +6,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from facedb.config import Settings
-from facedb.db.codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, decode_vector_send, face_ids
+from facedb.db.codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, decode_halfvec_send, face_ids
 from facedb.db.database import Database
 from facedb.db.schema import Base
 from facedb.db.sql import SCHEMA_HEAD, embedding_index
@@ -142,7 +142,7 @@ def test_binary_copy_stores_every_field_exactly(new_database_url):
             copy_embeddings(cursor, [EmbeddingRow(i, "1", model, e) for i, e in zip(ids, embeddings)])
             stored = conn.execute(
                 text(
-                    "SELECT f.id, box_x, box_y, box_w, box_h, landmarks, score, vector_send(embedding), e.model, "
+                    "SELECT f.id, box_x, box_y, box_w, box_h, landmarks, score, halfvec_send(embedding), e.model, "
                     "embedding_model_id, thumbnail FROM faces f JOIN face_embeddings e ON e.face_id = f.id ORDER BY id"
                 )
             ).all()
@@ -152,7 +152,8 @@ def test_binary_copy_stores_every_field_exactly(new_database_url):
         ):
             assert (x, y, w, h) == tuple(np.float32(v) for v in row.box)
             assert landmarks == [np.float32(v) for v in row.landmarks] and score == np.float32(row.score)
-            assert np.array_equal(decode_vector_send(raw), vector) and model_id == model and key == "1"
+            stored_at_half = vector.astype(np.float16).astype(np.float32)
+            assert np.array_equal(decode_halfvec_send(raw), stored_at_half) and model_id == model and key == "1"
             assert (None if thumbnail is None else bytes(thumbnail)) == row.thumbnail
     finally:
         database.close()
@@ -239,13 +240,13 @@ def test_0009_moves_the_embeddings_without_recomputing_them_and_back(new_databas
                 text("INSERT INTO face_identities (face_id, identity_id, source) VALUES (:f, :i, 'confirmed')"),
                 {"f": faces[0], "i": person},
             )
-        database.upgrade()
+        database.upgrade("0009")
         with database.engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT face_id, model, embedding_model_id, vector_send(embedding) FROM face_embeddings ORDER BY 1"
                 )
-            ).all()
+            ).all()  # at 0009, before the embeddings went to half precision
             assert [(r[0], r[1], r[2]) for r in rows] == [(f, "20180408-102900", model) for f in faces]
             assert all(np.array_equal(decode_vector_send(r[3]), v) for r, v in zip(rows, vectors))
             assert conn.execute(text("SELECT face_id FROM face_identities")).scalars().all() == [faces[0]]
@@ -255,6 +256,71 @@ def test_0009_moves_the_embeddings_without_recomputing_them_and_back(new_databas
             back = conn.execute(text("SELECT id, vector_send(embedding) FROM faces ORDER BY id")).all()
         assert [r[0] for r in back] == faces
         assert all(np.array_equal(decode_vector_send(r[1]), v) for r, v in zip(back, vectors))
+        database.upgrade()
+    finally:
+        database.close()
+
+
+def decode_vector_send(raw) -> np.ndarray:
+    """pgvector's binary form of a (float4) vector, as the schema stored embeddings before 0010."""
+    return np.frombuffer(raw, dtype=">f4", offset=4).astype(np.float32)
+
+
+def test_0010_stores_the_embeddings_at_half_precision_and_back(new_database_url):
+    """Issue 28: each embedding becomes the halfvec of its float4 values (what its search index
+    already held), its search index is rebuilt and answers; downgrading gives float4 vectors of
+    those values."""
+    database = Database.open(Settings.load(database_url=new_database_url()))
+    rng = np.random.default_rng(10)
+    vectors = rng.normal(size=(3, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    try:
+        database.downgrade("0009")
+        with database.engine.begin() as conn:
+            model = conn.execute(
+                text(
+                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
+                    "VALUES ('facenet', '20180408-102900', 'x', 'p', 512, 'onnxruntime') RETURNING id"
+                )
+            ).scalar()
+            photo = conn.execute(
+                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
+            ).scalar()
+            for v in vectors:
+                face = conn.execute(
+                    text(
+                        "INSERT INTO faces (photo_id, box_x, box_y, box_w, box_h, landmarks, score, thumbnail) "
+                        "VALUES (:p, 0, 0, 1, 1, '{}', 1, NULL) RETURNING id"
+                    ),
+                    {"p": photo},
+                ).scalar()
+                conn.execute(
+                    text(
+                        "INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding) "
+                        "VALUES (:f, '20180408-102900', :m, CAST(:v AS vector))"
+                    ),
+                    {"f": face, "m": model, "v": "[" + ",".join(f"{x:.9g}" for x in v) + "]"},
+                )
+        database.upgrade()
+        halves = vectors.astype(np.float16).astype(np.float32)
+        with database.engine.connect() as conn:
+            stored = conn.execute(text("SELECT halfvec_send(embedding) FROM face_embeddings ORDER BY face_id")).all()
+            assert all(np.array_equal(decode_halfvec_send(r[0]), h) for r, h in zip(stored, halves))
+            conn.execute(text("SET enable_seqscan = off"))
+            plan = "\n".join(
+                conn.execute(
+                    text(
+                        "EXPLAIN SELECT face_id FROM face_embeddings WHERE model = '20180408-102900' "
+                        "ORDER BY embedding::halfvec(512) <-> CAST(:q AS halfvec)::halfvec(512) LIMIT 2"
+                    ),
+                    {"q": "[" + ",".join(f"{x:.9g}" for x in vectors[0]) + "]"},
+                ).scalars()
+            )
+            assert "face_embeddings_hnsw_20180408_102900" in plan, plan
+        database.downgrade("0009")
+        with database.engine.connect() as conn:
+            back = conn.execute(text("SELECT vector_send(embedding) FROM face_embeddings ORDER BY face_id")).all()
+        assert all(np.array_equal(decode_vector_send(r[0]), h) for r, h in zip(back, halves))
         database.upgrade()
     finally:
         database.close()

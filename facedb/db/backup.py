@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from ..errors import FaceDBError, one_line
 from ..names import person_name
 from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-from .codec import decode_vector_send, vector_literal
+from .codec import decode_halfvec_send, vector_literal
 from .store import Store
 
 FORMAT = "facedb-export"
@@ -117,11 +117,11 @@ def export(store: Store, path: Path) -> dict:
                 )
             for r in conn.execute(
                 text(
-                    "SELECT face_id, embedding_model_id, vector_send(embedding) AS raw FROM face_embeddings "
+                    "SELECT face_id, embedding_model_id, halfvec_send(embedding) AS raw FROM face_embeddings "
                     "ORDER BY face_id, model"
                 )
             ).yield_per(2000):
-                vector = decode_vector_send(r.raw).astype("<f4")
+                vector = decode_halfvec_send(r.raw).astype("<f4")
                 write(
                     {
                         "type": "embedding",
@@ -498,7 +498,7 @@ class _Importer:
         inserted = self.conn.execute(
             text("""
             INSERT INTO face_embeddings (face_id, model, embedding_model_id, embedding)
-            SELECT :face, version, id, CAST(:embedding AS vector) FROM embedding_models WHERE id = :model
+            SELECT :face, version, id, CAST(:embedding AS halfvec) FROM embedding_models WHERE id = :model
             ON CONFLICT DO NOTHING"""),
             {"face": face_id, "model": model_id, "embedding": vector_literal(vector)},
         ).rowcount

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from ..calibrate import FaceSample
 from ..results import StoredCalibration
-from .codec import decode_vector_send
+from .codec import decode_halfvec_send
 from .sql import HUMAN_SOURCES_SQL
 from .store import Store
 
@@ -31,7 +31,7 @@ class CalibrationStore:
             rows = conn.execute(
                 text(f"""
                 SELECT f.id, coalesce(fi.identity_id, -1) AS identity_id, p.content_hash,
-                       vector_send(e.embedding) AS raw
+                       halfvec_send(e.embedding) AS raw
                 FROM faces f JOIN face_embeddings e ON e.face_id = f.id JOIN photos p ON p.id = f.photo_id
                 LEFT JOIN face_identities fi ON fi.face_id = f.id
                 LEFT JOIN identities i ON i.id = fi.identity_id
@@ -66,7 +66,7 @@ class CalibrationStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(f"""
-                SELECT f.id, r.identity_id, p.content_hash, vector_send(e.embedding) AS raw
+                SELECT f.id, r.identity_id, p.content_hash, halfvec_send(e.embedding) AS raw
                 FROM face_rejections r JOIN faces f ON f.id = r.face_id JOIN photos p ON p.id = f.photo_id
                 JOIN face_embeddings e ON e.face_id = f.id
                 WHERE {_SAME_MODEL}
@@ -131,5 +131,5 @@ def _face_sample(rows) -> FaceSample:
         np.array([r.id for r in rows], np.int64),
         np.array([r.identity_id for r in rows], np.int64),
         [r.content_hash for r in rows],
-        np.stack([decode_vector_send(r.raw) for r in rows]) if rows else np.zeros((0, 0), np.float32),
+        np.stack([decode_halfvec_send(r.raw) for r in rows]) if rows else np.zeros((0, 0), np.float32),
     )

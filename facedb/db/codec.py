@@ -82,9 +82,9 @@ def encode_embedding_rows(rows: Iterable[EmbeddingRow]) -> bytes:
     parts = [_COPY_HEADER]
     for row in rows:
         model = row.model.encode()
-        embedding = np.asarray(row.embedding, ">f4")
+        embedding = np.asarray(row.embedding, ">f2")  # halfvec's binary form: dimension, unused, halves
         parts.append(struct.pack(">hiqi", 4, 8, row.face_id, len(model)) + model)
-        parts.append(struct.pack(">ihihh", 2, row.embedding_model_id, 4 + 4 * len(embedding), len(embedding), 0))
+        parts.append(struct.pack(">ihihh", 2, row.embedding_model_id, 4 + 2 * len(embedding), len(embedding), 0))
         parts.append(embedding.tobytes())
     parts.append(struct.pack(">h", -1))
     return b"".join(parts)
@@ -111,6 +111,7 @@ def face_ids(cursor, count: int) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def decode_vector_send(raw: bytes | memoryview) -> np.ndarray:
-    """pgvector's binary form (vector_send): int16 dimension, int16 unused, big-endian float4s."""
-    return np.frombuffer(raw, dtype=">f4", offset=4).astype(np.float32)
+def decode_halfvec_send(raw: bytes | memoryview) -> np.ndarray:
+    """pgvector's binary form of a halfvec (halfvec_send, how embeddings are stored): int16
+    dimension, int16 unused, big-endian halves; as float32 (exactly the stored values)."""
+    return np.frombuffer(raw, dtype=">f2", offset=4).astype(np.float32)

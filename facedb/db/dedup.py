@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 
 from ..dedup import DedupFace, DedupPhoto
-from .codec import decode_vector_send
+from .codec import decode_halfvec_send
 from .sql import INDEXED_SQL
 from .store import Store, nearest_to, of_model
 
@@ -136,14 +136,14 @@ class DedupStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, vector_send(e.embedding) AS raw FROM faces f "
+                    "SELECT id, photo_id, box_x, box_y, box_w, box_h, halfvec_send(e.embedding) AS raw FROM faces f "
                     "JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model "
                     "WHERE photo_id = ANY(:photos) OR id = ANY(:faces) ORDER BY id"
                 ),
                 {"photos": list(photo_ids), "faces": list(face_ids), "model": self.model},
             ).all()
         return [
-            DedupFace(r.id, r.photo_id, (r.box_x, r.box_y, r.box_w, r.box_h), decode_vector_send(r.raw)) for r in rows
+            DedupFace(r.id, r.photo_id, (r.box_x, r.box_y, r.box_w, r.box_h), decode_halfvec_send(r.raw)) for r in rows
         ]
 
     def thumbnails(self, face_ids: Sequence[int]) -> dict[int, bytes]:

@@ -119,7 +119,7 @@ class EmbeddingStore:
             try:
                 cursor.execute(
                     "CREATE TEMP TABLE staged_embeddings (face_id bigint, model text, embedding_model_id smallint, "
-                    "embedding vector) ON COMMIT DROP"
+                    "embedding halfvec) ON COMMIT DROP"
                 )
                 cursor.copy_expert(
                     "COPY staged_embeddings FROM STDIN WITH (FORMAT binary)", io.BytesIO(encode_embedding_rows(rows))

@@ -43,7 +43,7 @@ class IntegrityStore:
                     for r in conn.execute(
                         text(
                             "SELECT DISTINCT face_id FROM face_embeddings "
-                            "WHERE abs(vector_norm(embedding) - 1) > 0.01 ORDER BY face_id"
+                            "WHERE abs(l2_norm(embedding) - 1) > 0.01 ORDER BY face_id"
                         )
                     )
                 ],

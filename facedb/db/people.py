@@ -12,7 +12,7 @@ from ..dedup import SAME_FACE_DISTANCE, distinct_count, picture_pairs
 from ..faces import Box
 from ..people import ClusterInputs, PersonFace
 from ..results import ListedFace, PersonSummary
-from .codec import decode_vector_send
+from .codec import decode_halfvec_send
 from .sql import SYSTEM_SOURCES_SQL
 from .store import Store
 
@@ -28,7 +28,7 @@ class PeopleStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text("""
-                SELECT f.id, f.photo_id, vector_send(e.embedding) AS raw, fi.identity_id, fi.source,
+                SELECT f.id, f.photo_id, halfvec_send(e.embedding) AS raw, fi.identity_id, fi.source,
                        p.content_hash, p.phash
                 FROM faces f JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model
                 JOIN photos p ON p.id = f.photo_id LEFT JOIN face_identities fi ON fi.face_id = f.id
@@ -41,7 +41,7 @@ class PeopleStore:
             ]
             identities = conn.execute(text("SELECT id, name, hidden FROM identities")).all()
         names: dict[int, str | None] = {r.id: r.name for r in identities}
-        vectors = np.stack([decode_vector_send(r.raw) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+        vectors = np.stack([decode_halfvec_send(r.raw) for r in rows]) if rows else np.zeros((0, 0), np.float32)
         return ClusterInputs(
             face_ids=np.array([r.id for r in rows], np.int64),
             photo_ids=np.array([r.photo_id for r in rows], np.int64),
@@ -179,10 +179,10 @@ class PeopleStore:
         }
         wanted = sorted({faces[p][i][0] for p, pairs in candidates.items() for pair in pairs for i in pair})
         vectors = {
-            r.id: decode_vector_send(r.raw)
+            r.id: decode_halfvec_send(r.raw)
             for r in conn.execute(
                 text(
-                    "SELECT face_id AS id, vector_send(embedding) AS raw FROM face_embeddings "
+                    "SELECT face_id AS id, halfvec_send(embedding) AS raw FROM face_embeddings "
                     "WHERE face_id = ANY(:ids) AND model = :model"
                 ),
                 {"ids": wanted, "model": model},
@@ -207,7 +207,7 @@ class PeopleStore:
             rows = conn.execute(
                 text("""
                 SELECT f.id, f.photo_id, p.path, f.box_x, f.box_y, f.box_w, f.box_h, fi.source,
-                       vector_send(e.embedding) AS raw, p.taken_at
+                       halfvec_send(e.embedding) AS raw, p.taken_at
                 FROM face_identities fi JOIN faces f ON f.id = fi.face_id JOIN photos p ON p.id = f.photo_id
                 LEFT JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model
                 WHERE fi.identity_id = :id ORDER BY f.id"""),
@@ -220,7 +220,7 @@ class PeopleStore:
                 r.path,
                 (r.box_x, r.box_y, r.box_w, r.box_h),
                 r.source,
-                None if r.raw is None else decode_vector_send(r.raw),
+                None if r.raw is None else decode_halfvec_send(r.raw),
                 r.taken_at,
             )
             for r in rows

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pgvector.sqlalchemy import HALFVEC, Vector
+from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import (
     REAL,
     BigInteger,
@@ -120,7 +120,7 @@ class FaceEmbedding(Base):
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
     model: Mapped[str] = mapped_column(Text, primary_key=True)
     embedding_model_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("embedding_models.id"))
-    embedding = mapped_column(Vector(), nullable=False)
+    embedding = mapped_column(HALFVEC(), nullable=False)  # the precision search needs (migration 0010)
 
     __table_args__ = (Index("ix_face_embeddings_model", "model", "face_id"),)
 

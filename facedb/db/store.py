@@ -356,17 +356,17 @@ class Store:
                 rows = conn.execute(
                     text(f"""
                     SELECT fi.identity_id, i.name, fi.source, e.face_id,
-                           e.embedding <-> CAST(:q AS vector) AS distance
+                           e.embedding::vector <-> CAST(:q AS vector) AS distance
                     FROM face_embeddings e
                     JOIN face_identities fi ON fi.face_id = e.face_id
                     JOIN identities i ON i.id = fi.identity_id
                     WHERE {of_model("e", model)}
-                    ORDER BY {nearest_to("e.embedding", "CAST(:q AS vector)", len(embedding))}
+                    ORDER BY {nearest_to("e.embedding", "CAST(:q AS halfvec)", len(embedding))}
                     LIMIT :limit"""),
                     {"q": query, "limit": limit},
                 ).all()
                 best: dict[int, NearestIdentity] = {}
-                for r in rows:  # ordered at half precision; the distances are exact
+                for r in rows:  # ordered by the index; distances from the stored halves to the query as it is
                     if r.identity_id not in best or r.distance < best[r.identity_id].distance:
                         best[r.identity_id] = NearestIdentity(
                             r.identity_id, r.name, float(r.distance), r.face_id, r.source
@@ -386,7 +386,7 @@ class Store:
                 for r in conn.execute(
                     text(
                         f"SELECT face_id FROM face_embeddings e WHERE {of_model('e', model)} "
-                        f"ORDER BY {nearest_to('e.embedding', 'CAST(:q AS vector)', len(embedding))} LIMIT :k"
+                        f"ORDER BY {nearest_to('e.embedding', 'CAST(:q AS halfvec)', len(embedding))} LIMIT :k"
                     ),
                     {"q": vector_literal(embedding), "k": k},
                 )
@@ -402,7 +402,7 @@ class Store:
             rows = conn.execute(
                 text("""
                 SELECT fi.identity_id,
-                       count(*) FILTER (WHERE e.embedding <-> CAST(:q AS vector) <= :threshold) AS near,
+                       count(*) FILTER (WHERE e.embedding::vector <-> CAST(:q AS vector) <= :threshold) AS near,
                        count(*) AS total
                 FROM face_identities fi JOIN face_embeddings e ON e.face_id = fi.face_id AND e.model = :model
                 WHERE fi.identity_id = ANY(:ids)
