@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from serving import serving
 
 from facedb import FaceDB, Settings  # noqa: E402
 from facedb import samples as photos
@@ -104,25 +102,10 @@ def main() -> None:
         (found,) = facedb.faces_in([query])
         embedding = [float(v) for v in found.faces[0].embedding]
         facedb.close()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "facedb", "--home", str(home), "serve", "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+        with serving(["--home", str(home)], env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as (
+            _,
+            url,
+        ):
             headers = {"X-API-Key": key}
             image = query.read_bytes()
 
@@ -159,9 +142,6 @@ def main() -> None:
                 args.seconds,
             )
             hammer(url, [[(search, phases["search_only"])]] * args.clients, args.seconds)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
     figures = {name: latencies.figures() for name, latencies in phases.items()}
     for name, result in figures.items():
         print(

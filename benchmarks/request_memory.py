@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import psutil
 from PIL import Image
+from serving import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,14 +34,6 @@ def black_png(pixels: float) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (side, side), 0).save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run(checkout: Path, pixels: float, clients: int, copies: int, settle: float) -> dict:
@@ -56,19 +49,7 @@ def run(checkout: Path, pixels: float, clients: int, copies: int, settle: float)
             text=True,
             check=True,
         ).stdout.strip()
-        port = free_port()
-        server = subprocess.Popen(
-            [*facedb, "serve", "--port", str(port)], cwd=checkout, env=env, stdout=subprocess.DEVNULL
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(1200):
-                try:
-                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
+        with serving(["--home", home], env, cwd=checkout, stdout=subprocess.DEVNULL) as (server, url):
             process = psutil.Process(server.pid)
             time.sleep(1.0)
             idle = process.memory_info().rss
@@ -103,9 +84,6 @@ def run(checkout: Path, pixels: float, clients: int, copies: int, settle: float)
             done.set()
             sampler.join()
             after = process.memory_info().rss
-        finally:
-            server.terminate()
-            server.wait(60)
     mib = 2**20
     return {
         "checkout": str(checkout),

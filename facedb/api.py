@@ -945,11 +945,8 @@ class FaceDB:
         key = embedder_spec(model or self.model)["key"]
         embeddings = EmbeddingStore(self.store)
         embedder = self.embedder_of(key)
-        margin, max_pixels, max_decoded = (
-            self.settings.face_margin,
-            self.settings.max_pixels,
-            self.settings.max_decoded_pixels,
-        )
+        margin = self.settings.face_margin
+        pixel_limits = (self.settings.max_pixels, self.settings.max_decoded_pixels)
         preprocessing = embedder.preprocessing(margin)
         faces, _ = embeddings.counts()
         todo, _ = embeddings.lacking(key, preprocessing)
@@ -961,7 +958,7 @@ class FaceDB:
                 data, digest = read_file(Path(photo.path))
                 if photo.content_hash and digest != photo.content_hash:
                     raise ImageError("changed since it was indexed (run `facedb index` on it again)")
-                photo_pixels = decode(data, max_pixels, max_decoded)
+                photo_pixels = decode(data, *pixel_limits)
             except ImageError as exc:
                 return [], [], str(exc)
             detections = [

@@ -319,13 +319,15 @@ def create_app(
     # as they are, enrolled uploads by their name; the rest of the machine's layout never.
     showable = sorted({os.path.abspath(r) for r in roots} | {str(r) for r in served_roots})
     upload_folders = sorted({os.path.abspath(uploads), os.path.realpath(uploads)})
+    inside_roots = tuple(os.path.join(root, "") for root in showable)
+    inside_uploads = tuple(os.path.join(folder, "") for folder in upload_folders)
 
     def shown(path: str | None) -> str | None:
-        if path is None or any(path.startswith(os.path.join(root, "")) for root in showable):
+        if path is None or path.startswith(inside_roots):
             return path
-        for folder in upload_folders:
-            if path.startswith(os.path.join(folder, "")):
-                return "uploads/" + path[len(os.path.join(folder, "")) :]
+        for folder in inside_uploads:
+            if path.startswith(folder):
+                return "uploads/" + path[len(folder) :]
         return NOT_SHOWN
 
     def shown_faces(answer: ShownFaces) -> ShownFaces:

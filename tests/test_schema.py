@@ -216,15 +216,7 @@ def test_0009_moves_the_embeddings_without_recomputing_them_and_back(new_databas
     try:
         database.downgrade("0008")
         with database.engine.begin() as conn:
-            model = conn.execute(
-                text(
-                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
-                    "VALUES ('facenet', '20180408-102900', 'x', 'p', 512, 'onnxruntime') RETURNING id"
-                )
-            ).scalar()
-            photo = conn.execute(
-                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
-            ).scalar()
+            model, photo = _facenet_model_and_photo(conn)
             faces = [
                 conn.execute(
                     text(
@@ -261,6 +253,18 @@ def test_0009_moves_the_embeddings_without_recomputing_them_and_back(new_databas
         database.close()
 
 
+def _facenet_model_and_photo(conn) -> tuple[int, int]:
+    """The ids of a FaceNet model row and of a photo, for faces stored by hand."""
+    model = conn.execute(
+        text(
+            "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
+            "VALUES ('facenet', '20180408-102900', 'x', 'p', 512, 'onnxruntime') RETURNING id"
+        )
+    ).scalar()
+    photo = conn.execute(text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")).scalar()
+    return model, photo
+
+
 def decode_vector_send(raw) -> np.ndarray:
     """pgvector's binary form of a (float4) vector, as the schema stored embeddings before 0010."""
     return np.frombuffer(raw, dtype=">f4", offset=4).astype(np.float32)
@@ -277,15 +281,7 @@ def test_0010_stores_the_embeddings_at_half_precision_and_back(new_database_url)
     try:
         database.downgrade("0009")
         with database.engine.begin() as conn:
-            model = conn.execute(
-                text(
-                    "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension, runtime) "
-                    "VALUES ('facenet', '20180408-102900', 'x', 'p', 512, 'onnxruntime') RETURNING id"
-                )
-            ).scalar()
-            photo = conn.execute(
-                text("INSERT INTO photos (path, status) VALUES ('/a.jpg', 'indexed') RETURNING id")
-            ).scalar()
+            model, photo = _facenet_model_and_photo(conn)
             for v in vectors:
                 face = conn.execute(
                     text(
