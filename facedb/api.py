@@ -62,6 +62,7 @@ from .results import (
     ReembedSummary,
     Rejected,
     Renamed,
+    ReplicaStatus,
     SchemaRevision,
     SplitPart,
     SplitResult,
@@ -864,9 +865,15 @@ class FaceDB:
         return self.people_store.resolve(person)
 
     # ---- integrity ----------------------------------------------------------------------
-    def check(self, *, fix: bool = False) -> CheckResult:
-        """What is wrong with the store (nothing changes), and with fix=True the safe repairs."""
-        integrity = IntegrityStore(self.store, {key: int(spec["dimension"]) for key, spec in embedder_specs().items()})
+    def check(self, *, fix: bool = False, on_progress: Callable[[str], None] | None = None) -> CheckResult:
+        """What is wrong with the store (nothing changes), and with fix=True the safe repairs
+        (`on_progress` hears how a search index build goes)."""
+        integrity = IntegrityStore(
+            self.store,
+            {key: int(spec["dimension"]) for key, spec in embedder_specs().items()},
+            self.settings.search_index,
+            on_progress,
+        )
         problems = integrity.problems()
         result = CheckResult(problems={k: v for k, v in problems.items() if v})
         if fix and result.problems:
@@ -1017,6 +1024,7 @@ class FaceDB:
             model=self.model,
             threshold=self.threshold(),
             failures=self.failures() if with_failures else None,
+            replicas=[ReplicaStatus(**r) for r in self.database.reads.status()],
         )
 
     def failures(self) -> list[StoredFailure]:

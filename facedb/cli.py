@@ -698,6 +698,13 @@ def status(context: Context, errors: bool, as_json: bool) -> None:
     click.echo(f"identities: {status.identities}")
     click.echo(f"model:      {status.model}")
     click.echo(f"threshold:  {_threshold_label(status.threshold)}")
+    for replica in status.replicas:
+        state = (
+            f"answers, {replica.behind_s or 0:.1f} s behind"
+            if replica.answers
+            else f"does not answer: {replica.reason}"
+        )
+        click.echo(f"replica:    {replica.url} ({state})")
     for failure in status.failures or []:
         click.echo(f"failed: {failure.path}: {failure.reason}")
 
@@ -811,10 +818,12 @@ def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> Non
 @cli.command()
 @click.option("--fix", is_flag=True, help="Repair what is safe to repair (missing files are only reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @pass_context
-def check(context: Context, fix: bool, as_json: bool) -> None:
-    """Verify the store: faces and photos agree, embeddings are sound, files exist, indexes are valid."""
-    result = context.facedb.check(fix=fix)
+def check(context: Context, fix: bool, as_json: bool, quiet: bool) -> None:
+    """Verify the store: faces and photos agree, embeddings are sound, files exist, indexes are
+    valid and of the kind FACEDB_SEARCH_INDEX chooses (--fix builds it; searches go on meanwhile)."""
+    result = context.facedb.check(fix=fix, on_progress=None if quiet else (lambda m: click.echo(m, err=True)))
     remaining = result.after if fix and result.after is not None else result.problems
     if as_json:
         _print_json(result)
@@ -1271,23 +1280,67 @@ def bench_detect(
 @click.option("--per-person", default=10, show_default=True, type=click.IntRange(2, 1000))
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(10, 100_000))
 @click.option("--ef-search", "ef_values", default="40,100", show_default=True, help="Comma-separated values to try.")
+@click.option(
+    "--index",
+    "kinds",
+    default="halfvec,binary",
+    show_default=True,
+    help="Comma-separated search index kinds to build and measure, in turn.",
+)
+@click.option(
+    "--clients", default="1,4", show_default=True, help="Comma-separated numbers of clients searching at once."
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the temporary database (ten million faces take about 40 GB) [default: the system's temporary folder].",
+)
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
-def bench_search(faces: int, per_person: int, queries: int, ef_values: str, json_file: str | None) -> None:
-    """Who-is-this search on synthetic clustered embeddings, in a temporary embedded database."""
+def bench_search(
+    faces: int,
+    per_person: int,
+    queries: int,
+    ef_values: str,
+    kinds: str,
+    clients: str,
+    home: Path | None,
+    json_file: str | None,
+) -> None:
+    """Who-is-this search on synthetic clustered embeddings, in a temporary embedded database:
+    load, then for each index kind its build, bytes a face, memory, latency and recall."""
     from .bench import search
+    from .config import SEARCH_INDEX_KINDS
 
-    try:
-        ef_list = [int(v) for v in ef_values.split(",")]
-    except ValueError:
+    ef_list, client_list = _numbers(ef_values, "--ef-search"), _numbers(clients, "--clients")
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not kind_list or any(k not in SEARCH_INDEX_KINDS for k in kind_list):
         raise click.BadParameter(
-            f"{ef_values!r} is not a comma-separated list of numbers", param_hint="--ef-search"
-        ) from None
+            f"{kinds!r}: each must be one of {', '.join(SEARCH_INDEX_KINDS)}", param_hint="--index"
+        )
     report = search.run(
-        faces, per_person, queries, ef_list, progress=lambda m: click.echo(m, err=True), figures=click.echo
+        faces,
+        per_person,
+        queries,
+        ef_list,
+        kind_list,
+        client_list,
+        progress=lambda m: click.echo(m, err=True),
+        figures=click.echo,
+        home=home,
     )
     if json_file:
         Path(json_file).write_text(json.dumps(report, indent=2))
     click.echo(json.dumps(report))
+
+
+def _numbers(values: str, option: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in values.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{values!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if any(n < 1 for n in numbers):
+        raise click.BadParameter(f"{values!r}: each must be 1 or more", param_hint=option)
+    return numbers
 
 
 @cli.group()

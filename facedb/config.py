@@ -25,6 +25,9 @@ DEFAULT_CLUSTER_MIN_SIZE = 3
 DEFAULT_PROPOSE_THRESHOLD = 0.90
 
 RUNTIMES = ("onnxruntime", "tensorflow")
+# The search index's kinds (facedb/db/sql.py says what each costs); "auto" chooses by size.
+SEARCH_INDEX_KINDS = ("halfvec", "binary")
+SEARCH_INDEX_CHOICES = ("auto", *SEARCH_INDEX_KINDS)
 
 
 def _default_home() -> Path:
@@ -39,6 +42,9 @@ def _default_model_cache() -> Path:
 class Settings:
     home: Path = field(default_factory=_default_home)
     database_url: str | None = None
+    # Streaming replicas of that database (comma-separated URLs): who, search and listings
+    # read from one that has replayed this process's writes, else from the primary.
+    read_urls: str = ""
     model_cache: Path = field(default_factory=_default_model_cache)
     # The embedding model (a key of models/manifest.json, `facedb models`); None: the database's
     # default (`facedb models default NAME`), which a new database takes from the manifest.
@@ -69,6 +75,10 @@ class Settings:
     # Photos detected at once (the threads share MTCNN's graphs); two beat one on 2 cores (3.5 s vs 4.2 s).
     detect_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     write_batch_photos: int = 32
+    # Each model's search index: "halfvec" (HNSW at half precision), "binary" (HNSW on one bit a
+    # dimension, its candidates re-ranked on the stored embeddings: a quarter of the memory), or
+    # "auto": binary from 2,000,000 faces of a model on. `facedb check --fix` builds the one chosen.
+    search_index: str = "auto"
     # Names in the photos' XMP face tags (MWG and Microsoft regions, embedded or in sidecars,
     # as digiKam, Lightroom and others write them) confirm the detected faces they overlap.
     read_face_tags: bool = True
@@ -133,6 +143,11 @@ class Settings:
         if values.get("runtime", "onnxruntime") not in RUNTIMES:
             raise SettingError(
                 f"setting runtime (FACEDB_RUNTIME): {values['runtime']!r} is not one of {', '.join(RUNTIMES)}"
+            )
+        if values.get("search_index", "auto") not in SEARCH_INDEX_CHOICES:
+            raise SettingError(
+                f"setting search_index (FACEDB_SEARCH_INDEX): {values['search_index']!r} is not one of "
+                + ", ".join(SEARCH_INDEX_CHOICES)
             )
         return cls(**values)
 

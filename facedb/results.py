@@ -455,6 +455,15 @@ class Status(Result):
     model: str  # the embedding model in use (the database's default unless --model / FACEDB_MODEL)
     threshold: ThresholdInForce
     failures: list[StoredFailure] | None = None  # when asked for (`status --errors`)
+    replicas: list[ReplicaStatus] = []  # FACEDB_READ_URLS
+
+
+class ReplicaStatus(Result):
+    url: str  # without its password
+    answers: bool
+    standby: bool | None = None  # replaying the primary's WAL (a streaming replica)
+    behind_s: float | None = None  # since the last transaction it replayed was committed
+    reason: str | None = None  # why it does not answer
 
 
 class ModelInfo(Result):

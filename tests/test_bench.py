@@ -1,16 +1,21 @@
 """The search benchmark's harness works (figures are printed by `facedb bench search`, never asserted)."""
 
 import numpy as np
+import pytest
 
 from facedb import bench
 from facedb import samples as photos
 from facedb.bench import ingest
 from facedb.config import Settings
+from facedb.db import search_index, synthetic
 from facedb.db.database import Database
+from facedb.db.sql import embedding_index
 
 
 def test_synthetic_faces_are_spread_like_real_ones():
-    vectors, person, centres = bench.synthetic_faces(200, 4)
+    archive = bench.SyntheticFaces(200, 4)
+    vectors = archive.all()
+    person = archive.person_of(np.arange(len(vectors)))
     assert vectors.shape == (800, 512) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
     pairs = np.triu_indices(len(vectors), 1)
@@ -19,16 +24,30 @@ def test_synthetic_faces_are_spread_like_real_ones():
     # measured on the FaceNet faces of the test photos: 0.63 +- 0.17 and 1.38 +- 0.10 (1st percentile 1.09)
     assert 0.55 < genuine.mean() < 0.75 and genuine.std() > 0.05
     assert 1.3 < impostor.mean() < 1.45 and 0.08 < impostor.std() < 0.14 and np.percentile(impostor, 1) > 1.0
+    assert archive.spread_measured(50)["same_mean"] == pytest.approx(genuine.mean(), abs=0.05)
+    # made block by block, the same faces whoever asks
+    assert np.array_equal(bench.SyntheticFaces(200, 4).block(0), vectors[:800])
 
 
-def test_load_and_measure_on_a_small_database(new_database_url):
+def test_load_and_measure_each_index_kind_on_a_small_database(new_database_url):
     database = Database.open(Settings.load(database_url=new_database_url()))
     try:
-        vectors, person, centres = bench.synthetic_faces(200, 5)
-        timings = bench.load(database, vectors, person, say=lambda message: None)
-        assert timings["index_mb"] > 0
-        result = bench.measure(database, vectors, person, centres, queries=20, ef_search=40)
-        assert result["identity_recall_at_1"] == 1.0 and result["face_recall_at_10"] >= 0.9
+        archive = bench.SyntheticFaces(300, 5)
+        probes, _ = archive.probes(20)
+        exact = bench.ExactNeighbours(probes, 10)
+        for block in archive.blocks():
+            exact.add(block)
+        loaded = synthetic.load_faces(database, archive.blocks(), archive.faces, archive.people, say=lambda m: None)
+        for kind in ("halfvec", "binary"):
+            search_index.build(database.engine, bench.search.MODEL, 512, kind, archive.faces)
+            sizes = synthetic.relation_sizes(database)
+            assert sizes[embedding_index(bench.search.MODEL)] > 0
+            for clients in (1, 3):
+                result = bench.measure(
+                    database, archive, probes, exact.ids, loaded["first_identity"], ef_search=40, clients=clients
+                )
+                assert result["identity_recall_at_1"] == 1.0 and result["face_recall_at_10"] >= 0.9
+                assert result["p99_ms"] >= result["p50_ms"] > 0 and result["per_second"] > 0
     finally:
         database.close()
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import DatabaseUnavailable
+from .replicas import Reads
 from .sql import SCHEMA_HEAD
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Database:
     engine: Engine
     url: str
     embedded: bool
+    reads: Reads
 
     @classmethod
     def open(cls, settings: Settings, migrate: bool = True) -> Database:
@@ -63,7 +65,9 @@ class Database:
             engine.dispose()
             reason = " ".join(str(getattr(exc, "orig", exc)).split())
             raise DatabaseUnavailable(f"cannot connect to the database at {safe_url(url)}: {reason}") from None
-        database = cls(engine=engine, url=url, embedded=embedded)
+        read_urls = [normalise_url(u.strip()) for u in settings.read_urls.split(",") if u.strip()]
+        reads = Reads(engine, read_urls, [safe_url(u) for u in read_urls])
+        database = cls(engine=engine, url=url, embedded=embedded, reads=reads)
         if migrate and database.stored_revision() != SCHEMA_HEAD:
             database.upgrade()
         return database
@@ -116,6 +120,7 @@ class Database:
         return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
 
     def close(self) -> None:
+        self.reads.close()
         self.engine.dispose()
 
 

@@ -8,8 +8,9 @@ from sqlalchemy import text
 
 from ..dedup import DedupFace, DedupPhoto
 from .codec import decode_halfvec_send
+from .search_index import search_index
 from .sql import INDEXED_SQL
-from .store import Store, nearest_to, of_model
+from .store import Store, of_model
 
 
 class DedupStore:
@@ -112,18 +113,21 @@ class DedupStore:
         """Faces in different photos within `radius` of each other: each face's k nearest, via
         the HNSW index (one index probe per face, not all pairs)."""
         with self.engine.begin() as conn:
-            Store._tune_search(conn, max(40, k * 4))
+            index = search_index(conn, self.model, self.dimension)
+            Store._tune_search(conn, max(40, k * 4, index.candidates(k)))
             rows = conn.execute(
                 text(f"""
                 SELECT f.id, n.id, n.d FROM faces f JOIN photos p ON p.id = f.photo_id
                 JOIN face_embeddings e ON e.face_id = f.id AND {of_model("e", self.model)}
                 CROSS JOIN LATERAL (
-                    SELECT g.id, h.embedding <-> e.embedding AS d
-                    FROM face_embeddings h JOIN faces g ON g.id = h.face_id JOIN photos q ON q.id = g.photo_id
-                    WHERE {of_model("h", self.model)} AND g.photo_id <> f.photo_id {self._scope("q", prefixes)}
-                    ORDER BY {nearest_to("h.embedding", "e.embedding", self.dimension)} LIMIT :k) n
+                    SELECT c.id, c.embedding <-> e.embedding AS d FROM (
+                        SELECT g.id, h.embedding
+                        FROM face_embeddings h JOIN faces g ON g.id = h.face_id JOIN photos q ON q.id = g.photo_id
+                        WHERE {of_model("h", self.model)} AND g.photo_id <> f.photo_id {self._scope("q", prefixes)}
+                        ORDER BY {index.order("h.embedding", "e.embedding")} LIMIT :candidates) c
+                    ORDER BY d LIMIT :k) n
                 WHERE n.d <= :radius {self._scope("p", prefixes)}"""),
-                self._params(prefixes) | {"k": k, "radius": radius},
+                self._params(prefixes) | {"k": k, "candidates": index.candidates(k), "radius": radius},
             ).all()
         pairs = {}
         for a, b, d in rows:

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
-from .sql import FAILED_SQL, INDEXED_SQL, embedding_index, embedding_index_ddl, embedding_index_parts
+from . import search_index
+from .sql import FAILED_SQL, INDEXED_SQL, embedding_index
 from .store import Store
 
 
 class IntegrityStore:
     """`facedb check`: what is wrong with the store, and the repairs that are safe."""
 
-    def __init__(self, store: Store, models: dict[str, int]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models: dict[str, int],
+        search_index_setting: str = "auto",
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.engine = store.engine
         self.models = models  # model key -> dimension: each has its search index
+        self.search_index_setting = search_index_setting  # FACEDB_SEARCH_INDEX
+        self.say = say  # progress of long repairs (an index build)
 
     def problems(self) -> dict[str, list]:
         with self.engine.connect() as conn:
@@ -79,24 +89,41 @@ class IntegrityStore:
                     JOIN pg_class t ON t.oid = x.indrelid
                     WHERE t.relname IN ('photos', 'faces', 'face_embeddings', 'identities', 'face_identities',
                                         'face_rejections')
-                    AND NOT (x.indisvalid AND x.indisready)""")
+                    AND NOT (x.indisvalid AND x.indisready)
+                    AND c.relname NOT LIKE '%\\_building'""")
                     )
                 ],
             }
             found["missing_embedding_index"] = []
             found["wrong_embedding_index"] = []
+            found["search_index_kind"] = []
             for model, dimension in self.models.items():
-                definition = conn.execute(
-                    text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": embedding_index(model)}
-                ).scalar()
+                definition = search_index.definition(conn, model)
                 if definition is None:
                     found["missing_embedding_index"].append(embedding_index(model))
+                    continue
+                have = search_index.kind_of(definition)
                 # an index of the same name on another expression leaves every search a sequential scan
-                elif not all(part in definition for part in embedding_index_parts(model, dimension)):
+                if not all(part in definition for part in search_index.parts(model, dimension, have)):
                     found["wrong_embedding_index"].append(definition)
+                    continue
+                faces = self._faces_of(conn, model)
+                want = search_index.kind_wanted(self.search_index_setting, faces)
+                if have != want:
+                    found["search_index_kind"].append(
+                        f"{embedding_index(model)}: {have}, FACEDB_SEARCH_INDEX={self.search_index_setting} "
+                        f"chooses {want} for {faces:,} faces"
+                    )
             paths = conn.execute(text(f"SELECT id, path FROM photos WHERE status = {INDEXED_SQL} ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
         return found
+
+    @staticmethod
+    def _faces_of(conn: Connection, model: str) -> int:
+        # through ix_face_embeddings_model: an index-only scan, no embedding read
+        return conn.execute(
+            text("SELECT count(*) FROM face_embeddings WHERE model = :model"), {"model": model}
+        ).scalar_one()
 
     def repair(self, problems: dict[str, list]) -> dict[str, int]:
         """Only what cannot lose anything: recount faces, drop faces of failed photos and empty
@@ -119,21 +146,23 @@ class IntegrityStore:
                 done["empty_unnamed_people"] = conn.execute(
                     text("DELETE FROM identities WHERE id = ANY(:ids)"), {"ids": problems["empty_unnamed_people"]}
                 ).rowcount
-            # missing: the index names; wrong: their definitions, "CREATE INDEX <name> ON ..."
-            broken = set(problems.get("missing_embedding_index", []))
-            broken |= {
-                found.group(1)
-                for definition in problems.get("wrong_embedding_index", [])
-                if (found := re.search(r"INDEX (\S+) ON", definition))
-            }
-            for model, dimension in self.models.items():
-                if embedding_index(model) in broken:
-                    conn.execute(text(f"DROP INDEX IF EXISTS {embedding_index(model)}"))
-                    conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
-                    conn.execute(text(embedding_index_ddl(model, dimension)))
-            for kind in ("missing_embedding_index", "wrong_embedding_index"):
-                if problems.get(kind):
-                    done[kind] = len(problems[kind])
+        # missing: the index names; wrong: their definitions, "CREATE INDEX <name> ON ..."; kind: "<name>: ..."
+        rebuild = set(problems.get("missing_embedding_index", []))
+        rebuild |= {
+            found.group(1)
+            for definition in problems.get("wrong_embedding_index", [])
+            if (found := re.search(r"INDEX (\S+) ON", definition))
+        }
+        rebuild |= {line.split(":")[0] for line in problems.get("search_index_kind", [])}
+        for model, dimension in self.models.items():
+            if embedding_index(model) in rebuild:
+                with self.engine.connect() as conn:
+                    faces = self._faces_of(conn, model)
+                kind = search_index.kind_wanted(self.search_index_setting, faces)
+                search_index.build(self.engine, model, dimension, kind, faces, self.say)
+        for kind in ("missing_embedding_index", "wrong_embedding_index", "search_index_kind"):
+            if problems.get(kind):
+                done[kind] = len(problems[kind])
         for name in problems["invalid_indexes"]:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text(f'REINDEX INDEX "{name}"'))  # a name read from pg_class, not from a user

@@ -22,6 +22,7 @@ class PeopleStore:
 
     def __init__(self, store: Store, model: str) -> None:
         self.engine = store.engine
+        self.reads = store.reads  # listings may come from a replica
         self.model = model  # whose embeddings clustering, centres and copies are measured with
 
     def cluster_inputs(self) -> ClusterInputs:
@@ -111,7 +112,7 @@ class PeopleStore:
         assigned, and a representative face: the one nearest the person's centre (pgvector's
         avg of the embeddings), with `within` of those whose photos lie in those folders."""
         prefixes = None if within is None else [os.path.join(folder, "") for folder in within]
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 text("""
                 WITH members AS (
@@ -203,7 +204,7 @@ class PeopleStore:
         }
 
     def person_faces(self, identity_id: int) -> list[PersonFace]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 text("""
                 SELECT f.id, f.photo_id, p.path, f.box_x, f.box_y, f.box_w, f.box_h, fi.source,
@@ -261,7 +262,7 @@ class PeopleStore:
         joined = """faces f JOIN photos p ON p.id = f.photo_id
                     LEFT JOIN face_identities fi ON fi.face_id = f.id
                     LEFT JOIN identities i ON i.id = fi.identity_id"""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             total = conn.execute(text(f"SELECT count(*) FROM {joined} WHERE {condition}"), params).scalar_one()
             rows = conn.execute(
                 text(f"""

@@ -126,7 +126,8 @@ class FaceEmbedding(Base):
 
 
 # One search index per model, at its dimension and half precision (migration 0005 says why); a
-# query uses it when it names the model and orders by the same cast (store.py's nearest_to).
+# query uses it when it names the model and orders by the same cast. `check --fix` may build
+# it on one bit a dimension instead (search_index.py).
 for _model, _spec in embedder_specs().items():
     Index(
         embedding_index(_model),

@@ -1,4 +1,4 @@
-"""The words of the stored data as SQL, the search index's definition and the newest schema
+"""The words of the stored data as SQL, the search index's name and the newest schema
 revision: what the queries share, without the ORM models of schema.py."""
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ INDEXED_SQL, FAILED_SQL = (f"'{status}'" for status in PHOTO_STATUSES)  # as SQL
 HUMAN_SOURCES_SQL = sql_list(HUMAN_SOURCES)
 SYSTEM_SOURCES_SQL = sql_list(SYSTEM_SOURCES)
 
-# One search index per model over face_embeddings (migration 0009): partial, on the rows of
-# that model, at its dimension cast to half precision. `facedb check --fix` rebuilds them and
-# compares the live definitions with these parts.
+# One search index per model over face_embeddings (migration 0009), partial, on the rows of
+# that model: its kinds and definitions are in search_index.py.
 _MODEL_KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
 
 
@@ -38,15 +37,3 @@ def model_literal(model: str) -> str:
 def embedding_index(model: str) -> str:
     model_literal(model)
     return "face_embeddings_hnsw_" + re.sub(r"[^0-9A-Za-z]", "_", model)
-
-
-def embedding_index_ddl(model: str, dimension: int) -> str:
-    return (
-        f"CREATE INDEX {embedding_index(model)} ON face_embeddings USING hnsw "
-        f"((embedding::halfvec({int(dimension)})) halfvec_l2_ops) WITH (m = 16, ef_construction = 64) "
-        f"WHERE model = {model_literal(model)}"
-    )
-
-
-def embedding_index_parts(model: str, dimension: int) -> tuple[str, ...]:
-    return ("USING hnsw", f"::halfvec({int(dimension)})", "halfvec_l2_ops", "m='16'", "ef_construction='64'", model)

