@@ -537,10 +537,23 @@ class FaceDB:
                 entry.person_id = created[key]
         return result
 
-    def people(self, *, include_hidden: bool = False, within: Sequence[str] | None = None) -> list[PersonSummary]:
-        """`within`: folders (path prefixes) the representative faces' photos must lie in (the
+    def people(
+        self,
+        *,
+        include_hidden: bool = False,
+        within: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PersonSummary]:
+        """People by their number of faces, `limit` of them (None: all) from `offset`.
+        `within`: folders (path prefixes) the representative faces' photos must lie in (the
         service's: a face it may not show makes a poor representative); none where no face does."""
-        return self.people_store.people(include_hidden=include_hidden, within=within)
+        if (limit is not None and limit < 1) or offset < 0:
+            raise FaceDBError("limit must be at least 1 and offset at least 0")
+        return self.people_store.people(include_hidden=include_hidden, within=within, limit=limit, offset=offset)
+
+    def count_people(self, *, include_hidden: bool = False) -> int:
+        return self.people_store.count_people(include_hidden=include_hidden)
 
     def hide(self, person: str | int, hidden: bool = True) -> HiddenChange:
         """Set a person aside (or show them again): a hidden person keeps their faces, so that

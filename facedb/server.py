@@ -76,6 +76,9 @@ HALFVEC_MAX = 65504.0
 
 
 MAX_EMBEDDING_VALUES = 4096
+# /v1/people answers a page: the people with the most faces first (X-Total-Count: how many)
+PEOPLE_PAGE = 1000
+MAX_PEOPLE_PAGE = 10_000
 
 
 class SearchRequest(BaseModel):
@@ -458,11 +461,17 @@ def create_app(
             return await run(lambda: facedb.compare_faces(faces_of(files)))
 
     @app.get("/v1/people", response_model=list[PersonSummary], responses=errors, tags=["people"])
-    def people(hidden: bool = False, _: KeyInfo = read_key) -> list[PersonSummary]:
-        return [
-            p.model_copy(update={"representative_photo": shown(p.representative_photo)})
-            for p in facedb.people(include_hidden=hidden, within=showable + upload_folders)
-        ]
+    def people(
+        response: Response,
+        hidden: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_PEOPLE_PAGE)] = PEOPLE_PAGE,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        _: KeyInfo = read_key,
+    ) -> list[PersonSummary]:
+        """People by their number of faces, a page at a time; X-Total-Count says how many there are."""
+        listing = facedb.people(include_hidden=hidden, within=showable + upload_folders, limit=limit, offset=offset)
+        response.headers["X-Total-Count"] = str(facedb.count_people(include_hidden=hidden))
+        return [p.model_copy(update={"representative_photo": shown(p.representative_photo)}) for p in listing]
 
     @app.get("/v1/people/{person_id}", response_model=PersonDetail, responses=errors, tags=["people"])
     def person(person_id: int, _: KeyInfo = read_key) -> PersonDetail:

@@ -23,6 +23,8 @@ TABLES = {
     "embedding_models",
     "api_keys",
     "calibrations",
+    "person_summaries",
+    "people_to_summarise",
 }
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from ..config import Settings
 from ..db import search_index, synthetic
 from ..db.database import Database
+from ..db.people import PeopleStore
 from ..db.sql import embedding_index
 from ..db.store import Store
 from ..weights import embedder_spec
@@ -181,6 +182,13 @@ def run(
                 "spread": spread,
                 "load_s": loaded["load_s"],
             }
+            report["listings"] = listings = measure_listings(database, progress)
+            figures(
+                f"people: summarising all {archive.people:,} {listings['summarise_all_s']} s (once; then only those "
+                f"whose faces change), a page of 100 {listings['people_page_ms']} ms, counted "
+                f"{listings['count_people_ms']} ms; faces of nobody, a page {listings['unassigned_page_ms']} ms; "
+                f"status {listings['status_ms']} ms"
+            )
             report["indexes"] = []
             for kind in kinds:
                 build_s = search_index.build(database.engine, MODEL, EMBEDDING_DIMENSION, kind, archive.faces, progress)
@@ -216,6 +224,31 @@ def run(
         finally:
             database.close()
     return report
+
+
+def measure_listings(database: Database, progress: Callable[[str], None]) -> dict:
+    """What the people lists and status cost at this size: the first summaries of everyone
+    (after a bulk load), then the median of 5 of each listing."""
+    people = PeopleStore(Store(database), MODEL)
+    started = time.perf_counter()
+    people.summarise_changed(say=progress)
+    summarise_s = time.perf_counter() - started
+
+    def median_ms(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return round(statistics.median(times) * 1000, 1)
+
+    return {
+        "summarise_all_s": round(summarise_s, 1),
+        "people_page_ms": median_ms(lambda: people.people(limit=100)),
+        "count_people_ms": median_ms(people.count_people),
+        "unassigned_page_ms": median_ms(lambda: people.faces(unassigned=True, limit=100)),
+        "status_ms": median_ms(Store(database).counts),
+    }
 
 
 def measure(

@@ -177,6 +177,32 @@ class FaceIdentity(Base):
     )
 
 
+class PersonSummary(Base):
+    """A person's counts and representative face as the people lists show them, made again
+    when their faces change (migration 0011's triggers mark them in people_to_summarise)."""
+
+    __tablename__ = "person_summaries"
+
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(Text)  # whose embeddings chose the representative and the copies
+    faces: Mapped[int] = mapped_column(Integer)
+    distinct_faces: Mapped[int] = mapped_column(Integer)
+    enrolled: Mapped[int] = mapped_column(Integer)
+    confirmed: Mapped[int] = mapped_column(Integer)
+    proposed: Mapped[int] = mapped_column(Integer)
+    clustered: Mapped[int] = mapped_column(Integer)
+    photos: Mapped[int] = mapped_column(Integer)
+    representative_face_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_person_summaries_listing", text("faces DESC"), "identity_id"),)
+
+
+class PersonToSummarise(Base):
+    __tablename__ = "people_to_summarise"
+
+    identity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
 class FaceRejection(Base):
     """A person said "this face is not X": clustering and proposals respect it."""
 
