@@ -89,3 +89,33 @@ def test_fix_rebuilds_the_search_index_as_search_uses_it(make_facedb, tmp_path):
         conn.execute(text("DROP INDEX face_embeddings_hnsw_20180408_102900"))
     assert facedb.check(fix=True).repaired == {"missing_embedding_index": 1}
     assert facedb.check().problems == {}
+
+
+def test_stored_counts_follow_the_archive_and_fix_recounts_them(make_facedb, tmp_path):
+    """status reads stored counts (migration 0012): they follow indexing, failures, deletions
+    and people; check compares them with counting every row and --fix counts again."""
+    facedb = make_facedb()
+    for name in ("face_api/sample1.jpg", "face_recognition/obama.jpg"):
+        shutil.copy(photos.path(name), tmp_path)
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    facedb.index([tmp_path])
+    facedb.enroll("Barack Obama", [tmp_path / "obama.jpg"])
+    status = facedb.status()
+    assert (status.photos, status.indexed, status.failed) == (3, 2, 1)
+    assert status.faces == 4 and status.identities == 1 and status.assigned_faces == 1
+    assert facedb.store.stored_counts() == facedb.store.counted()
+    (tmp_path / "broken.jpg").write_bytes((tmp_path / "obama.jpg").read_bytes())  # mended: indexed again
+    facedb.index([tmp_path])
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM photos WHERE path LIKE '%sample1.jpg'"))
+    status = facedb.status()
+    assert (status.photos, status.indexed, status.failed, status.faces) == (2, 2, 0, 2)
+    for _ in range(3):
+        facedb.store.fold_counts()
+    assert facedb.store.stored_counts() == facedb.store.counted() and facedb.check().problems == {}
+
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("INSERT INTO archive_count_changes (name, change) VALUES ('faces', 5)"))
+    assert facedb.check().problems == {"wrong_counts": ["faces: 7 stored, 2 counted"]}
+    assert facedb.check(fix=True).repaired == {"wrong_counts": 1}
+    assert facedb.status().faces == 2 and facedb.check().problems == {}

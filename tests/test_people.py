@@ -566,6 +566,7 @@ def test_stored_people_summaries_follow_every_change(make_facedb, indexed_templa
         stored = facedb.people(include_hidden=True)
         assert _rows(facedb, "SELECT count(*) FROM people_to_summarise") == [(0,)]
         assert stored == _listing_from_scratch(facedb)
+        assert facedb.store.stored_counts() == facedb.store.counted()  # and the counts of status
         return stored
 
     facedb.cluster()

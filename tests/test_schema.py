@@ -25,6 +25,7 @@ TABLES = {
     "calibrations",
     "person_summaries",
     "people_to_summarise",
+    "archive_count_changes",
 }
 
 

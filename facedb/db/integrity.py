@@ -23,6 +23,7 @@ class IntegrityStore:
         search_index_setting: str = "auto",
         say: Callable[[str], None] | None = None,
     ) -> None:
+        self.store = store
         self.engine = store.engine
         self.models = models  # model key -> dimension: each has its search index
         self.search_index_setting = search_index_setting  # FACEDB_SEARCH_INDEX
@@ -116,6 +117,12 @@ class IntegrityStore:
                     )
             paths = conn.execute(text(f"SELECT id, path FROM photos WHERE status = {INDEXED_SQL} ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
+        stored, counted = self.store.stored_counts(), self.store.counted()
+        found["wrong_counts"] = [
+            f"{name}: {stored[name]:,} stored, {counted[name]:,} counted"
+            for name in stored
+            if stored[name] != counted[name]
+        ]
         return found
 
     @staticmethod
@@ -163,6 +170,9 @@ class IntegrityStore:
         for kind in ("missing_embedding_index", "wrong_embedding_index", "search_index_kind"):
             if problems.get(kind):
                 done[kind] = len(problems[kind])
+        if problems.get("wrong_counts"):
+            self.store.recount()
+            done["wrong_counts"] = len(problems["wrong_counts"])
         for name in problems["invalid_indexes"]:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text(f'REINDEX INDEX "{name}"'))  # a name read from pg_class, not from a user

@@ -203,6 +203,16 @@ class PersonToSummarise(Base):
     identity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
+class ArchiveCountChange(Base):
+    """A statement's change to one stored count (migration 0012's triggers); a count is the sum."""
+
+    __tablename__ = "archive_count_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)  # photos, failed_photos, faces, identities, assigned_faces
+    change: Mapped[int] = mapped_column(BigInteger)
+
+
 class FaceRejection(Base):
     """A person said "this face is not X": clustering and proposals respect it."""
 

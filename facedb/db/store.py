@@ -32,6 +32,14 @@ from .database import Database
 from .search_index import search_index
 from .sql import FAILED_SQL, INDEXED_SQL, model_literal
 
+ARCHIVE_COUNTS = ("photos", "failed_photos", "faces", "identities", "assigned_faces")
+_COUNT_EVERY_ROW = f"""
+    SELECT 'photos', count(*) FROM photos UNION ALL
+    SELECT 'failed_photos', count(*) FROM photos WHERE status = {FAILED_SQL} UNION ALL
+    SELECT 'faces', count(*) FROM faces UNION ALL
+    SELECT 'identities', count(*) FROM identities UNION ALL
+    SELECT 'assigned_faces', count(*) FROM face_identities"""
+
 _PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
 
 
@@ -441,18 +449,59 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
+    # Stored counts (migration 0012): changes appended by triggers, summed when read; past this
+    # many changes the primary folds them into one row a count.
+    COUNT_CHANGES_KEPT = 10_000
+
     def counts(self) -> dict[str, int]:
+        """Photos (indexed, failed), faces, identities and assigned faces, from the stored counts."""
         with self.reads.connect() as conn:
-            row = conn.execute(
-                text(f"""
-                SELECT (SELECT count(*) FROM photos) AS photos,
-                       (SELECT count(*) FROM photos WHERE status = {INDEXED_SQL}) AS indexed,
-                       (SELECT count(*) FROM photos WHERE status = {FAILED_SQL}) AS failed,
-                       (SELECT count(*) FROM faces) AS faces,
-                       (SELECT count(*) FROM identities) AS identities,
-                       (SELECT count(*) FROM face_identities) AS assigned_faces""")
-            ).one()
-            return dict(row._mapping)
+            rows: dict[str, int] = dict(
+                conn.execute(text("SELECT name, sum(change) FROM archive_count_changes GROUP BY name")).all()
+            )
+            changes = conn.execute(
+                text("SELECT count(*) FROM (SELECT 1 FROM archive_count_changes LIMIT :n) c"),
+                {"n": self.COUNT_CHANGES_KEPT + 1},
+            ).scalar_one()
+        if changes > self.COUNT_CHANGES_KEPT:
+            self.fold_counts()
+        stored = {name: int(rows.get(name) or 0) for name in ARCHIVE_COUNTS}
+        return {
+            "photos": stored["photos"],
+            "indexed": stored["photos"] - stored["failed_photos"],
+            "failed": stored["failed_photos"],
+            "faces": stored["faces"],
+            "identities": stored["identities"],
+            "assigned_faces": stored["assigned_faces"],
+        }
+
+    def fold_counts(self) -> None:
+        """One row a count for all the changes so far (those appended meanwhile stay as they are)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("""
+                WITH gone AS (DELETE FROM archive_count_changes RETURNING name, change)
+                INSERT INTO archive_count_changes (name, change) SELECT name, sum(change) FROM gone GROUP BY name""")
+            )
+
+    def counted(self) -> dict[str, int]:
+        """The same counts made by counting every row (`facedb check`)."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(text(_COUNT_EVERY_ROW)).all())
+
+    def stored_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows: dict[str, int] = dict(
+                conn.execute(text("SELECT name, sum(change) FROM archive_count_changes GROUP BY name")).all()
+            )
+        return {name: int(rows.get(name) or 0) for name in ARCHIVE_COUNTS}
+
+    def recount(self) -> None:
+        """Replace the stored counts by counting every row (`facedb check --fix`)."""
+        with self.engine.begin() as conn:
+            conn.execute(text("LOCK TABLE photos, faces, identities, face_identities IN SHARE MODE"))
+            conn.execute(text("DELETE FROM archive_count_changes"))
+            conn.execute(text(f"INSERT INTO archive_count_changes (name, change) {_COUNT_EVERY_ROW}"))
 
     def failure_reasons(self, photo_ids: Sequence[int]) -> dict[int, str]:
         """The recorded reason of each of these photos that failed."""
