@@ -367,10 +367,25 @@ def who(
     "--eps", type=click.FloatRange(0.1, 2.0), help="Largest distance between neighbouring faces of one person."
 )
 @click.option("--min-size", type=click.IntRange(2, 10_000), help="Fewest faces that make a new person.")
+@click.option(
+    "--incremental/--full",
+    default=None,
+    help="Only the faces of nobody new since the last run, their neighbours from the search index; "
+    "or every face [default: incremental from 100,000 faces on, after a first run].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @model_option
 @pass_context
-def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | None, as_json: bool) -> None:
+def cluster(
+    context: Context,
+    dry_run: bool,
+    eps: float | None,
+    min_size: int | None,
+    incremental: bool | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Group faces that belong to nobody into people (unnamed until you name them)."""
     facedb = context.facedb
     params = facedb.cluster_params()
@@ -382,7 +397,12 @@ def cluster(context: Context, dry_run: bool, eps: float | None, min_size: int | 
             eps=eps if eps is not None else params.eps,
             min_size=min_size if min_size is not None else params.min_size,
         )
-    result = facedb.cluster(dry_run=dry_run, params=params)
+    result = facedb.cluster(
+        dry_run=dry_run,
+        params=params,
+        incremental=incremental,
+        on_progress=None if quiet else (lambda message: click.echo(f"cluster: {message}", err=True)),
+    )
     if as_json:
         _print_json(result)
         return

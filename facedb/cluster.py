@@ -112,7 +112,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int, radius: float, block: int = 
     return indices, distances
 
 
-class _Groups:
+class ConstrainedGroups:
     """Union-find whose groups remember their photos, their person and whom they were rejected by."""
 
     def __init__(self, faces: FaceSet) -> None:
@@ -167,7 +167,7 @@ def cluster(
     )
     within = distances <= params.eps
     core = within.sum(axis=1) + 1 >= params.min_samples
-    groups = _Groups(faces)
+    groups = ConstrainedGroups(faces)
 
     rows, cols = np.nonzero(within)
     a, b, d = rows, indices[rows, cols], distances[rows, cols]

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
-from .cluster import NO_IDENTITY, ClusterParams, FaceSet, cluster, distances_to, nearest_neighbours
+from .cluster import NO_IDENTITY, ClusterParams, ConstrainedGroups, FaceSet, cluster, distances_to, nearest_neighbours
 from .dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
 from .records import HUMAN_SOURCES
 from .results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
@@ -221,6 +221,113 @@ def _one_picture(inputs: ClusterInputs, a: int, b: int) -> bool:
     return same_picture(
         (inputs.photo_hashes[a], inputs.photo_phashes[a]), (inputs.photo_hashes[b], inputs.photo_phashes[b])
     )
+
+
+@dataclass
+class NewFacesInputs:
+    """`cluster --incremental`: the faces of nobody new since the last run, and what the search
+    index found near each (at most k within a radius), with the people those faces are in."""
+
+    face_ids: list[int]  # the new faces
+    edges: list[tuple[int, int, float]]  # (new face, face near it, distance): the index's neighbours
+    photo_of: dict[int, int]  # face -> photo, for every face above
+    person_of: dict[int, tuple[int, str]]  # face -> (person, source), for the faces in a person
+    hidden: frozenset[int]  # people set aside: faces near theirs are proposed to them, never clustered away
+    rejections: dict[int, set[int]]  # new face -> people it is not
+    pictures: dict[int, tuple[str | None, int | None]]  # face -> its photo's sha256 and perceptual hash
+
+
+def plan_new_faces(inputs: NewFacesInputs, params: ClusterParams) -> ClusterPlan:
+    """The changes clustering the new faces makes, without touching anyone's faces: the rules of
+    `plan_clustering` (constrained DBSCAN: core faces, shortest edges first, never two faces of
+    one photo or two people together, rejections kept) on the graph of the new faces and their
+    neighbours, where every face already in a person anchors that person. The faces of nobody
+    in a group holding a person's face (new ones, and older ones they bring in) join that person
+    (proposed where a human set that person up, clustered otherwise); a group of nobody's faces
+    with `min_size` distinct pictures is a new person; a lone new face within propose_threshold
+    of a face a human placed is proposed to that person. Nobody's placed face is moved."""
+    new = list(inputs.face_ids)
+    plan = ClusterPlan(faces_considered=len(new))
+    if not new:
+        return plan
+    others = sorted({b for _, b, _ in inputs.edges} - set(new))
+    ids = np.array(new + others, np.int64)
+    row = {int(f): i for i, f in enumerate(ids)}
+    anchor = np.array([inputs.person_of[int(f)][0] if int(f) in inputs.person_of else NO_IDENTITY for f in ids])
+    faces = FaceSet(
+        ids,
+        np.array([inputs.photo_of[int(f)] for f in ids], np.int64),
+        np.zeros((len(ids), 0), np.float32),
+        anchor,
+        {row[f]: set(people) for f, people in inputs.rejections.items() if f in row},
+    )
+    edges = [(row[a], row[b], d) for a, b, d in inputs.edges if d <= params.eps]
+    degree = Counter(a for a, _, _ in edges)
+    for _, b, _ in edges:
+        if b >= len(new):
+            degree[b] += 1
+    # a new face's neighbours are all faces (as in the full run); a face of a person is core
+    core = [degree[i] + 1 >= params.min_samples or anchor[i] != NO_IDENTITY for i in range(len(ids))]
+    groups = ConstrainedGroups(faces)
+    ordered = sorted(edges, key=lambda e: (e[2], int(ids[min(e[0], e[1])]), int(ids[max(e[0], e[1])])))
+    for a, b, _ in ordered:
+        if core[a] and core[b]:
+            groups.merge(a, b)
+    near: dict[int, list[tuple[float, int]]] = defaultdict(list)  # row -> (distance, row), nearest first
+    for a, b, d in inputs.edges:
+        near[row[a]].append((d, row[b]))
+    for neighbours in near.values():
+        neighbours.sort()
+    border = [i for i in range(len(new)) if not core[i]]
+    for i in sorted(border, key=lambda i: (near[i][0][0] if near[i] else 9.0, new[i])):
+        for d, j in near[i]:
+            if d > params.eps:
+                break
+            if core[j] and groups.merge(j, i):
+                break
+
+    human = {f for f, (_, source) in inputs.person_of.items() if source in HUMAN_SOURCES}
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(ids)):
+        members[groups.find(i)].append(i)
+    copies = UnionFind()
+    for a, b, d in inputs.edges:
+        if d <= SAME_FACE_DISTANCE and inputs.photo_of[a] != inputs.photo_of[b]:
+            if same_picture(inputs.pictures.get(a, (None, None)), inputs.pictures.get(b, (None, None))):
+                copies.union(a, b)
+    desired: dict[int, tuple[int | str, str]] = {}  # face -> (person, source)
+    for root, rows in members.items():
+        if not any(r < len(new) for r in rows):
+            continue
+        person = groups.identity[root]
+        if person != NO_IDENTITY:
+            placed = any(int(ids[r]) in human for r in rows) or person in inputs.hidden
+            for r in rows:  # the new faces, and faces of nobody from before that they bring in
+                if int(ids[r]) not in inputs.person_of:
+                    desired[int(ids[r])] = (person, "proposed" if placed else "clustered")
+        elif len({copies.find(int(ids[r])) for r in rows}) >= params.min_size:
+            # new faces with faces of nobody from earlier runs: a new person, those faces too
+            key = f"{NEW}{min(int(ids[r]) for r in rows)}"
+            for r in rows:
+                desired[int(ids[r])] = (key, "clustered")
+    for i, face in enumerate(new):
+        if face in desired:
+            continue
+        for d, j in near[i]:
+            if d > params.propose_threshold:
+                break
+            other = int(ids[j])
+            person = inputs.person_of.get(other, (NO_IDENTITY, ""))[0]
+            if (other in human or person in inputs.hidden) and person not in inputs.rejections.get(face, ()):
+                desired[face] = (person, "proposed")
+                break
+    for face, (target, source) in sorted(desired.items()):
+        plan.assignments.append((face, target, source))
+        if isinstance(target, str):
+            plan.new_people.setdefault(target, []).append(face)
+        else:
+            plan.joining.setdefault(target, []).append(face)
+    return plan
 
 
 SPLIT_SILHOUETTE = 0.25  # below it, the parts are no better apart than one person's faces are

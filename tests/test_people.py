@@ -595,3 +595,84 @@ def test_stored_people_summaries_follow_every_change(make_facedb, indexed_templa
     everyone = facedb.people()
     assert facedb.people(limit=2, offset=1) == everyone[1:3] and facedb.count_people() == len(everyone)
     assert facedb.count_people(include_hidden=True) >= len(everyone)
+
+
+def test_incremental_cluster_places_only_the_new_faces_as_a_full_run_would(make_facedb, archive, tmp_path):
+    """`cluster --incremental` looks only at the faces of nobody new since the last run, with
+    their neighbours from the search index: they join the people they belong to (proposed to a
+    person someone set up, clustered into an unnamed one), several new faces of someone new make
+    a new person, and the people come out as a full run makes them."""
+    folder, truth = archive
+    facedb = make_facedb()
+    franck = sorted(n for n, person in truth.items() if person == "Franck")
+    obama = sorted(n for n, person in truth.items() if person == "Barack Obama")
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in franck[:6] + obama[:2]:
+        shutil.copy(folder / name, first)
+    facedb.index([first])
+    facedb.cluster()
+    franck_id = _person_of(facedb, franck[0])[0]
+    assert franck_id is not None and _person_of(facedb, obama[0])[0] is None  # two faces are nobody yet
+    facedb.enroll("Barack Obama", [first / obama[0]])
+    before = _partition(facedb)
+
+    second = tmp_path / "second"
+    second.mkdir()
+    for name in franck[6:] + obama[2:] + sorted(n for n, p in truth.items() if p == "Audrey Hepburn"):
+        shutil.copy(folder / name, second)
+    facedb.index([second])
+    preview = facedb.cluster(incremental=True, dry_run=True)
+    assert _partition(facedb) == before  # a dry run changes nothing
+    progress: list[str] = []
+    result = facedb.cluster(incremental=True, on_progress=progress.append)
+    assert result.model_dump(exclude={"dry_run", "new_people"}) == preview.model_dump(exclude={"dry_run", "new_people"})
+    new_faces = len(franck[6:]) + len(obama[2:]) + 4  # Audrey: 2 photos and their mirrored copies
+    assert result.faces_considered == new_faces and result.leaving == [] and progress
+    joined = {j.person_id: j.faces for j in result.joining}
+    obama_id = _person_of(facedb, obama[0])[0]
+    assert joined[franck_id] == len(franck[6:])  # clustered into the unnamed Franck
+    assert {_person_of(facedb, n) for n in franck} == {(franck_id, "clustered")}
+    assert {_person_of(facedb, n)[0] for n in obama} == {obama_id}  # the new ones proposed to him
+    assert _person_of(facedb, obama[-1])[1] == "proposed"
+    # Audrey's four faces (two pictures and their mirror images) are a new person
+    assert len(result.new_people) == 1 and result.new_people[0].faces == 4
+
+    # nothing new: nothing considered; and a full run keeps every person as it is
+    assert facedb.cluster(incremental=True).faces_considered == 0
+    incremental = _partition(facedb)
+    full = facedb.cluster(incremental=False)
+    assert _partition(facedb) == incremental and full.new_people == [] and full.leaving == []
+
+
+def test_incremental_plan_keeps_the_rules_of_the_full_one():
+    """Two faces of one photo never one person, rejections kept, a person's faces anchor it."""
+    from facedb.people import NewFacesInputs, plan_new_faces
+
+    params = ClusterParams(min_size=3)
+    # new faces 1-4; face 10 is person 7's (a human placed it), face 11 nobody's from before
+    inputs = NewFacesInputs(
+        face_ids=[1, 2, 3, 4],
+        edges=[
+            (1, 10, 0.3),
+            (2, 10, 0.35),
+            (2, 1, 0.3),
+            (1, 2, 0.3),
+            (3, 4, 0.2),
+            (4, 3, 0.2),
+            (3, 11, 0.4),
+            (4, 11, 0.5),
+        ],
+        photo_of={1: 100, 2: 100, 3: 101, 4: 102, 10: 103, 11: 104},
+        person_of={10: (7, "confirmed")},
+        hidden=frozenset(),
+        rejections={2: {7}},
+        pictures={},
+    )
+    plan = plan_new_faces(inputs, params)
+    assigned = {face: (person, source) for face, person, source in plan.assignments}
+    # 1 goes to person 7; 2 shares a photo with 1 and was rejected from 7: never with them
+    assert assigned[1] == (7, "proposed") and 2 not in assigned
+    # 3, 4 and the earlier face of nobody 11 make three pictures: a new person of all three
+    assert assigned[3] == assigned[4] == assigned[11] and assigned[3][1] == "clustered"
+    assert plan.new_people == {assigned[3][0]: [3, 4, 11]} and plan.faces_considered == 4

@@ -20,12 +20,14 @@ import numpy as np
 import psutil
 from sqlalchemy import text
 
+from ..cluster import ClusterParams
 from ..config import Settings
 from ..db import search_index, synthetic
 from ..db.database import Database
 from ..db.people import PeopleStore
 from ..db.sql import embedding_index
 from ..db.store import Store
+from ..people import plan_new_faces
 from ..weights import embedder_spec
 
 MODEL = synthetic.SYNTHETIC_MODEL
@@ -221,9 +223,53 @@ def run(
                 report["indexes"].append(
                     {"kind": kind, "build_s": round(build_s, 1), "bytes_per_face": per_face, "runs": runs}
                 )
+            if kinds:
+                report["new_faces"] = new = measure_new_faces(
+                    database, archive, loaded["first_identity"], min(10_000, archive.faces // 100), progress
+                )
+                figures(
+                    f"cluster --incremental, {new['faces']:,} new faces (one each of as many people) into "
+                    f"{archive.faces:,} through the {kinds[-1]} index: neighbours {new['neighbours_s']} s, "
+                    f"plan {new['plan_s']} s ({new['per_100k_s']:,.0f} s for 100,000); back to their own person "
+                    f"{new['own_person']:.4f}, to another {new['other_person']:.4f}"
+                )
         finally:
             database.close()
     return report
+
+
+def measure_new_faces(
+    database: Database, archive: SyntheticFaces, first_identity: int, new: int, progress: Callable[[str], None]
+) -> dict:
+    """`cluster --incremental` at this size: `new` faces spread over as many people lose their
+    person and come back as faces of nobody; how long the index lookups and the plan take, and
+    how many go back to their own person (proposed: the synthetic people are enrolled)."""
+    people = PeopleStore(Store(database), MODEL)
+    step = archive.faces // new
+    with database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM face_identities WHERE face_id % :step = 0"), {"step": step})
+        conn.execute(text("DELETE FROM database_settings WHERE name = 'clustered_through_face'"))
+    faces = people.new_faces_of_nobody(after_face=0)
+    started = time.perf_counter()
+    edges = people.neighbours_through_index(faces, 16, 0.9, EMBEDDING_DIMENSION, progress, chunk=500)
+    neighbours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    plan = plan_new_faces(people.new_faces_inputs(faces, edges), ClusterParams())
+    plan_s = time.perf_counter() - started
+    own = sum(
+        1
+        for face, person, _ in plan.assignments
+        if not isinstance(person, str) and person - first_identity == (face - 1) // archive.per_person
+    )
+    other = sum(1 for _, person, _ in plan.assignments if not isinstance(person, str)) - own
+    return {
+        "faces": len(faces),
+        "neighbours_s": round(neighbours_s, 1),
+        "plan_s": round(plan_s, 1),
+        "per_100k_s": round((neighbours_s + plan_s) * 100_000 / max(1, len(faces)), 0),
+        "own_person": round(own / max(1, len(faces)), 4),
+        "other_person": round(other / max(1, len(faces)), 4),
+    }
 
 
 def measure_listings(database: Database, progress: Callable[[str], None]) -> dict:

@@ -11,11 +11,12 @@ from sqlalchemy import Connection, text
 
 from ..dedup import SAME_FACE_DISTANCE, distinct_count, picture_pairs
 from ..faces import Box
-from ..people import ClusterInputs, PersonFace
+from ..people import ClusterInputs, NewFacesInputs, PersonFace
 from ..results import ListedFace, PersonSummary
 from .codec import decode_halfvec_send
+from .search_index import search_index
 from .sql import SYSTEM_SOURCES_SQL
-from .store import Store
+from .store import Store, of_model
 
 
 class PeopleStore:
@@ -58,14 +59,137 @@ class PeopleStore:
             photo_phashes=[r.phash for r in rows],
         )
 
+    # ---- incremental clustering: the faces of nobody since the last run, through the index ----
+    def clustered_through(self) -> int | None:
+        """The newest face the last clustering run considered (None: never clustered)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                text("SELECT value FROM database_settings WHERE name = 'clustered_through_face'")
+            ).scalar()
+        return None if value is None else int(value)
+
+    def new_faces_of_nobody(self, after_face: int) -> list[int]:
+        """Faces in no person, with an embedding of the model, newer than `after_face`."""
+        with self.engine.connect() as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    text("""
+                    SELECT f.id FROM faces f JOIN face_embeddings e ON e.face_id = f.id AND e.model = :model
+                    WHERE f.id > :after AND NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.face_id = f.id)
+                    ORDER BY f.id"""),
+                    {"model": self.model, "after": after_face},
+                )
+            ]
+
+    def neighbours_through_index(
+        self,
+        face_ids: Sequence[int],
+        k: int,
+        radius: float,
+        dimension: int,
+        say: Callable[[str], None] | None = None,
+        chunk: int = 200,
+    ) -> list[tuple[int, int, float]]:
+        """(face, other face, distance) for each face's k nearest within `radius`, by the search
+        index (candidates re-ranked on the stored embeddings): one index probe a face."""
+        edges: list[tuple[int, int, float]] = []
+        started = time.monotonic()
+        with self.engine.connect() as conn:
+            index = search_index(conn, self.model, dimension)
+            conn.rollback()  # each chunk below is a transaction of its own (SET LOCAL)
+            for start in range(0, len(face_ids), chunk):
+                with conn.begin():
+                    Store._tune_search(conn, max(40, k * 4, index.candidates(k)))
+                    edges.extend(
+                        (r.face_id, r.other, float(r.d))
+                        for r in conn.execute(
+                            text(f"""
+                            SELECT e.face_id, n.face_id AS other, n.d FROM face_embeddings e
+                            CROSS JOIN LATERAL (
+                                SELECT c.face_id, c.embedding <-> e.embedding AS d FROM (
+                                    SELECT h.face_id, h.embedding FROM face_embeddings h
+                                    WHERE {of_model("h", self.model)} AND h.face_id <> e.face_id
+                                    ORDER BY {index.order("h.embedding", "e.embedding")} LIMIT :candidates) c
+                                ORDER BY d, c.face_id LIMIT :k) n
+                            WHERE {of_model("e", self.model)} AND e.face_id = ANY(:ids) AND n.d <= :radius"""),
+                            {
+                                "ids": list(face_ids[start : start + chunk]),
+                                "k": k,
+                                "candidates": index.candidates(k),
+                                "radius": radius,
+                            },
+                        )
+                    )
+                if say is not None:
+                    done = min(len(face_ids), start + chunk)
+                    rate = done / max(time.monotonic() - started, 1e-9)
+                    say(
+                        f"looked up the neighbours of {done:,}/{len(face_ids):,} new faces, {rate:,.0f} a second, "
+                        f"{(len(face_ids) - done) / rate:,.0f} s to go"
+                    )
+        return edges
+
+    def new_faces_inputs(self, face_ids: Sequence[int], edges: Sequence[tuple[int, int, float]]) -> NewFacesInputs:
+        involved = sorted(set(face_ids) | {b for _, b, _ in edges})
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("""
+                SELECT f.id, f.photo_id, fi.identity_id, fi.source, p.content_hash, p.phash
+                FROM faces f JOIN photos p ON p.id = f.photo_id LEFT JOIN face_identities fi ON fi.face_id = f.id
+                WHERE f.id = ANY(:ids)"""),
+                {"ids": involved},
+            ).all()
+            rejections: dict[int, set[int]] = {}
+            for r in conn.execute(
+                text("SELECT face_id, identity_id FROM face_rejections WHERE face_id = ANY(:ids)"),
+                {"ids": list(face_ids)},
+            ):
+                rejections.setdefault(r.face_id, set()).add(r.identity_id)
+            hidden = frozenset(
+                r[0]
+                for r in conn.execute(
+                    text("SELECT id FROM identities WHERE hidden AND id = ANY(:ids)"),
+                    {"ids": sorted({r.identity_id for r in rows if r.identity_id is not None})},
+                )
+            )
+        return NewFacesInputs(
+            face_ids=list(face_ids),
+            edges=list(edges),
+            photo_of={r.id: r.photo_id for r in rows},
+            person_of={r.id: (r.identity_id, r.source) for r in rows if r.identity_id is not None},
+            hidden=hidden,
+            rejections=rejections,
+            pictures={r.id: (r.content_hash, r.phash) for r in rows},
+        )
+
+    def names_of(self, ids: Sequence[int]) -> dict[int, str | None]:
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(text("SELECT id, name FROM identities WHERE id = ANY(:ids)"), {"ids": list(ids)}).all()
+            )
+
     def apply_assignments(
-        self, release: Sequence[int], assign: Sequence[tuple[int, int | str, str]], new_people: Sequence[str]
+        self,
+        release: Sequence[int],
+        assign: Sequence[tuple[int, int | str, str]],
+        new_people: Sequence[str],
+        clustered_through: int | None = None,
     ) -> dict[str, int]:
         """In one transaction: drop system assignments of `release` faces, create one unnamed
-        identity per key in `new_people`, then assign (face, identity id or new key, source).
-        Unnamed identities left without faces are removed. Returns new key -> identity id."""
+        identity per key in `new_people`, then assign (face, identity id or new key, source),
+        and remember the newest face this run considered. Unnamed identities left without
+        faces are removed. Returns new key -> identity id."""
         created: dict[str, int] = {}
         with self.engine.begin() as conn:
+            if clustered_through is not None:
+                conn.execute(
+                    text(
+                        "INSERT INTO database_settings (name, value) VALUES ('clustered_through_face', :face) "
+                        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    {"face": str(clustered_through)},
+                )
             if release:
                 conn.execute(
                     text(f"DELETE FROM face_identities WHERE face_id = ANY(:ids) AND source IN {SYSTEM_SOURCES_SQL}"),
