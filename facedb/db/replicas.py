@@ -37,7 +37,8 @@ class Replica:
     engine: Engine
     name: str  # its URL without the password, for messages
     replayed: int = 0  # the WAL position it had replayed when last asked
-    down_until: float = 0.0
+    down_until: float = 0.0  # not asked again before this (time.monotonic())
+    warned: bool = False  # its not answering was said once; said again only after it answered
 
 
 class Reads:
@@ -96,6 +97,7 @@ class Reads:
             except SQLAlchemyError as exc:
                 self._down(replica, exc)
                 continue
+            self._answers(replica)
             if replica.replayed >= self._written:
                 return conn
             try:
@@ -113,8 +115,8 @@ class Reads:
     def _down(self, replica: Replica, exc: Exception) -> None:
         reason = " ".join(str(getattr(exc, "orig", exc)).split())[:200]
         with self._lock:
-            warn = replica.down_until == 0.0 or replica.down_until < time.monotonic() - RETRY_S
             replica.down_until = time.monotonic() + RETRY_S
+            warn, replica.warned = not replica.warned, True
         if warn:
             log.warning(
                 "read replica %s does not answer (%s): reading from the others or the primary, trying it again every %.0f s",
@@ -122,6 +124,11 @@ class Reads:
                 reason,
                 RETRY_S,
             )
+
+    def _answers(self, replica: Replica) -> None:
+        if replica.warned:
+            replica.warned, replica.down_until = False, 0.0
+            log.warning("read replica %s answers again", replica.name)
 
     def status(self) -> list[dict]:
         """Each replica: whether it answers and how far behind this process's writes it is."""
