@@ -12,7 +12,7 @@ from facedb import samples as photos
 from facedb.config import Settings
 from facedb.db import search_index
 from facedb.db.sql import embedding_index
-from facedb.errors import SettingError
+from facedb.errors import FaceDBError, SettingError
 
 MODEL = "20180408-102900"
 INDEX = embedding_index(MODEL)
@@ -112,3 +112,21 @@ def _index_names(facedb) -> list[str]:
         return [
             r[0] for r in conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'face_embeddings'"))
         ]
+
+
+def test_a_failed_build_leaves_the_index_there_and_one_line(make_facedb, monkeypatch):
+    facedb = make_facedb()
+    facedb.enroll("Barack Obama", [photos.path("face_recognition/obama.jpg")])
+    # a build that fails half way, as one out of memory or disk would: CONCURRENTLY leaves an invalid index
+    monkeypatch.setattr(
+        search_index,
+        "ddl",
+        lambda *args, name, **kwargs: (
+            f"CREATE INDEX CONCURRENTLY {name} ON face_embeddings ((1 / (face_id - face_id)))"
+        ),
+    )
+    with pytest.raises(FaceDBError, match=f"building the binary search index of {MODEL} failed: .*division by zero"):
+        search_index.build(facedb.database.engine, MODEL, 512, "binary", 1)
+    assert INDEX in _index_names(facedb) and not any("_building" in n for n in _index_names(facedb))
+    (answer,) = facedb.who([photos.path("face_recognition/obama2.jpg")])
+    assert [f.identity for f in answer.faces] == ["Barack Obama"]

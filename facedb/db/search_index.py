@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import psutil
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
+from ..errors import FaceDBError
 from .sql import embedding_index, model_literal
 
 BINARY_INDEX_FACES = 2_000_000
@@ -137,6 +139,15 @@ def build(
             watcher.start()
         try:
             conn.execute(text(ddl(model, dimension, kind, name=building, concurrently=True)))
+        except SQLAlchemyError as exc:
+            # the half-built index is left invalid: drop it (or the next build will), searches
+            # go on with the old one
+            try:
+                conn.execute(text(f"DROP INDEX IF EXISTS {building}"))
+            except SQLAlchemyError:
+                pass
+            reason = " ".join(str(getattr(exc, "orig", exc)).split())[:300]
+            raise FaceDBError(f"building the {kind} search index of {model} failed: {reason}") from None
         finally:
             done.set()
             if watcher.is_alive():
