@@ -556,7 +556,7 @@ class FaceDB:
             newest = max(new, default=through)
         else:
             inputs = people.cluster_inputs()
-            plan = plan_clustering(inputs, params, merge_within=self.threshold().value)
+            plan = plan_clustering(inputs, params, merge_within=self.threshold().value, say=on_progress)
             names = inputs.names
             newest = int(inputs.face_ids.max()) if len(inputs.face_ids) else through
         result = plan.result(names, dry_run=dry_run)

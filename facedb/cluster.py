@@ -17,6 +17,8 @@ the order in which photos were indexed.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,7 @@ from .config import (
 )
 
 NO_IDENTITY = -1
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,14 @@ class FaceSet:
         return len(self.face_ids)
 
 
-def nearest_neighbours(vectors: np.ndarray, k: int, radius: float, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    vectors: np.ndarray, k: int, radius: float, block: int = 512, say: Callable[[str], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact neighbours within `radius` (at most k, nearest first, not the face itself).
 
     Returns (indices [N, k], distances [N, k]); rows with fewer neighbours are padded with
-    index -1 and distance inf. Memory grows with block x N, never N x N."""
+    index -1 and distance inf. Memory grows with block x N, never N x N. `say` hears how far
+    it is every few seconds (the time grows with N squared)."""
     n = len(vectors)
     indices = np.full((n, k), -1, np.int64)
     distances = np.full((n, k), np.inf, np.float32)
@@ -89,6 +95,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int, radius: float, block: int = 
     # For unit vectors (FaceNet's are) distance <= radius is dot product >= 1 - radius^2 / 2:
     # one comparison per pair instead of a full distance.
     unit = bool(np.allclose(squared, 1.0, atol=1e-3))
+    started = told = time.monotonic()
     for start in range(0, n, block):
         stop = min(n, start + block)
         products = vectors[start:stop] @ vectors.T
@@ -109,6 +116,10 @@ def nearest_neighbours(vectors: np.ndarray, k: int, radius: float, block: int = 
         keep = rank < k
         indices[start + rows[keep], rank[keep]] = cols[keep]
         distances[start + rows[keep], rank[keep]] = d[keep]
+        if say is not None and time.monotonic() - told >= PROGRESS_EVERY_S:
+            told = time.monotonic()
+            rate = stop / (told - started)
+            say(f"neighbours of {stop:,}/{n:,} faces, {rate:,.0f} a second, {(n - stop) / rate:,.0f} s to go")
     return indices, distances
 
 

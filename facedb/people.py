@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -67,7 +68,12 @@ class ClusterPlan:
         )
 
 
-def plan_clustering(inputs: ClusterInputs, params: ClusterParams, merge_within: float | None = None) -> ClusterPlan:
+def plan_clustering(
+    inputs: ClusterInputs,
+    params: ClusterParams,
+    merge_within: float | None = None,
+    say: Callable[[str], None] | None = None,
+) -> ClusterPlan:
     """The changes clustering would make, and the people it suggests merging: those with faces
     within `merge_within` of each other (the who threshold when FaceDB plans; eps if None)."""
     n = len(inputs.face_ids)
@@ -87,7 +93,7 @@ def plan_clustering(inputs: ClusterInputs, params: ClusterParams, merge_within: 
     faces = FaceSet(inputs.face_ids, inputs.photo_ids, inputs.vectors, anchor, dict(rejected))
     merge_within = params.eps if merge_within is None else merge_within
     # the k nearest within the larger radius: clustering itself only looks within eps
-    neighbours = nearest_neighbours(inputs.vectors, params.k, max(params.eps, merge_within))
+    neighbours = nearest_neighbours(inputs.vectors, params.k, max(params.eps, merge_within), say=say)
     labels = cluster(faces, params, neighbours)
     picture = copies_of_one_face(inputs, neighbours)
 

@@ -676,3 +676,17 @@ def test_incremental_plan_keeps_the_rules_of_the_full_one():
     # 3, 4 and the earlier face of nobody 11 make three pictures: a new person of all three
     assert assigned[3] == assigned[4] == assigned[11] and assigned[3][1] == "clustered"
     assert plan.new_people == {assigned[3][0]: [3, 4, 11]} and plan.faces_considered == 4
+
+
+def test_the_exact_neighbour_search_says_how_far_it_is(monkeypatch):
+    from facedb import cluster as clustering
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    quiet = clustering.nearest_neighbours(vectors, 5, 1.2, block=64)
+    monkeypatch.setattr(clustering, "PROGRESS_EVERY_S", 0.0)
+    heard: list[str] = []
+    told = clustering.nearest_neighbours(vectors, 5, 1.2, block=64, say=heard.append)
+    assert all((a == b).all() for a, b in zip(quiet, told))
+    assert heard[0].startswith("neighbours of 64/300 faces") and heard[-1].startswith("neighbours of 300/300")
