@@ -576,12 +576,16 @@ class FaceDB:
         within: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        on_progress: Callable[[str], None] | None = None,
     ) -> list[PersonSummary]:
         """People by their number of faces, `limit` of them (None: all) from `offset`.
         `within`: folders (path prefixes) the representative faces' photos must lie in (the
-        service's: a face it may not show makes a poor representative); none where no face does."""
+        service's: a face it may not show makes a poor representative); none where no face does.
+        The summaries of people whose faces changed are made first (`on_progress` hears how far:
+        a million people after a bulk load take minutes)."""
         if (limit is not None and limit < 1) or offset < 0:
             raise FaceDBError("limit must be at least 1 and offset at least 0")
+        self.people_store.summarise_changed(on_progress)
         return self.people_store.people(include_hidden=include_hidden, within=within, limit=limit, offset=offset)
 
     def count_people(self, *, include_hidden: bool = False) -> int:

@@ -440,13 +440,21 @@ def _box(box: tuple[float, ...]) -> list[float]:
     "--limit", type=click.IntRange(1), help="At most this many (those with the most faces first) [default: all]."
 )
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many first.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def people(ctx: click.Context, include_hidden: bool, limit: int | None, offset: int, as_json: bool) -> None:
+def people(
+    ctx: click.Context, include_hidden: bool, limit: int | None, offset: int, quiet: bool, as_json: bool
+) -> None:
     """List people with their face counts and a representative face, those with the most faces first."""
     if ctx.invoked_subcommand is not None:
         return
-    listing = ctx.obj.facedb.people(include_hidden=include_hidden, limit=limit, offset=offset)
+    listing = ctx.obj.facedb.people(
+        include_hidden=include_hidden,
+        limit=limit,
+        offset=offset,
+        on_progress=None if quiet else (lambda message: click.echo(f"people: {message}", err=True)),
+    )
     if as_json:
         _print_json(listing)
         return

@@ -595,6 +595,13 @@ def test_stored_people_summaries_follow_every_change(make_facedb, indexed_templa
     everyone = facedb.people()
     assert facedb.people(limit=2, offset=1) == everyone[1:3] and facedb.count_people() == len(everyone)
     assert facedb.count_people(include_hidden=True) >= len(everyone)
+    # the summaries of many people (after a bulk load) say how far they are
+    with facedb.database.engine.begin() as conn:
+        conn.execute(text("INSERT INTO people_to_summarise SELECT id FROM identities ON CONFLICT DO NOTHING"))
+    heard: list[str] = []
+    assert facedb.people(on_progress=heard.append) == everyone
+    n = facedb.count_people(include_hidden=True)
+    assert len(heard) == 1 and heard[0].startswith(f"summarised {n:,}/{n:,} people")
 
 
 def test_incremental_cluster_places_only_the_new_faces_as_a_full_run_would(make_facedb, archive, tmp_path):
