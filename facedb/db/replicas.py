@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg2
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -68,7 +69,25 @@ class Reads:
             event.listen(primary, "commit", self._committed)
 
     def _committed(self, conn: Connection) -> None:
-        self._wrote = True
+        # Only a transaction that wrote moves this process's position: one that only read (most
+        # of them, when a lagging replica sends reads to the primary) would otherwise make the
+        # next read wait for whatever other processes wrote meanwhile. Asked on the committing
+        # connection itself, before its COMMIT, through the driver so no event runs again.
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is None:
+            self._wrote = True
+            return
+        try:
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except psycopg2.Error:  # an aborted transaction: its COMMIT will say so; assume it wrote
+            row = None
+        if row is None or row[0]:
+            self._wrote = True
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
