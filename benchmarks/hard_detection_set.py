@@ -15,7 +15,7 @@ from PIL import Image
 
 from facedb import samples as photos
 from facedb.bench.detect import TutorialDetector  # noqa: E402
-from facedb.images import decode  # noqa: E402
+from facedb.files.images import decode  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from facedb.align import crop_face, standardise  # noqa: E402
 from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.config import Settings  # noqa: E402
-from facedb.images import decode, read_file  # noqa: E402
+from facedb.files.images import decode, read_file  # noqa: E402
 from facedb.weights import embedder_weights  # noqa: E402
 
 

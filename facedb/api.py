@@ -28,7 +28,8 @@ from .detect import Detector, MtcnnDetector
 from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Detection, Face, box_iou, main_face
-from .images import decode, pixel_count, read_file
+from .files.images import decode, pixel_count, read_file
+from .files.scan import scan
 from .names import person_name
 from .people import plan_clustering, plan_new_faces, split_faces
 from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
@@ -72,7 +73,6 @@ from .results import (
     ThresholdInForce,
     WhoAnswer,
 )
-from .scan import scan
 from .weights import default_embedder, embedder_spec, embedder_specs, weights_path
 
 if TYPE_CHECKING:
@@ -741,8 +741,8 @@ class FaceDB:
         none) as XMP face regions (MWG and Microsoft), into sidecars, or into the photos with
         `embedded` (their new bytes are recorded, so the next index takes them as unchanged).
         A photo that cannot be written is a failure of its own; the others go on."""
-        from .face_tags import FaceTagError, write_tags
-        from .images import exif_orientation
+        from .files.face_tags import FaceTagError, write_tags
+        from .files.images import exif_orientation
 
         prefixes = [os.path.abspath(os.fspath(p)) for p in paths]
         result = TagsWritten(photos=0, faces=0, written=[], unchanged=0)

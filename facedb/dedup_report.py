@@ -20,7 +20,7 @@ from .dedup import (
     same_person_groups,
 )
 from .errors import ImageError
-from .images import decode, read_file
+from .files.images import decode, read_file
 
 
 def dedup_report(

@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import RUNTIMES, Settings
 from .faces import Detection, box_intersection, box_iou
-from .images import PixelBudget, resized
+from .files.images import PixelBudget, resized
 from .onnx_models import runtime_version
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import Settings
 from .errors import FaceDBError, ImageError, one_line
-from .images import MAX_FILE_BYTES, read_file
+from .files.images import MAX_FILE_BYTES, read_file
 from .records import Failed, FileStat, Indexed, Outcome
 from .results import FileWarning
 

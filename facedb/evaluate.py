@@ -19,9 +19,9 @@ from .config import Settings
 from .embed import Embedder
 from .errors import FaceDBError, ImageError
 from .faces import Detection, Face, main_face
-from .images import decode, read_file
+from .files.images import decode, read_file
+from .files.scan import scan
 from .pipeline import FaceExtractor, bounded_map
-from .scan import scan
 from .weights import embedder_spec
 
 CHUNK = 64  # photos detected, then embedded together; only their vectors are kept

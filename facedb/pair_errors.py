@@ -26,7 +26,7 @@ from .align import crop_face
 from .embed import Embedder
 from .errors import ImageError
 from .faces import Detection, box_iou, main_face
-from .images import decode, read_file
+from .files.images import decode, read_file
 
 CAUSES = (
     "face not found by mtcnn",

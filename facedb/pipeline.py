@@ -26,13 +26,13 @@ from .db.store import Claims, Store
 from .detect import Detector
 from .embed import Embedder
 from .errors import FaceDBError, ImageError, one_line
-from .face_tags import FaceTagError, match, read_tags
 from .faces import Detection, Face
-from .images import DecodedPhoto, PhotoMeta, decode, read_file
+from .files.face_tags import FaceTagError, match, read_tags
+from .files.images import DecodedPhoto, PhotoMeta, decode, read_file
+from .files.scan import ScannedPath, scan
 from .names import person_name
 from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
 from .results import FileFailure, FileWarning, IndexSummary
-from .scan import ScannedPath, scan
 
 if TYPE_CHECKING:
     from .distributed import RayAnalysis

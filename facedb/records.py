@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .faces import Face
-from .images import PhotoMeta
+from .files.images import PhotoMeta
 
 INDEXED, FAILED = PHOTO_STATUSES = ("indexed", "failed")
 # Set by a person (never undone by clustering) and set by the system (recomputed by clustering).

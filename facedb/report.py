@@ -14,7 +14,7 @@ from PIL import Image
 
 from .align import thumbnail_media_type
 from .errors import ImageError
-from .images import decode, read_file
+from .files.images import decode, read_file
 
 THUMBNAIL = 200
 # Decoded no larger than needed for the thumbnail (a JPEG at 1/8 of its size where that will do).

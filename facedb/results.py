@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
 
 from .faces import Face
-from .images import DecodedPhoto
+from .files.images import DecodedPhoto
 
 
 def _rounded(digits: int) -> PlainSerializer:

@@ -35,7 +35,7 @@ from .config import Settings
 from .connections import paced, with_header_deadline
 from .db.apikeys import ApiKeys, KeyInfo, allows
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
-from .images import MAX_FILE_BYTES, is_within, open_regular
+from .files.images import MAX_FILE_BYTES, is_within, open_regular
 from .memory import give_back
 from .names import person_name
 from .results import (

@@ -110,7 +110,7 @@ def defaults(models):
 
 
 def _rgb(path) -> np.ndarray:
-    from facedb.images import decode
+    from facedb.files.images import decode
 
     return decode(path.read_bytes()).rgb
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facedb import face_tags
 from facedb import samples as photos
+from facedb.files import face_tags
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIFTOOL = shutil.which("exiftool")

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from facedb import samples as photos
 from facedb.db.store import Store
-from facedb.scan import photo_extensions
+from facedb.files.scan import photo_extensions
 
 # Pillow's own broken test files, and why each fails.
 BROKEN_PILLOW_FILES = [

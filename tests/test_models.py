@@ -82,7 +82,7 @@ def test_the_tutorial_model_is_pinned_converted_and_unit_length(tutorial_embedde
     two people far apart."""
     detector, _ = models
     from facedb.align import crop_face
-    from facedb.images import decode, read_file
+    from facedb.files.images import decode, read_file
 
     crops = []
     for name in ("face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/biden.jpg"):

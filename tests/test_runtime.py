@@ -15,7 +15,7 @@ from facedb import samples as photos
 from facedb.config import Settings
 from facedb.detect import MtcnnDetector
 from facedb.embed import FacenetEmbedder
-from facedb.images import decode, read_file
+from facedb.files.images import decode, read_file
 from facedb.mtcnn_stages import AreaPyramid, area_resize, crop_and_resize
 from facedb.pipeline import FaceExtractor
 

@@ -16,8 +16,8 @@ from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
 from facedb.db.codec import vector_literal
 from facedb.db.database import normalise_url, safe_url
 from facedb.errors import DatabaseUnavailable, ImageError
-from facedb.images import decode, hamming, read_file
-from facedb.scan import scan
+from facedb.files.images import decode, hamming, read_file
+from facedb.files.scan import scan
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -141,7 +141,7 @@ def test_decoding_threads_keep_their_pixels_together_within_the_budget(monkeypat
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from facedb import images
+    from facedb.files import images
 
     budget = images.PixelBudget(3_000_000)
     monkeypatch.setattr(images, "DECODING", budget)
@@ -336,7 +336,7 @@ def test_second_looks_share_a_pixel_budget():
     than what is left waits, and one larger than the whole budget runs alone."""
     import threading
 
-    from facedb.images import PixelBudget
+    from facedb.files.images import PixelBudget
 
     budget = PixelBudget(12)
     with budget.holding(5), budget.holding(5):  # both fit: neither waits

@@ -18,8 +18,8 @@ from ..config import Settings
 from ..detect import Detector, MtcnnDetector, detection_from_mtcnn, iou
 from ..errors import FaceDBError, ImageError
 from ..faces import Detection
-from ..images import decode, read_file
-from ..scan import scan
+from ..files.images import decode, read_file
+from ..files.scan import scan
 
 MATCH_IOU = 0.5
 

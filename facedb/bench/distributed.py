@@ -15,7 +15,7 @@ import numpy as np
 from ..api import FaceDB
 from ..config import Settings
 from ..faces import Detection, Face
-from ..images import PhotoMeta
+from ..files.images import PhotoMeta
 from ..records import FileStat, Indexed
 from ..weights import embedder_spec
 

@@ -32,7 +32,7 @@ from ..config import Settings
 from ..detect import MtcnnDetector
 from ..embed import Embedder, FacenetEmbedder
 from ..errors import FaceDBError, ImageError
-from ..images import decode, read_file
+from ..files.images import decode, read_file
 from .detect import TutorialDetector, compare, photo_files
 
 LARGE_BATCH = 64

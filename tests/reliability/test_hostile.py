@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from facedb import images
 from facedb import samples as photos
-from facedb.scan import photo_extensions
+from facedb.files import images
+from facedb.files.scan import photo_extensions
 
 ROOT = Path(__file__).resolve().parents[2]
 

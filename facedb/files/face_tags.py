@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FaceDBError, ImageError, one_line
-from .faces import Box, box_iou
+from ..errors import FaceDBError, ImageError, one_line
+from ..faces import Box, box_iou
 from .images import open_regular
 
 MAX_SIDECAR_BYTES = 4 * 2**20

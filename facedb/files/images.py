@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageError, one_line
+from ..errors import ImageError, one_line
 
 try:  # HEIC from phones; AVIF is built into recent Pillow.
     import pillow_heif
