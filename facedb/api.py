@@ -24,8 +24,6 @@ from .db.people import PeopleStore
 from .db.store import Store
 from .dedup import DedupThresholds
 from .dedup_report import dedup_report
-from .detect import Detector, MtcnnDetector
-from .embed import Embedder, FacenetEmbedder
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Detection, Face, box_iou, main_face
 from .files.images import decode, pixel_count, read_file
@@ -73,7 +71,9 @@ from .results import (
     ThresholdInForce,
     WhoAnswer,
 )
-from .weights import default_embedder, embedder_spec, embedder_specs, weights_path
+from .vision.detect import Detector, MtcnnDetector
+from .vision.embed import Embedder, FacenetEmbedder
+from .vision.weights import default_embedder, embedder_spec, embedder_specs, weights_path
 
 if TYPE_CHECKING:
     from .distributed import RayAnalysis
@@ -992,9 +992,9 @@ class FaceDB:
         to the faces and stay as they are."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .align import crop_face
         from .db.codec import EmbeddingRow
         from .pipeline import ProgressEvent, StopAfterBatch
+        from .vision.align import crop_face
 
         if batch < 1:
             raise FaceDBError("--batch must be at least 1")

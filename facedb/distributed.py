@@ -98,9 +98,9 @@ class PhotoWorker:
     """A Ray actor: facedb's detector and embedder loaded once, photos read at their paths."""
 
     def __init__(self, settings: Settings, model: str) -> None:
-        from .detect import MtcnnDetector
-        from .embed import FacenetEmbedder
         from .pipeline import FaceExtractor
+        from .vision.detect import MtcnnDetector
+        from .vision.embed import FacenetEmbedder
 
         # one photo at a time per actor: the cluster's parallelism is its actors
         self.settings = settings

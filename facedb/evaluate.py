@@ -16,13 +16,13 @@ import numpy as np
 
 from . import evaluation, pair_errors
 from .config import Settings
-from .embed import Embedder
 from .errors import FaceDBError, ImageError
 from .faces import Detection, Face, main_face
 from .files.images import decode, read_file
 from .files.scan import scan
 from .pipeline import FaceExtractor, bounded_map
-from .weights import embedder_spec
+from .vision.embed import Embedder
+from .vision.weights import embedder_spec
 
 CHUNK = 64  # photos detected, then embedded together; only their vectors are kept
 

@@ -21,10 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .align import crop_face, thumbnail
 from .db.store import Claims, Store
-from .detect import Detector
-from .embed import Embedder
 from .errors import FaceDBError, ImageError, one_line
 from .faces import Detection, Face
 from .files.face_tags import FaceTagError, match, read_tags
@@ -33,6 +30,9 @@ from .files.scan import ScannedPath, scan
 from .names import person_name
 from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
 from .results import FileFailure, FileWarning, IndexSummary
+from .vision.align import crop_face, thumbnail
+from .vision.detect import Detector
+from .vision.embed import Embedder
 
 if TYPE_CHECKING:
     from .distributed import RayAnalysis

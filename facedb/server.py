@@ -29,7 +29,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .align import thumbnail_media_type
 from .api import FaceDB
 from .config import Settings
 from .connections import paced, with_header_deadline
@@ -56,6 +55,7 @@ from .results import (
     SearchAnswer,
     WhoAnswer,
 )
+from .vision.align import thumbnail_media_type
 
 T = TypeVar("T")
 ShownFaces = TypeVar("ShownFaces", PersonDetail, FaceListing)

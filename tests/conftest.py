@@ -17,8 +17,8 @@ for _name in [n for n in os.environ if n.startswith("FACEDB_") or n == "DATABASE
 from facedb.api import FaceDB  # noqa: E402
 from facedb.config import Settings  # noqa: E402
 from facedb.db.database import Database  # noqa: E402
-from facedb.detect import MtcnnDetector  # noqa: E402
-from facedb.embed import FacenetEmbedder  # noqa: E402
+from facedb.vision.detect import MtcnnDetector  # noqa: E402
+from facedb.vision.embed import FacenetEmbedder  # noqa: E402
 
 # Test tiers, read from what each test asks for so that they cannot drift (`make test-fast`
 # runs all but needs_models, browser and reliability; `make test` runs everything).

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedb import pnet
 from facedb import samples as photos
-from facedb.detect import MtcnnDetector, detection_from_mtcnn
+from facedb.vision import pnet
+from facedb.vision.detect import MtcnnDetector, detection_from_mtcnn
 
 pytestmark = pytest.mark.needs_models  # the detector runs on TensorFlow
 
@@ -178,8 +178,8 @@ def test_small_faces_in_a_large_photo_are_found(defaults, mtcnn_full_resolution)
 
 
 def test_union_keeps_the_first_and_adds_what_it_lacks():
-    from facedb.detect import union
     from facedb.faces import Detection
+    from facedb.vision.detect import union
 
     def face(x, score=0.9):
         return Detection((x, 0.0, 100.0, 100.0), ((0.0, 0.0),) * 5, score)

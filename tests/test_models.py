@@ -21,8 +21,8 @@ from facedb import samples as photos
 from facedb.api import FaceDB
 from facedb.config import Settings
 from facedb.db.calibrations import CalibrationStore
-from facedb.embed import FacenetEmbedder
 from facedb.errors import FaceDBError, UnknownModel
+from facedb.vision.embed import FacenetEmbedder
 
 DEFAULT, TUTORIAL = "20180408-102900", "20170512-110547"
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ def test_the_tutorial_model_is_pinned_converted_and_unit_length(tutorial_embedde
     checks that); faces come out 128-d and unit length, the same face's two photos close and
     two people far apart."""
     detector, _ = models
-    from facedb.align import crop_face
     from facedb.files.images import decode, read_file
+    from facedb.vision.align import crop_face
 
     crops = []
     for name in ("face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/biden.jpg"):

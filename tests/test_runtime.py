@@ -13,11 +13,11 @@ import pytest
 
 from facedb import samples as photos
 from facedb.config import Settings
-from facedb.detect import MtcnnDetector
-from facedb.embed import FacenetEmbedder
 from facedb.files.images import decode, read_file
-from facedb.mtcnn_stages import AreaPyramid, area_resize, crop_and_resize
 from facedb.pipeline import FaceExtractor
+from facedb.vision.detect import MtcnnDetector
+from facedb.vision.embed import FacenetEmbedder
+from facedb.vision.mtcnn_stages import AreaPyramid, area_resize, crop_and_resize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_area_resize_and_patches_are_tensorflows(tensorflow_models):
 
 
 def test_converted_networks_were_checked_against_tensorflow(models, settings):
-    from facedb import onnx_models
+    from facedb.vision import onnx_models
 
     checked = onnx_models.ensure(settings.model_cache).checked
     assert set(checked["networks"]) == set(onnx_models.NETWORKS)

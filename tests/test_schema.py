@@ -10,7 +10,7 @@ from facedb.db.codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, 
 from facedb.db.database import Database
 from facedb.db.schema import Base
 from facedb.db.sql import SCHEMA_HEAD, embedding_index
-from facedb.weights import embedder_specs
+from facedb.vision.weights import embedder_specs
 
 TABLES = {
     "photos",

@@ -287,7 +287,7 @@ def test_permission_denied_is_a_reason(tmp_path, monkeypatch):
 
 _NATIVE_STDERR_SCRIPT = """
 import os, sys
-from facedb import tfruntime
+from facedb.vision import tfruntime
 with tfruntime._native_stderr_held_back(unless=tfruntime.verbose()):
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
     os.write(2, b"I0000 00:00:1796183464.007141   20435 port.cc:153] oneDNN custom operations are on.\\n")
@@ -356,8 +356,8 @@ def test_second_looks_share_a_pixel_budget():
 
 
 def test_the_crop_is_black_where_the_margin_runs_past_the_edge_and_keeps_the_faces_scale():
-    from facedb.align import crop_face
     from facedb.faces import Detection
+    from facedb.vision.align import crop_face
 
     rgb = np.full((100, 100, 3), 200, np.uint8)
     face = Detection((0.0, 0.0, 100.0, 100.0), ((0.0, 0.0),) * 5, 1.0)  # type: ignore[arg-type]  # fills the photo
@@ -448,7 +448,7 @@ def test_export_and_import_summaries_count_in_english():
 
 
 def test_thumbnails_are_webp_and_older_jpeg_ones_are_still_served_as_jpeg():
-    from facedb.align import thumbnail, thumbnail_media_type
+    from facedb.vision.align import thumbnail, thumbnail_media_type
 
     crop = np.random.default_rng(3).integers(0, 256, (160, 160, 3), dtype=np.uint8)
     made = thumbnail(crop)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings
-from ..detect import Detector, MtcnnDetector, detection_from_mtcnn, iou
 from ..errors import FaceDBError, ImageError
 from ..faces import Detection
 from ..files.images import decode, read_file
 from ..files.scan import scan
+from ..vision.detect import Detector, MtcnnDetector, detection_from_mtcnn, iou
 
 MATCH_IOU = 0.5
 

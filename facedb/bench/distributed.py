@@ -17,7 +17,7 @@ from ..config import Settings
 from ..faces import Detection, Face
 from ..files.images import PhotoMeta
 from ..records import FileStat, Indexed
-from ..weights import embedder_spec
+from ..vision.weights import embedder_spec
 
 
 def run(files: list[str], settings: Settings, address: str, say: Callable[[str], None] = print) -> dict:

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..align import crop_face
 from ..api import FaceDB
 from ..config import Settings
-from ..detect import MtcnnDetector
-from ..embed import Embedder, FacenetEmbedder
 from ..errors import FaceDBError, ImageError
 from ..files.images import decode, read_file
+from ..vision.align import crop_face
+from ..vision.detect import MtcnnDetector
+from ..vision.embed import Embedder, FacenetEmbedder
 from .detect import TutorialDetector, compare, photo_files
 
 LARGE_BATCH = 64

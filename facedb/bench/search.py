@@ -28,7 +28,7 @@ from ..db.people import PeopleStore
 from ..db.sql import embedding_index
 from ..db.store import Store
 from ..people import plan_new_faces
-from ..weights import embedder_spec
+from ..vision.weights import embedder_spec
 
 MODEL = synthetic.SYNTHETIC_MODEL
 EMBEDDING_DIMENSION = int(embedder_spec(MODEL)["dimension"])

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..records import HUMAN_SOURCES, PHOTO_STATUSES, SYSTEM_SOURCES
-from ..weights import embedder_specs
+from ..vision.weights import embedder_specs
 from .sql import embedding_index, model_literal, sql_list
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 from sqlalchemy import text
 
-from ..weights import FROZEN_GRAPH_MODEL, embedder_spec
+from ..vision.weights import FROZEN_GRAPH_MODEL, embedder_spec
 from .codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces
 from .database import Database
 from .sql import embedding_index

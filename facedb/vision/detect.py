@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .config import RUNTIMES, Settings
-from .faces import Detection, box_intersection, box_iou
-from .files.images import PixelBudget, resized
+from ..config import RUNTIMES, Settings
+from ..faces import Detection, box_intersection, box_iou
+from ..files.images import PixelBudget, resized
 from .onnx_models import runtime_version
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 

@@ -18,7 +18,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from .faces import Detection
+from ..faces import Detection
 
 CROP_SIZE = 160
 THUMBNAIL_SIZE = 96

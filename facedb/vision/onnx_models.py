@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WeightsUnavailable, one_line
+from ..errors import WeightsUnavailable, one_line
 from .weights import FROZEN_GRAPH_MODEL, embedder_spec, manifest
 
 OPSET = 17
@@ -124,7 +124,7 @@ def embedder_path(cache_dir: Path, model: str) -> Path:
 
 
 def _convert_once(folder: Path, done, fetch_weights, arguments: list[str], what: str, it: str, how_long: str, say):
-    """Convert in a child process (`python -m facedb.onnx_models ARGUMENTS`) unless `done()`
+    """Convert in a child process (`python -m facedb.vision.onnx_models ARGUMENTS`) unless `done()`
     finds it converted, under a lock so that two processes starting together convert once."""
     found = done()
     if found is not None:
@@ -139,7 +139,7 @@ def _convert_once(folder: Path, done, fetch_weights, arguments: list[str], what:
         say(f"facedb: converting {what} for ONNX Runtime (once per machine; {how_long}TensorFlow is needed for it)")
         started = time.monotonic()
         run = subprocess.run(
-            [sys.executable, "-m", "facedb.onnx_models", *arguments],
+            [sys.executable, "-m", "facedb.vision.onnx_models", *arguments],
             capture_output=True,
             text=True,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
@@ -175,7 +175,7 @@ def _complete(folder: Path) -> OnnxModels | None:
     return OnnxModels(folder, checked)
 
 
-# ---- the conversion (in a child process: python -m facedb.onnx_models CACHE_DIR) ---------------
+# ---- the conversion (in a child process: python -m facedb.vision.onnx_models CACHE_DIR) ---------------
 def convert(cache_dir: Path) -> Path:
     from . import tfruntime
 
@@ -314,7 +314,7 @@ def new_session(model: Path | bytes, threads: int = 0):
 
 
 if __name__ == "__main__":
-    from .errors import FaceDBError
+    from ..errors import FaceDBError
 
     try:
         if len(sys.argv) > 2:

@@ -11,8 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..config import RUNTIMES, Settings
 from .align import preprocessing_name, standardise
-from .config import RUNTIMES, Settings
 from .onnx_models import runtime_version
 from .weights import FROZEN_GRAPH_MODEL, embedder_spec, embedder_weights
 
