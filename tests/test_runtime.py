@@ -57,11 +57,12 @@ def test_area_resize_and_patches_are_tensorflows(tensorflow_models):
 
 
 def test_converted_networks_were_checked_against_tensorflow(models, settings):
-    from facedb.vision import onnx_models
+    from facedb.vision import onnx_runtime
+    from facedb.vision.onnx_conversion import TOLERANCE
 
-    checked = onnx_models.ensure(settings.model_cache).checked
-    assert set(checked["networks"]) == set(onnx_models.NETWORKS)
-    assert all(n["max_abs_difference"] <= onnx_models.TOLERANCE for n in checked["networks"].values())
+    checked = onnx_runtime.ensure(settings.model_cache).checked
+    assert set(checked["networks"]) == set(onnx_runtime.NETWORKS)
+    assert all(n["max_abs_difference"] <= TOLERANCE for n in checked["networks"].values())
 
 
 def test_both_runtimes_find_the_same_faces_and_embeddings(models, tensorflow_models, settings):

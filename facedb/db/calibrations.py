@@ -12,7 +12,7 @@ from .sql import HUMAN_SOURCES_SQL
 from .store import Store
 
 # The faces of a model whichever runtime made them: the runtimes give the same embeddings
-# (within 1e-5, onnx_models.py), so a calibration holds for all of them.
+# (within 1e-5, onnx_conversion.py), so a calibration holds for all of them.
 _SAME_MODEL = """e.embedding_model_id IN (
     SELECT o.id FROM embedding_models o JOIN embedding_models m
       ON (o.name, o.version, o.sha256, o.preprocessing) = (m.name, m.version, m.sha256, m.preprocessing)

@@ -1,5 +1,5 @@
 """Face detection behind a small interface. MTCNN (mtcnn 1.0.0's networks) is the detector,
-run on ONNX Runtime (onnx_models.py, mtcnn_stages.py) or on TensorFlow (mtcnn's own stages)."""
+run on ONNX Runtime (onnx_runtime.py, mtcnn_stages.py) or on TensorFlow (mtcnn's own stages)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from ..config import RUNTIMES, Settings
 from ..faces import Detection, box_intersection, box_iou
 from ..files.images import PixelBudget, resized
-from .onnx_models import runtime_version
+from .onnx_runtime import runtime_version
 from .pnet import MIN_LEVEL_SIDE, PyramidPNet
 
 # O-Net's threshold. mtcnn 1.0's detect_faces keeps scores over 0.8, FaceNet's own alignment
@@ -126,16 +126,16 @@ class MtcnnDetector:
         return self._mtcnn is not None
 
     def _onnxruntime(self) -> Mtcnn:
-        from . import onnx_models
+        from . import onnx_runtime
         from .mtcnn_stages import NumpyMtcnn
 
         assert self.model_cache is not None
-        models = onnx_models.ensure(self.model_cache)
+        models = onnx_runtime.ensure(self.model_cache)
 
         def network(name: str, threads: int):
-            session = onnx_models.new_session(models.path(name), threads)
+            session = onnx_runtime.new_session(models.path(name), threads)
             input_name = session.get_inputs()[0].name
-            shrink = onnx_models.arena_shrinkage()
+            shrink = onnx_runtime.arena_shrinkage()
             # ONNX Runtime's arena keeps what the largest call needed (0.4 GB after a 12 MP
             # look): a large call gives it back; small ones reuse it (shrinking after every
             # call made detection 20% slower).
@@ -153,7 +153,7 @@ class MtcnnDetector:
     @staticmethod
     def tensorflow_stages() -> tuple[Any, Any, Any]:
         """facedb's P-Net, mtcnn's R-Net and O-Net stages, on TensorFlow; each stage's network
-        as a graph (`.network`), as onnx_models converts them."""
+        as a graph (`.network`), as onnx_conversion converts them."""
         from . import tfruntime
         from .weights import verify_detector_weights
 

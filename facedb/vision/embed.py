@@ -1,7 +1,7 @@
 """Face embeddings behind a small interface: the FaceNet models of models/manifest.json.
 20180408-102900 (512-d, the default) from its frozen graph; 20170512-110547 (128-d, the
 tutorial's) from its Keras file (inception_resnet_v1.py). Each runs on ONNX Runtime (converted
-once, onnx_models.py) or on TensorFlow, and gets its crops standardised as it was trained."""
+once, onnx_runtime.py) or on TensorFlow, and gets its crops standardised as it was trained."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import RUNTIMES, Settings
 from .align import preprocessing_name, standardise
-from .onnx_models import runtime_version
+from .onnx_runtime import runtime_version
 from .weights import FROZEN_GRAPH_MODEL, embedder_spec, embedder_weights
 
 
@@ -101,9 +101,9 @@ class FacenetEmbedder:
         return self._run is not None
 
     def _onnxruntime(self):
-        from . import onnx_models
+        from . import onnx_runtime
 
-        session = onnx_models.new_session(onnx_models.embedder_path(self.cache_dir, self.model))
+        session = onnx_runtime.new_session(onnx_runtime.embedder_path(self.cache_dir, self.model))
         name = session.get_inputs()[0].name
         return lambda batch: session.run(None, {name: batch})[0]
 

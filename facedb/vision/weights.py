@@ -23,7 +23,7 @@ from ..errors import UnknownModel, WeightsUnavailable
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the facedb package
 # The model published as a frozen TensorFlow graph, converted for ONNX Runtime together with
-# MTCNN's networks (onnx_models.py); others come as Keras files and are converted alone.
+# MTCNN's networks (onnx_conversion.py); others come as Keras files and are converted alone.
 FROZEN_GRAPH_MODEL = "20180408-102900"
 
 

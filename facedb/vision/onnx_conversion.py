@@ -1,0 +1,150 @@
+"""The pinned TensorFlow models converted to ONNX graphs, each checked against TensorFlow.
+
+Run in a child process by onnx_runtime.py (`python -m facedb.vision.onnx_conversion CACHE_DIR
+[MODEL]`): it needs TensorFlow and tf2onnx, which a process that only answers never imports.
+FaceNet is converted from its frozen graph with the batch-1 constants freed (as embed.py
+does), MTCNN's networks from the graphs facedb runs on TensorFlow: its own P-Net (pnet.py, the
+pooled first layer) and mtcnn's R-Net and O-Net. Each converted network must give
+TensorFlow's outputs on fixed inputs within `TOLERANCE`, or nothing is cached and the
+conversion fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .onnx_runtime import OPSET, cache_folder, embedder_folder, new_session, package_version
+from .weights import FROZEN_GRAPH_MODEL, embedder_spec
+
+TOLERANCE = 1e-5  # largest |difference| from TensorFlow's outputs on the fixed inputs
+
+
+def convert(cache_dir: Path) -> Path:
+    from . import tfruntime
+
+    tfruntime.configure()
+    import tensorflow as tf
+    import tf2onnx
+
+    from .detect import MtcnnDetector
+    from .embed import facenet_graph_def
+
+    folder = cache_folder(cache_dir)
+    rng = np.random.default_rng(20180408)
+    models: dict[str, bytes] = {}
+    checked: dict[str, dict] = {}
+
+    def convert_one(name: str, function, signature, inputs: list[np.ndarray]) -> None:
+        graph = tf.function(function, input_signature=signature)
+        proto, _ = tf2onnx.convert.from_function(graph, input_signature=signature, opset=OPSET)
+        expected = [[np.asarray(t) for t in _as_list(graph(tf.constant(x)))] for x in inputs]
+        got = [_run_onnx(proto.SerializeToString(), x) for x in inputs]
+        difference = max(float(np.max(np.abs(e - g))) for es, gs in zip(expected, got) for e, g in zip(es, gs))
+        if not difference <= TOLERANCE:
+            raise SystemExit(f"{name}: ONNX Runtime differs from TensorFlow by {difference:.2e} (> {TOLERANCE:g})")
+        models[name] = proto.SerializeToString()
+        checked[name] = {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}
+
+    # FaceNet, from its frozen graph at any batch size
+    graph_def = facenet_graph_def(cache_dir)
+    size = int(embedder_spec(FROZEN_GRAPH_MODEL)["input_size"])
+
+    def facenet(images):
+        (out,) = tf.compat.v1.import_graph_def(
+            graph_def, input_map={"input:0": images}, return_elements=["embeddings:0"], name=""
+        )
+        return out
+
+    crops = [rng.standard_normal((n, size, size, 3)).astype(np.float32) for n in (1, 5)]
+    convert_one("facenet", facenet, [tf.TensorSpec([None, size, size, 3], tf.float32)], crops)
+
+    # MTCNN: facedb's P-Net on a level of any size, mtcnn's R-Net and O-Net on patches
+    pnet, rnet, onet = MtcnnDetector.tensorflow_stages()
+    levels = [rng.uniform(-1, 1, (1, h, w, 3)).astype(np.float32) for h, w in ((12, 12), (97, 131), (240, 180))]
+    convert_one("pnet", pnet.network, [tf.TensorSpec([1, None, None, 3], tf.float32)], levels)
+    for name, stage, patch in (("rnet", rnet, 24), ("onet", onet, 48)):
+        patches = [rng.uniform(-1, 1, (n, patch, patch, 3)).astype(np.float32) for n in (1, 37)]
+        convert_one(name, stage.network, [tf.TensorSpec([None, patch, patch, 3], tf.float32)], patches)
+
+    _store(folder, models, checked)
+    return folder
+
+
+def _store(folder: Path, models: dict[str, bytes], checked: dict[str, dict]) -> None:
+    """The converted networks and what they were checked against, in place all at once."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        staged = Path(scratch) / folder.name
+        staged.mkdir()
+        for name, data in models.items():
+            (staged / f"{name}.onnx").write_bytes(data)
+        record = {
+            "converter": f"tf2onnx {package_version('tf2onnx')}",
+            "tensorflow": package_version("tensorflow-cpu"),
+            "opset": OPSET,
+            "tolerance": TOLERANCE,
+            "networks": checked,
+        }
+        (staged / "checked.json").write_text(json.dumps(record, indent=2))
+        if folder.exists():  # an incomplete earlier attempt
+            os.rename(folder, Path(scratch) / "old")
+        os.rename(staged, folder)
+
+
+def convert_keras_embedder(cache_dir: Path, model: str) -> Path:
+    """An embedding model published as a Keras file: built by inception_resnet_v1.py, converted,
+    checked against Keras on fixed crops."""
+    from . import tfruntime
+
+    tfruntime.configure()
+    import tensorflow as tf
+    import tf2onnx
+
+    from .inception_resnet_v1 import build
+    from .weights import embedder_weights
+
+    network = build(embedder_weights(cache_dir, model))
+    size = int(embedder_spec(model)["input_size"])
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+    graph = tf.function(lambda x: network(x, training=False), input_signature=signature)
+    proto, _ = tf2onnx.convert.from_function(graph, input_signature=signature, opset=OPSET)
+    rng = np.random.default_rng(20170512)
+    inputs = [rng.standard_normal((n, size, size, 3)).astype(np.float32) for n in (1, 5)]
+    data = proto.SerializeToString()
+    difference = max(float(np.max(np.abs(np.asarray(graph(tf.constant(x))) - _run_onnx(data, x)[0]))) for x in inputs)
+    if not difference <= TOLERANCE:
+        raise SystemExit(f"{model}: ONNX Runtime differs from Keras by {difference:.2e} (> {TOLERANCE:g})")
+    folder = embedder_folder(cache_dir, model)
+    _store(
+        folder,
+        {"facenet": data},
+        {"facenet": {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}},
+    )
+    return folder
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def _run_onnx(model: bytes, x: np.ndarray) -> list[np.ndarray]:
+    session = new_session(model, threads=0)
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+if __name__ == "__main__":
+    from ..errors import FaceDBError
+
+    try:
+        if len(sys.argv) > 2:
+            convert_keras_embedder(Path(sys.argv[1]), sys.argv[2])
+        else:
+            convert(Path(sys.argv[1]))
+    except FaceDBError as exc:
+        sys.exit(str(exc))
