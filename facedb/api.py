@@ -28,9 +28,9 @@ from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Detection, Face, box_iou, main_face
 from .files.images import decode, pixel_count, read_file
 from .files.scan import scan
+from .ingest.pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
 from .names import person_name
 from .people import plan_clustering, plan_new_faces, split_faces
-from .pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
 from .records import StoredFace
 from .results import (
     CalibrationResult,
@@ -76,7 +76,7 @@ from .vision.embed import Embedder, FacenetEmbedder
 from .vision.weights import default_embedder, embedder_spec, embedder_specs, weights_path
 
 if TYPE_CHECKING:
-    from .distributed import RayAnalysis
+    from .ingest.distributed import RayAnalysis
 
 # From this many faces `cluster` looks only at the faces of nobody new since its last run (its
 # full run's exact neighbour search takes 138 s at 100,000 faces and grows with their square).
@@ -291,7 +291,7 @@ class FaceDB:
         photo that failed: nothing is indexed and nothing recorded. With `within` (the service's
         roots), files and links that lead outside those folders are recorded as failed, unread.
         With `ray` (or FACEDB_RAY_ADDRESS: "local", "auto" or the head's host:port) the model
-        work runs on a Ray cluster (facedb.distributed); the result is the same."""
+        work runs on a Ray cluster (facedb.ingest.distributed); the result is the same."""
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
         if missing:
             raise FaceDBError(
@@ -303,7 +303,7 @@ class FaceDB:
         address = ray or self.settings.ray_address
         remote = None
         if address:
-            from .distributed import RayAnalysis, connect
+            from .ingest.distributed import RayAnalysis, connect
 
             connect(address)  # before any work: a missing Ray or an unreachable cluster is one line
             remote = RayAnalysis(self.settings, self.model, address, self.settings.ray_actors)
@@ -993,7 +993,7 @@ class FaceDB:
         from concurrent.futures import ThreadPoolExecutor
 
         from .db.codec import EmbeddingRow
-        from .pipeline import ProgressEvent, StopAfterBatch
+        from .ingest.pipeline import ProgressEvent, StopAfterBatch
         from .vision.align import crop_face
 
         if batch < 1:

@@ -20,7 +20,7 @@ from .errors import FaceDBError, ImageError
 from .faces import Detection, Face, main_face
 from .files.images import decode, read_file
 from .files.scan import scan
-from .pipeline import FaceExtractor, bounded_map
+from .ingest.pipeline import FaceExtractor, bounded_map
 from .vision.embed import Embedder
 from .vision.weights import embedder_spec
 

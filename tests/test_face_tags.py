@@ -265,7 +265,7 @@ def test_hostile_xmp_is_a_one_line_warning_and_the_photo_is_indexed(tmp_path, ma
 
 
 def test_metadata_that_breaks_the_reader_costs_neither_the_photo_nor_the_run(make_facedb, tmp_path, monkeypatch):
-    from facedb import pipeline
+    from facedb.ingest import pipeline
 
     def broken(*args, **kwargs):
         raise ValueError("a value exiv2 did not expect")

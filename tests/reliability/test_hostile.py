@@ -107,7 +107,7 @@ def test_a_file_that_vanishes_between_listing_and_reading(make_facedb, tmp_path,
             path.unlink()  # deleted by someone else after the folder was listed
         return real_read(path, **options)
 
-    monkeypatch.setattr("facedb.pipeline.read_file", vanish_first)
+    monkeypatch.setattr("facedb.ingest.pipeline.read_file", vanish_first)
     summary = facedb.index([tmp_path])
     assert [(f.path, f.reason) for f in summary.failures] == [
         (str(tmp_path / "gone.jpg"), "file vanished before it could be read")

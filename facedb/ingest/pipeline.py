@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .db.store import Claims, Store
-from .errors import FaceDBError, ImageError, one_line
-from .faces import Detection, Face
-from .files.face_tags import FaceTagError, match, read_tags
-from .files.images import DecodedPhoto, PhotoMeta, decode, read_file
-from .files.scan import ScannedPath, scan
-from .names import person_name
-from .records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
-from .results import FileFailure, FileWarning, IndexSummary
-from .vision.align import crop_face, thumbnail
-from .vision.detect import Detector
-from .vision.embed import Embedder
+from ..db.store import Claims, Store
+from ..errors import FaceDBError, ImageError, one_line
+from ..faces import Detection, Face
+from ..files.face_tags import FaceTagError, match, read_tags
+from ..files.images import DecodedPhoto, PhotoMeta, decode, read_file
+from ..files.scan import ScannedPath, scan
+from ..names import person_name
+from ..records import INDEXED, CopyOf, Failed, FileStat, Indexed, Moved, Outcome, Touched
+from ..results import FileFailure, FileWarning, IndexSummary
+from ..vision.align import crop_face, thumbnail
+from ..vision.detect import Detector
+from ..vision.embed import Embedder
 
 if TYPE_CHECKING:
     from .distributed import RayAnalysis

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import Settings
-from .errors import FaceDBError, ImageError, one_line
-from .files.images import MAX_FILE_BYTES, read_file
-from .records import Failed, FileStat, Indexed, Outcome
-from .results import FileWarning
+from ..config import Settings
+from ..errors import FaceDBError, ImageError, one_line
+from ..files.images import MAX_FILE_BYTES, read_file
+from ..records import Failed, FileStat, Indexed, Outcome
+from ..results import FileWarning
 
 INSTALL_HINT = "indexing on Ray needs Ray: pip install 'facedb[ray]'"
 LOCAL = "local"  # FACEDB_RAY_ADDRESS / --ray with no address: start a Ray instance on this machine
@@ -98,9 +98,9 @@ class PhotoWorker:
     """A Ray actor: facedb's detector and embedder loaded once, photos read at their paths."""
 
     def __init__(self, settings: Settings, model: str) -> None:
+        from ..vision.detect import MtcnnDetector
+        from ..vision.embed import FacenetEmbedder
         from .pipeline import FaceExtractor
-        from .vision.detect import MtcnnDetector
-        from .vision.embed import FacenetEmbedder
 
         # one photo at a time per actor: the cluster's parallelism is its actors
         self.settings = settings

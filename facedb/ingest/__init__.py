@@ -1,0 +1,3 @@
+"""Photos into the database: the streaming indexer (pipeline: scan, read, decode, detect,
+align, embed, store, in batches that are each one transaction), the analysis of one photo
+that local threads and Ray's workers both run, and indexing on a Ray cluster (distributed)."""
