@@ -36,7 +36,7 @@ from facedb import samples as photos  # noqa: E402
 from facedb.api import FaceDB  # noqa: E402
 from facedb.config import Settings  # noqa: E402
 from facedb.faces import Detection, main_face  # noqa: E402
-from facedb.ingest import pipeline  # noqa: E402
+from facedb.ingest import analysis  # noqa: E402
 from facedb.vision import align  # noqa: E402
 
 SETS = ("as-is", "lfw-250", "small-40", "tight")
@@ -130,9 +130,9 @@ def main() -> None:
     results: dict[str, dict] = {}
     now = align.crop_face
     for label, crop in (("before (cut off at the edge)", cut_off_at_the_edge), ("after (black beyond the edge)", now)):
-        pipeline.crop_face = pair_errors.crop_face = crop  # type: ignore[attr-defined]
+        analysis.crop_face = pair_errors.crop_face = crop  # type: ignore[attr-defined]
         results[label] = {kind: evaluate(facedb, out / kind, out / "strangers") for kind in SETS}
-    pipeline.crop_face = pair_errors.crop_face = now  # type: ignore[attr-defined]
+    analysis.crop_face = pair_errors.crop_face = now  # type: ignore[attr-defined]
     print(f"pair sets under {out}")
     print(
         f"{'set':10}{'crop':32}{'faces':>6}{'pairs':>7}{'acc (10 folds)':>18}{'acc at 1.0':>12}{'AUC':>8}"

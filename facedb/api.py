@@ -28,7 +28,8 @@ from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Detection, Face, box_iou, main_face
 from .files.images import decode, pixel_count, read_file
 from .files.scan import scan
-from .ingest.pipeline import FaceExtractor, FailureCallback, Indexer, ProgressCallback
+from .ingest.analysis import FaceExtractor
+from .ingest.pipeline import FailureCallback, Indexer, ProgressCallback
 from .names import person_name
 from .people import plan_clustering, plan_new_faces, split_faces
 from .records import StoredFace

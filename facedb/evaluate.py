@@ -20,7 +20,8 @@ from .errors import FaceDBError, ImageError
 from .faces import Detection, Face, main_face
 from .files.images import decode, read_file
 from .files.scan import scan
-from .ingest.pipeline import FaceExtractor, bounded_map
+from .ingest.analysis import FaceExtractor
+from .ingest.pipeline import bounded_map
 from .vision.embed import Embedder
 from .vision.weights import embedder_spec
 

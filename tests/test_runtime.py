@@ -14,7 +14,7 @@ import pytest
 from facedb import samples as photos
 from facedb.config import Settings
 from facedb.files.images import decode, read_file
-from facedb.ingest.pipeline import FaceExtractor
+from facedb.ingest.analysis import FaceExtractor
 from facedb.vision.detect import MtcnnDetector
 from facedb.vision.embed import FacenetEmbedder
 from facedb.vision.mtcnn_stages import AreaPyramid, area_resize, crop_and_resize

@@ -100,7 +100,7 @@ class PhotoWorker:
     def __init__(self, settings: Settings, model: str) -> None:
         from ..vision.detect import MtcnnDetector
         from ..vision.embed import FacenetEmbedder
-        from .pipeline import FaceExtractor
+        from .analysis import FaceExtractor
 
         # one photo at a time per actor: the cluster's parallelism is its actors
         self.settings = settings
@@ -119,7 +119,7 @@ class PhotoWorker:
         return [path for path in paths if not os.access(path, os.R_OK)]
 
     def analyse(self, files: list[FileStat], read_face_tags: bool, within: list[Path] | None) -> ChunkResult:
-        from .pipeline import StageClock, analyse_photo
+        from .analysis import StageClock, analyse_photo
 
         clock = StageClock()
         result = ChunkResult(worker=f"{self.host}:{os.getpid()}")
