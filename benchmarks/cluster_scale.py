@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from facedb.bench import synthetic_faces
-from facedb.cluster import ClusterParams, FaceSet, cluster, nearest_neighbours
+from facedb.bench import SyntheticFaces
+from facedb.people.clustering import ClusterParams, FaceSet, cluster, nearest_neighbours
 
 
 def main() -> None:
@@ -21,8 +21,10 @@ def main() -> None:
     parser.add_argument("--per-person", type=int, default=10)
     args = parser.parse_args()
     people = args.faces // args.per_person
-    vectors, truth, _ = synthetic_faces(people, args.per_person)
+    archive = SyntheticFaces(people, args.per_person)
+    vectors = archive.all()
     n = len(vectors)
+    truth = archive.person_of(np.arange(n))
     ids = np.arange(n, dtype=np.int64)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
