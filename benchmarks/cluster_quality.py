@@ -19,8 +19,8 @@ import numpy as np
 
 from facedb import FaceDB, Settings  # noqa: E402
 from facedb import samples as photos
-from facedb.cluster import ClusterParams  # noqa: E402
-from facedb.people import plan_clustering  # noqa: E402
+from facedb.people.clustering import ClusterParams  # noqa: E402
+from facedb.people.plan import plan_clustering  # noqa: E402
 
 
 def partition_of(plan, inputs, path_of) -> dict[int, str]:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .calibrate import METHOD as CALIBRATION_METHOD
-from .cluster import ClusterParams
 from .config import Settings
 from .db.apikeys import ApiKeys
 from .db.calibrations import CalibrationStore
@@ -31,7 +30,8 @@ from .files.scan import scan
 from .ingest.analysis import FaceExtractor
 from .ingest.pipeline import FailureCallback, Indexer, ProgressCallback
 from .names import person_name
-from .people import plan_clustering, plan_new_faces, split_faces
+from .people.clustering import ClusterParams
+from .people.plan import plan_clustering, plan_new_faces, split_faces
 from .records import StoredFace
 from .results import (
     CalibrationResult,
@@ -538,10 +538,10 @@ class FaceDB:
         incremental: bool | None = None,
         on_progress: Callable[[str], None] | None = None,
     ) -> ClusterResult:
-        """Group faces nobody placed into people; see facedb.cluster for the rules. The full run
+        """Group faces nobody placed into people; see facedb.people.clustering for the rules. The full run
         looks at every face (its exact neighbour search grows with faces squared: 138 s at
         100,000); the incremental one only at the faces of nobody new since the last run, with
-        their neighbours from the search index (facedb.people.plan_new_faces). None: incremental
+        their neighbours from the search index (facedb.people.plan.plan_new_faces). None: incremental
         from INCREMENTAL_CLUSTER_FACES faces on, once a run has been made."""
         people = self.people_store
         params = params or self.cluster_params()

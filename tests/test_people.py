@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from facedb import samples as photos
-from facedb.cluster import ClusterParams, FaceSet, cluster
+from facedb.people.clustering import ClusterParams, FaceSet, cluster
 
 
 def _rows(facedb, sql: str, **params):
@@ -654,7 +654,7 @@ def test_incremental_cluster_places_only_the_new_faces_as_a_full_run_would(make_
 
 def test_incremental_plan_keeps_the_rules_of_the_full_one():
     """Two faces of one photo never one person, rejections kept, a person's faces anchor it."""
-    from facedb.people import NewFacesInputs, plan_new_faces
+    from facedb.people.plan import NewFacesInputs, plan_new_faces
 
     params = ClusterParams(min_size=3)
     # new faces 1-4; face 10 is person 7's (a human placed it), face 11 nobody's from before
@@ -686,7 +686,7 @@ def test_incremental_plan_keeps_the_rules_of_the_full_one():
 
 
 def test_the_exact_neighbour_search_says_how_far_it_is(monkeypatch):
-    from facedb import cluster as clustering
+    from facedb.people import clustering
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(300, 32)).astype(np.float32)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facedb.cluster import ClusterParams
 from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
 from facedb.db.codec import vector_literal
 from facedb.db.database import normalise_url, safe_url
 from facedb.errors import DatabaseUnavailable, ImageError
 from facedb.files.images import decode, hamming, read_file
 from facedb.files.scan import scan
+from facedb.people.clustering import ClusterParams
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

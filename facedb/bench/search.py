@@ -20,14 +20,14 @@ import numpy as np
 import psutil
 from sqlalchemy import text
 
-from ..cluster import ClusterParams
 from ..config import Settings
 from ..db import search_index, synthetic
 from ..db.database import Database
 from ..db.people import PeopleStore
 from ..db.sql import embedding_index
 from ..db.store import Store
-from ..people import plan_new_faces
+from ..people.clustering import ClusterParams
+from ..people.plan import plan_new_faces
 from ..vision.weights import embedder_spec
 
 MODEL = synthetic.SYNTHETIC_MODEL

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, text
 
 from ..dedup import SAME_FACE_DISTANCE, distinct_count, picture_pairs
 from ..faces import Box
-from ..people import ClusterInputs, NewFacesInputs, PersonFace
+from ..people.plan import ClusterInputs, NewFacesInputs, PersonFace
 from ..results import ListedFace, PersonSummary
 from .codec import decode_halfvec_send
 from .search_index import search_index

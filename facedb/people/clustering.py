@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import (
+from ..config import (
     DEFAULT_CLUSTER_EPS,
     DEFAULT_CLUSTER_MIN_SAMPLES,
     DEFAULT_CLUSTER_MIN_SIZE,

@@ -9,10 +9,18 @@ from datetime import datetime
 
 import numpy as np
 
-from .cluster import NO_IDENTITY, ClusterParams, ConstrainedGroups, FaceSet, cluster, distances_to, nearest_neighbours
-from .dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
-from .records import HUMAN_SOURCES
-from .results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
+from ..dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
+from ..records import HUMAN_SOURCES
+from ..results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
+from .clustering import (
+    NO_IDENTITY,
+    ClusterParams,
+    ConstrainedGroups,
+    FaceSet,
+    cluster,
+    distances_to,
+    nearest_neighbours,
+)
 
 NEW = "new-"  # keys of people the plan creates
 
