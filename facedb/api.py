@@ -21,8 +21,8 @@ from .db.embeddings import EmbeddingStore
 from .db.integrity import IntegrityStore
 from .db.people import PeopleStore
 from .db.store import Store
-from .dedup import DedupThresholds
-from .dedup_report import dedup_report
+from .dedup.report import dedup_report
+from .dedup.tiers import DedupThresholds
 from .errors import FaceDBError, ImageError, NotFound, TooLarge
 from .faces import Detection, Face, box_iou, main_face
 from .files.images import decode, pixel_count, read_file
@@ -776,7 +776,7 @@ class FaceDB:
         tiers: tuple[int, ...] = (1, 2, 3, 4, 5),
         on_progress: Callable[[str], None] | None = None,
     ) -> dict:
-        """The dedup report (see facedb.dedup): groups in tiers, each with a photo to keep and why.
+        """The dedup report (see facedb.dedup.tiers): groups in tiers, each with a photo to keep and why.
         Nothing is deleted. `paths` limits it to photos under those files or folders."""
         prefixes = [os.path.abspath(os.fspath(p)) for p in paths]
         return dedup_report(

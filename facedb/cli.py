@@ -673,7 +673,7 @@ def dedup(
     Only reports: nothing is ever deleted. PATHS limit the report to indexed photos under them."""
     from dataclasses import replace
 
-    from .dedup import DedupThresholds
+    from .dedup.tiers import DedupThresholds
 
     thresholds = DedupThresholds()
     changes: dict[str, Any] = {
@@ -690,7 +690,7 @@ def dedup(
         tiers=tiers or (1, 2, 3, 4, 5),
         on_progress=None if quiet else (lambda message: click.echo(f"dedup: {message}", err=True)),
     )
-    from . import report as files
+    from .dedup import report_files as files
 
     for target, writer in ((json_file, files.write_json), (csv_file, files.write_csv)):
         if target == "-":

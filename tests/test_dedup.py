@@ -15,8 +15,8 @@ import pytest
 from browser import CHROMIUM_FLAGS
 from PIL import Image
 
-from facedb import report as report_files
 from facedb import samples as photos
+from facedb.dedup import report_files
 
 HOPPER_FORMATS = [
     "hopper.jpg",

@@ -538,7 +538,7 @@ def test_a_face_and_its_copies_are_not_a_person(make_facedb, tmp_path):
 
 
 def test_copies_of_one_picture_are_paired_by_bytes_or_hash():
-    from facedb.dedup import distinct_count, picture_pairs
+    from facedb.dedup.tiers import distinct_count, picture_pairs
 
     assert picture_pairs([(1, "a", 0), (2, "a", 0)]) == [(0, 1)]  # the same bytes
     assert picture_pairs([(1, "x", 0b1011), (2, "y", 0b0011)]) == [(0, 1)]  # re-encoded: 1 bit apart

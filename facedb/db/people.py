@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sqlalchemy import Connection, text
 
-from ..dedup import SAME_FACE_DISTANCE, distinct_count, picture_pairs
+from ..dedup.tiers import SAME_FACE_DISTANCE, distinct_count, picture_pairs
 from ..faces import Box
 from ..people.plan import ClusterInputs, NewFacesInputs, PersonFace
 from ..results import ListedFace, PersonSummary

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import numpy as np
 
-from ..dedup import SAME_FACE_DISTANCE, UnionFind, same_picture
+from ..dedup.tiers import SAME_FACE_DISTANCE, UnionFind, same_picture
 from ..records import HUMAN_SOURCES
 from ..results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
 from .clustering import (

@@ -1,5 +1,5 @@
 """The dedup report (`facedb dedup`): candidate pairs from the database's indexes, classified
-into tiers by facedb.dedup's rules. Nothing is deleted."""
+into tiers by the rules of tiers.py. Nothing is deleted."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .db.dedup import DedupStore
-from .dedup import (
+from ..db.dedup import DedupStore
+from ..errors import ImageError
+from ..files.images import decode, read_file
+from .tiers import (
     TIERS,
     DedupThresholds,
     UnionFind,
@@ -19,8 +21,6 @@ from .dedup import (
     same_face_groups,
     same_person_groups,
 )
-from .errors import ImageError
-from .files.images import decode, read_file
 
 
 def dedup_report(

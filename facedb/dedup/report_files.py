@@ -12,9 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import ImageError
-from .files.images import decode, read_file
-from .vision.align import thumbnail_media_type
+from ..errors import ImageError
+from ..files.images import decode, read_file
+from ..vision.align import thumbnail_media_type
 
 THUMBNAIL = 200
 # Decoded no larger than needed for the thumbnail (a JPEG at 1/8 of its size where that will do).

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
-from .files.images import hamming
+from ..files.images import hamming
 
 
 @dataclass
