@@ -31,12 +31,12 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facedb import pair_errors  # noqa: E402
 from facedb import samples as photos  # noqa: E402
 from facedb.api import FaceDB  # noqa: E402
 from facedb.config import Settings  # noqa: E402
 from facedb.faces import Detection, main_face  # noqa: E402
 from facedb.ingest import analysis  # noqa: E402
+from facedb.proof import pair_errors  # noqa: E402
 from facedb.vision import align  # noqa: E402
 
 SETS = ("as-is", "lfw-250", "small-40", "tight")

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .calibrate import METHOD as CALIBRATION_METHOD
 from .config import Settings
 from .db.apikeys import ApiKeys
 from .db.calibrations import CalibrationStore
@@ -32,6 +31,7 @@ from .ingest.pipeline import FailureCallback, Indexer, ProgressCallback
 from .names import person_name
 from .people.clustering import ClusterParams
 from .people.plan import plan_clustering, plan_new_faces, split_faces
+from .proof.calibrate import METHOD as CALIBRATION_METHOD
 from .records import StoredFace
 from .results import (
     CalibrationResult,
@@ -487,10 +487,10 @@ class FaceDB:
         max_faces: int = 100_000,
     ) -> CalibrationResult:
         """Choose the who threshold that names at most `far` of strangers' searches, estimated
-        on this archive's own people searched against each other (see facedb.calibrate;
+        on this archive's own people searched against each other (see facedb.proof.calibrate;
         with_unlabelled: faces of nobody are strangers too), and store it as the model's, unless
         dry_run or the evidence is too thin to move the default."""
-        from .calibrate import calibrate
+        from .proof.calibrate import calibrate
 
         if not 0 < far < 0.5:
             raise FaceDBError(f"--far must lie between 0 and 0.5, not {far}")
@@ -837,7 +837,7 @@ class FaceDB:
         with `strangers`, how many faces of people not in root would be named. With several
         `models`, each on the same photos and pairs: {"models": [...], "plot"}. The pairs judged
         wrong at the default threshold are listed; with `causes`, each with why (pair_errors.py)."""
-        from .evaluate import evaluate_folders
+        from .proof.evaluate import evaluate_folders
 
         keys = self._eval_models(models)
         try:
@@ -866,7 +866,7 @@ class FaceDB:
     ) -> dict:
         """The official LFW pairs file and protocol over images/<name>/<name>_NNNN.jpg; the pairs
         judged wrong at the default threshold, with `causes` each with why."""
-        from .evaluate import evaluate_lfw
+        from .proof.evaluate import evaluate_lfw
 
         extractor = FaceExtractor(self.detector, self.embedder_of(self._eval_models(())[0]), self.settings.face_margin)
         try:

@@ -10,7 +10,8 @@ import pytest
 from test_cli import run
 
 from facedb import samples as photos
-from facedb.calibrate import (
+from facedb.config import DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD
+from facedb.proof.calibrate import (
     METHOD,
     FaceSample,
     allowed_by_bound,
@@ -19,8 +20,7 @@ from facedb.calibrate import (
     probes_needed,
     threshold_allowing,
 )
-from facedb.config import DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD
-from facedb.evaluation import wilson_interval
+from facedb.proof.evaluation import wilson_interval
 
 # --- the searches, against brute force ---------------------------------------------------------
 

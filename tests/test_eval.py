@@ -169,7 +169,7 @@ def test_misjudged_pairs_are_listed_with_their_cause(offline_facedb, models, tmp
     from PIL import Image
 
     from facedb.bench.detect import TutorialDetector
-    from facedb.pair_errors import CAUSES
+    from facedb.proof.pair_errors import CAUSES
 
     root = tmp_path / "people"
     for person, names in (

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from facedb import evaluation
-from facedb.evaluation import (
+from facedb.proof import evaluation
+from facedb.proof.evaluation import (
     auc,
     eer,
     identification,
@@ -337,14 +337,14 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def _views(**changes):
-    from facedb.pair_errors import Views
+    from facedb.proof.pair_errors import Views
 
     base = dict(tutorial_box=np.zeros(2), tutorial_crop=np.zeros(2), tutorial=np.zeros(2), same_face=True, face_px=100)
     return Views(**(base | changes))
 
 
 def test_the_misjudged_pairs_are_those_on_the_wrong_side_of_the_threshold():
-    from facedb.pair_errors import misjudged
+    from facedb.proof.pair_errors import misjudged
 
     paths = ["a", "b", "c"]
     i, j = np.array([0, 0, 1, 1]), np.array([1, 2, 2, 2])
@@ -358,7 +358,7 @@ def test_the_misjudged_pairs_are_those_on_the_wrong_side_of_the_threshold():
 
 
 def test_each_cause_is_the_first_stage_whose_swap_alone_judges_the_pair_right():
-    from facedb.pair_errors import cause_of
+    from facedb.proof.pair_errors import cause_of
 
     far, near = np.array([2.0, 0.0]), np.array([0.5, 0.0])  # 2.0 and 0.5 from np.zeros(2)
     same = True  # a same-person pair at 1.3 that facedb rejected at 1.0
@@ -376,7 +376,7 @@ def test_each_cause_is_the_first_stage_whose_swap_alone_judges_the_pair_right():
 
 def test_the_tutorials_crop_is_the_box_and_16_px_on_each_side_clipped():
     from facedb.faces import Detection
-    from facedb.pair_errors import tutorial_crop
+    from facedb.proof.pair_errors import tutorial_crop
 
     rgb = np.zeros((200, 300, 3), np.uint8)
     rgb[84:116, 134:166] = 255  # the box 150..150+0 grown by 16 px: (134, 84) to (166, 116)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import text
 
-from ..calibrate import FaceSample
+from ..proof.calibrate import FaceSample
 from ..results import StoredCalibration
 from .codec import decode_halfvec_send
 from .sql import HUMAN_SOURCES_SQL

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import Settings
+from ..errors import FaceDBError, ImageError
+from ..faces import Detection, Face, main_face
+from ..files.images import decode, read_file
+from ..files.scan import scan
+from ..ingest.analysis import FaceExtractor
+from ..ingest.pipeline import bounded_map
+from ..vision.embed import Embedder
+from ..vision.weights import embedder_spec
 from . import evaluation, pair_errors
-from .config import Settings
-from .errors import FaceDBError, ImageError
-from .faces import Detection, Face, main_face
-from .files.images import decode, read_file
-from .files.scan import scan
-from .ingest.analysis import FaceExtractor
-from .ingest.pipeline import bounded_map
-from .vision.embed import Embedder
-from .vision.weights import embedder_spec
 
 CHUNK = 64  # photos detected, then embedded together; only their vectors are kept
 
@@ -264,7 +264,7 @@ class _Misjudged:
         """mtcnn's faces in the photo at `path` (its pixels `rgb`), found once for every model."""
         if path not in self._found:
             if self._mtcnn is None:
-                from .bench.detect import TutorialDetector
+                from ..bench.detect import TutorialDetector
 
                 self.say("loading mtcnn's own detector (TensorFlow) to look at misjudged pairs again")
                 self._mtcnn = TutorialDetector().detect

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError
-from .faces import Detection, box_iou, main_face
-from .files.images import decode, read_file
-from .vision.align import crop_face
-from .vision.embed import Embedder
+from ..errors import ImageError
+from ..faces import Detection, box_iou, main_face
+from ..files.images import decode, read_file
+from ..vision.align import crop_face
+from ..vision.embed import Embedder
 
 CAUSES = (
     "face not found by mtcnn",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dedup.tiers import DedupThresholds
+from ..dedup.tiers import DedupThresholds
 from .evaluation import wilson_interval
 
 METHOD = "open-set identification"
