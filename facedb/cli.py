@@ -840,7 +840,7 @@ def calibrate(context: Context, far: float, dry_run: bool, with_unlabelled: bool
 @pass_context
 def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> None:
     """Run the REST service (OpenAPI at /openapi.json, docs at /docs, a web page at /)."""
-    from .server import serve as run
+    from .service.app import serve as run
 
     facedb = context.facedb
     roots = roots or tuple(r for r in facedb.settings.serve_roots.split(os.pathsep) if r)

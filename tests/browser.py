@@ -44,7 +44,7 @@ def served(app) -> Iterator[str]:
     """The app on a free loopback port, in a thread; yields its base URL."""
     import uvicorn
 
-    from facedb.server import uvicorn_options
+    from facedb.service.app import uvicorn_options
 
     port = free_port()
     server = uvicorn.Server(

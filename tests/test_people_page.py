@@ -10,7 +10,7 @@ from browser import chromium, need_chromium, screenshot, served, severe_errors
 
 from facedb import FaceDB, Settings
 from facedb import samples as photos
-from facedb.server import create_app
+from facedb.service.app import create_app
 
 pytestmark = pytest.mark.browser
 

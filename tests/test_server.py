@@ -15,7 +15,7 @@ from PIL import Image
 
 from facedb import FaceDB, Settings
 from facedb import samples as photos
-from facedb.server import NOT_SHOWN, create_app
+from facedb.service.app import NOT_SHOWN, create_app
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from facedb import FaceDB, Settings
 from facedb import samples as photos
-from facedb.server import create_app
+from facedb.service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 

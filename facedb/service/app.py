@@ -29,15 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import FaceDB
-from .config import Settings
-from .connections import paced, with_header_deadline
-from .db.apikeys import ApiKeys, KeyInfo, allows
-from .errors import FaceDBError, ImageError, NotFound, TooLarge
-from .files.images import MAX_FILE_BYTES, is_within, open_regular
-from .memory import give_back
-from .names import person_name
-from .results import (
+from ..api import FaceDB
+from ..config import Settings
+from ..db.apikeys import ApiKeys, KeyInfo, allows
+from ..errors import FaceDBError, ImageError, NotFound, TooLarge
+from ..files.images import MAX_FILE_BYTES, is_within, open_regular
+from ..names import person_name
+from ..results import (
     ClusterResult,
     CompareAnswer,
     Confirmed,
@@ -55,7 +53,9 @@ from .results import (
     SearchAnswer,
     WhoAnswer,
 )
-from .vision.align import thumbnail_media_type
+from ..vision.align import thumbnail_media_type
+from .connections import paced, with_header_deadline
+from .memory import give_back
 
 T = TypeVar("T")
 ShownFaces = TypeVar("ShownFaces", PersonDetail, FaceListing)
