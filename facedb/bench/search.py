@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from sqlalchemy import text
 
 from ..config import Settings
 from ..db import search_index, synthetic
@@ -246,9 +245,7 @@ def measure_new_faces(
     how many go back to their own person (proposed: the synthetic people are enrolled)."""
     people = PeopleStore(Store(database), MODEL)
     step = archive.faces // new
-    with database.engine.begin() as conn:
-        conn.execute(text("DELETE FROM face_identities WHERE face_id % :step = 0"), {"step": step})
-        conn.execute(text("DELETE FROM database_settings WHERE name = 'clustered_through_face'"))
+    synthetic.unassign_every(database, step)
     faces = people.new_faces_of_nobody(after_face=0)
     started = time.perf_counter()
     edges = people.neighbours_through_index(faces, 16, 0.9, EMBEDDING_DIMENSION, progress, chunk=500)
@@ -349,9 +346,7 @@ def measure(
 def server_memory_mb(database: Database) -> int:
     """The (local) PostgreSQL server's processes' proportional set size: shared memory counted once."""
     try:
-        with database.engine.connect() as conn:
-            backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        server = psutil.Process(backend).parent()
+        server = psutil.Process(synthetic.backend_pid(database)).parent()
         if server is None:
             return 0
         processes = [server, *server.children(recursive=True)]

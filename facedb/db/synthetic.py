@@ -137,3 +137,17 @@ def relation_sizes(database: Database) -> dict[str, int]:
             ).all()
         )
     return tables | indexes
+
+
+def unassign_every(database: Database, step: int) -> None:
+    """Every `step`-th face loses its person and comes back as a face of nobody, new since the
+    last clustering (the incremental clustering's benchmark)."""
+    with database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM face_identities WHERE face_id % :step = 0"), {"step": step})
+        conn.execute(text("DELETE FROM database_settings WHERE name = 'clustered_through_face'"))
+
+
+def backend_pid(database: Database) -> int:
+    """The process of a server connection (its parent is the server's postmaster)."""
+    with database.engine.connect() as conn:
+        return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
