@@ -440,7 +440,7 @@ def test_a_name_that_hides_breaks_or_looks_like_an_id_is_refused(given, why):
 
 
 def test_export_and_import_summaries_count_in_english():
-    from facedb.cli import _counted
+    from facedb.cli.admin import _counted
 
     assert _counted({"photo": 1, "face": 3, "identity": 2, "assignment": 0}) == (
         "1 photo, 3 faces, 2 identities, 0 assignments"
