@@ -1,0 +1,103 @@
+"""FaceDB's who-is-this facet: the nearest known people of each face, by Euclidean distance,
+with an honest unknown past the threshold in force."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FaceDBError
+from ..faces import Face, box_iou
+from ..records import StoredFace
+from ..results import FaceAnswer, IdentityMatch, PhotoFaces, WhoAnswer
+from .photos import Photos
+
+
+class WhoIsThis(Photos):
+    def who(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        top_k: int = 3,
+        threshold: float | None = None,
+        annotate_into: str | os.PathLike | None = None,
+    ) -> list[WhoAnswer]:
+        """Who is in each photo; with `annotate_into`, a copy of each photo with its faces boxed
+        and named is written into that folder (`WhoAnswer.annotated`)."""
+        if top_k < 1:
+            raise FaceDBError("top_k must be at least 1")
+        found = self.faces_in(paths, keep_pixels=annotate_into is not None)
+        answers = self.answer(found, top_k=top_k, threshold=threshold)
+        if annotate_into is not None:
+            from ..annotate import annotate
+
+            for answer, photo in zip(answers, found):
+                if photo.photo is not None:
+                    target = Path(annotate_into) / (Path(answer.photo).stem + ".annotated.jpg")
+                    answer.annotated = str(annotate(photo.photo.rgb, answer.faces, target, photo.photo.scale))
+        return answers
+
+    def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
+        """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
+        threshold = self.threshold().value if threshold is None else threshold
+        stored = self.store.indexed_by_hash(r.content_hash for r in results if r.content_hash and r.faces)
+        answers = []
+        for result in results:
+            faces = [self.identify(face, top_k=top_k, threshold=threshold) for face in result.faces]
+            copies = stored.get(result.content_hash or "")
+            if copies:
+                self._name_stored_faces(faces, self.store.faces_of_photo(copies[0][0]))
+            answers.append(WhoAnswer(photo=result.path, error=result.error, faces=faces))
+        return answers
+
+    @staticmethod
+    def _name_stored_faces(answers: list[FaceAnswer], stored: list[StoredFace]) -> None:
+        """Each answered face gets the id of the stored face it is (the same bytes were indexed:
+        the boxes agree unless the detector changed since), the best overlaps first."""
+        pairs = sorted(
+            ((box_iou(a.box, s.box), i, s.id) for i, a in enumerate(answers) for s in stored),
+            key=lambda p: (-p[0], p[1], p[2]),
+        )
+        taken: set[int] = set()
+        for overlap, i, face_id in pairs:
+            if overlap < 0.5:
+                break
+            if answers[i].face_id is None and face_id not in taken:
+                answers[i].face_id = face_id
+                taken.add(face_id)
+
+    def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
+        return FaceAnswer(
+            box=face.box,
+            score=face.detection.score,
+            candidates=self.search(face.vector, top_k=top_k, threshold=threshold),
+            threshold=threshold,
+        )
+
+    def search(self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None) -> list[IdentityMatch]:
+        """The identity search alone, for an embedding made elsewhere (no detection)."""
+        threshold = self.threshold().value if threshold is None else threshold
+        model = self.model
+        if len(embedding) != self.embedder.dimension:
+            raise FaceDBError(
+                f"the embedding has {len(embedding)} values; model {model} makes {self.embedder.dimension}"
+            )
+        nearest = self.store.nearest_identities(embedding, top_k, model)
+        counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold, model)
+        matches = []
+        for c in nearest:
+            within, faces = counts.get(c.identity_id, (0, 0))
+            matches.append(
+                IdentityMatch(
+                    identity_id=c.identity_id,
+                    name=c.name,
+                    distance=c.distance,
+                    faces_within_threshold=within,
+                    faces=faces,
+                    source=c.source,
+                )
+            )
+        return matches
