@@ -14,8 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from facedb import samples as photos
-from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.files.images import decode  # noqa: E402
+from facedb.vision.detect import TutorialDetector  # noqa: E402
 
 
 def main(out: Path) -> None:

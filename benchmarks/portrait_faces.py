@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facedb import samples as photos  # noqa: E402
-from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.config import Settings  # noqa: E402
-from facedb.vision.detect import MtcnnDetector  # noqa: E402
+from facedb.vision.detect import MtcnnDetector, TutorialDetector  # noqa: E402
 
 
 def variants(image: Image.Image):

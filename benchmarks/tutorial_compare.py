@@ -18,10 +18,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facedb.bench.detect import TutorialDetector  # noqa: E402
 from facedb.config import Settings  # noqa: E402
 from facedb.files.images import decode, read_file  # noqa: E402
 from facedb.vision.align import crop_face, standardise  # noqa: E402
+from facedb.vision.detect import TutorialDetector  # noqa: E402
 from facedb.vision.weights import embedder_weights  # noqa: E402
 
 

@@ -99,7 +99,7 @@ def test_detections_match_mtcnns_own(full_resolution, name):
 
 @pytest.fixture(scope="module")
 def mtcnn_full_resolution():
-    from facedb.bench.detect import TutorialDetector
+    from facedb.vision.detect import TutorialDetector
 
     return TutorialDetector()
 

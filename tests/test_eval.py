@@ -168,8 +168,8 @@ def test_misjudged_pairs_are_listed_with_their_cause(offline_facedb, models, tmp
     border) is a pair the tutorial would have skipped, and says so."""
     from PIL import Image
 
-    from facedb.bench.detect import TutorialDetector
     from facedb.proof.pair_errors import CAUSES
+    from facedb.vision.detect import TutorialDetector
 
     root = tmp_path / "people"
     for person, names in (

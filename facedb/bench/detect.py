@@ -19,7 +19,7 @@ from ..errors import FaceDBError, ImageError
 from ..faces import Detection
 from ..files.images import decode, read_file
 from ..files.scan import scan
-from ..vision.detect import Detector, MtcnnDetector, detection_from_mtcnn, iou
+from ..vision.detect import Detector, MtcnnDetector, TutorialDetector, iou
 
 MATCH_IOU = 0.5
 
@@ -27,30 +27,6 @@ MATCH_IOU = 0.5
 def photo_files(paths: list[str], limit: int | None = None) -> list[str]:
     files = sorted(c.path for c in scan(paths) if c.error is None)
     return files[:limit] if limit else files
-
-
-class TutorialDetector:
-    """MTCNN as the tutorials call it: `MTCNN().detect_faces(image)` at full resolution, with
-    the package's defaults (20 px smallest face, thresholds 0.6 / 0.7 / 0.8)."""
-
-    name = "mtcnn.MTCNN().detect_faces, full resolution"
-
-    def __init__(self, min_face_size: int = 20) -> None:
-        from mtcnn import MTCNN
-
-        self.model = MTCNN()
-        self.min_face_size = min_face_size
-
-    def load(self) -> None:
-        pass
-
-    def every_box(self, rgb) -> list[Detection]:
-        """Everything detect_faces returns, also boxes that its regression shrank below the
-        smallest face it looks for."""
-        return [detection_from_mtcnn(item) for item in self.model.detect_faces(rgb, min_face_size=self.min_face_size)]
-
-    def detect(self, rgb) -> list[Detection]:
-        return [d for d in self.every_box(rgb) if min(d.box[2:]) >= self.min_face_size]
 
 
 def matched(reference: list[Detection], found: list[Detection]) -> list[tuple[int, int]]:

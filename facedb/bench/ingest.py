@@ -31,9 +31,9 @@ from ..config import Settings
 from ..errors import FaceDBError, ImageError
 from ..files.images import decode, read_file
 from ..vision.align import crop_face
-from ..vision.detect import MtcnnDetector
+from ..vision.detect import MtcnnDetector, TutorialDetector
 from ..vision.embed import Embedder, FacenetEmbedder
-from .detect import TutorialDetector, compare, photo_files
+from .detect import compare, photo_files
 
 LARGE_BATCH = 64
 

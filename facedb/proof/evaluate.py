@@ -264,7 +264,7 @@ class _Misjudged:
         """mtcnn's faces in the photo at `path` (its pixels `rgb`), found once for every model."""
         if path not in self._found:
             if self._mtcnn is None:
-                from ..bench.detect import TutorialDetector
+                from ..vision.detect import TutorialDetector
 
                 self.say("loading mtcnn's own detector (TensorFlow) to look at misjudged pairs again")
                 self._mtcnn = TutorialDetector().detect

@@ -313,3 +313,27 @@ def detection_from_mtcnn(item: dict, scale: float = 1.0) -> Detection:
         (float(item["keypoints"][k][0]) / scale, float(item["keypoints"][k][1]) / scale) for k in _LANDMARKS
     )
     return Detection(box=box, landmarks=landmarks, score=float(item["confidence"]))  # type: ignore[arg-type]
+
+
+class TutorialDetector:
+    """MTCNN as the tutorials call it: `MTCNN().detect_faces(image)` at full resolution, with
+    the package's defaults (20 px smallest face, thresholds 0.6 / 0.7 / 0.8)."""
+
+    name = "mtcnn.MTCNN().detect_faces, full resolution"
+
+    def __init__(self, min_face_size: int = 20) -> None:
+        from mtcnn import MTCNN
+
+        self.model = MTCNN()
+        self.min_face_size = min_face_size
+
+    def load(self) -> None:
+        pass
+
+    def every_box(self, rgb) -> list[Detection]:
+        """Everything detect_faces returns, also boxes that its regression shrank below the
+        smallest face it looks for."""
+        return [detection_from_mtcnn(item) for item in self.model.detect_faces(rgb, min_face_size=self.min_face_size)]
+
+    def detect(self, rgb) -> list[Detection]:
+        return [d for d in self.every_box(rgb) if min(d.box[2:]) >= self.min_face_size]
