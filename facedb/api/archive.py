@@ -9,11 +9,11 @@ from pathlib import Path
 
 from ..db.dedup import DedupStore
 from ..db.integrity import IntegrityStore
-from ..dedup.report import dedup_report
 from ..dedup.tiers import DedupThresholds
 from ..people.plan import plan_clustering
 from ..results import CheckResult, IdentityCount, ReplicaStatus, SchemaRevision, Status, StoredFailure
 from ..vision.weights import embedder_specs
+from .dedup_report import dedup_report
 from .people import People
 
 

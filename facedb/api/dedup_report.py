@@ -10,9 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..db.dedup import DedupStore
-from ..errors import ImageError
-from ..files.images import decode, read_file
-from .tiers import (
+from ..dedup.tiers import (
     TIERS,
     DedupThresholds,
     UnionFind,
@@ -21,6 +19,8 @@ from .tiers import (
     same_face_groups,
     same_person_groups,
 )
+from ..errors import ImageError
+from ..files.images import decode, read_file
 
 
 def dedup_report(
