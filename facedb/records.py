@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .faces import Face
 from .files.images import PhotoMeta
 
@@ -88,3 +90,13 @@ class StoredFace:
     photo_id: int
     box: tuple[float, float, float, float]
     score: float
+
+
+@dataclass
+class FaceSample:
+    """Faces for calibration: ids, their identity (-1: none), their photo's bytes, vectors."""
+
+    face_ids: np.ndarray
+    identity_ids: np.ndarray
+    content_hashes: list[str | None]
+    vectors: np.ndarray

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import text
 
-from ..proof.calibrate import FaceSample
+from ..records import FaceSample
 from ..results import StoredCalibration
 from .codec import decode_halfvec_send
 from .sql import HUMAN_SOURCES_SQL

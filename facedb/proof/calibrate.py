@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..dedup.tiers import DedupThresholds
+from ..records import FaceSample
 from .evaluation import wilson_interval
 
 METHOD = "open-set identification"
@@ -43,16 +44,6 @@ _BLOCK = 512  # probes per distance block: 512 x 100,000 float32 is 200 MB
 MAX_PROBES = 10_000  # of each kind: 2.6 times the 3,838 searches a rate of 0.001 needs
 
 PLACED, REJECTED, NOBODY = "placed", "rejected", "nobody"
-
-
-@dataclass
-class FaceSample:
-    """Faces for calibration: ids, their identity (-1: none), their photo's bytes, vectors."""
-
-    face_ids: np.ndarray
-    identity_ids: np.ndarray
-    content_hashes: list[str | None]
-    vectors: np.ndarray
 
 
 @dataclass

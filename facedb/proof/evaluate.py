@@ -275,7 +275,8 @@ class _Misjudged:
 def _calibrate(vectors: np.ndarray, paths: list[str], labels: list[str], far: float, default: float, seed: int) -> dict:
     """What `facedb calibrate` would choose with these people enrolled: each person's photos
     searched against everyone else's (the strangers of --strangers are the test, never used)."""
-    from .calibrate import FaceSample, calibrate
+    from ..records import FaceSample
+    from .calibrate import calibrate
 
     _, codes = np.unique(np.asarray(labels), return_inverse=True)
     ids = np.arange(len(paths))
