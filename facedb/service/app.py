@@ -3,35 +3,25 @@ formats; every answer comes from FaceDB."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import itertools
-import json
 import mimetypes
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..api import FaceDB
 from ..config import Settings
-from ..db.apikeys import ApiKeys, KeyInfo, allows
+from ..db.apikeys import KeyInfo, allows
 from ..errors import FaceDBError, ImageError, NotFound, TooLarge
 from ..files.images import MAX_FILE_BYTES, is_within, open_regular
 from ..names import person_name
@@ -54,251 +44,29 @@ from ..results import (
     WhoAnswer,
 )
 from ..vision.align import thumbnail_media_type
-from .connections import paced, with_header_deadline
-from .memory import give_back
+from .connections import with_header_deadline
+from .gate import API_KEY_HEADER, RequestGate
+from .requests import (
+    HALFVEC_MAX,
+    MAX_PEOPLE_PAGE,
+    PEOPLE_PAGE,
+    ClusterRequest,
+    DedupRequest,
+    Error,
+    FaceToPerson,
+    IndexRequest,
+    MergeRequest,
+    PersonChange,
+    SearchRequest,
+)
+from .work import Jobs, ModelWork
 
-T = TypeVar("T")
 ShownFaces = TypeVar("ShownFaces", PersonDetail, FaceListing)
 
 # In answers, instead of the path of a stored photo outside the served folders.
 NOT_SHOWN = "(outside the folders this service serves)"
 
-API_KEY_HEADER = "X-API-Key"
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="a key from `facedb apikey create`")
-
-
-# ---- requests (the answers' shapes are facedb.results) ------------------------------------------
-class Error(BaseModel):
-    error: str
-
-
-HALFVEC_MAX = 65504.0
-
-
-MAX_EMBEDDING_VALUES = 4096
-# /v1/people answers a page: the people with the most faces first (X-Total-Count: how many)
-PEOPLE_PAGE = 1000
-MAX_PEOPLE_PAGE = 10_000
-
-
-class SearchRequest(BaseModel):
-    # as many values as the database's model makes (512 or 128; checked against it)
-    embedding: list[float] = Field(min_length=1, max_length=MAX_EMBEDDING_VALUES)
-    top_k: int = Field(3, ge=1, le=100)
-    threshold: float | None = Field(None, ge=0, le=4)
-
-
-class PersonChange(BaseModel):
-    """What to change of a person: a new name, hidden or shown again (either or both)."""
-
-    name: str | None = Field(None, min_length=1, max_length=500)
-    hidden: bool | None = None
-
-
-class FaceToPerson(BaseModel):
-    """A person by id, or (to move a face) by name: a new name starts a person."""
-
-    person: int | str = Field(description="a person's id, or a name")
-
-
-class ClusterRequest(BaseModel):
-    dry_run: bool = False
-
-
-class DedupRequest(BaseModel):
-    paths: list[str] = Field(default_factory=list, max_length=1000)  # none: the service's roots
-    tiers: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, max_length=5)
-
-
-class MergeRequest(BaseModel):
-    other: int = Field(ge=1, le=2**62)
-
-
-class IndexRequest(BaseModel):
-    paths: list[str] = Field(min_length=1, max_length=1000)
-    retry_failed: bool = False
-
-
-# ---- the app ---------------------------------------------------------------------------------
-class ModelWork:
-    """Decoding, detection and embedding for requests, in threads of their own, so that the
-    event loop and the cheap endpoints never wait behind them. At most `workers` run and
-    `waiting` more wait; a request beyond that is told to retry (503) before its uploads are
-    read, so memory stays bounded too."""
-
-    def __init__(self, workers: int, waiting: int) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facedb-model")
-        self.capacity = workers + waiting
-        self.slots = threading.BoundedSemaphore(self.capacity)
-        self.running = 0
-        self._running_lock = threading.Lock()
-
-    def _job(self, function: Callable[[], T]) -> T:
-        with self._running_lock:
-            self.running += 1
-        try:
-            return function()
-        finally:
-            with self._running_lock:
-                self.running -= 1
-                idle = self.running == 0
-            if idle:  # what the photos took goes back, not only to the next request
-                give_back()
-
-    @asynccontextmanager
-    async def slot(self):
-        """A place among the running and waiting requests, or 503; it yields `run(function)`.
-        Work handed to `run` keeps the place until it is done, even if its client has gone
-        meanwhile, so that clients that hang up cannot pile up work behind the limit."""
-        if not self.slots.acquire(blocking=False):
-            raise HTTPException(
-                503,
-                f"busy: {self.capacity} requests for the models are running or waiting; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        handed_over = False
-
-        def run(function: Callable[[], T]) -> asyncio.Future[T]:
-            nonlocal handed_over
-            future = self.pool.submit(self._job, function)
-            handed_over = True
-            future.add_done_callback(lambda _: self.slots.release())
-            return asyncio.wrap_future(future)  # cancelled with its request: work not yet started never starts
-
-        try:
-            yield run
-        finally:
-            if not handed_over:
-                self.slots.release()
-
-
-class _BodyTooLarge(StarletteHTTPException):
-    """Raised while a body is received, as an HTTPException so that FastAPI passes it on as 413."""
-
-
-# Nothing is sniffed into HTML, and no page of the service runs inside another site's frame
-# (clickjacking: its buttons under a page that is not its own).
-SAFETY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
-]
-
-
-class RequestGate:
-    """Plain ASGI, in front of everything: every /v1/ request needs a valid key before a byte of
-    its body is read, and a body may not exceed its kind's limit (said up front by
-    Content-Length, or counted as it streams). Every response says nosniff (a stored file that
-    is not an image must never run in a browser as HTML) and may not be framed (SAFETY_HEADERS)."""
-
-    def __init__(self, app, keys: ApiKeys, json_limit: int, upload_limit: int, body_grace: float) -> None:
-        self.app, self.keys, self.json_limit, self.upload_limit = app, keys, json_limit, upload_limit
-        self.body_grace = body_grace
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_guarded(message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SAFETY_HEADERS]
-            await send(message)
-
-        if not scope["path"].startswith("/v1/"):
-            return await self.app(scope, receive, send_guarded)
-        headers = Headers(scope=scope)
-        key = headers.get(API_KEY_HEADER)
-        if not key:
-            return await _answer(send_guarded, 401, f"an API key is needed in the {API_KEY_HEADER} header")
-        try:
-            info = await anyio.to_thread.run_sync(self.keys.check, key)
-        except SQLAlchemyError:
-            return await _answer(send_guarded, 503, "the database is unavailable; retry shortly")
-        if info is None:
-            return await _answer(send_guarded, 401, "unknown or revoked API key")
-        scope.setdefault("state", {})["api_key"] = info
-        multipart = headers.get("content-type", "").startswith("multipart/form-data")
-        limit = self.upload_limit if multipart else self.json_limit
-        too_large = f"the body is larger than this service takes ({limit:,} bytes{' for uploads' if multipart else ''})"
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return await _answer(send_guarded, 413, too_large)
-        received = 0
-        receive_paced = paced(receive, self.body_grace)
-
-        async def receive_bounded():
-            nonlocal received
-            message = await receive_paced()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(413, too_large)
-            return message
-
-        await self.app(scope, receive_bounded, send_guarded)
-
-
-async def _answer(send, status: int, error: str) -> None:
-    body = json.dumps({"error": error}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class Jobs:
-    """Indexing jobs, one at a time in a background thread, with their progress. A job is
-    replaced whole at each step (never changed in place), so a reader always sees one step."""
-
-    def __init__(self, facedb: FaceDB) -> None:
-        self.facedb = facedb
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facedb-job")
-        self.jobs: dict[int, Job] = {}
-        self.ids = itertools.count(1)
-        self.lock = threading.Lock()
-
-    def start(self, paths: list[str], retry_failed: bool, within: list[Path]) -> Job:
-        with self.lock:
-            job = Job(id=next(self.ids), paths=paths)
-            self.jobs[job.id] = job
-        self.pool.submit(self._run, job.id, retry_failed, within)
-        return job
-
-    def _update(self, job_id: int, **changes: Any) -> None:
-        with self.lock:
-            self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
-
-    def _run(self, job_id: int, retry_failed: bool, within: list[Path]) -> None:
-        self._update(job_id, state="running")
-
-        def progress(event) -> None:
-            self._update(job_id, done=event.done, total=event.total, faces=event.faces, failed=event.failed)
-
-        try:
-            summary = self.facedb.index(
-                self.jobs[job_id].paths, retry_failed=retry_failed, on_progress=progress, within=within
-            )
-            self._update(
-                job_id,
-                result=summary,
-                state="done",
-                total=summary.files,
-                done=summary.files,
-                faces=summary.faces,
-                failed=summary.failed,
-            )
-        except Exception as exc:  # noqa: BLE001 - reported through the job, never lost
-            self._update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-
-    def get(self, job_id: int) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id}")
-        return job
 
 
 def create_app(
