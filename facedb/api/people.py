@@ -82,7 +82,7 @@ class People(Parts):
             )
             for entry, key in zip(result.new_people, plan.new_people):
                 entry.person_id = created[key]
-            people.summarise_changed(on_progress)
+            people.summaries.summarise_changed(on_progress)
         return result
 
     def people(
@@ -101,11 +101,13 @@ class People(Parts):
         a million people after a bulk load take minutes)."""
         if (limit is not None and limit < 1) or offset < 0:
             raise FaceDBError("limit must be at least 1 and offset at least 0")
-        self.people_store.summarise_changed(on_progress)
-        return self.people_store.people(include_hidden=include_hidden, within=within, limit=limit, offset=offset)
+        self.people_store.summaries.summarise_changed(on_progress)
+        return self.people_store.summaries.people(
+            include_hidden=include_hidden, within=within, limit=limit, offset=offset
+        )
 
     def count_people(self, *, include_hidden: bool = False) -> int:
-        return self.people_store.count_people(include_hidden=include_hidden)
+        return self.people_store.summaries.count_people(include_hidden=include_hidden)
 
     def hide(self, person: str | int, hidden: bool = True) -> HiddenChange:
         """Set a person aside (or show them again): a hidden person keeps their faces, so that

@@ -274,7 +274,7 @@ def measure_listings(database: Database, progress: Callable[[str], None]) -> dic
     (after a bulk load), then the median of 5 of each listing."""
     people = PeopleStore(Store(database), MODEL)
     started = time.perf_counter()
-    people.summarise_changed(say=progress)
+    people.summaries.summarise_changed(say=progress)
     summarise_s = time.perf_counter() - started
 
     def median_ms(work: Callable[[], object]) -> float:
@@ -287,8 +287,8 @@ def measure_listings(database: Database, progress: Callable[[str], None]) -> dic
 
     return {
         "summarise_all_s": round(summarise_s, 1),
-        "people_page_ms": median_ms(lambda: people.people(limit=100)),
-        "count_people_ms": median_ms(people.count_people),
+        "people_page_ms": median_ms(lambda: people.summaries.people(limit=100)),
+        "count_people_ms": median_ms(people.summaries.count_people),
         "unassigned_page_ms": median_ms(lambda: people.faces(unassigned=True, limit=100)),
         "status_ms": median_ms(Store(database).counts),
     }
