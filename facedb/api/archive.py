@@ -72,15 +72,15 @@ class Archive(People):
         return self.store.face_thumbnail(face_id)
 
     def export(self, path: str | os.PathLike) -> dict:
-        """Everything (photos, faces, embeddings, people, decisions) to a versioned file (see facedb.backup)."""
+        """Everything (photos, faces, embeddings, people, decisions) to a versioned file (see db/backup.py)."""
         from ..db import backup
 
         return backup.export(self.store, Path(path))
 
     def import_(self, path: str | os.PathLike) -> dict:
-        from ..db import backup
+        from ..db import restore
 
-        return backup.import_(self.store, Path(path))
+        return restore.import_(self.store, Path(path))
 
     def schema_revision(self) -> SchemaRevision:
         """The database (described, password hidden), its schema revision and the newest one."""
