@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, computed_field
 
 from .faces import Face
 from .files.images import DecodedPhoto
@@ -34,6 +34,13 @@ Score = Annotated[float, _rounded(4)]
 Box = Annotated[
     tuple[float, float, float, float],
     PlainSerializer(lambda b: [round(float(v), 1) for v in b], return_type=list[float], when_used="json"),
+]
+
+# A capture time as the camera's clock said it (EXIF): local time, ISO 8601 with no offset, so
+# not the "date-time" of JSON Schema (RFC 3339 needs one) that pydantic would declare.
+CameraTime = Annotated[
+    datetime,
+    WithJsonSchema({"type": "string", "description": "the camera's local time (EXIF), ISO 8601 with no offset"}),
 ]
 
 
@@ -293,7 +300,7 @@ class FaceOfPerson(Result):
     face_id: int
     photo_id: int
     photo: str
-    taken_at: datetime | None  # the photo's capture time (EXIF), for browsing a person by date
+    taken_at: CameraTime | None  # the photo's capture time, for browsing a person by date
     box: Box
     source: str
     distance_to_centre: Annotated[float | None, _rounded_or_none(4)]  # None: no embedding of the model
