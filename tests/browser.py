@@ -48,7 +48,7 @@ def served(app) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_options(app.state.facedb.settings))
+        uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_options(app.state.served.facedb.settings))
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -132,10 +132,10 @@ def test_cheap_endpoints_answer_while_the_model_workers_are_busy(served):
         second = threading.Thread(target=ask)
         second.start()
         for _ in range(600):  # until the second one holds the last slot
-            if app.state.model_work.slots._value == 0:
+            if app.state.served.model_work.slots._value == 0:
                 break
             time.sleep(0.01)
-        assert app.state.model_work.slots._value == 0
+        assert app.state.served.model_work.slots._value == 0
         with httpx.Client(timeout=10) as http:  # a blocked event loop would time out here
             assert http.get(url + "/healthz").status_code == 200
             search = http.post(url + "/v1/search", headers=_h(keys, "read"), json={"embedding": embedding})
