@@ -85,8 +85,8 @@ class WhoIsThis(Photos):
             raise FaceDBError(
                 f"the embedding has {len(embedding)} values; model {model} makes {self.embedder.dimension}"
             )
-        nearest = self.store.nearest_identities(embedding, top_k, model)
-        counts = self.store.faces_within(embedding, [c.identity_id for c in nearest], threshold, model)
+        nearest = self.store.nearest.identities(embedding, top_k, model)
+        counts = self.store.nearest.faces_within(embedding, [c.identity_id for c in nearest], threshold, model)
         matches = []
         for c in nearest:
             within, faces = counts.get(c.identity_id, (0, 0))

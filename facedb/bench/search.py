@@ -314,7 +314,7 @@ def measure(
     def work(mine: range) -> None:
         for q in mine:
             started = time.perf_counter()
-            candidates = store.nearest_identities(probes[q], 3, MODEL, ef_search=ef_search)
+            candidates = store.nearest.identities(probes[q], 3, MODEL, ef_search=ef_search)
             latencies[q] = time.perf_counter() - started
             exact_person = int(archive.person_of(exact_ids[q, 0]))
             identity_hits[q] = bool(candidates) and candidates[0].identity_id - first_identity == exact_person
@@ -327,7 +327,7 @@ def measure(
         thread.join()
     elapsed = time.perf_counter() - started
     for q, probe in enumerate(probes):
-        found = store.nearest_faces(probe, 10, MODEL, ef_search=ef_search)
+        found = store.nearest.faces(probe, 10, MODEL, ef_search=ef_search)
         face_recall[q] = len({f - 1 for f in found} & set(exact_ids[q].tolist())) / 10
     ordered = sorted(latencies)
     return {

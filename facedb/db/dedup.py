@@ -8,9 +8,9 @@ from sqlalchemy import text
 
 from ..dedup.tiers import DedupFace, DedupPhoto
 from .codec import decode_halfvec_send
-from .search_index import search_index
+from .search_index import of_model, search_index, tune_search
 from .sql import INDEXED_SQL
-from .store import Store, of_model
+from .store import Store
 
 
 class DedupStore:
@@ -114,7 +114,7 @@ class DedupStore:
         the HNSW index (one index probe per face, not all pairs)."""
         with self.engine.begin() as conn:
             index = search_index(conn, self.model, self.dimension)
-            Store._tune_search(conn, max(40, k * 4, index.candidates(k)))
+            tune_search(conn, max(40, k * 4, index.candidates(k)))
             rows = conn.execute(
                 text(f"""
                 SELECT f.id, n.id, n.d FROM faces f JOIN photos p ON p.id = f.photo_id

@@ -13,9 +13,9 @@ from ..faces import Box
 from ..people.plan import ClusterInputs, NewFacesInputs, PersonFace
 from ..results import ListedFace
 from .codec import decode_halfvec_send
-from .search_index import search_index
+from .search_index import of_model, search_index, tune_search
 from .sql import SYSTEM_SOURCES_SQL
-from .store import Store, of_model
+from .store import Store
 from .summaries import PersonSummaries
 
 
@@ -101,7 +101,7 @@ class PeopleStore:
             conn.rollback()  # each chunk below is a transaction of its own (SET LOCAL)
             for start in range(0, len(face_ids), chunk):
                 with conn.begin():
-                    Store._tune_search(conn, max(40, k * 4, index.candidates(k)))
+                    tune_search(conn, max(40, k * 4, index.candidates(k)))
                     edges.extend(
                         (r.face_id, r.other, float(r.d))
                         for r in conn.execute(

@@ -186,3 +186,30 @@ def _report_progress(
             else:
                 amount = f"{row.tuples_done:,} faces"
             say(f"building the {what}: {row.phase}, {amount}, {elapsed:.0f} s")
+
+
+_PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
+
+
+def _pgvector_version(conn: Connection) -> tuple[int, ...]:
+    """pgvector's version, asked once per database."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    if key not in _PGVECTOR_VERSIONS:
+        version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar() or "0"
+        _PGVECTOR_VERSIONS[key] = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    return _PGVECTOR_VERSIONS[key]
+
+
+def of_model(alias: str, model: str) -> str:
+    """`alias.model = '<model>'` as the partial search indexes need it (a constant, checked)."""
+    return f"{alias}.model = {model_literal(model)}"
+
+
+def tune_search(conn: Connection, ef_search: int) -> None:
+    """How far this transaction's index scans look (hnsw.ef_search, at most 1,000)."""
+    # pgvector >= 0.8 can keep scanning the index when the join filters rows out; a first
+    # pass returns at most ef_search rows (1,000 at most).
+    iterative = (
+        ", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if _pgvector_version(conn) >= (0, 8) else ""
+    )
+    conn.execute(text(f"SELECT set_config('hnsw.ef_search', :ef, true){iterative}"), {"ef": str(min(ef_search, 1000))})

@@ -1,5 +1,6 @@
-"""Indexing and search: photos and faces written in batches (binary COPY), files known by
-path and by content, and the nearest identities of an embedding. All SQL is parameterised;
+"""Indexing and what it reads back: photos and faces written in batches (binary COPY), files
+known by path and by content, faces and their identities, counts; the nearest faces and
+people of an embedding are `Store.nearest` (nearest.py). All SQL is parameterised;
 facedb/db/ is the only package that talks to the database."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, text
 
@@ -22,15 +22,14 @@ from ..records import (
     Indexed,
     KnownFile,
     Moved,
-    NearestIdentity,
     Outcome,
     StoredFace,
     Touched,
 )
-from .codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, face_ids, vector_literal
+from .codec import EmbeddingRow, FaceRow, copy_embeddings, copy_faces, face_ids
 from .database import Database
-from .search_index import search_index
-from .sql import FAILED_SQL, INDEXED_SQL, model_literal
+from .nearest import Nearest
+from .sql import FAILED_SQL, INDEXED_SQL
 
 ARCHIVE_COUNTS = ("photos", "failed_photos", "faces", "identities", "assigned_faces")
 _COUNT_EVERY_ROW = f"""
@@ -39,22 +38,6 @@ _COUNT_EVERY_ROW = f"""
     SELECT 'faces', count(*) FROM faces UNION ALL
     SELECT 'identities', count(*) FROM identities UNION ALL
     SELECT 'assigned_faces', count(*) FROM face_identities"""
-
-_PGVECTOR_VERSIONS: dict[str, tuple[int, ...]] = {}
-
-
-def _pgvector_version(conn: Connection) -> tuple[int, ...]:
-    """pgvector's version, asked once per database."""
-    key = conn.engine.url.render_as_string(hide_password=True)
-    if key not in _PGVECTOR_VERSIONS:
-        version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar() or "0"
-        _PGVECTOR_VERSIONS[key] = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    return _PGVECTOR_VERSIONS[key]
-
-
-def of_model(alias: str, model: str) -> str:
-    """`alias.model = '<model>'` as the partial search indexes need it (a constant, checked)."""
-    return f"{alias}.model = {model_literal(model)}"
 
 
 class Claims:
@@ -94,6 +77,7 @@ class Store:
         self.database = database
         self.engine = database.engine  # the primary: every write, and reads that must be current
         self.reads = database.reads  # who, search and listings: a replica that has caught up, else the primary
+        self.nearest = Nearest(database)
 
     @contextmanager
     def claims(self) -> Iterator[Claims]:
@@ -343,90 +327,6 @@ class Store:
     def _identity_id(conn: Connection, name: str) -> int:
         conn.execute(text("INSERT INTO identities (name) VALUES (:name) ON CONFLICT (name) DO NOTHING"), {"name": name})
         return conn.execute(text("SELECT id FROM identities WHERE name = :name"), {"name": name}).scalar_one()
-
-    def nearest_identities(
-        self, embedding: np.ndarray, top_k: int, model: str, ef_search: int = 100
-    ) -> list[NearestIdentity]:
-        """The nearest face of each of the `top_k` nearest identities (never one identity twice),
-        by the embeddings of `model` (the query's)."""
-        query = vector_literal(embedding)
-        with self.reads.connect() as conn, conn.begin():
-            index = search_index(conn, model, len(embedding))
-            limit = max(50, top_k * 20)
-            while True:
-                self._tune_search(conn, max(ef_search, index.candidates(limit)))
-                rows = conn.execute(
-                    text(f"""
-                    SELECT c.identity_id, i.name, c.source, c.face_id,
-                           c.embedding::vector <-> CAST(:q AS vector) AS distance
-                    FROM (
-                        SELECT fi.identity_id, fi.source, e.face_id, e.embedding
-                        FROM face_embeddings e JOIN face_identities fi ON fi.face_id = e.face_id
-                        WHERE {of_model("e", model)}
-                        ORDER BY {index.order("e.embedding", "CAST(:q AS halfvec)")}
-                        LIMIT :candidates) c
-                    JOIN identities i ON i.id = c.identity_id
-                    ORDER BY distance LIMIT :limit"""),
-                    {"q": query, "limit": limit, "candidates": index.candidates(limit)},
-                ).all()
-                best: dict[int, NearestIdentity] = {}
-                for r in rows:  # distances from the stored halves to the query as it is
-                    if r.identity_id not in best or r.distance < best[r.identity_id].distance:
-                        best[r.identity_id] = NearestIdentity(
-                            r.identity_id, r.name, float(r.distance), r.face_id, r.source
-                        )
-                # One identity with many close faces can fill the whole window: widen it until
-                # enough distinct identities appear or fewer rows than asked say all were seen.
-                if len(best) >= top_k or len(rows) < limit:
-                    return sorted(best.values(), key=lambda c: c.distance)[:top_k]
-                limit *= 4
-
-    def nearest_faces(self, embedding: np.ndarray, k: int, model: str, ef_search: int = 100) -> list[int]:
-        """Ids of the k nearest faces, as the search index finds them (the benchmark's recall)."""
-        with self.reads.connect() as conn, conn.begin():
-            index = search_index(conn, model, len(embedding))
-            self._tune_search(conn, max(ef_search, index.candidates(k)))
-            return [
-                r[0]
-                for r in conn.execute(
-                    text(f"""
-                    SELECT face_id FROM (
-                        SELECT e.face_id, e.embedding FROM face_embeddings e WHERE {of_model("e", model)}
-                        ORDER BY {index.order("e.embedding", "CAST(:q AS halfvec)")} LIMIT :candidates) c
-                    ORDER BY c.embedding::vector <-> CAST(:q AS vector) LIMIT :k"""),
-                    {"q": vector_literal(embedding), "k": k, "candidates": index.candidates(k)},
-                )
-            ]
-
-    def faces_within(
-        self, embedding: np.ndarray, identity_ids: Sequence[int], threshold: float, model: str
-    ) -> dict[int, tuple[int, int]]:
-        """identity id -> (faces within threshold, all faces with an embedding of `model`), counted exactly."""
-        if not identity_ids:
-            return {}
-        with self.reads.connect() as conn:
-            rows = conn.execute(
-                text("""
-                SELECT fi.identity_id,
-                       count(*) FILTER (WHERE e.embedding::vector <-> CAST(:q AS vector) <= :threshold) AS near,
-                       count(*) AS total
-                FROM face_identities fi JOIN face_embeddings e ON e.face_id = fi.face_id AND e.model = :model
-                WHERE fi.identity_id = ANY(:ids)
-                GROUP BY fi.identity_id"""),
-                {"q": vector_literal(embedding), "threshold": threshold, "ids": list(identity_ids), "model": model},
-            )
-            return {r.identity_id: (r.near, r.total) for r in rows}
-
-    @staticmethod
-    def _tune_search(conn: Connection, ef_search: int) -> None:
-        # pgvector >= 0.8 can keep scanning the index when the join filters rows out; a first
-        # pass returns at most ef_search rows (1,000 at most).
-        iterative = (
-            ", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if _pgvector_version(conn) >= (0, 8) else ""
-        )
-        conn.execute(
-            text(f"SELECT set_config('hnsw.ef_search', :ef, true){iterative}"), {"ef": str(min(ef_search, 1000))}
-        )
 
     # ---- reports ------------------------------------------------------------------------
     def photo_path(self, photo_id: int) -> str | None:
