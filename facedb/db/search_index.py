@@ -25,9 +25,11 @@ from .sql import embedding_index, model_literal
 BINARY_INDEX_FACES = 2_000_000
 
 # With 100 candidates re-ranked for the 10 nearest, recall@10 against exact search was 1.000 on
-# 100,000 synthetic faces (docs/performance.md has the larger archives).
+# 100,000 synthetic faces and 0.998 at ten million. Who's window of 60 rows takes 120: at a
+# million faces 240 made it 2-3 times slower than the halfvec index, for the same recall
+# (identity recall@1 and face recall@10 1.000 with 240, 120 and 60; docs/performance.md).
 BINARY_CANDIDATES = 100
-BINARY_CANDIDATES_PER_RESULT = 4
+BINARY_CANDIDATES_PER_RESULT = 2
 
 # Bytes of maintenance_work_mem a face for pgvector to build the graph in memory (it builds
 # much slower once the graph spills): the vector, 32 neighbours of 16 bytes on the lowest
