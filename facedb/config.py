@@ -12,17 +12,11 @@ import platformdirs
 
 from .errors import SettingError
 
-# Chosen from measurements on real photos (see docs/indexing-and-who.md, "Choosing the threshold"): at 1.0 no
-# stranger in the test sets is named, while most photos of an enrolled person still are.
-DEFAULT_THRESHOLD = 1.0
-
-# Clustering, chosen with benchmarks/cluster_quality.py (see docs/people-and-dedup.md): at eps 0.9
-# the labelled test people come out whole and unmixed; different people were never closer
-# than 1.07 in the threshold measurements.
-DEFAULT_CLUSTER_EPS = 0.90
+# Distances belong to the model that measures them: each model's default threshold, clustering
+# eps, proposal threshold and same-face distances are in its manifest entry (models/manifest.json,
+# vision/weights.py's ModelDistances); the settings below override them for every model.
 DEFAULT_CLUSTER_MIN_SAMPLES = 2
 DEFAULT_CLUSTER_MIN_SIZE = 3
-DEFAULT_PROPOSE_THRESHOLD = 0.90
 
 RUNTIMES = ("onnxruntime", "tensorflow")
 # The search index's kinds (facedb/db/sql.py says what each costs); "auto" chooses by size.
@@ -110,10 +104,15 @@ class Settings:
     # otherwise); at most serve_max_connections are open at once (503 beyond).
     serve_client_seconds: float = 20.0
     serve_max_connections: int = 512
-    cluster_eps: float = DEFAULT_CLUSTER_EPS
+    # A running service asks the database for its default model this often and takes up a new
+    # one (`facedb models default`) once its weights are loaded; 0: never.
+    serve_model_check_seconds: float = 10.0
+    # None: the model's (its manifest entry)
+    cluster_eps: float | None = None
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES
     cluster_min_size: int = DEFAULT_CLUSTER_MIN_SIZE
-    # None: DEFAULT_PROPOSE_THRESHOLD, or as much stricter than a calibrated who threshold.
+    # None: the model's, or as much stricter than a calibrated who threshold as the model's is
+    # than its default threshold.
     propose_threshold: float | None = None
 
     @property

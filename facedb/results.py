@@ -75,6 +75,7 @@ class PhotoFaces:
     photo: DecodedPhoto | None = None
     error: str | None = None
     content_hash: str | None = None  # sha256 of the bytes: finds the photo if it is stored
+    model: str = ""  # the embedding model that embedded the faces (their search must use it)
 
 
 class IdentityMatch(Result):
@@ -120,11 +121,13 @@ class WhoAnswer(Result):
 
     photo: str  # as given: a path, or an upload's file name
     error: str | None = None
+    model: str = ""  # the embedding model the faces were embedded and searched with
     faces: list[FaceAnswer] = []
     annotated: str | None = None  # the copy with boxes and names, when asked for (`who --annotate`)
 
 
 class SearchAnswer(Result):
+    model: str  # the embeddings searched
     candidates: list[IdentityMatch]
 
 
@@ -329,6 +332,7 @@ class ListedFace(Result):
 class FaceListing(Result):
     total: int  # faces that match, of which `faces` is one page
     offset: int
+    after: int | None = None  # the page starts after this face id (then `offset` more)
     faces: list[ListedFace]
 
 
@@ -473,10 +477,20 @@ class ReplicaStatus(Result):
     reason: str | None = None  # why it does not answer
 
 
-class ModelInfo(Result):
-    """One embedding model of models/manifest.json, as `facedb models` lists it."""
+class ModelDefaults(Result):
+    """A model's own distances (its manifest entry): settings override them for every model."""
 
-    model: str  # the name --model takes
+    threshold: float  # who is this, before `facedb calibrate`
+    cluster_eps: float
+    propose_threshold: float
+    same_face_distance: float
+    near_duplicate_face_distance: float
+
+
+class ModelInfo(Result):
+    """One embedding model of models/manifest.json, as `facedb models` and GET /v1/models list it."""
+
+    model: str  # the name --model (and the service's `model`) takes
     name: str
     dimension: int
     trained_on: str
@@ -485,8 +499,11 @@ class ModelInfo(Result):
     sha256: str
     weights_present: bool  # fetched into the model cache already
     default: bool  # the database's default model
+    in_use: bool  # what this process answers with when no model is named (the default, or --model)
     faces: int  # faces with an embedding of it
-    faces_without: int  # faces that still lack one (`facedb reembed --model` makes them)
+    faces_without: int  # faces that still lack one made as facedb makes it now (`facedb reembed --model`)
+    threshold: ThresholdInForce  # who-is-this's threshold with this model
+    distances: ModelDefaults
 
 
 class DefaultModel(Result):

@@ -10,7 +10,6 @@ import pytest
 from test_cli import run
 
 from facedb import samples as photos
-from facedb.config import DEFAULT_PROPOSE_THRESHOLD, DEFAULT_THRESHOLD
 from facedb.proof.calibrate import (
     METHOD,
     FaceSample,
@@ -21,6 +20,10 @@ from facedb.proof.calibrate import (
     threshold_allowing,
 )
 from facedb.proof.evaluation import wilson_interval
+from facedb.vision.weights import model_distances
+
+DEFAULT_THRESHOLD = model_distances().threshold  # the default model's
+DEFAULT_PROPOSE_THRESHOLD = model_distances().propose_threshold
 
 # --- the searches, against brute force ---------------------------------------------------------
 

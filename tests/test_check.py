@@ -118,4 +118,13 @@ def test_stored_counts_follow_the_archive_and_fix_recounts_them(make_facedb, tmp
         conn.execute(text("INSERT INTO archive_count_changes (name, change) VALUES ('faces', 5)"))
     assert facedb.check().problems == {"wrong_counts": ["faces: 7 stored, 2 counted"]}
     assert facedb.check(fix=True).repaired == {"wrong_counts": 1}
+
+    # the list of faces of nobody (migration 0014): a face lost from it, a stranger in it
+    with facedb.database.engine.begin() as conn:
+        nobody = conn.execute(text("SELECT min(face_id) FROM faces_of_nobody")).scalar_one()
+        conn.execute(text("DELETE FROM faces_of_nobody WHERE face_id = :f"), {"f": nobody})
+        conn.execute(text("INSERT INTO faces_of_nobody VALUES (999999)"))
+    assert facedb.check().problems == {"faces_of_nobody_list": [nobody, 999999]}
+    assert facedb.check(fix=True).repaired == {"faces_of_nobody_list": 2}
+    assert facedb.check().problems == {} and facedb.faces(unassigned=True).faces[0].face_id == nobody
     assert facedb.status().faces == 2 and facedb.check().problems == {}

@@ -12,8 +12,11 @@ from test_cli import run
 
 from facedb import samples as photos
 from facedb.api import FaceDB
-from facedb.config import DEFAULT_THRESHOLD, Settings
+from facedb.config import Settings
 from facedb.errors import FaceDBError
+from facedb.vision.weights import model_distances
+
+DEFAULT_THRESHOLD = model_distances().threshold  # the default model's
 
 
 @pytest.fixture

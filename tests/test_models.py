@@ -173,6 +173,96 @@ def test_models_reembed_default_and_who_with_either_model(two_models, tmp_path):
     assert counts[TUTORIAL] == 0 and counts[DEFAULT] == 1
 
 
+def test_models_over_rest_who_and_search_by_model_and_a_new_default_taken_up_while_serving(two_models, tmp_path):
+    """GET /v1/models; who, search and compare take `model` and answer with its embeddings and
+    threshold (a model no face has an embedding of yet is said, not answered as nobody); a
+    default made in another process is taken up by the running service without a restart.
+    The embeddings' stored counts agree with counting them (`check`)."""
+    from fastapi.testclient import TestClient
+
+    from facedb.service.app import create_app
+    from facedb.vision.weights import embedder_spec
+
+    facedb = two_models(serve_model_check_seconds=0.2)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _enrolled_archive(archive)
+    for name, file_list in photos.ENROLL.items():
+        facedb.enroll(name, [archive / f"{name.replace(' ', '_')}.jpg" for _ in file_list])
+    faces = len(_rows(facedb, "SELECT id FROM faces"))
+    read = {"X-API-Key": facedb.api_keys.create("test", "read")[1]}
+    query = photos.path("face_recognition/obama2.jpg")
+
+    def who(client, **form):
+        with open(query, "rb") as image:
+            return client.post("/v1/who", files={"image": ("q.jpg", image, "image/jpeg")}, data=form, headers=read)
+
+    with TestClient(create_app(facedb, [archive])) as client:
+        assert client.get("/v1/models").status_code == 401
+        listed = {m["model"]: m for m in client.get("/v1/models", headers=read).json()}
+        assert set(listed) == {DEFAULT, TUTORIAL}
+        assert listed[DEFAULT]["default"] and listed[DEFAULT]["in_use"] and not listed[TUTORIAL]["in_use"]
+        assert (listed[DEFAULT]["faces"], listed[DEFAULT]["faces_without"]) == (faces, 0)
+        assert (listed[TUTORIAL]["faces"], listed[TUTORIAL]["faces_without"]) == (0, faces)
+        for model in (DEFAULT, TUTORIAL):
+            spec = embedder_spec(model)
+            assert listed[model]["sha256"] == spec["sha256"] and listed[model]["dimension"] == spec["dimension"]
+            assert listed[model]["distances"]["threshold"] == spec["default_threshold"]
+            assert listed[model]["distances"]["same_face_distance"] == spec["same_face_distance"]
+            assert listed[model]["threshold"] == {"value": spec["default_threshold"], "source": "default"} | {
+                k: v for k, v in listed[model]["threshold"].items() if k not in ("value", "source")
+            }
+
+        refused = who(client, model=TUTORIAL)
+        assert refused.status_code == 422 and f"reembed --model {TUTORIAL}" in refused.json()["error"]
+        unknown = who(client, model="20180402-114759")
+        assert unknown.status_code == 422 and "no model '20180402-114759'" in unknown.json()["error"]
+
+        facedb.reembed(TUTORIAL)
+        distance = {}
+        for model in (DEFAULT, TUTORIAL):
+            answer = who(client, model=model).json()
+            (face,) = answer["faces"]
+            assert answer["model"] == model and face["identity"] == "Barack Obama"
+            (by_api,) = facedb.who([query], model=model)  # the JSON leaves the threshold out
+            assert by_api.model == model and by_api.faces[0].threshold == embedder_spec(model)["default_threshold"]
+            distance[model] = face["candidates"][0]["distance"]
+        assert distance[DEFAULT] != distance[TUTORIAL]
+        assert who(client).json()["model"] == DEFAULT  # none named: the one in use
+
+        (found,) = facedb.faces_in([query], model=TUTORIAL)
+        embedding = found.faces[0].vector.tolist()
+        searched = client.post("/v1/search", json={"embedding": embedding, "model": TUTORIAL}, headers=read)
+        assert searched.json()["model"] == TUTORIAL and searched.json()["candidates"][0]["name"] == "Barack Obama"
+        wrong = client.post("/v1/search", json={"embedding": embedding}, headers=read)
+        assert wrong.status_code == 422 and "128 values" in wrong.json()["error"] and "512" in wrong.json()["error"]
+        with open(query, "rb") as a, open(photos.path("face_recognition/obama.jpg"), "rb") as b:
+            compared = client.post(
+                "/v1/compare",
+                files=[("images", ("a.jpg", a)), ("images", ("b.jpg", b))],
+                data={"model": TUTORIAL},
+                headers=read,
+            )
+        assert compared.status_code == 200
+
+        listed = {m["model"]: m for m in client.get("/v1/models", headers=read).json()}
+        assert (listed[TUTORIAL]["faces"], listed[TUTORIAL]["faces_without"]) == (faces, 0)
+
+        two_models(facedb.settings.database_url).set_default_model(TUTORIAL)  # another process
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            in_use = {m["model"] for m in client.get("/v1/models", headers=read).json() if m["in_use"]}
+            if in_use == {TUTORIAL}:
+                break
+            time.sleep(0.1)
+        assert in_use == {TUTORIAL}
+        answer = who(client).json()
+        assert answer["model"] == TUTORIAL
+        assert answer["faces"][0]["candidates"][0]["distance"] == pytest.approx(distance[TUTORIAL], abs=1e-4)
+        assert client.get("/healthz").json() == {"ok": True, "database": True, "models": True}
+    assert "wrong_counts" not in facedb.check().problems
+
+
 def test_thresholds_are_calibrated_per_model(two_models, tmp_path):
     facedb = two_models()
     archive = tmp_path / "archive"

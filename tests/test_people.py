@@ -397,6 +397,10 @@ def test_people_commands_from_the_command_line(new_database_url, indexed_templat
     listed = json.loads(facedb("faces", "--person", "Franck", "--json"))
     assert listed["total"] == 10 and face not in {f["face_id"] for f in listed["faces"]}
     assert f"face {face} " in facedb("faces", "--unassigned")
+    first_page = facedb("faces", "--unassigned", "--limit", "1")
+    assert "1 of " in first_page and "--after " in first_page  # the next page: --after the last face id
+    after = first_page.split("--after ")[1].split()[0]
+    assert f"face {after} " not in facedb("faces", "--unassigned", "--after", after)
     smallest = json.loads(facedb("people", "--json"))[-1]
     assert json.loads(facedb("hide", str(smallest["id"]), "--json"))["hidden"] is True
     assert smallest["id"] not in {p["id"] for p in json.loads(facedb("people", "--json"))}
@@ -426,7 +430,7 @@ def test_the_same_person_filed_twice_is_suggested_for_a_merge(make_facedb, index
     plan = facedb.cluster(dry_run=True)
     suggested = {tuple(sorted(n for n in s.names if n)) for s in plan.merge_suggestions}
     assert ("Franck", "Franck at work") in suggested
-    assert all(s.distance <= facedb.settings.cluster_eps for s in plan.merge_suggestions)
+    assert all(s.distance <= facedb.cluster_params().eps for s in plan.merge_suggestions)
     # and clustering itself keeps them apart: only a person merges people
     facedb.cluster()
     assert {p.name for p in facedb.people()} >= {"Franck", "Franck at work"}
@@ -469,6 +473,14 @@ def test_faces_are_listed_by_person_by_photo_and_of_nobody(make_facedb, indexed_
     facedb = make_facedb(indexed_template)
     everything = facedb.faces(limit=1000)
     assert everything.total == len(everything.faces) > 20 and all(f.person_id is None for f in everything.faces)
+    # before clustering every face is nobody's: the next page after a face id, at the cost of the
+    # first (faces of nobody come from their list, migration 0014)
+    ids = [f.face_id for f in everything.faces]
+    assert [f.face_id for f in facedb.faces(unassigned=True, limit=1000).faces] == ids
+    assert [f.face_id for f in facedb.faces(unassigned=True, limit=2, after=ids[1]).faces] == ids[2:4]
+    assert [f.face_id for f in facedb.faces(unassigned=True, limit=2, after=ids[0], offset=1).faces] == ids[2:4]
+    assert [f.face_id for f in facedb.faces(limit=3, after=ids[0]).faces] == ids[1:4]
+    assert facedb.faces(unassigned=True, after=ids[-1]).faces == []
     facedb.cluster()
     franck_id = _person_of(facedb, "franck_02045.jpg")[0]
     of_franck = facedb.faces(person=franck_id, limit=1000)
@@ -567,6 +579,11 @@ def test_stored_people_summaries_follow_every_change(make_facedb, indexed_templa
         assert _rows(facedb, "SELECT count(*) FROM people_to_summarise") == [(0,)]
         assert stored == _listing_from_scratch(facedb)
         assert facedb.store.stored_counts() == facedb.store.counted()  # and the counts of status
+        assert _rows(facedb, "SELECT face_id FROM faces_of_nobody ORDER BY 1") == _rows(
+            facedb,
+            "SELECT f.id FROM faces f WHERE NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.face_id = f.id) "
+            "ORDER BY 1",
+        )  # and the list of faces of nobody
         return stored
 
     facedb.cluster()

@@ -26,6 +26,7 @@ TABLES = {
     "person_summaries",
     "people_to_summarise",
     "archive_count_changes",
+    "faces_of_nobody",
 }
 
 

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facedb.config import DEFAULT_PROPOSE_THRESHOLD, Settings
+from facedb.config import Settings
 from facedb.db.codec import vector_literal
 from facedb.db.database import normalise_url, safe_url
 from facedb.errors import DatabaseUnavailable, ImageError
 from facedb.files.images import decode, hamming, read_file
 from facedb.files.scan import scan
 from facedb.people.clustering import ClusterParams
+from facedb.vision.weights import model_distances
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -28,7 +29,7 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def test_settings_precedence(monkeypatch, tmp_path):
     assert Settings.load().threshold is None  # not set: the calibrated threshold, else DEFAULT_THRESHOLD
-    assert ClusterParams.from_settings(Settings.load()).propose_threshold == DEFAULT_PROPOSE_THRESHOLD
+    assert ClusterParams.from_settings(Settings.load()).propose_threshold == model_distances().propose_threshold
     calibrated = ClusterParams.from_settings(Settings.load(), calibrated_who_threshold=1.05)
     assert calibrated.propose_threshold == pytest.approx(0.95)
     monkeypatch.setenv("FACEDB_THRESHOLD", "0.8")
@@ -455,3 +456,24 @@ def test_thumbnails_are_webp_and_older_jpeg_ones_are_still_served_as_jpeg():
     assert thumbnail_media_type(made) == "image/webp" and Image.open(io.BytesIO(made)).size == (96, 96)
     older = _encode(Image.fromarray(crop).resize((96, 96)), "JPEG", quality=85)
     assert thumbnail_media_type(older) == "image/jpeg"
+
+
+def test_each_model_brings_its_own_distances():
+    """Thresholds, clustering and dedup's face distances come from the model's manifest entry;
+    settings override them; made without a model they are the default model's."""
+    from facedb.dedup.tiers import DedupThresholds
+    from facedb.people.clustering import ClusterParams
+
+    tutorial = model_distances("20170512-110547")
+    assert DedupThresholds() == DedupThresholds.for_model("20180408-102900") == DedupThresholds.for_model()
+    assert DedupThresholds.for_model("20170512-110547").same_face_distance == tutorial.same_face_distance
+    params = ClusterParams.from_settings(Settings.load(), "20170512-110547")
+    assert (params.eps, params.propose_threshold, params.same_face_distance) == (
+        tutorial.cluster_eps,
+        tutorial.propose_threshold,
+        tutorial.same_face_distance,
+    )
+    assert ClusterParams.from_settings(Settings.load(cluster_eps=0.7), "20170512-110547").eps == 0.7
+    calibrated = ClusterParams.from_settings(Settings.load(), "20170512-110547", calibrated_who_threshold=0.9)
+    assert calibrated.propose_threshold == pytest.approx(0.9 - (tutorial.threshold - tutorial.propose_threshold))
+    assert ClusterParams() == ClusterParams.from_settings(Settings.load())

@@ -32,7 +32,7 @@ class Archive(People):
         return dedup_report(
             DedupStore(self.store, self.model, self.embedder.dimension),
             prefixes,
-            thresholds or DedupThresholds(),
+            thresholds or self.dedup_thresholds(),
             tiers,
             identity_threshold=self.threshold().value,
             same_person=self._same_person_pairs,
@@ -40,6 +40,10 @@ class Archive(People):
             read_workers=self.settings.read_workers,
             say=on_progress or (lambda message: None),
         )
+
+    def dedup_thresholds(self) -> DedupThresholds:
+        """Dedup's thresholds, their face distances those of the model in use."""
+        return DedupThresholds.for_model(self.model)
 
     def _same_person_pairs(self) -> list[dict]:
         """Dedup's tier 5: the people `cluster` suggests merging (faces within the who

@@ -4,6 +4,7 @@ stored face with another model."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +14,24 @@ from ..errors import FaceDBError, ImageError
 from ..faces import Detection
 from ..files.images import decode, read_file
 from ..ingest.pipeline import FailureCallback, ProgressCallback
-from ..results import DefaultModel, FileFailure, ModelInfo, ReembedSummary
-from ..vision.weights import default_embedder, embedder_spec, embedder_specs, weights_path
+from ..results import DefaultModel, FileFailure, ModelDefaults, ModelInfo, ReembedSummary
+from ..vision.weights import default_embedder, embedder_spec, embedder_specs, model_distances, weights_path
 from .photos import Photos
 
 
 class Models(Photos):
     def models(self) -> list[ModelInfo]:
-        """Every model the manifest pins, with how many faces carry its embedding."""
+        """Every model the manifest pins: what it is, its fingerprint (weights and crop), its
+        distances, the threshold in force, and how many faces carry its embedding (stored
+        counts: a few rows read whatever the archive's size)."""
         embeddings = EmbeddingStore(self.store)
-        _, by_model = embeddings.counts()
+        faces, made = embeddings.counts()
         default = embeddings.default_model() or default_embedder()
         margin = self.settings.face_margin
         listed = []
         for key, spec in embedder_specs().items():
+            preprocessing = self.embedder_of(key).preprocessing(margin)
+            distances = model_distances(key)
             listed.append(
                 ModelInfo(
                     model=key,
@@ -34,12 +39,15 @@ class Models(Photos):
                     dimension=int(spec["dimension"]),
                     trained_on=spec["trained_on"],
                     published_lfw_accuracy=float(spec["published_lfw_accuracy"]),
-                    preprocessing=self.embedder_of(key).preprocessing(self.settings.face_margin),
+                    preprocessing=preprocessing,
                     sha256=spec["sha256"],
                     weights_present=weights_path(self.settings.model_cache, key).is_file(),
                     default=key == default,
-                    faces=by_model.get(key, 0),
-                    faces_without=embeddings.lacking(key, self.embedder_of(key).preprocessing(margin))[0],
+                    in_use=key == self.model,
+                    faces=sum(n for (model, _), n in made.items() if model == key),
+                    faces_without=faces - made.get((key, preprocessing), 0),
+                    threshold=self.threshold(key),
+                    distances=ModelDefaults(**asdict(distances)),
                 )
             )
         return listed

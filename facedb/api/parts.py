@@ -19,7 +19,7 @@ from ..proof.calibrate import METHOD as CALIBRATION_METHOD
 from ..results import ThresholdInForce
 from ..vision.detect import Detector, MtcnnDetector
 from ..vision.embed import Embedder, FacenetEmbedder
-from ..vision.weights import default_embedder, embedder_spec
+from ..vision.weights import default_embedder, embedder_spec, model_distances
 
 if TYPE_CHECKING:
     from ..ingest.distributed import RayAnalysis
@@ -128,7 +128,31 @@ class Parts:
 
     @property
     def extractor(self) -> FaceExtractor:
-        return FaceExtractor(self.detector, self.embedder, self.settings.face_margin)
+        return self.extractor_of(self.model)
+
+    def extractor_of(self, model: str) -> FaceExtractor:
+        return FaceExtractor(self.detector, self.embedder_of(model), self.settings.face_margin)
+
+    def follow_default_model(self) -> str:
+        """The model in use, after taking up the database's default if it changed since (in
+        another process: `facedb models default`): its weights are loaded before it is used,
+        so a running service answers with the old model until the new one is ready. A model
+        chosen by --model or FACEDB_MODEL stays."""
+        if self.settings.model is None:
+            default = embedder_spec(self.default_model)["key"]
+            if default != self._model:
+                self.embedder_of(default).load()
+                self._model = default
+        return self.model
+
+    def faces_embedded_by(self, model: str) -> int:
+        """Faces with an embedding of `model` (stored counts)."""
+        _, made = EmbeddingStore(self.store).counts()
+        return sum(n for (key, _), n in made.items() if key == model)
+
+    def named_model(self, model: str | None) -> str:
+        """The manifest's key of `model` (None: the model in use); UnknownModel if it has none."""
+        return self.model if model is None else embedder_spec(model)["key"]
 
     def _indexer(self, read_face_tags: bool | None = None, remote: RayAnalysis | None = None) -> Indexer:
         s = self.settings
@@ -146,12 +170,17 @@ class Parts:
             remote=remote,
         )
 
-    def threshold(self) -> ThresholdInForce:
+    def threshold(self, model: str | None = None) -> ThresholdInForce:
+        """Who-is-this's threshold for `model` (None: the one in use): the setting, else the
+        model's latest calibration, else the model's default."""
         if self.settings.threshold is not None:
             return ThresholdInForce(value=self.settings.threshold, source="setting")
-        e = self.embedder
-        default = float(embedder_spec(self.model)["default_threshold"])
-        calibration = CalibrationStore(self.store).latest(e.name, e.version, e.sha256, self.preprocessing)
+        key = self.model if model is None else embedder_spec(model)["key"]
+        e = self.embedder_of(key)
+        default = model_distances(key).threshold
+        calibration = CalibrationStore(self.store).latest(
+            e.name, e.version, e.sha256, e.preprocessing(self.settings.face_margin)
+        )
         if calibration is None:
             return ThresholdInForce(value=default, source="default")
         if calibration.evidence.get("method") != CALIBRATION_METHOD and calibration.threshold > default:

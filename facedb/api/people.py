@@ -43,7 +43,7 @@ class People(Parts):
         if self.settings.propose_threshold is None:
             threshold = self.threshold()
             calibrated = threshold.value if threshold.source == "calibrated" else None
-        return ClusterParams.from_settings(self.settings, calibrated_who_threshold=calibrated)
+        return ClusterParams.from_settings(self.settings, self.model, calibrated_who_threshold=calibrated)
 
     def cluster(
         self,
@@ -126,13 +126,16 @@ class People(Parts):
         photo_id: int | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: int | None = None,
     ) -> FaceListing:
         """Stored faces with their ids, photos and people: a person's, the faces of nobody, or
-        a photo's, by path or id (the filters given all apply), a page of `limit` from `offset`."""
+        a photo's, by path or id (the filters given all apply), a page of `limit` from `offset`,
+        counted from the first face after face id `after` if given (the next page of a long
+        list at the cost of the first: pass the last face id of a page)."""
         if person is not None and unassigned:
             raise FaceDBError("a face of nobody is in no person: give a person or unassigned, not both")
-        if limit < 1 or offset < 0:
-            raise FaceDBError("limit must be at least 1 and offset at least 0")
+        if limit < 1 or offset < 0 or (after is not None and after < 0):
+            raise FaceDBError("limit must be at least 1, offset and after at least 0")
         identity_id = self.people_store.resolve(person)[0] if person is not None else None
         photo_ids = None if photo_id is None else [photo_id]
         if photo is not None:
@@ -142,9 +145,9 @@ class People(Parts):
                 raise NotFound(f"{path} is not in the index")
             photo_ids = [known.id]
         total, listed = self.people_store.faces(
-            identity_id=identity_id, unassigned=unassigned, photo_ids=photo_ids, limit=limit, offset=offset
+            identity_id=identity_id, unassigned=unassigned, photo_ids=photo_ids, limit=limit, offset=offset, after=after
         )
-        return FaceListing(total=total, offset=offset, faces=listed)
+        return FaceListing(total=total, offset=offset, after=after, faces=listed)
 
     def person(self, person: str | int) -> PersonDetail:
         """A person and every face of theirs: photo, box, how assigned, distance to their centre."""

@@ -32,8 +32,11 @@ from .parts import Parts
 
 
 class Photos(Parts):
-    def faces_in(self, paths: Sequence[str | os.PathLike], keep_pixels: bool = False) -> list[PhotoFaces]:
-        """Detect, align and embed every face of each photo, without storing anything."""
+    def faces_in(
+        self, paths: Sequence[str | os.PathLike], keep_pixels: bool = False, *, model: str | None = None
+    ) -> list[PhotoFaces]:
+        """Detect, align and embed every face of each photo (with `model`; None: the one in
+        use), without storing anything."""
 
         def files():
             for item in scan(paths):
@@ -45,10 +48,10 @@ class Photos(Parts):
                 except ImageError as exc:
                     yield item.path, None, str(exc)
 
-        return self._faces_of(files(), keep_pixels)
+        return self._faces_of(files(), keep_pixels, self.named_model(model))
 
     def faces_in_uploads(
-        self, uploads: list[tuple[str, bytes]], *, max_total_pixels: int | None = None
+        self, uploads: list[tuple[str, bytes]], *, max_total_pixels: int | None = None, model: str | None = None
     ) -> list[PhotoFaces]:
         """Like faces_in, for images given as bytes (name, data): an upload that is not an image
         comes back with its error. `max_total_pixels` bounds the work of one request (each
@@ -60,12 +63,13 @@ class Photos(Parts):
                     f"these images hold {total:,} pixels together; one request may hold at most "
                     f"{max_total_pixels:,} (FACEDB_MAX_REQUEST_PIXELS)"
                 )
+        key = self.named_model(model)  # an unknown model is refused before any decoding
         sources = ((name, data, None if data else "empty file (0 bytes)") for name, data in uploads)
-        return self._faces_of(sources, keep_pixels=False)
+        return self._faces_of(sources, False, key)
 
-    def _faces_of(self, sources, keep_pixels: bool) -> list[PhotoFaces]:
+    def _faces_of(self, sources, keep_pixels: bool, model: str) -> list[PhotoFaces]:
         """(name, bytes or None, error or None) -> faces, embedded together in batches."""
-        extractor = self.extractor
+        extractor = self.extractor_of(model)
         results = []
         for name, data, error in sources:
             if error is None:
@@ -74,7 +78,7 @@ class Photos(Parts):
                 except ImageError as exc:
                     error = str(exc)
             if error is not None:
-                results.append(PhotoFaces(name, [], error=error))
+                results.append(PhotoFaces(name, [], error=error, model=model))
                 continue
             results.append(
                 PhotoFaces(
@@ -82,6 +86,7 @@ class Photos(Parts):
                     extractor.faces_in(photo),
                     photo if keep_pixels else None,
                     content_hash=hashlib.sha256(data).hexdigest(),
+                    model=model,
                 )
             )
         extractor.embed([face for result in results for face in result.faces])

@@ -10,7 +10,7 @@ from ..db.calibrations import CalibrationStore
 from ..errors import FaceDBError
 from ..ingest.analysis import FaceExtractor
 from ..results import CalibrationResult
-from ..vision.weights import default_embedder, embedder_spec
+from ..vision.weights import default_embedder, embedder_spec, model_distances
 from .parts import Parts
 
 
@@ -42,9 +42,10 @@ class Proof(Parts):
             rejected,
             nobody,
             far,
-            float(embedder_spec(self.model)["default_threshold"]),
+            model_distances(self.model).threshold,
             unnamed_people_available=0 if with_unlabelled else faces.unnamed_people(),
             seed=seed,
+            same_face_distance=model_distances(self.model).same_face_distance,
         )
         names = faces.identity_names([c["nearest_identity_id"] for c in measured["closest_impostors"]])
         for closest in measured["closest_impostors"]:

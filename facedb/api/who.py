@@ -24,12 +24,14 @@ class WhoIsThis(Photos):
         top_k: int = 3,
         threshold: float | None = None,
         annotate_into: str | os.PathLike | None = None,
+        model: str | None = None,
     ) -> list[WhoAnswer]:
-        """Who is in each photo; with `annotate_into`, a copy of each photo with its faces boxed
-        and named is written into that folder (`WhoAnswer.annotated`)."""
+        """Who is in each photo, by `model`'s embeddings (None: the model in use); with
+        `annotate_into`, a copy of each photo with its faces boxed and named is written into
+        that folder (`WhoAnswer.annotated`)."""
         if top_k < 1:
             raise FaceDBError("top_k must be at least 1")
-        found = self.faces_in(paths, keep_pixels=annotate_into is not None)
+        found = self.faces_in(paths, keep_pixels=annotate_into is not None, model=model)
         answers = self.answer(found, top_k=top_k, threshold=threshold)
         if annotate_into is not None:
             from ..annotate import annotate
@@ -41,16 +43,19 @@ class WhoIsThis(Photos):
         return answers
 
     def answer(self, results: list[PhotoFaces], *, top_k: int = 3, threshold: float | None = None) -> list[WhoAnswer]:
-        """Who-is-this answers for faces already found (by faces_in or faces_in_uploads)."""
-        threshold = self.threshold().value if threshold is None else threshold
+        """Who-is-this answers for faces already found (by faces_in or faces_in_uploads), each
+        searched among the embeddings of the model that embedded it, at that model's threshold
+        unless one is given."""
         stored = self.store.indexed_by_hash(r.content_hash for r in results if r.content_hash and r.faces)
         answers = []
         for result in results:
-            faces = [self.identify(face, top_k=top_k, threshold=threshold) for face in result.faces]
+            model = result.model or self.model
+            limit = self.threshold(model).value if threshold is None else threshold
+            faces = [self.identify(face, top_k=top_k, threshold=limit, model=model) for face in result.faces]
             copies = stored.get(result.content_hash or "")
             if copies:
                 self._name_stored_faces(faces, self.store.faces_of_photo(copies[0][0]))
-            answers.append(WhoAnswer(photo=result.path, error=result.error, faces=faces))
+            answers.append(WhoAnswer(photo=result.path, error=result.error, model=model, faces=faces))
         return answers
 
     @staticmethod
@@ -69,21 +74,29 @@ class WhoIsThis(Photos):
                 answers[i].face_id = face_id
                 taken.add(face_id)
 
-    def identify(self, face: Face, *, top_k: int, threshold: float) -> FaceAnswer:
+    def identify(self, face: Face, *, top_k: int, threshold: float, model: str | None = None) -> FaceAnswer:
         return FaceAnswer(
             box=face.box,
             score=face.detection.score,
-            candidates=self.search(face.vector, top_k=top_k, threshold=threshold),
+            candidates=self.search(face.vector, top_k=top_k, threshold=threshold, model=model),
             threshold=threshold,
         )
 
-    def search(self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None) -> list[IdentityMatch]:
-        """The identity search alone, for an embedding made elsewhere (no detection)."""
-        threshold = self.threshold().value if threshold is None else threshold
-        model = self.model
-        if len(embedding) != self.embedder.dimension:
+    def search(
+        self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None, model: str | None = None
+    ) -> list[IdentityMatch]:
+        """The identity search alone, for an embedding made elsewhere (no detection) by `model`
+        (None: the model in use), among the stored embeddings of that model."""
+        in_use = self.model
+        model = self.named_model(model)
+        threshold = self.threshold(model).value if threshold is None else threshold
+        dimension = self.embedder_of(model).dimension
+        if len(embedding) != dimension:
+            raise FaceDBError(f"the embedding has {len(embedding)} values; model {model} makes {dimension}")
+        if model != in_use and not self.faces_embedded_by(model):
             raise FaceDBError(
-                f"the embedding has {len(embedding)} values; model {model} makes {self.embedder.dimension}"
+                f"no stored face has an embedding of {model} yet, so nobody could be found: "
+                f"run `facedb reembed --model {model}` first"
             )
         nearest = self.store.nearest.identities(embedding, top_k, model)
         counts = self.store.nearest.faces_within(embedding, [c.identity_id for c in nearest], threshold, model)

@@ -14,7 +14,8 @@ from .app import EXIT_FILES_FAILED, Context, ProgressPrinter, answer, cli, pass_
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
     """The embedding models: dimension, training set, published LFW accuracy, preprocessing,
-    weights, which is the database's default, and how many faces carry an embedding of each."""
+    weights, which is the database's default, each one's distances and threshold in force, and
+    how many faces carry an embedding of each."""
     if ctx.invoked_subcommand is not None:
         return
     listed = ctx.ensure_object(Context).facedb.models()
@@ -23,11 +24,13 @@ def models(ctx: click.Context, as_json: bool) -> None:
         return
     for m in listed:
         click.echo(
-            f"{m.model}{'  (default)' if m.default else ''}\n"
+            f"{m.model}{'  (default)' if m.default else ''}{'  (in use)' if m.in_use and not m.default else ''}\n"
             f"    {m.name}, {m.dimension}-d, trained on {m.trained_on}, LFW {m.published_lfw_accuracy:.4f} "
             f"(published)\n"
             f"    preprocessing {m.preprocessing}\n"
             f"    sha256 {m.sha256}, weights {'present' if m.weights_present else 'fetched on first use'}\n"
+            f"    threshold {m.threshold.value:g} ({m.threshold.source}); clustering eps {m.distances.cluster_eps:g}, "
+            f"proposals {m.distances.propose_threshold:g}, same face {m.distances.same_face_distance:g}\n"
             f"    faces with its embedding: {m.faces}" + (f" ({m.faces_without} without)" if m.faces_without else "")
         )
 

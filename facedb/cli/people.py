@@ -219,21 +219,30 @@ def unhide(context: Context, person: str, as_json: bool) -> None:
 @click.option("--photo", type=click.Path(), help="The faces of this indexed photo.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--after", type=click.IntRange(0), help="Start after this face id (the next page, at any depth).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def faces(
-    context: Context, person: str | None, unassigned: bool, photo: str | None, limit: int, offset: int, as_json: bool
+    context: Context,
+    person: str | None,
+    unassigned: bool,
+    photo: str | None,
+    limit: int,
+    offset: int,
+    after: int | None,
+    as_json: bool,
 ) -> None:
     """Stored faces with their ids (for `move`, `reject`), photos, boxes and people."""
-    listing = context.facedb.faces(person=person, unassigned=unassigned, photo=photo, limit=limit, offset=offset)
+    listing = context.facedb.faces(
+        person=person, unassigned=unassigned, photo=photo, limit=limit, offset=offset, after=after
+    )
     if as_json:
         print_json(listing)
         return
     for face in listing.faces:
         owner = _person_label(face.person_id, face.name) + f" ({face.source})" if face.person_id else "nobody"
         click.echo(f"face {face.face_id:<7} {owner:<32} {face.photo} {rounded_box(face.box)}")
-    shown_to = listing.offset + len(listing.faces)
-    more = f"; --offset {shown_to} for more" if shown_to < listing.total else ""
+    more = f"; --after {listing.faces[-1].face_id} for more" if len(listing.faces) == limit else ""
     click.echo(f"{len(listing.faces)} of {listing.total} face(s){more}")
 
 

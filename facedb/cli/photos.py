@@ -221,7 +221,9 @@ def who(
 @click.option("--tier", "tiers", type=click.IntRange(1, 5), multiple=True, help="Only these tiers (repeat the option).")
 @click.option("--same-picture-bits", type=click.IntRange(0, 32), help="Perceptual-hash bits a copy may differ by [4].")
 @click.option("--burst-seconds", type=click.FloatRange(0), help="Capture times this close make a burst [10].")
-@click.option("--same-face-distance", type=click.FloatRange(0, 2), help="Faces this close are the same shot [0.35].")
+@click.option(
+    "--same-face-distance", type=click.FloatRange(0, 2), help="Faces this close are the same shot [the model's: 0.35]."
+)
 @model_option
 @pass_context
 def dedup(
@@ -240,9 +242,7 @@ def dedup(
     Only reports: nothing is ever deleted. PATHS limit the report to indexed photos under them."""
     from dataclasses import replace
 
-    from ..dedup.tiers import DedupThresholds
-
-    thresholds = DedupThresholds()
+    thresholds = context.facedb.dedup_thresholds()
     changes: dict[str, Any] = {
         "same_picture_bits": same_picture_bits,
         "burst_seconds": burst_seconds,

@@ -39,6 +39,7 @@ LACKING = """NOT EXISTS (
 class EmbeddingStore:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
+        self.reads = store.reads
 
     def default_model(self) -> str | None:
         with self.engine.connect() as conn:
@@ -54,15 +55,24 @@ class EmbeddingStore:
                 {"model": model},
             )
 
-    def counts(self) -> tuple[int, dict[str, int]]:
-        """(faces, faces with an embedding of each model)."""
-        with self.engine.connect() as conn:
-            faces = conn.execute(text("SELECT count(*) FROM faces")).scalar_one()
-            by_model: dict[str, int] = {
-                r.model: r.n
-                for r in conn.execute(text("SELECT model, count(*) AS n FROM face_embeddings GROUP BY model"))
+    def counts(self) -> tuple[int, dict[tuple[str, str], int]]:
+        """(faces, faces with an embedding of each (model, preprocessing)), from the stored
+        counts (migrations 0012, 0013): a few rows read, whatever the archive's size."""
+        with self.reads.connect() as conn:
+            faces = conn.execute(
+                text("SELECT coalesce(sum(change), 0) FROM archive_count_changes WHERE name = 'faces'")
+            ).scalar_one()
+            made: dict[tuple[str, str], int] = {
+                (r.model, r.preprocessing): int(r.n)
+                for r in conn.execute(
+                    text("""
+                    SELECT m.version AS model, m.preprocessing, sum(c.change) AS n
+                    FROM archive_count_changes c JOIN embedding_models m ON c.name = 'embeddings:' || m.id
+                    WHERE c.name LIKE 'embeddings:%'
+                    GROUP BY m.version, m.preprocessing HAVING sum(c.change) <> 0""")
+                )
             }
-        return faces, by_model
+        return int(faces), made
 
     def lacking(self, model: str, preprocessing: str) -> tuple[int, int]:
         """(faces without an embedding of `model` made with `preprocessing`, photos they are in):

@@ -12,6 +12,14 @@ from . import search_index
 from .sql import FAILED_SQL, INDEXED_SQL, embedding_index
 from .store import Store
 
+_FACES_OF_NOBODY = (
+    "SELECT f.id AS face_id FROM faces f WHERE NOT EXISTS (SELECT 1 FROM face_identities fi WHERE fi.face_id = f.id)"
+)
+_NOBODY_LIST_WRONG = f"""
+    (({_FACES_OF_NOBODY}) EXCEPT SELECT face_id FROM faces_of_nobody)
+    UNION ALL
+    (SELECT face_id FROM faces_of_nobody EXCEPT ({_FACES_OF_NOBODY}))"""
+
 
 class IntegrityStore:
     """`facedb check`: what is wrong with the store, and the repairs that are safe."""
@@ -117,11 +125,16 @@ class IntegrityStore:
                     )
             paths = conn.execute(text(f"SELECT id, path FROM photos WHERE status = {INDEXED_SQL} ORDER BY id")).all()
         found["missing_files"] = [(r.id, r.path) for r in paths if not os.path.lexists(r.path)]
+        with self.engine.connect() as conn:
+            # faces of nobody missing from their list or listed while in a person (migration 0014)
+            found["faces_of_nobody_list"] = [
+                r[0] for r in conn.execute(text(f"SELECT face_id FROM ({_NOBODY_LIST_WRONG}) w ORDER BY 1 LIMIT 1000"))
+            ]
         stored, counted = self.store.stored_counts(), self.store.counted()
         found["wrong_counts"] = [
-            f"{name}: {stored[name]:,} stored, {counted[name]:,} counted"
-            for name in stored
-            if stored[name] != counted[name]
+            f"{name}: {stored.get(name, 0):,} stored, {counted.get(name, 0):,} counted"
+            for name in sorted(stored.keys() | counted.keys())
+            if stored.get(name, 0) != counted.get(name, 0)
         ]
         return found
 
@@ -173,6 +186,12 @@ class IntegrityStore:
         if problems.get("wrong_counts"):
             self.store.recount()
             done["wrong_counts"] = len(problems["wrong_counts"])
+        if problems.get("faces_of_nobody_list"):
+            with self.engine.begin() as conn:
+                conn.execute(text("LOCK TABLE faces, face_identities IN SHARE MODE"))
+                conn.execute(text("DELETE FROM faces_of_nobody"))
+                conn.execute(text(f"INSERT INTO faces_of_nobody (face_id) {_FACES_OF_NOBODY}"))
+            done["faces_of_nobody_list"] = len(problems["faces_of_nobody_list"])
         for name in problems["invalid_indexes"]:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text(f'REINDEX INDEX "{name}"'))  # a name read from pg_class, not from a user

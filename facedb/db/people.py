@@ -276,11 +276,13 @@ class PeopleStore:
         photo_ids: Sequence[int] | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: int | None = None,
     ) -> tuple[int, list[ListedFace]]:
         """Faces with their photo and person, by face id: a person's, those of nobody, or those
-        of some photos (each filter optional, all that are given apply); and how many match."""
+        of some photos (each filter optional, all that are given apply), from the face after
+        `after` on if given; and how many match (`after` aside)."""
         where = ["true"]
-        params: dict[str, object] = {"limit": limit, "offset": offset}
+        params: dict[str, object] = {"limit": limit, "offset": offset, "after": after or 0}
         if identity_id is not None:
             where.append("fi.identity_id = :identity_id")
             params["identity_id"] = identity_id
@@ -293,11 +295,18 @@ class PeopleStore:
         joined = """faces f JOIN photos p ON p.id = f.photo_id
                     LEFT JOIN face_identities fi ON fi.face_id = f.id
                     LEFT JOIN identities i ON i.id = fi.identity_id"""
+        order = "f.id"
         if unassigned and identity_id is None and photo_ids is None:
             counts = self.store.counts()  # stored: counting them all takes seconds at ten million faces
             total = counts["faces"] - counts["assigned_faces"]
+            # the list of faces of nobody (migration 0014), not a walk of every face from the lowest id
+            joined = """faces_of_nobody n JOIN faces f ON f.id = n.face_id JOIN photos p ON p.id = f.photo_id
+                    LEFT JOIN face_identities fi ON fi.face_id = f.id
+                    LEFT JOIN identities i ON i.id = fi.identity_id"""
+            order = "n.face_id"
         else:
             total = None
+        paged = " AND ".join([*where, f"{order} > :after"])
         with self.reads.connect() as conn:
             if total is None:
                 total = conn.execute(text(f"SELECT count(*) FROM {joined} WHERE {condition}"), params).scalar_one()
@@ -308,7 +317,7 @@ class PeopleStore:
                     text(f"""
                 SELECT f.id AS face_id, f.photo_id, p.path AS photo, f.box_x, f.box_y, f.box_w, f.box_h, f.score,
                        fi.identity_id AS person_id, i.name, fi.source
-                FROM {joined} WHERE {condition} ORDER BY f.id LIMIT :limit OFFSET :offset"""),
+                FROM {joined} WHERE {paged} ORDER BY {order} LIMIT :limit OFFSET :offset"""),
                     params,
                 ).all()
             )

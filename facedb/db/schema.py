@@ -204,13 +204,22 @@ class PersonToSummarise(Base):
 
 
 class ArchiveCountChange(Base):
-    """A statement's change to one stored count (migration 0012's triggers); a count is the sum."""
+    """A statement's change to one stored count (migrations 0012 and 0013's triggers); a count is the sum."""
 
     __tablename__ = "archive_count_changes"
 
     id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
-    name: Mapped[str] = mapped_column(Text)  # photos, failed_photos, faces, identities, assigned_faces
+    # photos, failed_photos, faces, identities, assigned_faces; embeddings:<embedding_models.id>
+    name: Mapped[str] = mapped_column(Text)
     change: Mapped[int] = mapped_column(BigInteger)
+
+
+class FaceOfNobody(Base):
+    """A face in no person (migration 0014's triggers keep the list): `faces --unassigned` by id."""
+
+    __tablename__ = "faces_of_nobody"
+
+    face_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
 class FaceRejection(Base):

@@ -37,7 +37,8 @@ _COUNT_EVERY_ROW = f"""
     SELECT 'failed_photos', count(*) FROM photos WHERE status = {FAILED_SQL} UNION ALL
     SELECT 'faces', count(*) FROM faces UNION ALL
     SELECT 'identities', count(*) FROM identities UNION ALL
-    SELECT 'assigned_faces', count(*) FROM face_identities"""
+    SELECT 'assigned_faces', count(*) FROM face_identities UNION ALL
+    SELECT 'embeddings:' || embedding_model_id, count(*) FROM face_embeddings GROUP BY embedding_model_id"""
 
 
 class Claims:
@@ -349,7 +350,7 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
-    # Stored counts (migration 0012): changes appended by triggers, summed when read; past this
+    # Stored counts (migrations 0012 and 0013): changes appended by triggers, summed when read; past this
     # many changes the primary folds them into one row a count.
     COUNT_CHANGES_KEPT = 10_000
 
@@ -385,21 +386,25 @@ class Store:
             )
 
     def counted(self) -> dict[str, int]:
-        """The same counts made by counting every row (`facedb check`)."""
+        """The stored counts made again by counting every row (`facedb check`)."""
         with self.engine.connect() as conn:
             return dict(conn.execute(text(_COUNT_EVERY_ROW)).all())
 
     def stored_counts(self) -> dict[str, int]:
+        """Every stored count: the archive's and the embeddings' by how they were made
+        ('embeddings:<embedding_models.id>', migration 0013)."""
         with self.engine.connect() as conn:
             rows: dict[str, int] = dict(
                 conn.execute(text("SELECT name, sum(change) FROM archive_count_changes GROUP BY name")).all()
             )
-        return {name: int(rows.get(name) or 0) for name in ARCHIVE_COUNTS}
+        return {name: int(rows.get(name) or 0) for name in ARCHIVE_COUNTS} | {
+            name: int(n) for name, n in rows.items() if name.startswith("embeddings:") and n
+        }
 
     def recount(self) -> None:
         """Replace the stored counts by counting every row (`facedb check --fix`)."""
         with self.engine.begin() as conn:
-            conn.execute(text("LOCK TABLE photos, faces, identities, face_identities IN SHARE MODE"))
+            conn.execute(text("LOCK TABLE photos, faces, identities, face_identities, face_embeddings IN SHARE MODE"))
             conn.execute(text("DELETE FROM archive_count_changes"))
             conn.execute(text(f"INSERT INTO archive_count_changes (name, change) {_COUNT_EVERY_ROW}"))
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sqlalchemy import Connection, text
 
-from ..dedup.tiers import SAME_FACE_DISTANCE, distinct_count, picture_pairs
+from ..dedup.tiers import distinct_count, picture_pairs
 from ..results import PersonSummary
+from ..vision.weights import model_distances
 from .codec import decode_halfvec_send
 from .store import Store
 
@@ -178,7 +179,7 @@ class PersonSummaries:
     def _distinct_faces(conn: Connection, model: str, ids: Sequence[int]) -> dict[int, int]:
         """Per person of `ids`, their faces with a face and its copies counted once: faces in
         photos that are copies of one picture (dedup's tiers 1-2) and nearly the same face
-        (within SAME_FACE_DISTANCE, as clustering's copies). Embeddings are read only for such pairs."""
+        (within the model's same-face distance, as clustering's copies). Embeddings are read only for such pairs."""
         faces: dict[int, list[tuple[int, int, str | None, int | None]]] = {}
         for r in conn.execute(
             text(
@@ -194,6 +195,7 @@ class PersonSummaries:
             for person, members in faces.items()
         }
         wanted = sorted({faces[p][i][0] for p, pairs in candidates.items() for pair in pairs for i in pair})
+        same_face = model_distances(model).same_face_distance
         vectors = {
             r.id: decode_halfvec_send(r.raw)
             for r in conn.execute(
@@ -212,7 +214,7 @@ class PersonSummaries:
                     for a, b in candidates[person]
                     if members[a][0] in vectors
                     and members[b][0] in vectors
-                    and float(np.linalg.norm(vectors[members[a][0]] - vectors[members[b][0]])) <= SAME_FACE_DISTANCE
+                    and float(np.linalg.norm(vectors[members[a][0]] - vectors[members[b][0]])) <= same_face
                 ),
             )
             for person, members in faces.items()

@@ -20,6 +20,7 @@ from datetime import datetime
 import numpy as np
 
 from ..files.images import hamming
+from ..vision.weights import model_distances
 
 
 @dataclass
@@ -54,6 +55,9 @@ _ORIGINAL_FORMATS = {"JPEG": 0, "MPO": 0, "HEIF": 0, "HEIC": 0, "TIFF": 1, "PNG"
 
 @dataclass(frozen=True)
 class DedupThresholds:
+    """Bits and seconds are the photos'; the face distances are the default model's (the
+    measurements below), and `for_model` takes another model's from its manifest entry."""
+
     # Re-encoding, resizing and format changes moved 0 bits on the test photos; different
     # photos were 26+ bits apart, frames of one video 6-30.
     same_picture_bits: int = 4
@@ -69,9 +73,17 @@ class DedupThresholds:
     near_duplicate_shift: float = 0.10
     aspect_tolerance: float = 0.02
 
+    @classmethod
+    def for_model(cls, model: str | None = None) -> DedupThresholds:
+        own = model_distances(model)
+        return cls(
+            same_picture_face_distance=own.same_face_distance,
+            near_duplicate_face_distance=own.near_duplicate_face_distance,
+            same_face_distance=own.same_face_distance,
+        )
+
 
 SAME_PICTURE_BITS = DedupThresholds.same_picture_bits
-SAME_FACE_DISTANCE = DedupThresholds.same_face_distance
 
 
 def same_picture(a: tuple[str | None, int | None], b: tuple[str | None, int | None]) -> bool:

@@ -23,14 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import (
-    DEFAULT_CLUSTER_EPS,
-    DEFAULT_CLUSTER_MIN_SAMPLES,
-    DEFAULT_CLUSTER_MIN_SIZE,
-    DEFAULT_PROPOSE_THRESHOLD,
-    DEFAULT_THRESHOLD,
-    Settings,
-)
+from ..config import DEFAULT_CLUSTER_MIN_SAMPLES, DEFAULT_CLUSTER_MIN_SIZE, Settings
+from ..vision.weights import model_distances
 
 NO_IDENTITY = -1
 PROGRESS_EVERY_S = 5.0
@@ -38,28 +32,36 @@ PROGRESS_EVERY_S = 5.0
 
 @dataclass(frozen=True)
 class ClusterParams:
-    eps: float = DEFAULT_CLUSTER_EPS  # largest distance between neighbouring faces of one person
+    # Made without a model, the default model's distances (from_settings takes a model's)
+    eps: float = field(default_factory=lambda: model_distances().cluster_eps)  # neighbouring faces of one person
     min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES  # faces within eps (itself included) to be a core face
     min_size: int = DEFAULT_CLUSTER_MIN_SIZE  # smallest group that becomes a new person
     k: int = 16  # neighbours looked at per face
-    propose_threshold: float = DEFAULT_PROPOSE_THRESHOLD  # a lone face this close to a person's face is proposed
+    # a lone face this close to a person's face is proposed
+    propose_threshold: float = field(default_factory=lambda: model_distances().propose_threshold)
+    # one shot of a face in copies of one picture (dedup's same face)
+    same_face_distance: float = field(default_factory=lambda: model_distances().same_face_distance)
 
     @classmethod
-    def from_settings(cls, settings: Settings, calibrated_who_threshold: float | None = None) -> ClusterParams:
-        """The settings' values; proposals DEFAULT_PROPOSE_THRESHOLD unless set, or as much
-        stricter than a calibrated who threshold as the defaults are."""
+    def from_settings(
+        cls, settings: Settings, model: str | None = None, calibrated_who_threshold: float | None = None
+    ) -> ClusterParams:
+        """The settings' values where set, else `model`'s (its manifest entry); proposals as
+        much stricter than a calibrated who threshold as the model's are than its default."""
+        own = model_distances(model)
         propose = settings.propose_threshold
         if propose is None:
             propose = (
-                DEFAULT_PROPOSE_THRESHOLD
+                own.propose_threshold
                 if calibrated_who_threshold is None
-                else calibrated_who_threshold - (DEFAULT_THRESHOLD - DEFAULT_PROPOSE_THRESHOLD)
+                else calibrated_who_threshold - (own.threshold - own.propose_threshold)
             )
         return cls(
-            eps=settings.cluster_eps,
+            eps=own.cluster_eps if settings.cluster_eps is None else settings.cluster_eps,
             min_samples=settings.cluster_min_samples,
             min_size=settings.cluster_min_size,
             propose_threshold=propose,
+            same_face_distance=own.same_face_distance,
         )
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import numpy as np
 
-from ..dedup.tiers import SAME_FACE_DISTANCE, UnionFind, same_picture
+from ..dedup.tiers import UnionFind, same_picture
 from ..records import HUMAN_SOURCES
 from ..results import ClusterResult, JoiningPerson, MergeSuggestion, NewPerson
 from .clustering import (
@@ -103,7 +103,7 @@ def plan_clustering(
     # the k nearest within the larger radius: clustering itself only looks within eps
     neighbours = nearest_neighbours(inputs.vectors, params.k, max(params.eps, merge_within), say=say)
     labels = cluster(faces, params, neighbours)
-    picture = copies_of_one_face(inputs, neighbours)
+    picture = copies_of_one_face(inputs, neighbours, params.same_face_distance)
 
     desired: dict[int, tuple[int | str, str]] = {}  # row -> (person, source), for faces no human placed
     groups: dict[int, list[int]] = defaultdict(list)
@@ -171,7 +171,7 @@ def plan_clustering(
     return plan
 
 
-def copies_of_one_face(inputs: ClusterInputs, neighbours: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def copies_of_one_face(inputs: ClusterInputs, neighbours: tuple[np.ndarray, np.ndarray], within: float) -> np.ndarray:
     """For each face row, the smallest row of the faces it is a copy of (itself if none): the
     same face (nearly the same embedding) in a copy of its photo, as dedup's tiers 1 and 2
     tell copies (the same bytes, or perceptual hashes a few bits apart)."""
@@ -180,7 +180,7 @@ def copies_of_one_face(inputs: ClusterInputs, neighbours: tuple[np.ndarray, np.n
     copies = UnionFind()
     for r in range(n):
         for j, d in zip(indices[r], distances[r]):
-            if d > SAME_FACE_DISTANCE:
+            if d > within:
                 break
             if inputs.photo_ids[r] != inputs.photo_ids[j] and _one_picture(inputs, r, int(j)):
                 copies.union(r, int(j))
@@ -306,7 +306,7 @@ def plan_new_faces(inputs: NewFacesInputs, params: ClusterParams) -> ClusterPlan
         members[groups.find(i)].append(i)
     copies = UnionFind()
     for a, b, d in inputs.edges:
-        if d <= SAME_FACE_DISTANCE and inputs.photo_of[a] != inputs.photo_of[b]:
+        if d <= params.same_face_distance and inputs.photo_of[a] != inputs.photo_of[b]:
             if same_picture(inputs.pictures.get(a, (None, None)), inputs.pictures.get(b, (None, None))):
                 copies.union(a, b)
     desired: dict[int, tuple[int | str, str]] = {}  # face -> (person, source)

@@ -36,7 +36,6 @@ from .evaluation import wilson_interval
 METHOD = "open-set identification"
 MIN_IDENTITIES = 20  # people in the evidence before the default may be loosened
 MIN_GENUINE = 20  # same-person searches before a threshold's price (recall) means anything
-SAME_SHOT = DedupThresholds().same_face_distance
 # A calibrated threshold stays this far below the first search it must not let through, so that
 # the same distance measured again in float32 (pgvector) cannot slip under it.
 CALIBRATION_MARGIN = 1e-6
@@ -134,7 +133,12 @@ def _take(sample: FaceSample, k: np.ndarray) -> FaceSample:
 
 
 def search_all(
-    placed: FaceSample, rejected: FaceSample, nobody: FaceSample | None, max_probes: int = MAX_PROBES, seed: int = 0
+    placed: FaceSample,
+    rejected: FaceSample,
+    nobody: FaceSample | None,
+    max_probes: int = MAX_PROBES,
+    seed: int = 0,
+    same_face_distance: float | None = None,
 ) -> Searches:
     """Every probe's search against all the placed faces (see the module's text); of each kind
     of probe, a seeded sample of `max_probes` at most (the time grows with probes x placed)."""
@@ -155,7 +159,9 @@ def search_all(
         distance, at, _ = _nearest(
             nobody.vectors, codes.of(nobody.content_hashes), np.full(len(nobody.face_ids), -2), placed, placed_photos
         )
-        close = distance <= SAME_SHOT  # the same shot of a placed face (a burst, an edited copy)
+        # the same shot of a placed face (a burst, an edited copy): dedup's same face
+        within = DedupThresholds().same_face_distance if same_face_distance is None else same_face_distance
+        close = distance <= within
         same_shot = int(close.sum())
         parts.append((nobody.face_ids[~close], NOBODY, distance[~close], at[~close]))
         covered |= set(nobody.face_ids.tolist())
@@ -252,14 +258,17 @@ def calibrate(
     unnamed_people_available: int = 0,
     max_probes: int = MAX_PROBES,
     seed: int = 0,
+    same_face_distance: float | None = None,
 ) -> dict:
     """The threshold for `far` false identifications of strangers, what it costs the people,
     and what it rests on (the fields of results.CalibrationResult that the database does not
     add). `nobody`: faces of no named identity, counted as strangers (None: not asked);
-    `unnamed_people_available`: how many unnamed people the archive has, for the advice."""
+    `unnamed_people_available`: how many unnamed people the archive has, for the advice;
+    `same_face_distance`: the model's, for faces of nobody in the same shot as a placed face
+    (None: the default model's)."""
     if not 0 < far < 0.5:
         raise ValueError(f"far must lie between 0 and 0.5, not {far}")
-    searches = search_all(placed, rejected, nobody, max_probes, seed)
+    searches = search_all(placed, rejected, nobody, max_probes, seed, same_face_distance)
     impostor = np.sort(searches.impostor)
     n = int(impostor.size)
     people = int(len(np.unique(placed.identity_ids)))

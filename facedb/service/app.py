@@ -4,11 +4,15 @@ errors' one shape, and the routes, one module a resource (routes/)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,7 +24,7 @@ from ..errors import FaceDBError, NotFound, TooLarge
 from .connections import with_header_deadline
 from .context import NOT_SHOWN, Served
 from .gate import RequestGate
-from .routes import faces, indexing, pages, people, photos, search
+from .routes import faces, indexing, models, pages, people, photos, search
 
 __all__ = ["NOT_SHOWN", "create_app", "serve", "uvicorn_options"]
 
@@ -37,6 +41,7 @@ def create_app(
         docs_url=None,  # FastAPI's loads Swagger UI from a CDN: routes/pages.py serves it from a package
         redoc_url=None,
         openapi_url="/openapi.json",
+        lifespan=_following_the_default_model,
     )
     served = Served(
         facedb, roots, settings.max_upload_bytes if max_upload_bytes is None else max_upload_bytes, max_files
@@ -51,9 +56,39 @@ def create_app(
         body_grace=settings.serve_client_seconds,
     )
     _answer_errors_as_json(app)
-    for resource in (pages, search, people, faces, photos, indexing):
+    for resource in (pages, search, people, faces, photos, indexing, models):
         app.include_router(resource.router)
     return app
+
+
+@asynccontextmanager
+async def _following_the_default_model(app: FastAPI) -> AsyncIterator[None]:
+    """While the service runs, it takes up a new default model (`facedb models default` in
+    another process) without a restart: FaceDB loads its weights, then answers with it."""
+    facedb = app.state.served.facedb
+    every = facedb.settings.serve_model_check_seconds
+
+    async def follow() -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(every)
+            try:
+                before = facedb.model
+                now = await anyio.to_thread.run_sync(facedb.follow_default_model)
+                if now != before:
+                    print(f"facedb: the default model is now {now} (was {before})", file=sys.stderr, flush=True)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the service goes on with the model it has
+                if not failing:
+                    print(f"facedb: could not check the default model: {exc}", file=sys.stderr, flush=True)
+                failing = True
+
+    task = asyncio.create_task(follow()) if every > 0 else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
 
 
 def _answer_errors_as_json(app: FastAPI) -> None:

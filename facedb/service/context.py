@@ -84,9 +84,12 @@ class Served:
             out.append((upload.filename or "upload", data))
         return out
 
-    def faces_of(self, files: list[tuple[str, bytes]]):
-        """In a model worker: decode, detect and embed; the first file that is not an image is a 422."""
-        results = self.facedb.faces_in_uploads(files, max_total_pixels=self.facedb.settings.max_request_pixels)
+    def faces_of(self, files: list[tuple[str, bytes]], model: str | None = None):
+        """In a model worker: decode, detect and embed (with `model`; None: the one in use);
+        the first file that is not an image is a 422."""
+        results = self.facedb.faces_in_uploads(
+            files, max_total_pixels=self.facedb.settings.max_request_pixels, model=model
+        )
         bad = [r for r in results if r.error]
         if bad:
             raise HTTPException(422, f"{bad[0].path}: {bad[0].error}")

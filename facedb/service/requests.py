@@ -21,10 +21,11 @@ MAX_PEOPLE_PAGE = 10_000
 
 
 class SearchRequest(BaseModel):
-    # as many values as the database's model makes (512 or 128; checked against it)
+    # as many values as the model makes (512 or 128; checked against it)
     embedding: list[float] = Field(min_length=1, max_length=MAX_EMBEDDING_VALUES)
     top_k: int = Field(3, ge=1, le=100)
-    threshold: float | None = Field(None, ge=0, le=4)
+    threshold: float | None = Field(None, ge=0, le=4)  # None: the model's threshold in force
+    model: str | None = Field(None, max_length=100, description="the model that made the embedding (GET /v1/models)")
 
 
 class PersonChange(BaseModel):

@@ -16,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -85,6 +86,29 @@ def embedder_spec(model: str | None = None) -> dict:
     if key not in specs:
         raise UnknownModel(f"no model {key!r}: facedb knows {', '.join(specs)} (`facedb models` lists them)")
     return {"key": key, **specs[key]}
+
+
+@dataclass(frozen=True)
+class ModelDistances:
+    """The distances that mean something only for the model whose embeddings they measure,
+    from its manifest entry (docs/configuration.md says how each model's were chosen)."""
+
+    threshold: float  # who is this: the default before `facedb calibrate`
+    cluster_eps: float  # clustering: the largest distance between neighbouring faces of one person
+    propose_threshold: float  # clustering: a lone face this close to a person's face is proposed
+    same_face_distance: float  # one shot of a face in several files (dedup, people's copies)
+    near_duplicate_face_distance: float  # dedup's near duplicates: the same faces at the same places
+
+
+def model_distances(model: str | None = None) -> ModelDistances:
+    spec = embedder_spec(model)
+    return ModelDistances(
+        threshold=float(spec["default_threshold"]),
+        cluster_eps=float(spec["cluster_eps"]),
+        propose_threshold=float(spec["propose_threshold"]),
+        same_face_distance=float(spec["same_face_distance"]),
+        near_duplicate_face_distance=float(spec["near_duplicate_face_distance"]),
+    )
 
 
 def weights_path(cache_dir: Path, model: str | None = None) -> Path:

@@ -24,9 +24,12 @@ def faces(
     photo_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after: Annotated[int | None, Query(ge=0, le=2**62, description="start after this face id")] = None,
 ) -> FaceListing:
     return service.shown_faces(
-        service.facedb.faces(person=person, unassigned=unassigned, photo_id=photo_id, limit=limit, offset=offset)
+        service.facedb.faces(
+            person=person, unassigned=unassigned, photo_id=photo_id, limit=limit, offset=offset, after=after
+        )
     )
 
 

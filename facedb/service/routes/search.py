@@ -21,12 +21,14 @@ async def who(
     image: Annotated[UploadFile, File(description="a photo")],
     top_k: Annotated[int, Form(ge=1, le=100)] = 3,
     threshold: Annotated[float | None, Form(ge=0, le=4)] = None,
+    model: Annotated[str | None, Form(max_length=100, description="an embedding model (GET /v1/models)")] = None,
 ) -> WhoAnswer:
+    key = service.facedb.named_model(model)  # an unknown model is refused before the upload is read
     async with service.model_work.slot() as run:
         files = await service.read_uploads([image])
 
         def work() -> WhoAnswer:
-            (answer,) = service.facedb.answer(service.faces_of(files), top_k=top_k, threshold=threshold)
+            (answer,) = service.facedb.answer(service.faces_of(files, key), top_k=top_k, threshold=threshold)
             return answer
 
         return await run(work)
@@ -39,13 +41,20 @@ def search(service: Service, _: ReadKey, request: SearchRequest) -> SearchAnswer
         # the search index holds half precision, whose range ends at 65504
         raise HTTPException(422, f"embedding: values must be finite numbers within +-{HALFVEC_MAX:g}")
     vector = vector.astype(np.float32)
-    return SearchAnswer(candidates=service.facedb.search(vector, top_k=request.top_k, threshold=request.threshold))
+    facedb = service.facedb
+    model = facedb.named_model(request.model)
+    candidates = facedb.search(vector, top_k=request.top_k, threshold=request.threshold, model=model)
+    return SearchAnswer(model=model, candidates=candidates)
 
 
 @router.post("/compare", response_model=CompareAnswer)
 async def compare(
-    service: Service, _: ReadKey, images: Annotated[list[UploadFile], File(description="two or more photos")]
+    service: Service,
+    _: ReadKey,
+    images: Annotated[list[UploadFile], File(description="two or more photos")],
+    model: Annotated[str | None, Form(max_length=100, description="an embedding model (GET /v1/models)")] = None,
 ) -> CompareAnswer:
+    key = service.facedb.named_model(model)
     async with service.model_work.slot() as run:
         files = await service.read_uploads(images)
-        return await run(lambda: service.facedb.compare_faces(service.faces_of(files)))
+        return await run(lambda: service.facedb.compare_faces(service.faces_of(files, key)))
