@@ -3,7 +3,10 @@ time: /healthz and /v1/search from one client on an idle service; one client, th
 sending who-is-this requests (throughput, and how it scales with clients); N who clients again while one more client keeps asking
 /healthz and /v1/search (the cheap endpoints must stay fast while the models are saturated);
 N clients on the embedding search alone. Prints requests/s, p50/p95/p99 latency and errors (anything but a 200) for each, then
-JSON. Run: make bench-load (--clients, --seconds)."""
+the CPU limit: the CPU-seconds one who request takes in the service and its database (measured
+over the one-client phase), the requests a second the machine's cores allow at most (cores /
+CPU-seconds), and how close the saturated service comes to it; then JSON.
+Run: make bench-load (--clients, --seconds)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from serving import serving
 
 from facedb import FaceDB, Settings  # noqa: E402
@@ -83,6 +87,28 @@ def hammer(url: str, clients: list[list[tuple]], seconds: float) -> None:
             latencies.wall = time.monotonic() - began
 
 
+def service_cpu_seconds(server: subprocess.Popen, home: Path) -> float:
+    """CPU time so far of the service's processes and of its embedded PostgreSQL (the postmaster
+    whose data folder lies under `home`, and its backends)."""
+    processes = []
+    try:
+        top = psutil.Process(server.pid)
+        processes += [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        pass
+    for process in psutil.process_iter(["cmdline"]):
+        if str(home) in " ".join(process.info["cmdline"] or ()) and process not in processes:
+            processes += [process, *process.children(recursive=True)]
+    total = 0.0
+    for process in {p.pid: p for p in processes}.values():
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=4)
@@ -103,7 +129,7 @@ def main() -> None:
         embedding = [float(v) for v in found.faces[0].embedding]
         facedb.close()
         with serving(["--home", str(home)], env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as (
-            _,
+            server,
             url,
         ):
             headers = {"X-API-Key": key}
@@ -133,7 +159,11 @@ def main() -> None:
             }
             hammer(url, [[(who, Latencies())]], 3)  # warm-up: the first runs of each graph are slow
             hammer(url, [[(health, phases["healthz_idle"]), (search, phases["search_idle"])]], args.seconds / 2)
+            cpu_before = service_cpu_seconds(server, home)
             hammer(url, [[(who, phases["who_one_client"])]], args.seconds)
+            cpu_per_who = (service_cpu_seconds(server, home) - cpu_before) / max(
+                1, len(phases["who_one_client"].seconds)
+            )
             hammer(url, [[(who, phases["who_alone"])]] * args.clients, args.seconds)  # throughput, nothing else asked
             hammer(
                 url,
@@ -150,8 +180,30 @@ def main() -> None:
         )
     one, many = figures["who_one_client"]["requests_per_s"], figures["who_alone"]["requests_per_s"]
     scaling = round(many / one, 2) if one else None
+    cores = len(os.sched_getaffinity(0))
+    limit = cores / cpu_per_who if cpu_per_who > 0 else 0.0
+    of_limit = round(many / limit, 3) if limit else None
+    healthz_p99 = figures["healthz_while_who_saturates"]["p99_ms"]
     print(f"who: {many} req/s with {args.clients} clients, {one} with one: {scaling}x")
-    print(json.dumps({"clients": args.clients, "seconds": args.seconds, "who_scaling": scaling, **figures}))
+    print(
+        f"CPU limit: one who takes {cpu_per_who:.3f} CPU-seconds (service and database), so {cores} cores allow "
+        f"{limit:.2f} a second; saturated: {many} a second, {of_limit or 0:.0%} of it (aim: 90%); "
+        f"/healthz p99 while who saturates {healthz_p99} ms (aim: under 50)"
+    )
+    print(
+        json.dumps(
+            {
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "who_scaling": scaling,
+                "cores": cores,
+                "cpu_seconds_per_who": round(cpu_per_who, 4),
+                "cpu_limit_per_s": round(limit, 2),
+                "saturated_of_cpu_limit": of_limit,
+                **figures,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
