@@ -173,6 +173,16 @@ class IndexSummary(Result):
     photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
 
 
+class WatchRound(Result):
+    """One round of `index --watch`: the files that arrived or changed, indexed (moves keep
+    their faces and people), and the stored photos whose files went, forgotten."""
+
+    rescan: bool  # the periodic rescan of every watched folder, not events
+    index: IndexSummary | None = None
+    gone: list[str] = []  # photos forgotten: their files went
+    kept: int = 0  # photos missing with their whole folder (a disk not mounted?): kept
+
+
 class Job(Result):
     """An indexing job of the REST service."""
 

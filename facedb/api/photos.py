@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,73 @@ from ..results import (
     PhotoError,
     PhotoFaces,
     TagsWritten,
+    WatchRound,
 )
 from .parts import Parts
 
 
 class Photos(Parts):
+    def watch(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        settle: float = 2.0,
+        rescan_every: float = 600.0,
+        batch: int = 256,
+        on_round: Callable[[WatchRound], None] | None = None,
+        on_failure: FailureCallback | None = None,
+        on_warning: FailureCallback | None = None,
+        read_face_tags: bool | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Keep the folders `paths` indexed (the first round is a rescan of them all) until `stop` is set (or SIGINT/SIGTERM when it is
+        None): photos that arrive or change are indexed as `index` does (a moved photo keeps its
+        faces and people), photos that go are forgotten with their faces. Each round is whole
+        (`index` stores a batch in one transaction) before a stop is taken. A photo missing
+        together with its folder at a rescan is kept (a disk that is not mounted is not a
+        deletion); so is everything under a watched folder that is itself missing."""
+        from ..ingest.watch import StopOnSignal, watch
+
+        roots = [os.path.abspath(os.fspath(p)) for p in paths]
+        for root in roots:
+            if not os.path.isdir(root):
+                raise FaceDBError(f"{root}: not a folder (--watch watches folders)")
+
+        def handle(changed) -> None:
+            present = [p for p in changed.present if os.path.lexists(p)]
+            summary = None
+            if present:
+                try:
+                    summary = self.index(
+                        present, on_failure=on_failure, on_warning=on_warning, read_face_tags=read_face_tags
+                    )
+                except FaceDBError as exc:  # a file that went between the event and the read
+                    if on_failure:
+                        on_failure(present[0], str(exc))
+            candidates = (
+                self.store.photos_under(roots if changed.rescan else changed.gone)
+                if (changed.rescan or changed.gone)
+                else []
+            )
+            gone, kept = [], 0
+            for photo_id, path in candidates:
+                if os.path.lexists(path):
+                    continue
+                unmounted = not any(os.path.isdir(r) for r in roots if path.startswith(os.path.join(r, "")))
+                if unmounted or (changed.rescan and not os.path.isdir(os.path.dirname(path))):
+                    kept += 1
+                    continue
+                gone.append((photo_id, path))
+            self.store.forget_photos([photo_id for photo_id, _ in gone])
+            if on_round:
+                on_round(WatchRound(rescan=changed.rescan, index=summary, gone=[p for _, p in gone], kept=kept))
+
+        if stop is not None:
+            watch(roots, handle, settle=settle, rescan_every=rescan_every, batch=batch, stop=stop)
+            return
+        with StopOnSignal() as stopping:
+            watch(roots, handle, settle=settle, rescan_every=rescan_every, batch=batch, stop=stopping.event)
+
     def faces_in(
         self, paths: Sequence[str | os.PathLike], keep_pixels: bool = False, *, model: str | None = None
     ) -> list[PhotoFaces]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..results import WatchRound
 from .app import (
     EXIT_FILES_FAILED,
     Context,
@@ -72,6 +74,25 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
     "The photos must be at the same paths on every worker. Needs pip install 'facedb[ray]' "
     "[env FACEDB_RAY_ADDRESS].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Then keep indexing the folders PATHS as photos arrive, change, move or go, until Ctrl-C or SIGTERM.",
+)
+@click.option(
+    "--settle",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="With --watch: seconds a file must stay untouched before it is read (a copy in progress is not).",
+)
+@click.option(
+    "--rescan-minutes",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 100_000),
+    help="With --watch: look at every file again this often, for changes no event told of (0: never).",
+)
 @model_option
 @pass_context
 def index(
@@ -82,8 +103,14 @@ def index(
     quiet: bool,
     face_tags: bool | None,
     ray_address: str | None,
+    watch: bool,
+    settle: float,
+    rescan_minutes: float,
 ) -> None:
     """Find, embed and store every face in PATHS (files or folders, recursively)."""
+    if watch:
+        _watch(context, paths, as_json, face_tags, settle, rescan_minutes)
+        return
     summary = context.facedb.index(
         list(paths),
         retry_failed=retry_failed,
@@ -123,6 +150,44 @@ def index(
         sys.exit(130)
     if summary.failed:
         sys.exit(EXIT_FILES_FAILED)
+
+
+def _watch(
+    context: Context, paths: tuple[str, ...], as_json: bool, face_tags: bool | None, settle: float, minutes: float
+) -> None:
+    """`index --watch`: a line (or a JSON line) a round, until Ctrl-C or SIGTERM."""
+
+    def say(done: WatchRound) -> None:
+        if as_json:
+            print(json.dumps(done.to_json()), flush=True)  # a line a round, as it happens
+            return
+        s = done.index
+        parts = []
+        if s is not None and (s.new or s.reindexed or s.moved or s.copies or s.failed or done.rescan):
+            parts.append(
+                f"{s.files} files: {s.new} new, {s.reindexed} reindexed, {s.moved} moved, {s.copies} copies, "
+                f"{s.failed} failed, {s.unchanged} unchanged; {s.faces} faces"
+            )
+        if done.gone:
+            parts.append(f"{len(done.gone)} gone (forgotten with their faces)")
+        if done.kept:
+            parts.append(f"{done.kept} missing with their folder, kept (not mounted?)")
+        if parts:
+            print(f"{'rescan' if done.rescan else 'changes'}: " + "; ".join(parts), flush=True)
+
+    if not as_json:
+        print(f"facedb: watching {len(paths)} folder(s); Ctrl-C or SIGTERM stops after the round in hand", flush=True)
+    context.facedb.watch(
+        list(paths),
+        settle=settle,
+        rescan_every=minutes * 60,
+        on_round=say,
+        on_failure=report_failure,
+        on_warning=report_warning,
+        read_face_tags=face_tags,
+    )
+    if not as_json:
+        click.echo("facedb: stopped; every round so far is stored")
 
 
 @cli.command()

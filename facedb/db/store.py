@@ -5,6 +5,7 @@ facedb/db/ is the only package that talks to the database."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -344,6 +345,29 @@ class Store:
                 {"id": face_id},
             ).first()
         return None if row is None else (bytes(row.thumbnail), row.path)
+
+    def photos_under(self, folders: Sequence[str]) -> list[tuple[int, str]]:
+        """(id, path) of the stored photos at or under these paths (files or folders)."""
+        with self.engine.connect() as conn:
+            return [
+                (r.id, r.path)
+                for r in conn.execute(
+                    text("""
+                    SELECT id, path FROM photos
+                    WHERE path = ANY(:paths) OR EXISTS (
+                        SELECT 1 FROM unnest(CAST(:folders AS text[])) AS f(folder) WHERE starts_with(path, f.folder))
+                    ORDER BY id"""),
+                    {"paths": list(folders), "folders": [os.path.join(f, "") for f in folders]},
+                )
+            ]
+
+    def forget_photos(self, photo_ids: Sequence[int]) -> int:
+        """Delete these photos with their faces, embeddings and places in people (one
+        transaction); returns how many were deleted."""
+        if not photo_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(text("DELETE FROM photos WHERE id = ANY(:ids)"), {"ids": list(photo_ids)}).rowcount
 
     def answers(self) -> bool:
         """The database takes a query (`/healthz`): one round trip, whatever the archive's size."""
