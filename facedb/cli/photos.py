@@ -81,17 +81,15 @@ def compare(context: Context, images: tuple[str, ...], as_json: bool) -> None:
 )
 @click.option(
     "--settle",
-    default=2.0,
-    show_default=True,
     type=click.FloatRange(0, 3600),
-    help="With --watch: seconds a file must stay untouched before it is read (a copy in progress is not).",
+    help="With --watch: seconds a file must stay untouched before it is read (a copy in progress is not) "
+    "[default: 2; env FACEDB_WATCH_SETTLE_SECONDS].",
 )
 @click.option(
     "--rescan-minutes",
-    default=10.0,
-    show_default=True,
     type=click.FloatRange(0, 100_000),
-    help="With --watch: look at every file again this often, for changes no event told of (0: never).",
+    help="With --watch: look at every file again this often, for changes no event told of (0: only at the start) "
+    "[default: 10; env FACEDB_WATCH_RESCAN_MINUTES].",
 )
 @model_option
 @pass_context
@@ -104,8 +102,8 @@ def index(
     face_tags: bool | None,
     ray_address: str | None,
     watch: bool,
-    settle: float,
-    rescan_minutes: float,
+    settle: float | None,
+    rescan_minutes: float | None,
 ) -> None:
     """Find, embed and store every face in PATHS (files or folders, recursively)."""
     if watch:
@@ -153,7 +151,12 @@ def index(
 
 
 def _watch(
-    context: Context, paths: tuple[str, ...], as_json: bool, face_tags: bool | None, settle: float, minutes: float
+    context: Context,
+    paths: tuple[str, ...],
+    as_json: bool,
+    face_tags: bool | None,
+    settle: float | None,
+    minutes: float | None,
 ) -> None:
     """`index --watch`: a line (or a JSON line) a round, until Ctrl-C or SIGTERM."""
 
@@ -177,10 +180,11 @@ def _watch(
 
     if not as_json:
         print(f"facedb: watching {len(paths)} folder(s); Ctrl-C or SIGTERM stops after the round in hand", flush=True)
+    settings = context.facedb.settings
     context.facedb.watch(
         list(paths),
-        settle=settle,
-        rescan_every=minutes * 60,
+        settle=settings.watch_settle_seconds if settle is None else settle,
+        rescan_every=60 * (settings.watch_rescan_minutes if minutes is None else minutes),
         on_round=say,
         on_failure=report_failure,
         on_warning=report_warning,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..api import FaceDB
 from ..config import Settings
 from ..errors import FaceDBError, NotFound, TooLarge
+from ..results import WatchRound
 from .connections import with_header_deadline
 from .context import NOT_SHOWN, Served
 from .gate import RequestGate
@@ -30,9 +32,15 @@ __all__ = ["NOT_SHOWN", "create_app", "serve", "uvicorn_options"]
 
 
 def create_app(
-    facedb: FaceDB, roots: Sequence[str | os.PathLike] = (), *, max_upload_bytes: int | None = None, max_files: int = 16
+    facedb: FaceDB,
+    roots: Sequence[str | os.PathLike] = (),
+    *,
+    max_upload_bytes: int | None = None,
+    max_files: int = 16,
+    watch: bool | None = None,
 ) -> FastAPI:
-    """`roots`: folders whose photos may be indexed through the API and served back."""
+    """`roots`: folders whose photos may be indexed through the API and served back; `watch`
+    (None: FACEDB_SERVE_WATCH): keep them indexed while the service runs, as `index --watch`."""
     settings = facedb.settings
     app = FastAPI(
         title="facedb",
@@ -41,12 +49,13 @@ def create_app(
         docs_url=None,  # FastAPI's loads Swagger UI from a CDN: routes/pages.py serves it from a package
         redoc_url=None,
         openapi_url="/openapi.json",
-        lifespan=_following_the_default_model,
+        lifespan=_background_work,
     )
     served = Served(
         facedb, roots, settings.max_upload_bytes if max_upload_bytes is None else max_upload_bytes, max_files
     )
     app.state.served = served
+    app.state.watch = settings.serve_watch if watch is None else watch
     # multipart framing around max_files uploads stays far under the extra MiB
     app.add_middleware(
         RequestGate,
@@ -59,6 +68,51 @@ def create_app(
     for resource in (pages, search, people, faces, photos, indexing, models):
         app.include_router(resource.router)
     return app
+
+
+@asynccontextmanager
+async def _background_work(app: FastAPI) -> AsyncIterator[None]:
+    """What runs beside the requests while the service runs: the default model followed, and
+    (`serve --watch`) the roots kept indexed."""
+    async with _following_the_default_model(app), _watching_the_roots(app):
+        yield
+
+
+@asynccontextmanager
+async def _watching_the_roots(app: FastAPI) -> AsyncIterator[None]:
+    """`serve --watch`: the roots kept indexed in a thread of their own, as `index --watch`
+    does; stopped after the round in hand when the service stops. A failure is one log line."""
+    served = app.state.served
+    if not app.state.watch or not served.served_roots:
+        yield
+        return
+    facedb, stop = served.facedb, threading.Event()
+
+    def say(done: WatchRound) -> None:
+        s = done.index
+        if s is not None and (s.new or s.reindexed or s.moved or s.copies or s.failed) or done.gone or done.kept:
+            counts = "" if s is None else f"{s.new} new, {s.reindexed} reindexed, {s.moved} moved, {s.failed} failed; "
+            print(f"facedb: watch: {counts}{len(done.gone)} gone, {done.kept} kept", file=sys.stderr, flush=True)
+
+    def keep_indexed() -> None:
+        try:
+            facedb.watch(
+                [str(root) for root in served.served_roots],
+                settle=facedb.settings.watch_settle_seconds,
+                rescan_every=60 * facedb.settings.watch_rescan_minutes,
+                on_round=say,
+                stop=stop,
+            )
+        except Exception as exc:  # noqa: BLE001 - the service goes on answering; the watch is said to stop
+            print(f"facedb: the watch of the roots stopped: {exc}", file=sys.stderr, flush=True)
+
+    watcher = threading.Thread(target=keep_indexed, name="facedb-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        await anyio.to_thread.run_sync(lambda: watcher.join(timeout=120))
 
 
 @asynccontextmanager
@@ -120,7 +174,7 @@ def _answer_errors_as_json(app: FastAPI) -> None:
         return JSONResponse({"error": str(exc)}, status_code=422)
 
 
-def serve(facedb: FaceDB, roots: list[str], host: str, port: int) -> None:
+def serve(facedb: FaceDB, roots: list[str], host: str, port: int, *, watch: bool | None = None) -> None:
     import uvicorn
 
     started = time.monotonic()
@@ -130,7 +184,7 @@ def serve(facedb: FaceDB, roots: list[str], host: str, port: int) -> None:
         f"facedb: models and database ready in {time.monotonic() - started:.1f} s; serving http://{host}:{port}/",
         flush=True,
     )
-    uvicorn.run(create_app(facedb, roots), host=host, port=port, **uvicorn_options(facedb.settings))
+    uvicorn.run(create_app(facedb, roots, watch=watch), host=host, port=port, **uvicorn_options(facedb.settings))
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
