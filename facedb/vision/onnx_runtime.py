@@ -3,8 +3,8 @@ pinned weights, converter and way of converting, by their sha256).
 
 A process that only answers (who, index, serve) never imports TensorFlow: starting it takes
 about a second instead of ten, and a third of the memory. A cache without the models has them
-converted in a child process (onnx_conversion.py: it needs TensorFlow and tf2onnx, a minute
-and 2 GB once), under a lock so that two processes starting together convert once.
+converted in a child process (onnx_conversion.py: it needs TensorFlow and tf2onnx, 17 s
+and under 2 GB once), under a lock so that two processes starting together convert once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..errors import WeightsUnavailable, one_line
 from .weights import FROZEN_GRAPH_MODEL, embedder_spec, manifest
 
 OPSET = 17
-FORMAT = 1  # bump when the way the graphs are made changes, so old caches are not used
+FORMAT = 2  # bump when the way the graphs are made changes, so old caches are not used (2: tf2onnx's optimizers off)
 NETWORKS = ("facenet", "pnet", "rnet", "onet")
 
 
