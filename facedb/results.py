@@ -182,6 +182,13 @@ class WatchRound(Result):
     gone: list[str] = []  # photos forgotten: their files went
     kept: int = 0  # photos missing with their whole folder (a disk not mounted?): kept
 
+    @property
+    def changed(self) -> bool:
+        """Something was indexed anew, moved, copied, failed, forgotten or kept."""
+        s = self.index
+        done = s is not None and bool(s.new or s.reindexed or s.moved or s.copies or s.failed)
+        return done or bool(self.gone or self.kept)
+
 
 class Job(Result):
     """An indexing job of the REST service."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from test_cli import run
 
 from facedb import samples as photos
 
@@ -111,13 +112,7 @@ def test_a_watched_folder_follows_photos_that_arrive_change_move_and_go(new_data
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "Traceback" not in err
-    check = subprocess.run(
-        [sys.executable, "-m", "facedb", "--database-url", url, "check", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    check = run("--database-url", url, "check", "--json")
     assert json.loads(check.stdout)["problems"] == {}, check.stdout
     assert (
         _faces_of(url, folder / "2024" / "nicolas.jpg") == cage_faces and len(_faces_of(url, folder / "obama.jpg")) == 1
@@ -127,13 +122,7 @@ def test_a_watched_folder_follows_photos_that_arrive_change_move_and_go(new_data
 def test_watch_takes_folders_only(tmp_path):
     file = tmp_path / "one.jpg"
     file.write_bytes(b"x")
-    done = subprocess.run(
-        [sys.executable, "-m", "facedb", "--home", str(tmp_path / "home"), "index", str(file), "--watch"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run("--home", str(tmp_path / "home"), "index", str(file), "--watch", check_rc=None)
     assert done.returncode != 0 and "not a folder (--watch watches folders)" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -175,7 +175,7 @@ class Parts:
         model's latest calibration, else the model's default."""
         if self.settings.threshold is not None:
             return ThresholdInForce(value=self.settings.threshold, source="setting")
-        key = self.model if model is None else embedder_spec(model)["key"]
+        key = self.named_model(model)
         e = self.embedder_of(key)
         default = model_distances(key).threshold
         calibration = CalibrationStore(self.store).latest(

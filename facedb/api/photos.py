@@ -71,11 +71,8 @@ class Photos(Parts):
                 except FaceDBError as exc:  # a file that went between the event and the read
                     if on_failure:
                         on_failure(present[0], str(exc))
-            candidates = (
-                self.store.photos_under(roots if changed.rescan else changed.gone)
-                if (changed.rescan or changed.gone)
-                else []
-            )
+            asked = roots if changed.rescan else changed.gone
+            candidates = self.store.photos_under(asked) if asked else []
             gone, kept = [], 0
             for photo_id, path in candidates:
                 if os.path.lexists(path):

@@ -50,8 +50,10 @@ class WhoIsThis(Photos):
         answers = []
         for result in results:
             model = result.model or self.model
+            if result.faces:
+                self._searchable(model)
             limit = self.threshold(model).value if threshold is None else threshold
-            faces = [self.identify(face, top_k=top_k, threshold=limit, model=model) for face in result.faces]
+            faces = [self._identified(face, top_k, limit, model) for face in result.faces]
             copies = stored.get(result.content_hash or "")
             if copies:
                 self._name_stored_faces(faces, self.store.faces_of_photo(copies[0][0]))
@@ -75,29 +77,41 @@ class WhoIsThis(Photos):
                 taken.add(face_id)
 
     def identify(self, face: Face, *, top_k: int, threshold: float, model: str | None = None) -> FaceAnswer:
+        model = self.named_model(model)
+        self._searchable(model)
+        return self._identified(face, top_k, threshold, model)
+
+    def _identified(self, face: Face, top_k: int, threshold: float, model: str) -> FaceAnswer:
         return FaceAnswer(
             box=face.box,
             score=face.detection.score,
-            candidates=self.search(face.vector, top_k=top_k, threshold=threshold, model=model),
+            candidates=self._matches(face.vector, top_k, threshold, model),
             threshold=threshold,
         )
+
+    def _searchable(self, model: str) -> None:
+        """Refuse a model no stored face has an embedding of: its search would name nobody."""
+        if model != self.model and not self.faces_embedded_by(model):
+            raise FaceDBError(
+                f"no stored face has an embedding of {model} yet, so nobody could be found: "
+                f"run `facedb reembed --model {model}` first"
+            )
 
     def search(
         self, embedding: np.ndarray, *, top_k: int = 3, threshold: float | None = None, model: str | None = None
     ) -> list[IdentityMatch]:
         """The identity search alone, for an embedding made elsewhere (no detection) by `model`
         (None: the model in use), among the stored embeddings of that model."""
-        in_use = self.model
         model = self.named_model(model)
         threshold = self.threshold(model).value if threshold is None else threshold
         dimension = self.embedder_of(model).dimension
         if len(embedding) != dimension:
             raise FaceDBError(f"the embedding has {len(embedding)} values; model {model} makes {dimension}")
-        if model != in_use and not self.faces_embedded_by(model):
-            raise FaceDBError(
-                f"no stored face has an embedding of {model} yet, so nobody could be found: "
-                f"run `facedb reembed --model {model}` first"
-            )
+        self._searchable(model)
+        return self._matches(embedding, top_k, threshold, model)
+
+    def _matches(self, embedding: np.ndarray, top_k: int, threshold: float, model: str) -> list[IdentityMatch]:
+        """The nearest people among `model`'s embeddings, each with its faces within `threshold`."""
         nearest = self.store.nearest.identities(embedding, top_k, model)
         counts = self.store.nearest.faces_within(embedding, [c.identity_id for c in nearest], threshold, model)
         matches = []

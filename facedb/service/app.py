@@ -90,7 +90,7 @@ async def _watching_the_roots(app: FastAPI) -> AsyncIterator[None]:
 
     def say(done: WatchRound) -> None:
         s = done.index
-        if s is not None and (s.new or s.reindexed or s.moved or s.copies or s.failed) or done.gone or done.kept:
+        if done.changed:
             counts = "" if s is None else f"{s.new} new, {s.reindexed} reindexed, {s.moved} moved, {s.failed} failed; "
             print(f"facedb: watch: {counts}{len(done.gone)} gone, {done.kept} kept", file=sys.stderr, flush=True)
 
