@@ -168,7 +168,7 @@ class IndexSummary(Result):
     failures: list[FileFailure] = []
     tagged_faces: int = 0  # faces named by their photo's XMP face tags (confirmed)
     warnings: list[FileWarning] = []  # face tags that named no detected face, or could not be read
-    ray_workers: list[str] = []  # with --ray: the workers (host:pid) that did the model work
+    ray_workers: list[str] = []  # with --ray: the workers (host:pid (node ID)) that did the model work
     retried_chunks: int = 0  # with --ray: chunks of photos sent again after their worker was lost
     photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
 
@@ -526,6 +526,15 @@ class ModelInfo(Result):
 class DefaultModel(Result):
     model: str
     previous: str | None
+
+
+class FetchedModel(Result):
+    """One model made ready by `facedb models fetch`: its weights checked, its ONNX graph in the cache."""
+
+    model: str
+    sha256: str  # of the pinned weights, checked
+    onnx: str  # the converted graph ONNX Runtime loads
+    seconds: float  # 0 or so when the cache had it already
 
 
 class ReembedSummary(Result):

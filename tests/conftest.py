@@ -21,13 +21,14 @@ from facedb.vision.detect import MtcnnDetector  # noqa: E402
 from facedb.vision.embed import FacenetEmbedder  # noqa: E402
 
 # Test tiers, read from what each test asks for so that they cannot drift (`make test-fast`
-# runs all but needs_models, browser and reliability; `make test` runs everything).
+# runs all but needs_models, browser, reliability and docker; `make test` runs everything).
 # Tests that start a `facedb` process which loads the models say so themselves.
 _TIERS = {
     "needs_models": "loads TensorFlow and the real models (in this process or a facedb it starts)",
     "needs_db": "uses the session's embedded PostgreSQL",
     "browser": "drives Debian's chromium",
     "reliability": "kills, interrupts or races real facedb processes",
+    "docker": "builds images and starts docker-compose.yml's services (tests/test_compose.py)",
 }
 
 
@@ -64,6 +65,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.needs_db)
         if "reliability" in item.path.parts:
             item.add_marker(pytest.mark.reliability)
+        if "docker_env" in fixtures:
+            item.add_marker(pytest.mark.docker)
 
 
 class CountingDetector:

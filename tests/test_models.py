@@ -550,3 +550,31 @@ def test_embeddings_made_with_an_older_crop_are_due_for_reembed_and_replaced(two
     )
     assert [r[0] for r in current] == [facedb.preprocessing]
     assert facedb.reembed(DEFAULT).faces == 0 and {m.model: m for m in facedb.models()}[DEFAULT].faces_without == 0
+
+
+def test_models_fetch_readies_every_model_without_opening_a_database(models, settings):
+    """What the Docker image runs when it is built: every pinned model's weights, checked, and its
+    ONNX graph, in the model cache, with no database to be had."""
+    from facedb.vision.weights import sha256_file, weights_path
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facedb",
+            "--database-url",
+            "postgresql://nobody:x@127.0.0.1:9/none",
+            "models",
+            "fetch",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    fetched = json.loads(done.stdout)
+    assert [m["model"] for m in fetched] == [DEFAULT, TUTORIAL]
+    for m in fetched:
+        assert Path(m["onnx"]).is_file() and Path(m["onnx"]).is_relative_to(settings.model_cache)
+        assert sha256_file(weights_path(settings.model_cache, m["model"])) == m["sha256"]

@@ -477,3 +477,33 @@ def test_each_model_brings_its_own_distances():
     calibrated = ClusterParams.from_settings(Settings.load(), "20170512-110547", calibrated_who_threshold=0.9)
     assert calibrated.propose_threshold == pytest.approx(0.9 - (tutorial.threshold - tutorial.propose_threshold))
     assert ClusterParams() == ClusterParams.from_settings(Settings.load())
+
+
+def test_an_installed_facedb_finds_its_own_migrations_not_alembic_itself(tmp_path, monkeypatch):
+    """In site-packages the folder beside facedb/ named alembic/ is the Alembic library; the
+    migrations and the manifest a wheel installs are under facedb/_schema/ (pyproject.toml)."""
+    from facedb.db import database
+    from facedb.vision import weights
+
+    site = tmp_path / "site-packages"
+    (site / "alembic").mkdir(parents=True)
+    (site / "alembic" / "__init__.py").write_text("")
+    (site / "models").mkdir()
+    (site / "models" / "manifest.json").write_text("{}")  # some other package's
+    for name in ("alembic", "migrations", "models"):
+        (site / "facedb" / "_schema" / name).mkdir(parents=True)
+    (site / "facedb" / "_schema" / "models" / "manifest.json").write_text("{}")
+    monkeypatch.setattr(database, "_PACKAGE_DIR", site / "facedb")
+    monkeypatch.setattr(weights, "_PACKAGE_DIR", site / "facedb")
+    assert database._schema_dir("alembic") == site / "facedb" / "_schema" / "alembic"
+    assert database._schema_dir("migrations") == site / "facedb" / "_schema" / "migrations"
+    assert weights._manifest_path() == site / "facedb" / "_schema" / "models" / "manifest.json"
+
+    checkout = tmp_path / "checkout"  # an editable install: no _schema/, the repository's folders
+    for name in ("alembic", "migrations", "models", "facedb"):
+        (checkout / name).mkdir(parents=True)
+    (checkout / "models" / "manifest.json").write_text("{}")
+    monkeypatch.setattr(database, "_PACKAGE_DIR", checkout / "facedb")
+    monkeypatch.setattr(weights, "_PACKAGE_DIR", checkout / "facedb")
+    assert database._schema_dir("alembic") == checkout / "alembic"
+    assert weights._manifest_path() == checkout / "models" / "manifest.json"

@@ -14,7 +14,7 @@ from ..errors import FaceDBError, ImageError
 from ..faces import Detection
 from ..files.images import decode, read_file
 from ..ingest.pipeline import FailureCallback, ProgressCallback
-from ..results import DefaultModel, FileFailure, ModelDefaults, ModelInfo, ReembedSummary
+from ..results import DefaultModel, FetchedModel, FileFailure, ModelDefaults, ModelInfo, ReembedSummary
 from ..vision.weights import default_embedder, embedder_spec, embedder_specs, model_distances, weights_path
 from .photos import Photos
 
@@ -51,6 +51,21 @@ class Models(Photos):
                 )
             )
         return listed
+
+    def fetch_models(self) -> list[FetchedModel]:
+        """Every pinned model's weights, checked, and its ONNX graph converted, now: later runs
+        need no network and no conversion (the Docker image does this when it is built). No
+        database is opened."""
+        from ..vision.onnx_runtime import embedder_path
+
+        fetched = []
+        for model, spec in embedder_specs().items():
+            started = time.perf_counter()
+            onnx = embedder_path(self.settings.model_cache, model)  # the detector's networks come with the first
+            fetched.append(
+                FetchedModel(model=model, sha256=spec["sha256"], onnx=str(onnx), seconds=time.perf_counter() - started)
+            )
+        return fetched
 
     def set_default_model(self, model: str) -> DefaultModel:
         """Make `model` the database's default; refused while faces lack its embedding."""

@@ -35,6 +35,20 @@ def models(ctx: click.Context, as_json: bool) -> None:
         )
 
 
+@models.command("fetch")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def models_fetch(context: Context, as_json: bool) -> None:
+    """Fetch every pinned model's weights (checked by sha256) and convert them for ONNX Runtime
+    now, so that later runs need neither the network nor the conversion (no database is opened)."""
+    fetched = context.facedb.fetch_models()
+    if as_json:
+        print_json(fetched)
+        return
+    for m in fetched:
+        click.echo(f"{m.model}: weights sha256 {m.sha256}, ONNX graph {m.onnx} ({m.seconds:.1f}s)")
+
+
 @models.command("default")
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

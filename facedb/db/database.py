@@ -125,7 +125,9 @@ class Database:
 
 
 def _schema_dir(name: str) -> Path:
-    for candidate in (_PACKAGE_DIR.parent / name, _PACKAGE_DIR / "_schema" / name):
+    """The copy a wheel installs (facedb/_schema/NAME), else the checkout's: in site-packages the
+    alembic/ beside facedb is Alembic itself, which the checkout-first order took for ours."""
+    for candidate in (_PACKAGE_DIR / "_schema" / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate
     raise DatabaseUnavailable(f"the {name}/ folder is missing from this installation of facedb")

@@ -111,6 +111,10 @@ class PhotoWorker:
         )
         self.load_seconds = self.extractor.load()
         self.host = socket.gethostname()
+        import ray
+
+        # the node too: Ray nodes on one machine, or in containers on a host's network, share a host name
+        self.worker = f"{self.host}:{os.getpid()} (node {ray.get_runtime_context().get_node_id()[:8]})"
 
     def pid(self) -> int:
         return os.getpid()
@@ -122,7 +126,7 @@ class PhotoWorker:
         from .analysis import StageClock, analyse_photo
 
         clock = StageClock()
-        result = ChunkResult(worker=f"{self.host}:{os.getpid()}")
+        result = ChunkResult(worker=self.worker)
         for stat in files:
             try:
                 data, digest = clock.timed("worker read", read_file, Path(stat.path), MAX_FILE_BYTES, within)

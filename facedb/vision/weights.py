@@ -29,9 +29,10 @@ FROZEN_GRAPH_MODEL = "20180408-102900"
 
 
 def _manifest_path() -> Path:
+    # the installed copy first: in site-packages, a models/ beside facedb is some other package's
     for candidate in (
-        _PACKAGE_DIR.parent / "models" / "manifest.json",
         _PACKAGE_DIR / "_schema" / "models" / "manifest.json",
+        _PACKAGE_DIR.parent / "models" / "manifest.json",
     ):
         if candidate.is_file():
             return candidate
