@@ -7,11 +7,11 @@ ENV FACEDB_MODEL_CACHE=/models FACEDB_HOME=/data
 # the dependencies first, from pyproject.toml alone: a change to facedb's code reuses this layer
 COPY pyproject.toml ./
 RUN python -c "import tomllib, sys; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-extra = sys.argv[1].strip('[]'); \
-print('\n'.join(project['dependencies'] + (project['optional-dependencies'][extra] if extra else [])))" "${EXTRAS}" \
+extras = [e.strip() for e in sys.argv[1].strip('[]').split(',') if e.strip()]; \
+print('\n'.join(project['dependencies'] + [d for e in extras for d in project['optional-dependencies'][e]]))" "${EXTRAS}" \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt
-COPY README.md cli.py alembic.ini ./
+COPY README.md ./
 COPY facedb ./facedb
 COPY alembic ./alembic
 COPY migrations ./migrations

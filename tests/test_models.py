@@ -552,7 +552,7 @@ def test_embeddings_made_with_an_older_crop_are_due_for_reembed_and_replaced(two
     assert facedb.reembed(DEFAULT).faces == 0 and {m.model: m for m in facedb.models()}[DEFAULT].faces_without == 0
 
 
-def test_models_fetch_readies_every_model_without_opening_a_database(models, settings):
+def test_models_fetch_readies_every_model_without_opening_a_database(models, settings, tmp_path):
     """What the Docker image runs when it is built: every pinned model's weights, checked, and its
     ONNX graph, in the model cache, with no database to be had."""
     from facedb.vision.weights import sha256_file, weights_path
@@ -578,3 +578,20 @@ def test_models_fetch_readies_every_model_without_opening_a_database(models, set
     for m in fetched:
         assert Path(m["onnx"]).is_file() and Path(m["onnx"]).is_relative_to(settings.model_cache)
         assert sha256_file(weights_path(settings.model_cache, m["model"])) == m["sha256"]
+
+    # a cached weights file of the right size but other bytes is refused, not converted
+    cache = tmp_path / "cache"
+    corrupt = weights_path(cache, DEFAULT)
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(bytes(weights_path(settings.model_cache, DEFAULT).stat().st_size))
+    done = subprocess.run(
+        [sys.executable, "-m", "facedb", "models", "fetch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FACEDB_MODEL_CACHE": str(cache)},
+    )
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"facedb: error: {corrupt}: does not match its pinned sha256; delete it and fetch again"
+    )
+    assert not (cache / "onnx").exists()

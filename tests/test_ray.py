@@ -221,7 +221,7 @@ def test_a_worker_killed_mid_run_costs_nothing(cluster, archive, local_run, new_
     assert run.returncode in (0, 1) and "Traceback" not in err, err
     summary = json.loads(out)  # Ray's "a worker died" went to stderr, not into the JSON
     assert summary["failed"] == local_run["failed"]
-    assert summary["retried_chunks"] >= 1 and f":{killed}" in " ".join(summary["ray_workers"])  # its chunk went again
+    assert summary["retried_chunks"] >= 1 and f":{killed} (" in " ".join(summary["ray_workers"])  # its chunk went again
     _assert_same(_stored(url), local_run)
 
 

@@ -10,12 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from ..db.embeddings import EmbeddingStore
-from ..errors import FaceDBError, ImageError
+from ..errors import FaceDBError, ImageError, WeightsUnavailable
 from ..faces import Detection
 from ..files.images import decode, read_file
 from ..ingest.pipeline import FailureCallback, ProgressCallback
 from ..results import DefaultModel, FetchedModel, FileFailure, ModelDefaults, ModelInfo, ReembedSummary
-from ..vision.weights import default_embedder, embedder_spec, embedder_specs, model_distances, weights_path
+from ..vision.weights import (
+    default_embedder,
+    embedder_spec,
+    embedder_specs,
+    embedder_weights,
+    model_distances,
+    sha256_file,
+    weights_path,
+)
 from .photos import Photos
 
 
@@ -53,15 +61,19 @@ class Models(Photos):
         return listed
 
     def fetch_models(self) -> list[FetchedModel]:
-        """Every pinned model's weights, checked, and its ONNX graph converted, now: later runs
-        need no network and no conversion (the Docker image does this when it is built). No
-        database is opened."""
+        """Every pinned model's weights, fetched if missing and checked against their sha256,
+        and its ONNX graph converted, now: later runs need no network and no conversion (the
+        Docker image does this when it is built). No database is opened."""
         from ..vision.onnx_runtime import embedder_path
 
         fetched = []
         for model, spec in embedder_specs().items():
             started = time.perf_counter()
-            onnx = embedder_path(self.settings.model_cache, model)  # the detector's networks come with the first
+            weights = embedder_weights(self.settings.model_cache, model)
+            if sha256_file(weights) != spec["sha256"]:  # a cached file is otherwise known by its size alone
+                raise WeightsUnavailable(f"{weights}: does not match its pinned sha256; delete it and fetch again")
+            # FROZEN_GRAPH_MODEL's conversion brings MTCNN's networks too
+            onnx = embedder_path(self.settings.model_cache, model)
             fetched.append(
                 FetchedModel(model=model, sha256=spec["sha256"], onnx=str(onnx), seconds=time.perf_counter() - started)
             )

@@ -14,6 +14,7 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?the official image refuses to start without POSTGRES_PASSWORD}"
     user="${POSTGRES_USER:-postgres}"
     password_file="$(mktemp)"
+    trap 'rm -f "$password_file"' EXIT
     printf '%s\n' "$POSTGRES_PASSWORD" > "$password_file"
     initdb --username="$user" --pwfile="$password_file" --auth-local=trust --auth-host=scram-sha-256 \
         --encoding=UTF8 -D "$PGDATA"
@@ -23,7 +24,9 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start
     database="${POSTGRES_DB:-$user}"
     if [ "$database" != postgres ]; then
-        psql -v ON_ERROR_STOP=1 --username="$user" --dbname=postgres -c "CREATE DATABASE \"$database\""
+        # a psql variable, quoted by psql: the name is never spliced into the SQL
+        echo 'CREATE DATABASE :"database";' \
+            | psql -v ON_ERROR_STOP=1 -v database="$database" --username="$user" --dbname=postgres
     fi
     pg_ctl -D "$PGDATA" -m fast -w stop
 fi
