@@ -168,9 +168,8 @@ class IndexSummary(Result):
     failures: list[FileFailure] = []
     tagged_faces: int = 0  # faces named by their photo's XMP face tags (confirmed)
     warnings: list[FileWarning] = []  # face tags that named no detected face, or could not be read
-    ray_workers: list[
-        str
-    ] = []  # with --ray: the workers (host:pid (node N), N the start of the Ray node ID) that did the model work
+    # with --ray: the workers that did the model work, "host:pid (node N)", N the start of the Ray node ID
+    ray_workers: list[str] = []
     retried_chunks: int = 0  # with --ray: chunks of photos sent again after their worker was lost
     photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
 
