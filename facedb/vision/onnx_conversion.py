@@ -45,8 +45,8 @@ def _without_tf2onnx_optimizers() -> None:
 def _release() -> None:
     """Between the conversion's steps: what the last one left in reference cycles freed now, and
     freed memory given back to the system. Without it each step's leftovers stayed until a later
-    collection, and the default model's conversion peaked at 2.52 GB on Debian's Python 3.11.2
-    (1.94 on a Python 3.11.7 built from source, the same packages)."""
+    collection, and the default model's conversion peaked at 2,508 MiB on Debian's Python 3.11.2
+    (1,940 on a Python 3.11.7 built from source, the same packages; 1,751-1,778 now)."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -94,7 +94,7 @@ def convert(cache_dir: Path) -> Path:
         graph_def, input_names=["input:0"], output_names=["embeddings:0"], opset=OPSET
     )
     _release()
-    # TensorFlow's own answers, from the graph as it is: Grappler's rewrites of it took 700 MB
+    # TensorFlow's own answers, from the graph as it is: Grappler's rewrites took 300 MiB more
     plain = tf.compat.v1.ConfigProto()
     plain.graph_options.rewrite_options.disable_meta_optimizer = True
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph, config=plain) as session:
@@ -157,8 +157,8 @@ def convert_keras_embedder(cache_dir: Path, model: str) -> Path:
     size = int(embedder_spec(model)["input_size"])
     signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
     graph = tf.function(lambda x: network(x, training=False), input_signature=signature)
-    # frozen here and converted as a graph, as FaceNet's is: from_function peaked at 2.54 GB, this
-    # at 2.12 (the same ONNX network but for its input's name, the same embeddings)
+    # frozen here and converted as a graph, as FaceNet's is: from_function peaked at 2,560 MiB, this
+    # at 2,090 (the same ONNX network but for its input's name, the same embeddings)
     frozen = convert_variables_to_constants_v2(graph.get_concrete_function())
     graph_def = frozen.graph.as_graph_def()
     names = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
