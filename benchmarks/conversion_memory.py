@@ -77,6 +77,7 @@ def main() -> None:
             ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(scratch), args.baseline], check=True
         )
         trees = {args.baseline: scratch, **trees}
+    labels = {python: interpreter(python) for python in pythons}
     rows = []
     try:
         for run in range(args.runs):
@@ -86,7 +87,7 @@ def main() -> None:
                         wall, peak = convert(python, tree, path, model)
                         rows.append({"run": run + 1, "model": model, "code": label, "python": python,
                                      "seconds": round(wall, 1), "peak_mib": round(peak)})  # fmt: skip
-                        print(f"{run + 1}  {model:16s}  {label:14s}  {interpreter(python):45s}  "
+                        print(f"{run + 1}  {model:16s}  {label:14s}  {labels[python]:45s}  "
                               f"{wall:6.1f} s  {peak:7.0f} MiB", flush=True)  # fmt: skip
     finally:
         if scratch is not None:

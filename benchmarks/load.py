@@ -90,17 +90,17 @@ def hammer(url: str, clients: list[list[tuple]], seconds: float) -> None:
 def service_cpu_seconds(server: subprocess.Popen, home: Path) -> float:
     """CPU time so far of the service's processes and of its embedded PostgreSQL (the postmaster
     whose data folder lies under `home`, and its backends)."""
-    processes = []
+    processes: dict[int, psutil.Process] = {}  # by pid: a backend is found both ways
     try:
         top = psutil.Process(server.pid)
-        processes += [top, *top.children(recursive=True)]
+        processes |= {p.pid: p for p in [top, *top.children(recursive=True)]}
     except psutil.NoSuchProcess:
         pass
     for process in psutil.process_iter(["cmdline"]):
-        if str(home) in " ".join(process.info["cmdline"] or ()) and process not in processes:
-            processes += [process, *process.children(recursive=True)]
+        if str(home) in " ".join(process.info["cmdline"] or ()):
+            processes |= {p.pid: p for p in [process, *process.children(recursive=True)]}
     total = 0.0
-    for process in {p.pid: p for p in processes}.values():
+    for process in processes.values():
         try:
             times = process.cpu_times()
             total += times.user + times.system

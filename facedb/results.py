@@ -173,6 +173,11 @@ class IndexSummary(Result):
     retried_chunks: int = 0  # with --ray: chunks of photos sent again after their worker was lost
     photo_ids: dict[str, int] = Field(default_factory=dict, exclude=True)  # path -> photo id, for enrol
 
+    @property
+    def changed(self) -> bool:
+        """A photo was indexed anew, moved, copied or failed: more than files found unchanged."""
+        return bool(self.new or self.reindexed or self.moved or self.copies or self.failed)
+
 
 class WatchRound(Result):
     """One round of `index --watch`: the files that arrived or changed, indexed (moves keep
@@ -186,9 +191,7 @@ class WatchRound(Result):
     @property
     def changed(self) -> bool:
         """Something was indexed anew, moved, copied, failed, forgotten or kept."""
-        s = self.index
-        done = s is not None and bool(s.new or s.reindexed or s.moved or s.copies or s.failed)
-        return done or bool(self.gone or self.kept)
+        return (self.index is not None and self.index.changed) or bool(self.gone or self.kept)
 
 
 class Job(Result):

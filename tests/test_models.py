@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
+from test_cli import run as run_facedb
 
 from facedb import samples as photos
 from facedb.api import FaceDB
@@ -557,22 +558,7 @@ def test_models_fetch_readies_every_model_without_opening_a_database(models, set
     ONNX graph, in the model cache, with no database to be had."""
     from facedb.vision.weights import sha256_file, weights_path
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "facedb",
-            "--database-url",
-            "postgresql://nobody:x@127.0.0.1:9/none",
-            "models",
-            "fetch",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_facedb("--database-url", "postgresql://nobody:x@127.0.0.1:9/none", "models", "fetch", "--json")
     fetched = json.loads(done.stdout)
     assert [m["model"] for m in fetched] == [DEFAULT, TUTORIAL]
     for m in fetched:
@@ -584,14 +570,8 @@ def test_models_fetch_readies_every_model_without_opening_a_database(models, set
     corrupt = weights_path(cache, DEFAULT)
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(bytes(weights_path(settings.model_cache, DEFAULT).stat().st_size))
-    done = subprocess.run(
-        [sys.executable, "-m", "facedb", "models", "fetch"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FACEDB_MODEL_CACHE": str(cache)},
-    )
-    assert done.returncode == 2 and done.stderr.strip() == (
+    done = run_facedb("models", "fetch", env={"FACEDB_MODEL_CACHE": str(cache)}, check_rc=2)
+    assert done.stderr.strip() == (
         f"facedb: error: {corrupt}: does not match its pinned sha256; delete it and fetch again"
     )
     assert not (cache / "onnx").exists()

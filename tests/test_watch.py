@@ -109,7 +109,7 @@ def test_a_watched_folder_follows_photos_that_arrive_change_move_and_go(new_data
         assert _faces_of(url, folder / "2024" / "group.jpg") == []
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "Traceback" not in err
     check = run("--database-url", url, "check", "--json")

@@ -166,7 +166,7 @@ def _watch(
             return
         s = done.index
         parts = []
-        if s is not None and (s.new or s.reindexed or s.moved or s.copies or s.failed or done.rescan):
+        if s is not None and (s.changed or done.rescan):
             parts.append(
                 f"{s.files} files: {s.new} new, {s.reindexed} reindexed, {s.moved} moved, {s.copies} copies, "
                 f"{s.failed} failed, {s.unchanged} unchanged; {s.faces} faces"

@@ -77,12 +77,7 @@ def convert(cache_dir: Path) -> Path:
         keep(name, proto, expected, inputs)
 
     def keep(name: str, proto, expected: list[list[np.ndarray]], inputs: list[np.ndarray]) -> None:
-        got = [_run_onnx(proto.SerializeToString(), x) for x in inputs]
-        difference = max(float(np.max(np.abs(e - g))) for es, gs in zip(expected, got) for e, g in zip(es, gs))
-        if not difference <= TOLERANCE:
-            raise SystemExit(f"{name}: ONNX Runtime differs from TensorFlow by {difference:.2e} (> {TOLERANCE:g})")
-        models[name] = proto.SerializeToString()
-        checked[name] = {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}
+        models[name], checked[name] = _checked(name, proto, expected, inputs, "TensorFlow")
 
     # FaceNet, from its frozen graph at any batch size
     graph_def = facenet_graph_def(cache_dir)
@@ -169,16 +164,10 @@ def convert_keras_embedder(cache_dir: Path, model: str) -> Path:
     _release()
     rng = np.random.default_rng(20170512)
     inputs = [rng.standard_normal((n, size, size, 3)).astype(np.float32) for n in (1, 5)]
-    data = proto.SerializeToString()
-    difference = max(float(np.max(np.abs(np.asarray(graph(tf.constant(x))) - _run_onnx(data, x)[0]))) for x in inputs)
-    if not difference <= TOLERANCE:
-        raise SystemExit(f"{model}: ONNX Runtime differs from Keras by {difference:.2e} (> {TOLERANCE:g})")
+    expected = [[np.asarray(graph(tf.constant(x)))] for x in inputs]
+    data, record = _checked(model, proto, expected, inputs, "Keras")
     folder = embedder_folder(cache_dir, model)
-    _store(
-        folder,
-        {"facenet": data},
-        {"facenet": {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}},
-    )
+    _store(folder, {"facenet": data}, {"facenet": record})
     return folder
 
 
@@ -186,9 +175,18 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-def _run_onnx(model: bytes, x: np.ndarray) -> list[np.ndarray]:
-    session = new_session(model, threads=0)
-    return session.run(None, {session.get_inputs()[0].name: x})
+def _checked(
+    name: str, proto, expected: list[list[np.ndarray]], inputs: list[np.ndarray], reference: str
+) -> tuple[bytes, dict]:
+    """The network's bytes and what it was checked against, once ONNX Runtime gives the
+    reference's outputs `expected` on `inputs` within TOLERANCE; else the conversion fails."""
+    data = proto.SerializeToString()
+    session = new_session(data, threads=0)
+    got = [session.run(None, {session.get_inputs()[0].name: x}) for x in inputs]
+    difference = max(float(np.max(np.abs(e - g))) for es, gs in zip(expected, got) for e, g in zip(es, gs))
+    if not difference <= TOLERANCE:
+        raise SystemExit(f"{name}: ONNX Runtime differs from {reference} by {difference:.2e} (> {TOLERANCE:g})")
+    return data, {"max_abs_difference": difference, "inputs": [list(x.shape) for x in inputs]}
 
 
 if __name__ == "__main__":
